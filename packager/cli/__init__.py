@@ -1,0 +1,100 @@
+"""The `mlpack` command line: a thin click layer over the library (shared STYLE.md 1).
+
+Each command lives in its own module under this package, parses its flags, calls one library function and renders
+the result. Command modules import only click and this package at import time, so `mlpack --help` stays fast and
+loads no framework or onnxruntime. This module holds the only catch-all for errors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from mlpk.packager import __version__
+from mlpk.packager.errors import MlpackError
+
+# name -> "module:attribute" under mlpk.packager.cli; loaded when the command is asked for.
+COMMANDS: dict[str, str] = {
+    "doctor": "doctor:doctor",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use (click's documented lazy-loading pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+        assert isinstance(command, click.Command), target
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="mlpack")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout (commands that report).")
+@click.option("--debug", is_flag=True, help="Show tracebacks for user errors too.")
+@click.pass_context
+def cli(ctx: click.Context, as_json: bool, debug: bool) -> None:
+    """mlpack: package trained models into slim, verified OCI images for Jetson, CUDA servers, AWS Lambda and CPU.
+
+    Convert and validate a model, quantize it behind an accuracy gate, and build its image without a Docker daemon.
+    """
+    ctx.obj = {"json": as_json, "debug": debug}
+
+
+def wants_json(ctx: click.Context) -> bool:
+    """Whether the global --json flag was given."""
+    root = ctx.find_root()
+    return bool(root.obj and root.obj.get("json"))
+
+
+def report(ctx: click.Context, data: dict[str, Any], render: Callable[[], None]) -> None:
+    """Print a command's result: `data` as JSON under --json, else the human rendering."""
+    if wants_json(ctx):
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        render()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `mlpack` console script: runs the CLI and turns errors into exit codes."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("MLPACK_DEBUG") == "1"
+    try:
+        code = cli.main(args=args, prog_name="mlpack", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except MlpackError as err:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {err.one_line()}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(141)
+    except Exception:  # noqa: BLE001 - the one catch-all: internal bugs keep their traceback
+        traceback.print_exc()
+        click.echo(f"internal error in mlpack {__version__}: please report it with the traceback above", err=True)
+        sys.exit(70)
+    sys.exit(code if isinstance(code, int) else 0)

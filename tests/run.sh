@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# README command 2: set up this machine (services, a virtual environment with every extra) and run the whole test
+# suite. Arguments go to pytest. .ci/run calls this with CI=true, under which a missing service fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash tests/services/provision.sh
+[ -x .venv/bin/python ] || python3 -m venv .venv
+# torch is pinned to the CPU build the machine's pip configuration serves; an unpinned torch would pull the newest
+# release with several GB of CUDA packages that a CPU test run does not need.
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[all,dev]"
+exec .venv/bin/python -m pytest "$@"
