@@ -1,0 +1,290 @@
+"""Target profiles: TOML data in `mlpk.targets`, loaded raw -> validated -> resolved (shared STYLE.md 4).
+
+    raw = read("jetson")                         # a built-in name, or a user TOML path (which may `extends` one)
+    target = load("jetson", overrides={"python": "3.10"})  # merged, validated (every problem at once), resolved
+
+Validation runs the published JSON Schema (targets/schema.json, for editors too) and the cross-field rules the schema
+cannot say (JetPack compatibility, single-arch consumers, base kinds); all problems are collected and each names its
+field. Resolution fills defaults and returns a frozen `Target`.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from mlpk.packager.errors import ConfigError
+
+JETSON_INDEX_ENV = "MLPACK_JETSON_WHEEL_INDEX"
+
+
+@dataclass(frozen=True, slots=True)
+class Base:
+    kind: str  # "debian" | "image"
+    suite: str | None
+    ref: str | None
+    glibc: str
+    jetpack: str | None
+
+    @property
+    def pinned(self) -> bool:
+        """A registry reference pinned by digest (always true for bases mlpack builds itself)."""
+        return self.kind == "debian" or (self.ref is not None and "@sha256:" in self.ref)
+
+
+@dataclass(frozen=True, slots=True)
+class Wheels:
+    requirements: tuple[str, ...]
+    index: str  # empty: the build machine's pip configuration
+    extra_index: str
+    extra_index_required: bool  # e.g. Jetson's onnxruntime-gpu, which is not on PyPI
+
+
+@dataclass(frozen=True, slots=True)
+class Optimize:
+    quantize: str
+    max_drop: float
+    consumer: str  # "cpu" | "tensorrt"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorRT:
+    engine_cache: str
+    fp16: bool
+    int8: bool
+    workspace_mb: int
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A resolved target profile: every field set, validated, immutable."""
+
+    name: str
+    description: str
+    platforms: tuple[str, ...]
+    single_arch: bool
+    runtime: str
+    python: str
+    base: Base
+    wheels: Wheels
+    providers: tuple[str, ...]
+    optimize: Optimize
+    tensorrt: TensorRT | None
+    budget_mb: float
+    env: Mapping[str, str]
+    user: str
+    ports: tuple[int, ...]
+    labels: Mapping[str, str]
+    run_hint: str
+    compat: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def abi(self) -> str:
+        """The CPython ABI tag of wheels for this target, e.g. cp311."""
+        return "cp" + self.python.replace(".", "")
+
+    @property
+    def uses_tensorrt(self) -> bool:
+        return "TensorrtExecutionProvider" in self.providers
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(value: Any) -> Any:
+            if isinstance(value, Mapping):
+                return {k: plain(v) for k, v in value.items()}
+            if isinstance(value, tuple):
+                return [plain(v) for v in value]
+            if hasattr(value, "__dataclass_fields__"):
+                return {k: plain(getattr(value, k)) for k in value.__dataclass_fields__}
+            return value
+
+        return plain(self)
+
+
+def names() -> list[str]:
+    """The built-in targets."""
+    return sorted(p.name[: -len(".toml")] for p in resources.files("mlpk.targets").iterdir()
+                  if p.name.endswith(".toml") and p.name != "compat.toml")
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The JSON Schema of profiles (targets/schema.json)."""
+    return json.loads(resources.files("mlpk.targets").joinpath("schema.json").read_text())
+
+
+@cache
+def compat() -> dict[str, Any]:
+    """The compatibility table (targets/compat.toml): JetPack <-> L4T <-> Ubuntu <-> Python <-> CUDA <-> TensorRT."""
+    return tomllib.loads(resources.files("mlpk.targets").joinpath("compat.toml").read_text())
+
+
+def _parse(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{source} is not valid TOML: {err}", hint="fix the file's syntax") from err
+
+
+def read(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The raw profile: a built-in by name, or a user TOML file merged over the built-in it `extends`."""
+    text = str(name_or_path)
+    if text in names():
+        return _parse(resources.files("mlpk.targets").joinpath(f"{text}.toml").read_text(), f"target '{text}'")
+    path = Path(text)
+    if path.suffix != ".toml" or not path.is_file():
+        close = difflib.get_close_matches(text, names(), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "mlpack targets lists them; a file must end in .toml"
+        raise ConfigError(f"unknown target '{text}'; known: {', '.join(names())}", hint=hint)
+    raw = _parse(path.read_text(), str(path))
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if parent not in names():
+        raise ConfigError(f"{path}: extends = '{parent}' is not a built-in target; known: {', '.join(names())}",
+                          hint="name one of the built-in targets")
+    return merge(read(parent), raw)
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` laid on `base`: tables merge key by key, anything else is replaced."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _field(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def problems(raw: Mapping[str, Any]) -> list[str]:
+    """Every problem of a raw profile, each naming its field; empty when it is valid."""
+    import jsonschema
+
+    found: list[str] = []
+    validator = jsonschema.Draft202012Validator(schema())
+    for err in sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path))):
+        where = _field(err.absolute_path)
+        if err.validator == "additionalProperties":
+            known = list(_properties_at(err.absolute_path))
+            extra = sorted(set(err.instance) - set(known))
+            for key in extra:
+                close = difflib.get_close_matches(key, known, n=1)
+                name = f"{where}.{key}" if err.absolute_path else key
+                found.append(f"{name}: unknown field" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        else:
+            found.append(f"{where}: {err.message}")
+    try:
+        found.extend(p for p in _cross_field_problems(raw) if p not in found)
+    except (AttributeError, TypeError, KeyError):
+        pass  # fields of the wrong type, already reported by the schema
+    return found
+
+
+def _properties_at(path: Any) -> dict[str, Any]:
+    node = schema()
+    for part in path:
+        node = node["properties"][part]
+    return dict(node.get("properties", {}))
+
+
+def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
+    found = []
+    for key in ("name", "platforms", "runtime", "python", "base", "providers"):
+        if key not in raw:
+            found.append(f"{key}: required field is missing")
+    base = raw.get("base", {})
+    if base.get("kind") == "debian" and "suite" not in base:
+        found.append("base.suite: required when base.kind = 'debian'")
+    if base.get("kind") == "image" and "ref" not in base:
+        found.append("base.ref: required when base.kind = 'image'")
+    if raw.get("single_arch") and len(raw.get("platforms", [])) != 1:
+        found.append(f"platforms: a single_arch target takes exactly one platform, not {raw.get('platforms')}")
+    if raw.get("runtime") == "lambda" and not raw.get("single_arch"):
+        found.append("single_arch: must be true for runtime = 'lambda' (Lambda rejects image indexes)")
+    providers = raw.get("providers", [])
+    if providers and providers[-1] != "CPUExecutionProvider":
+        found.append("providers: must end with CPUExecutionProvider, the fallback every onnxruntime build has")
+    if base.get("kind") == "debian":
+        suite = compat()["debian"].get(base.get("suite"), {})
+        if suite and raw.get("python") and raw["python"] != suite["python"]:
+            found.append(f"python: {raw['python']} is not the Python of Debian {base['suite']} ({suite['python']})")
+    if base.get("jetpack"):
+        release = next((j for j in compat()["jetpack"] if j["jetpack"] == base["jetpack"]), None)
+        if release is None:
+            known = ", ".join(j["jetpack"] for j in compat()["jetpack"])
+            found.append(f"base.jetpack: unknown JetPack release '{base['jetpack']}'; known: {known}")
+        else:
+            if raw.get("python") and raw["python"] != release["python"]:
+                found.append(f"python: {raw['python']} does not match JetPack {release['jetpack']} (Ubuntu "
+                             f"{release['ubuntu']}, Python {release['python']})")
+            if raw.get("platforms") and raw["platforms"] != ["linux/arm64"]:
+                found.append(f"platforms: JetPack images are linux/arm64 only, not {raw['platforms']}")
+    if raw.get("optimize", {}).get("for") == "tensorrt" and "TensorrtExecutionProvider" not in providers:
+        found.append("optimize.for: 'tensorrt' needs TensorrtExecutionProvider in providers")
+    return found
+
+
+def resolve(raw: Mapping[str, Any], source: str | None = None) -> Target:
+    """A validated raw profile resolved into a Target, with defaults filled."""
+    found = problems(raw)
+    if found:
+        name = source or f"target '{raw.get('name', 'profile')}'"
+        raise ConfigError(f"{name} is invalid: " + "; ".join(found),
+                          hint="fix those fields (targets/schema.json describes each)")
+    base = raw["base"]
+    suite = compat()["debian"].get(base.get("suite") or "", {})
+    release = next((j for j in compat()["jetpack"] if j["jetpack"] == base.get("jetpack")), None)
+    wheels = raw.get("wheels", {})
+    extra = wheels.get("extra_index", "") or (os.environ.get(JETSON_INDEX_ENV, "") if release else "")
+    opt = raw.get("optimize", {})
+    trt = raw.get("tensorrt")
+    uses_trt = "TensorrtExecutionProvider" in raw["providers"]
+    return Target(
+        name=raw["name"],
+        description=raw.get("description", ""),
+        platforms=tuple(raw["platforms"]),
+        single_arch=bool(raw.get("single_arch", False)),
+        runtime=raw["runtime"],
+        python=raw["python"],
+        base=Base(kind=base["kind"], suite=base.get("suite"), ref=base.get("ref"),
+                  glibc=base.get("glibc") or suite.get("glibc") or (release or {}).get("glibc", "2.28"),
+                  jetpack=base.get("jetpack")),
+        wheels=Wheels(requirements=tuple(wheels.get("requirements", ())), index=wheels.get("index", ""),
+                      extra_index=extra, extra_index_required=bool(wheels.get("extra_index_required"))),
+        providers=tuple(raw["providers"]),
+        optimize=Optimize(quantize=opt.get("quantize", "auto"), max_drop=float(opt.get("max_drop", 0.01)),
+                          consumer=opt.get("for", "tensorrt" if uses_trt else "cpu")),
+        tensorrt=TensorRT(engine_cache=(trt or {}).get("engine_cache", "/var/cache/mlpack/tensorrt"),
+                          fp16=(trt or {}).get("fp16", True), int8=(trt or {}).get("int8", False),
+                          workspace_mb=(trt or {}).get("workspace_mb", 1024)) if uses_trt else None,
+        budget_mb=float(raw.get("budget_mb", 1024)),
+        env=MappingProxyType(dict(raw.get("env", {}))),
+        user=raw.get("user", "65532:65532"),
+        ports=tuple(raw.get("ports", (8080,) if raw["runtime"] == "server" else ())),
+        labels=MappingProxyType(dict(raw.get("labels", {}))),
+        run_hint=raw.get("run_hint", "docker run --rm {image}"),
+        compat=MappingProxyType({k: str(v) for k, v in (release or {}).items()}),
+    )
+
+
+def load(name_or_path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> Target:
+    """Read, merge the overrides (same shape as the TOML), validate and resolve a target."""
+    text = str(name_or_path)
+    source = f"target '{text}'" if text in names() else text
+    if overrides:
+        source += f" with overrides {json.dumps(dict(overrides), sort_keys=True)}"
+    return resolve(merge(read(name_or_path), overrides or {}), source)
+

@@ -1,0 +1,110 @@
+"""Target profiles: every built-in validates and resolves; bad profiles list every problem with its field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from mlpk.packager import targets
+from mlpk.packager.errors import ConfigError
+
+BUILTINS = ["cpu", "cuda", "jetson", "jetson-jp5", "lambda", "lambda-arm64"]
+
+
+def test_builtins_are_the_designed_six() -> None:
+    assert targets.names() == BUILTINS
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_builtin_validates_against_published_schema(name: str) -> None:
+    raw = targets.read(name)
+    jsonschema.Draft202012Validator.check_schema(targets.schema())
+    jsonschema.validate(raw, targets.schema())
+    assert targets.problems(raw) == []
+    resolved = targets.load(name)
+    assert resolved.name == name
+    assert resolved.providers[-1] == "CPUExecutionProvider"
+    assert resolved.user != "0" and not resolved.user.startswith("0:"), "runtimes run as non-root"
+
+
+def test_target_facts_follow_the_design() -> None:
+    cpu, lam, lam_arm, jetson, jp5, cuda = (targets.load(n) for n in
+                                            ("cpu", "lambda", "lambda-arm64", "jetson", "jetson-jp5", "cuda"))
+    assert cpu.platforms == ("linux/amd64", "linux/arm64") and not cpu.single_arch
+    assert lam.platforms == ("linux/amd64",) and lam.single_arch and lam.runtime == "lambda"
+    assert lam_arm.platforms == ("linux/arm64",) and lam_arm.single_arch
+    assert jetson.python == "3.10" and jetson.abi == "cp310" and jetson.compat["l4t"] == "36.4"
+    assert jetson.compat["tensorrt"] == "10.3" and jetson.platforms == ("linux/arm64",)
+    assert jp5.python == "3.8" and jp5.compat["tensorrt"] == "8.5"
+    assert jetson.providers == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    assert jetson.tensorrt is not None and jetson.tensorrt.fp16 and jetson.optimize.consumer == "tensorrt"
+    assert jetson.wheels.extra_index_required and cuda.uses_tensorrt and not cpu.uses_tensorrt
+    assert cpu.tensorrt is None and cpu.optimize.consumer == "cpu"
+
+
+def test_unknown_target_suggests_the_closest() -> None:
+    with pytest.raises(ConfigError) as err:
+        targets.load("jetsn")
+    assert "unknown target 'jetsn'" in str(err.value) and err.value.hint == "did you mean 'jetson'?"
+
+
+def test_user_profile_extends_and_overrides(tmp_path: Path) -> None:
+    user = tmp_path / "edge.toml"
+    user.write_text('extends = "lambda-arm64"\nname = "edge"\nbudget_mb = 180\n[env]\nLOG_LEVEL = "debug"\n')
+    resolved = targets.load(user)
+    assert resolved.name == "edge" and resolved.budget_mb == 180
+    assert resolved.platforms == ("linux/arm64",) and resolved.env == {"HOME": "/tmp", "LOG_LEVEL": "debug"}
+
+
+def test_flag_overrides_merge_into_tables() -> None:
+    resolved = targets.load("jetson", {"base": {"ref": "registry.local/l4t@sha256:" + "a" * 64}})
+    assert resolved.base.pinned and resolved.base.jetpack == "6.1"
+    assert not targets.load("jetson").base.pinned
+
+
+def test_every_problem_is_reported_with_its_field(tmp_path: Path) -> None:
+    user = tmp_path / "bad.toml"
+    user.write_text('extends = "cpu"\nplatfrms = ["linux/amd64"]\nbudget_mb = -3\n'
+                    'providers = ["CPUExecutionProvider", "CUDAExecutionProvider"]\n[base]\nsuite = "sid"\n')
+    with pytest.raises(ConfigError) as err:
+        targets.load(user)
+    text = str(err.value)
+    assert str(user) in text
+    assert "platfrms: unknown field (did you mean 'platforms'?)" in text
+    assert "budget_mb:" in text and "base.suite:" in text
+    assert "providers: must end with CPUExecutionProvider" in text
+
+
+def test_cross_field_rules() -> None:
+    lam = targets.read("lambda")
+    assert "single_arch" in " ".join(targets.problems({**lam, "single_arch": False}))
+    assert "platforms: a single_arch target takes exactly one platform" in " ".join(
+        targets.problems({**lam, "platforms": ["linux/amd64", "linux/arm64"]}))
+    jet = targets.read("jetson")
+    assert "does not match JetPack 6.1" in " ".join(targets.problems({**jet, "python": "3.11"}))
+    assert "unknown JetPack release '9.9'" in " ".join(
+        targets.problems(targets.merge(jet, {"base": {"jetpack": "9.9"}})))
+    cpu = targets.read("cpu")
+    assert "not the Python of Debian bookworm" in " ".join(targets.problems({**cpu, "python": "3.13"}))
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    user = tmp_path / "broken.toml"
+    user.write_text("extends = \n")
+    with pytest.raises(ConfigError, match="broken.toml is not valid TOML"):
+        targets.load(user)
+
+
+def test_cli_lists_and_shows(mlpack) -> None:
+    listing = json.loads(mlpack("--json", "targets", check=True).stdout)
+    assert [t["name"] for t in listing["targets"]] == BUILTINS
+    shown = json.loads(mlpack("targets", "show", "lambda", check=True).stdout)
+    assert shown["runtime"] == "lambda" and shown["platforms"] == ["linux/amd64"]
+    schema = json.loads(mlpack("targets", "schema", check=True).stdout)
+    assert schema["title"] == "mlpack target profile"
+    bad = mlpack("targets", "show", "jetsn")
+    assert bad.returncode == ConfigError.exit_code
+    assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
