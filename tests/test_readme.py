@@ -1,0 +1,37 @@
+"""The README stays true: its CLI reference matches the commands, and its two commands exist and are wired up."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mlpk.packager import cli
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+
+
+def _reference_rows() -> list[str]:
+    section = README.split("<!-- cli-reference", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `mlpack ([a-z-]+)[^`]*` \|", section, flags=re.M)
+
+
+def test_cli_reference_lists_exactly_the_commands() -> None:
+    rows = _reference_rows()
+    assert len(rows) == len(set(rows)), "a command is listed twice"
+    assert sorted(rows) == sorted(cli.COMMANDS)
+
+
+def test_every_listed_command_answers_help(mlpack) -> None:
+    for name in _reference_rows():
+        done = mlpack(name, "--help")
+        assert done.returncode == 0, (name, done.stderr)
+        assert f"Usage: mlpack {name}" in done.stdout
+
+
+def test_the_two_commands_are_the_scripts_ci_and_samples_run() -> None:
+    blocks = re.findall(r"```sh\n(.*?)```", README, flags=re.S)
+    commands = [b.strip() for b in blocks[:2]]
+    assert commands == ["bash samples/quickstart.sh", "bash tests/run.sh"]
+    assert (REPO / "samples/quickstart.sh").is_file() and (REPO / "tests/run.sh").is_file()
+    assert "tests/run.sh" in (REPO / ".ci/run").read_text(), ".ci/run must call the README's test command"
