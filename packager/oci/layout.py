@@ -1,0 +1,136 @@
+"""OCI image layout directories (image-layout spec): a source (`image_from_layout`) and a sink (`write`)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from mlpk.packager.errors import InputError
+from mlpk.packager.oci import mediatype
+from mlpk.packager.oci.atomic import atomic_dir
+from mlpk.packager.oci.digest import CHUNK, Digest, HashingReader
+from mlpk.packager.oci.image import Image, Index
+from mlpk.packager.oci.layer import BlobLayer
+from mlpk.packager.oci.platform import Platform
+
+REF_NAME = "org.opencontainers.image.ref.name"
+LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
+
+
+def _write_blob(root: Path, digest: Digest, size: int, stream: BinaryIO) -> None:
+    path = root / "blobs" / "sha256" / digest.hex
+    if path.exists():
+        return
+    with stream as src, path.open("wb") as out:
+        reader = HashingReader(src, digest, size, what="blob")
+        while chunk := reader.read(CHUNK):
+            out.write(chunk)
+        reader.verify()
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _write_image(root: Path, img: Image) -> None:
+    for layer in img.layers:
+        _write_blob(root, layer.digest, layer.size, layer.open())
+    config = img.config_blob
+    _write_blob(root, config.digest, config.size, config.open())
+    data = img.manifest_bytes()
+    _write_blob(root, Digest.of(data), len(data), io.BytesIO(data))
+
+
+def write(item: Image | Index, path: Path, tag: str | None = None) -> Path:
+    """Write an image or index as an OCI layout at `path` (into a temporary directory, then renamed).
+
+    index.json lists one descriptor: the image's manifest, or the index's own manifest for multi-arch; `tag`
+    becomes its org.opencontainers.image.ref.name annotation.
+    """
+    with atomic_dir(Path(path)) as root:
+        (root / "blobs" / "sha256").mkdir(parents=True)
+        images = item.images if isinstance(item, Index) else (item,)
+        for img in images:
+            _write_image(root, img)
+        data = item.manifest_bytes()
+        if isinstance(item, Index):
+            _write_blob(root, Digest.of(data), len(data), io.BytesIO(data))
+            descriptor: dict[str, Any] = {"mediaType": item.media_type, "digest": str(item.digest),
+                                          "size": len(data)}
+        else:
+            descriptor = {"mediaType": item.media_type, "digest": str(item.digest), "size": len(data)}
+        if tag:
+            descriptor["annotations"] = {REF_NAME: tag}
+        top = {"schemaVersion": 2, "mediaType": mediatype.OCI_INDEX, "manifests": [descriptor]}
+        (root / "index.json").write_text(json.dumps(top, indent=2) + "\n")
+        (root / "oci-layout").write_text(json.dumps(LAYOUT_FILE) + "\n")
+    return Path(path)
+
+
+def _read_json(root: Path, digest: Digest, size: int | None = None) -> tuple[dict[str, Any], bytes]:
+    path = root / "blobs" / "sha256" / digest.hex
+    try:
+        with HashingReader(path.open("rb"), digest, size, what=f"layout blob {path}") as reader:
+            data = reader.read()
+            reader.verify()
+    except FileNotFoundError as err:
+        raise InputError(f"OCI layout '{root}' lacks blob {digest}", hint="the layout is incomplete; rewrite it") \
+            from err
+    try:
+        return json.loads(data), data
+    except json.JSONDecodeError as err:
+        raise InputError(f"blob {digest} in '{root}' is not JSON", hint="the layout is corrupt") from err
+
+
+def _image(root: Path, manifest_digest: Digest, size: int | None) -> Image:
+    manifest, raw = _read_json(root, manifest_digest, size)
+    media_type = manifest.get("mediaType") or mediatype.OCI_MANIFEST
+    config_desc = manifest["config"]
+    _, config_bytes = _read_json(root, Digest.parse(config_desc["digest"]), int(config_desc["size"]))
+    diff_ids = json.loads(config_bytes).get("rootfs", {}).get("diff_ids", [])
+    if len(diff_ids) != len(manifest.get("layers", [])):
+        raise InputError(f"image {manifest_digest} in '{root}' has {len(manifest.get('layers', []))} layers but "
+                         f"{len(diff_ids)} diff_ids", hint="the layout is corrupt")
+    layers = tuple(
+        BlobLayer(root / "blobs" / "sha256" / Digest.parse(d["digest"]).hex, Digest.parse(d["digest"]),
+                  Digest.parse(diff), int(d["size"]), d["mediaType"])
+        for d, diff in zip(manifest.get("layers", []), diff_ids, strict=True)
+    )
+    annotations = tuple(sorted((manifest.get("annotations") or {}).items()))
+    return Image(config_bytes, layers, media_type, annotations, raw_manifest=raw)
+
+
+def read(path: Path, tag: str | None = None) -> Image | Index:
+    """The image or index an OCI layout holds (the descriptor named `tag`, or its only one)."""
+    root = Path(path)
+    try:
+        top = json.loads((root / "index.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(f"'{root}' is not an OCI layout (no readable index.json)",
+                         hint="give a directory written by `mlpack build --layout` or `skopeo copy … oci:DIR`") \
+            from err
+    descriptors = top.get("manifests", [])
+    if tag:
+        descriptors = [d for d in descriptors if (d.get("annotations") or {}).get(REF_NAME) == tag]
+    if len(descriptors) != 1:
+        names = [(d.get("annotations") or {}).get(REF_NAME, d.get("digest")) for d in top.get("manifests", [])]
+        raise InputError(f"OCI layout '{root}' has {len(descriptors)} matching entries (of {names})",
+                         hint="name one with DIR:TAG")
+    desc = descriptors[0]
+    digest = Digest.parse(desc["digest"])
+    if desc.get("mediaType") in mediatype.INDEXES:
+        data, raw = _read_json(root, digest, desc.get("size"))
+        images = tuple(_image(root, Digest.parse(d["digest"]), d.get("size")) for d in data.get("manifests", [])
+                       if d.get("mediaType", mediatype.OCI_MANIFEST) in mediatype.MANIFESTS)
+        return Index(images, desc["mediaType"], raw_manifest=raw)
+    return _image(root, digest, desc.get("size"))
+
+
+def image_from_layout(path: Path, platform: Platform | str | None = None, tag: str | None = None) -> Image:
+    """The image in an OCI layout; from an index, the one for `platform` (default linux/amd64)."""
+    item = read(path, tag)
+    if isinstance(item, Index):
+        plat = Platform.parse(platform) if isinstance(platform, str) else (platform or Platform())
+        return item.image_for(plat)
+    return item
