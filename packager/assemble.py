@@ -1,0 +1,156 @@
+"""Assembling a target's image from its parts, daemonless (shared DESIGN.md, "The path of a model"):
+
+    base image  +  deps layer (wheels for the platform)  +  runtime layer (mlpk.runtimes)  +  model layer  + config
+
+Layers go from the least to the most often changed, so a model-only change gives a new top layer and every other
+layer keeps its digest. Building returns images and writes nothing but cache blobs; sinks write.
+"""
+
+from __future__ import annotations
+
+import py_compile
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from mlpk.packager import __version__, wheels
+from mlpk.packager.errors import BuildError
+from mlpk.packager.oci import Entry, Image, Layer, Platform, append_layers, layer_from_entries, with_config
+from mlpk.packager.oci.validate import check_layer
+from mlpk.packager.targets import Target
+
+PREFIX = "/opt/mlpack"
+LIB = f"{PREFIX}/lib"  # the runtime code: LIB/mlpk/runtimes
+SITE = f"{PREFIX}/site-packages"  # the deps
+MODEL_DIR = f"{PREFIX}/model"  # model.onnx, model-card.json (and external data, when the model has it)
+# Files of mlpk.runtimes that ship in images (code and the OpenAPI document it serves).
+RUNTIME_SUFFIXES = (".py", ".json", ".yaml")
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One layer of an assembled image, named for the report."""
+
+    name: str  # base | deps | runtime | model
+    layer: Layer
+    uncompressed: int
+
+
+def _runtime_sources() -> Iterator[tuple[str, Path]]:
+    root = resources.files("mlpk.runtimes")
+    with resources.as_file(root) as path:
+        for source in sorted(Path(path).rglob("*")):
+            rel = source.relative_to(path)
+            if source.is_file() and source.suffix in RUNTIME_SUFFIXES and "__pycache__" not in rel.parts:
+                yield rel.as_posix(), source
+
+
+def runtime_layer(python: str) -> Layer:
+    """mlpk.runtimes at LIB/mlpk/runtimes, byte-compiled (hash-based pycs) when the host Python is the target's."""
+    with tempfile.TemporaryDirectory(prefix="mlpack-runtime-") as tmp:
+        staged = Path(tmp) / "mlpk" / "runtimes"
+        for rel, source in _runtime_sources():
+            dest = staged / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, dest)
+        if python == f"{sys.version_info[0]}.{sys.version_info[1]}":
+            for source in sorted(staged.rglob("*.py")):
+                py_compile.compile(str(source), doraise=True,
+                                   invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        entries = [Entry(f"{LIB}/{p.relative_to(tmp).as_posix()}", "dir" if p.is_dir() else "file",
+                         source=None if p.is_dir() else p, mode=0o755 if p.is_dir() else 0o644)
+                   for p in sorted(Path(tmp).rglob("*"))]
+        return layer_from_entries(entries)
+
+
+def deps_layer(target: Target, platform: str, workdir: Path) -> tuple[Layer, wheels.Deps]:
+    """The target's requirements for `platform`, installed from wheels at SITE."""
+    deps = wheels.install(target.wheels.requirements, workdir / f"site-{platform.replace('/', '-')}",
+                          platform=platform, python=target.python, glibc=target.base.glibc,
+                          index=target.wheels.index, extra_index=target.wheels.extra_index)
+    entries = [Entry(SITE, "dir", mode=0o755)]
+    for path in sorted(deps.root.rglob("*")):
+        image_path = f"{SITE}/{path.relative_to(deps.root).as_posix()}"
+        if path.is_symlink():
+            entries.append(Entry(image_path, "symlink", target=str(path.readlink())))
+        elif path.is_dir():
+            entries.append(Entry(image_path, "dir", mode=0o755))
+        else:
+            entries.append(Entry(image_path, "file", source=path, mode=0o755 if path.stat().st_mode & 0o111
+                                 else 0o644))
+    return layer_from_entries(entries), deps
+
+
+def model_layer(files: dict[str, Path]) -> Layer:
+    """The model's files (name in MODEL_DIR -> source), read-only for the runtime user."""
+    entries = [Entry(MODEL_DIR, "dir", mode=0o755)]
+    entries += [Entry(f"{MODEL_DIR}/{name}", "file", source=source, mode=0o644)
+                for name, source in sorted(files.items())]
+    return layer_from_entries(entries)
+
+
+def configure(img: Image, target: Target, *, labels: dict[str, str]) -> Image:
+    """The runtime config for `target`: entrypoint, env, non-root user, ports, labels."""
+    python = "/usr/bin/python3"
+    if target.runtime == "lambda":
+        entrypoint = [python, "-m", "awslambdaric"]
+        cmd = ["mlpk.runtimes.lambda_handler.handler"]
+    else:
+        entrypoint = [python, "-m", "mlpk.runtimes.server"]
+        cmd = []
+    env = {
+        "PYTHONPATH": f"{LIB}:{SITE}",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "MLPACK_MODEL_DIR": MODEL_DIR,
+        "MLPACK_PROVIDERS": ",".join(target.providers),
+    }
+    if target.tensorrt is not None:
+        env["MLPACK_TRT_CACHE"] = target.tensorrt.engine_cache
+    env.update(target.env)
+    all_labels = {
+        "org.opencontainers.image.title": labels.get("org.opencontainers.image.title", target.name),
+        "io.mlpack.target": target.name,
+        "io.mlpack.version": __version__,
+        **target.labels,
+        **labels,
+    }
+    return with_config(img, entrypoint=entrypoint, cmd=cmd, env=env, user=target.user, workdir="/tmp",
+                       labels=all_labels, exposed_ports=[str(p) for p in target.ports])
+
+
+def assemble(base: Image, target: Target, platform: str, *, deps: Layer, runtime: Layer, model: Layer,
+             labels: dict[str, str]) -> Image:
+    """base + deps + runtime + model, configured for `target`."""
+    if Platform.parse(platform) != base.platform:
+        raise BuildError(f"the base image is for {base.platform}, but {target.name} builds {platform}",
+                         hint="give a base for that platform (an index, or --base for each platform)")
+    img = append_layers(base, deps, created_by="mlpack: deps (wheels)")
+    img = append_layers(img, runtime, created_by="mlpack: runtime (mlpk.runtimes)")
+    img = append_layers(img, model, created_by="mlpack: model")
+    return configure(img, target, labels=labels)
+
+
+def parts(img: Image, names: tuple[str, ...] = ("deps", "runtime", "model")) -> list[Part]:
+    """The image's layers named for the report: the top ones by `names`, everything below as base."""
+    layers = list(img.layers)
+    top = len(names)
+    out = [Part("base" if len(layers) - top == 1 else f"base[{i}]", layer, check_layer(layer).uncompressed_size)
+           for i, layer in enumerate(layers[:-top])]
+    out += [Part(name, layer, check_layer(layer).uncompressed_size) for name, layer in zip(names, layers[-top:])]
+    return out
+
+
+def check_budget(target: Target, platform: str, layer_parts: list[Part]) -> float:
+    """The image's uncompressed size in MB; BuildError with the per-layer table when it exceeds the budget."""
+    total = sum(p.uncompressed for p in layer_parts) / 1e6
+    if total > target.budget_mb:
+        table = ", ".join(f"{p.name} {p.uncompressed / 1e6:.1f} MB" for p in layer_parts)
+        raise BuildError(f"the {target.name} image for {platform} is {total:.1f} MB, over its budget of "
+                         f"{target.budget_mb:g} MB (layers: {table})",
+                         hint="quantize the model, slim the base, or raise budget_mb in a profile of your own")
+    return total
