@@ -23,6 +23,8 @@ from mlpk.packager.errors import MlpackError
 # name -> "module:attribute" under mlpk.packager.cli; loaded when the command is asked for.
 COMMANDS: dict[str, str] = {
     "doctor": "doctor:doctor",
+    "build": "build:build",
+    "inspect": "inspect:inspect",
 }
 
 
