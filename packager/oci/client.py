@@ -65,8 +65,8 @@ class RegistryClient:
         return path if path.startswith(("http://", "https://")) else f"{self.base}{path}"
 
     def request(self, method: str, path: str, *, ok: tuple[int, ...], stream: bool = False,
-                body: Callable[[], Any] | None = None, scope: str | None = None, retries_inner: bool = True,
-                **kwargs: Any) -> httpx.Response:
+                body: Callable[[], Any] | None = None, content: bytes | None = None, scope: str | None = None,
+                retries_inner: bool = True, **kwargs: Any) -> httpx.Response:
         """Send with retries; `body` is a factory so a retried upload re-reads its bytes from the start.
         `retries_inner=False` makes one attempt (for upload steps whose caller decides how to resume)."""
         if scope:
@@ -75,8 +75,7 @@ class RegistryClient:
         attempts = self.retries + 1 if retries_inner else 1
         for attempt in range(attempts):
             try:
-                content = body() if body is not None else kwargs.pop("content", None)
-                req = self.http.build_request(method, url, content=content, **kwargs)
+                req = self.http.build_request(method, url, content=body() if body is not None else content, **kwargs)
                 response = self.http.send(req, stream=stream)
                 if response.status_code in RETRY_STATUS:
                     response.read()
