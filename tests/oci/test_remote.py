@@ -90,7 +90,7 @@ def test_a_chunked_upload_resumes_at_the_registrys_offset(front: proxy.Front, ac
     """The connection drops at the 3rd chunk: the client asks the registry where the upload stands (GET on the
     upload URL) and continues from its offset (5 chunks + the one dropped). When the registry did take the chunk
     but the answer was lost, Debian's registry refuses the stale upload state, and the client starts a new
-    session (5 + 3 chunks). The config blob adds one upload session (POST) to each.
+    session (5 + 3 chunks). The config blob adds one upload session (POST) to each."""
     img = _big_image()
     front.faults = [proxy.Fault("PATCH", "/blobs/uploads/", action, nth=3)]
     ref = f"{front.host}/resume/image:1"
