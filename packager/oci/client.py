@@ -110,9 +110,12 @@ class RegistryClient:
         response = self.request("GET", f"/v2/{repo}/manifests/{identifier}", ok=(200,),
                                 headers={"Accept": ACCEPT}, scope=f"repository:{repo}:pull")
         data = response.content
-        if identifier.startswith("sha256:") and Digest.of(data) != Digest.parse(identifier):
-            raise RegistryError(f"manifest {identifier} of {self.registry}/{repo} hashes to {Digest.of(data)}: its "
-                                "bytes do not match its digest", hint="the registry is corrupt or was tampered with")
+        # By digest, the reference itself names the bytes; by tag, the registry's Docker-Content-Digest does.
+        expected = identifier if identifier.startswith("sha256:") else response.headers.get("Docker-Content-Digest")
+        if expected and Digest.of(data) != Digest.parse(expected):
+            raise RegistryError(f"manifest {identifier} of {self.registry}/{repo} hashes to {Digest.of(data)}, not "
+                                f"{expected}: its bytes do not match its digest",
+                                hint="the registry is corrupt or was tampered with")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         if media_type not in (*mediatype.MANIFESTS, *mediatype.INDEXES):
             import json

@@ -76,3 +76,16 @@ def test_a_registry_blob_that_does_not_match_its_digest_is_rejected(registry, tm
     with pytest.raises(RegistryError, match="hashes to sha256:.*do not match its digest"):
         pulled.layers[0].open()
     assert not fresh.has(layer.digest)
+
+
+@pytest.mark.registry
+def test_a_registry_manifest_that_does_not_match_its_digest_is_rejected(registry) -> None:
+    img = append_layers(empty_image(), layer_from_entries([Entry("/m", data=b"m")]))
+    ref = f"{registry.host}/tamper/manifest:1"
+    remote.push(img, ref)
+    data = next(registry.root.rglob(f"blobs/sha256/{img.digest.hex[:2]}/{img.digest.hex}/data"))
+    data.write_bytes(img.manifest_bytes().replace(b'"schemaVersion":2', b'"schemaVersion":2 '))
+    with pytest.raises(RegistryError, match=f"hashes to sha256:.*not {img.digest}: its bytes do not match"):
+        image_from_registry(ref)
+    with pytest.raises(RegistryError, match="do not match its digest"):
+        image_from_registry(f"{registry.host}/tamper/manifest@{img.digest}")
