@@ -24,6 +24,8 @@ from mlpk.packager.errors import MlpackError
 COMMANDS: dict[str, str] = {
     "doctor": "doctor:doctor",
     "targets": "targets:targets",
+    "build": "build:build",
+    "inspect": "inspect:inspect",
 }
 
 
