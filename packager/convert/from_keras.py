@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -147,16 +149,34 @@ def _convert_keras3(source: Path, options: ConvertOptions) -> Conversion:
         shutil.rmtree(tmp, ignore_errors=True)  # the loaded signature keeps its variables in memory
 
 
+@contextmanager
+def _native_logs_silenced() -> Iterator[None]:
+    """Silence file descriptor 2 while TensorFlow loads and first runs: its C++ runtime writes INFO lines there
+    before absl logging is initialized, ignoring TF_CPP_MIN_LOG_LEVEL (TF 2.21), which would bury the CLI's one-line
+    result. Python-level errors are unaffected: they propagate as exceptions."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class KerasConverter:
     kind = "keras"
     formats: tuple[Format, ...] = ("keras-h5", "keras-zip", "keras3-zip", "tf-savedmodel")
 
     def convert(self, source: Path, fmt: Format, options: ConvertOptions) -> Conversion:
-        if fmt == "tf-savedmodel":
-            return convert_saved_model(source, options)
-        if fmt == "keras3-zip":
-            return _convert_keras3(source, options)
-        return _convert_keras(source, fmt, options)
+        with _native_logs_silenced():
+            if fmt == "tf-savedmodel":
+                return convert_saved_model(source, options)
+            if fmt == "keras3-zip":
+                return _convert_keras3(source, options)
+            return _convert_keras(source, fmt, options)
 
 
 CONVERTER = KerasConverter()

@@ -16,7 +16,7 @@ from mlpk.packager.convert.registry import ConvertOptions, for_format
 from mlpk.packager.errors import ConfigError, ConversionError, InputError, ValidationError
 from mlpk.packager.sample_data import SampleData, bind, generate, load_npz
 
-MAX_PARITY_SAMPLES = 256
+MAX_PARITY_SAMPLES = 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,3 +89,16 @@ def name_batch_axis(model: onnx.ModelProto) -> None:
             first = tensor.shape.dim[0]
             if not first.HasField("dim_value") and _opaque(first.dim_param):
                 first.dim_param = "batch"
+
+
+def parse_model_args(text: str) -> dict[str, object]:
+    """--model-args: a JSON object of keyword arguments."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--model-args {text!r} is not JSON ({err.msg})", hint='e.g. --model-args \'{"width": 16}\'') from err
+    if not isinstance(value, dict):
+        raise ConfigError(f"--model-args {text!r} is not a JSON object", hint='e.g. --model-args \'{"width": 16}\'')
+    return value
