@@ -61,7 +61,15 @@ def _run_onnx(session: Any, data: SampleData) -> dict[str, np.ndarray]:
     except Exception as err:  # noqa: BLE001 - shape/dtype mismatches surface here
         raise InputError(f"onnxruntime rejected {data.origin}: {' '.join(str(err).split())[:400]}",
                          hint="match the arrays to the model inputs (names, shapes, dtypes)") from err
-    return dict(zip(names, (np.asarray(r) for r in results), strict=True))
+    return dict(zip(names, (_tensor(r) for r in results), strict=True))
+
+
+def _tensor(result: Any) -> np.ndarray:
+    """An output as an array; ZipMap outputs (a list of {class: probability}) become a (n, classes) matrix."""
+    if isinstance(result, list) and result and isinstance(result[0], dict):
+        keys = sorted(result[0])
+        return np.array([[row[k] for k in keys] for row in result], dtype=np.float32)
+    return np.asarray(result)
 
 
 def _parity(kind: str, conversion: Any, session: Any, data: SampleData, tolerance: parity.Tolerance,
