@@ -43,7 +43,12 @@ def fetch(url: str) -> bytes:
                          hint="check the mirror, or retry later") from err
     except FileNotFoundError as err:
         raise NotFound(f"{url} does not exist", hint="check the suite and --mirror") from err
-    except (urllib.error.URLError, OSError) as err:
+    except urllib.error.URLError as err:
+        if isinstance(err.reason, FileNotFoundError):  # file: URLs wrap a missing file this way
+            raise NotFound(f"{url} does not exist", hint="check the suite and --mirror") from err
+        raise BuildError(f"fetching {url} failed: {err.reason}",
+                         hint="check the network and the archive address in the apt sources or --mirror") from err
+    except OSError as err:
         reason = getattr(err, "reason", err)
         raise BuildError(f"fetching {url} failed: {reason}",
                          hint="check the network and the archive address in the apt sources or --mirror") from err

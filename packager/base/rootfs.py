@@ -27,22 +27,22 @@ MERGED = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 # What a runtime never reads; measured on the default bookworm/amd64 base (docs/bases.md has the table).
 # Copyright files stay: they are the packages' licences, and license scanners read them.
 PRUNE = (
-    "usr/share/doc/*",
-    "usr/share/man/*",
-    "usr/share/info/*",
-    "usr/share/locale/*",
-    "usr/share/lintian/*",
-    "usr/share/linda/*",
-    "usr/share/bug/*",
-    "usr/share/doc-base/*",
-    "usr/share/gdb/*",
-    "usr/share/bash-completion/*",
-    "usr/share/menu/*",
+    "usr/share/doc/*/*",  # but see KEEP
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/lintian",
+    "usr/share/linda",
+    "usr/share/bug",
+    "usr/share/doc-base",
+    "usr/share/gdb",
+    "usr/share/bash-completion",
+    "usr/share/menu",
     # glibc's iconv modules (7.9 MB): CPython's codecs, numpy and onnxruntime never call iconv(3) for other
     # charsets; UTF-8/ASCII/UCS conversions are built into libc and keep working.
-    "usr/lib/*/gconv/*",
+    "usr/lib/*/gconv",
     # CPython's regression-test helpers (libpython3.x-stdlib ships a part of test/), unused at run time.
-    "usr/lib/python3.*/test/*",
+    "usr/lib/python3.*/test",
 )
 KEEP = ("usr/share/doc/*/copyright",)
 
@@ -69,10 +69,13 @@ def image_path(member: str) -> str:
 
 
 def pruned(path: str, rules: Iterable[str] = PRUNE) -> bool:
-    """Whether `path` (relative to the root) is dropped by the prune rules."""
+    """Whether `path` (relative to the root) is dropped by the prune rules: a rule drops what it matches and
+    everything below it."""
     if any(fnmatch.fnmatchcase(path, keep) for keep in KEEP):
         return False
-    return any(fnmatch.fnmatchcase(path, rule) for rule in rules)
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(fnmatch.fnmatchcase(prefix, rule) for rule in rules for prefix in prefixes)
 
 
 def prepare(root: Path, arch: str) -> None:
