@@ -23,6 +23,7 @@ from mlpk.packager.errors import MlpackError
 # name -> "module:attribute" under mlpk.packager.cli; loaded when the command is asked for.
 COMMANDS: dict[str, str] = {
     "convert": "convert:convert",
+    "base": "base:base",
     "doctor": "doctor:doctor",
     "targets": "targets:targets",
     "build": "build:build",

@@ -1,0 +1,198 @@
+"""Reading a Debian archive we do not trust until its signature is checked.
+
+The chain of trust is apt's: `InRelease` (or `Release` + `Release.gpg`) is verified with `gpgv` against the
+archive keyring; it lists the SHA256 of every index; each `Packages` index lists the SHA256 of every .deb. Every
+byte mlpack unpacks is checked against that chain before it is used, and downloads land in a content-addressed
+store only after their checksum matched, so a tampered file never reaches the cache or the output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+from mlpk.packager.base.sources import Repo
+from mlpk.packager.errors import BuildError, ConfigError, ToolchainError
+
+TIMEOUT_S = 60
+
+
+class NotFound(BuildError):
+    """The archive answered 404 for a file (used to fall back from InRelease to Release + Release.gpg)."""
+
+
+def fetch(url: str) -> bytes:
+    """The bytes at `url` (http, https or file)."""
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:  # noqa: S310 - archive URLs only
+            return bytes(response.read())
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            raise NotFound(f"{url} does not exist (HTTP 404)", hint="check the suite and --mirror") from err
+        raise BuildError(f"fetching {url} failed: HTTP {err.code} {err.reason}",
+                         hint="check the mirror, or retry later") from err
+    except FileNotFoundError as err:
+        raise NotFound(f"{url} does not exist", hint="check the suite and --mirror") from err
+    except urllib.error.URLError as err:
+        if isinstance(err.reason, FileNotFoundError):  # file: URLs wrap a missing file this way
+            raise NotFound(f"{url} does not exist", hint="check the suite and --mirror") from err
+        raise BuildError(f"fetching {url} failed: {err.reason}",
+                         hint="check the network and the archive address in the apt sources or --mirror") from err
+    except OSError as err:
+        reason = getattr(err, "reason", err)
+        raise BuildError(f"fetching {url} failed: {reason}",
+                         hint="check the network and the archive address in the apt sources or --mirror") from err
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRef:
+    """A file listed in a verified Release: where to get it and the checksum it must have."""
+
+    repo: Repo
+    path: str  # relative to dists/SUITE, e.g. main/binary-arm64/Packages.xz
+    sha256: str
+    size: int
+    by_hash: bool
+
+    def urls(self) -> list[str]:
+        """Where to fetch it: the by-hash location first when the archive offers it (immune to a mirror update
+        between reading Release and reading the index), the plain path as a fallback."""
+        folder = self.path.rsplit("/", 1)[0]
+        plain = self.repo.dists(self.path)
+        return [self.repo.dists(f"{folder}/by-hash/SHA256/{self.sha256}"), plain] if self.by_hash else [plain]
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A verified Release file: its own digest and the indices it vouches for."""
+
+    repo: Repo
+    sha256: str  # of the verified (signed) text
+    date: str
+    indices: dict[str, IndexRef]
+
+    def packages(self, arch: str, component: str = "main") -> IndexRef:
+        """The Packages index of `component` for `arch`, in the best compression offered."""
+        for suffix in (".xz", ".gz", ""):
+            ref = self.indices.get(f"{component}/binary-{arch}/Packages{suffix}")
+            if ref is not None:
+                return ref
+        raise BuildError(f"{self.repo.dists('InRelease')} lists no {component}/binary-{arch}/Packages index",
+                         hint=f"this archive does not serve {arch}; pick another --arch or --mirror")
+
+
+def _gpgv(keyring: Path, signed: Path, data: Path | None, output: Path | None) -> None:
+    gpgv = shutil.which("gpgv")
+    if gpgv is None:
+        raise ToolchainError("verifying the Debian archive needs gpgv, which is not on PATH",
+                             hint="apt-get install gpgv")
+    if not keyring.is_file():
+        raise ConfigError(f"the archive keyring {keyring} does not exist",
+                          hint="apt-get install debian-archive-keyring, or pass --keyring FILE")
+    argv = [gpgv, "--quiet", "--status-fd", "1", "--keyring", str(keyring)]
+    if output is not None:
+        argv += ["--output", str(output)]
+    argv += [str(signed)] + ([str(data)] if data else [])
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    # gpgv exits 0 only for a good signature by a key in the keyring; VALIDSIG says which key (gpg DETAILS doc).
+    if done.returncode != 0 or "[GNUPG:] VALIDSIG" not in done.stdout:
+        reasons = [line.split(" ", 2)[1] for line in done.stdout.splitlines() if line.startswith("[GNUPG:] ")]
+        detail = " ".join(r for r in reasons if r in ("BADSIG", "ERRSIG", "NO_PUBKEY", "EXPKEYSIG", "REVKEYSIG",
+                                                       "NODATA", "BADARMOR")) or done.stderr.strip()[-200:]
+        detail = detail or "no valid signature"
+        raise BuildError(f"the signature of {signed.name} does not verify against {keyring} ({detail})", hint="the archive file was altered or is not Debian's: check the "
+                         "mirror (apt sources or --mirror) and the keyring")
+
+
+def _verified_text(repo: Repo) -> str:
+    with tempfile.TemporaryDirectory(prefix="mlpack-release-") as tmp:
+        folder = Path(tmp)
+        try:
+            (folder / "InRelease").write_bytes(fetch(repo.dists("InRelease")))
+            _gpgv(repo.keyring, folder / "InRelease", None, folder / "Release")
+        except NotFound:
+            (folder / "Release").write_bytes(fetch(repo.dists("Release")))
+            (folder / "Release.gpg").write_bytes(fetch(repo.dists("Release.gpg")))
+            _gpgv(repo.keyring, folder / "Release.gpg", folder / "Release", None)
+        return (folder / "Release").read_text(encoding="utf-8")
+
+
+def verified_release(repo: Repo, *, now: datetime | None = None, check_valid_until: bool = True) -> Release:
+    """Fetch and verify the Release of `repo`; checks that it is the suite asked for and, where the archive
+    sets Valid-Until, that it has not expired (apt's defence against replaying an old, vulnerable index)."""
+    from debian import deb822
+
+    text = _verified_text(repo)
+    release = deb822.Release(text)
+    names = {release.get("Suite"), release.get("Codename")}
+    if repo.suite not in names:
+        raise BuildError(f"{repo.dists('InRelease')} is signed but describes suite "
+                         f"{release.get('Codename') or release.get('Suite')!r}, not {repo.suite!r}",
+                         hint="the mirror serves the wrong file for this suite")
+    until = release.get("Valid-Until")
+    if check_valid_until and until and parsedate_to_datetime(until) < (now or datetime.now(UTC)):
+        raise BuildError(f"{repo.dists('InRelease')} expired at {until}",
+                         hint="the mirror is stale; use a current mirror (or --snapshot for an old state)")
+    by_hash = release.get("Acquire-By-Hash", "no").lower() == "yes"
+    indices = {entry["name"]: IndexRef(repo, entry["name"], entry["sha256"], int(entry["size"]), by_hash)
+               for entry in release.get("SHA256", [])}
+    return Release(repo, hashlib.sha256(text.encode()).hexdigest(), release.get("Date", ""), indices)
+
+
+class Store:
+    """A content-addressed store of verified downloads: a file lands here only after its SHA256 matched."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, sha256: str, suffix: str = "") -> Path:
+        return self.root / sha256[:2] / f"{sha256}{suffix}"
+
+    def get(self, urls: list[str], sha256: str, size: int, *, suffix: str = "") -> Path:
+        """The verified file with this checksum, fetched from the first of `urls` that has it when not stored."""
+        target = self.path(sha256, suffix)
+        if target.is_file():
+            return target
+        data: bytes | None = None
+        for url in urls:
+            try:
+                data = fetch(url)
+                break
+            except NotFound:
+                if url == urls[-1]:
+                    raise
+        assert data is not None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256 or len(data) != size:
+            raise BuildError(f"checksum mismatch for {urls[-1]}: expected sha256 {sha256} ({size} bytes), got "
+                             f"{digest} ({len(data)} bytes)", hint="the mirror or a proxy served a corrupted or "
+                             "tampered file; nothing was written. Retry, or use another mirror")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+        return target
+
+
+def read_index(ref: IndexRef, store: Store) -> bytes:
+    """The uncompressed text of a verified index."""
+    suffix = Path(ref.path).suffix
+    raw = store.get(ref.urls(), ref.sha256, ref.size, suffix=suffix).read_bytes()
+    if suffix == ".xz":
+        return lzma.decompress(raw)
+    if suffix == ".gz":
+        import gzip
+
+        return gzip.decompress(raw)
+    return raw

@@ -1,0 +1,277 @@
+"""Building a slim Python base image from Debian packages: spec -> verified plan -> root -> Image.
+
+    spec   (suite, arch, packages, mirror)   what the user asked for
+    plan   = resolve(spec)                   signed Release -> verified Packages -> dependency closure
+    root   = assemble(plan, dir)             verified .debs -> data unpacked -> pruned -> dpkg db, users, CAs
+    image  = build(spec)                     one deterministic layer on an empty image, with config
+
+Caching (issue 6): the plan is cached by the Packages indices' checksums and the request, the image by the
+resolved package set (name, version, .deb checksum) and the builder's version; a rebuild of the same set only
+re-checks the signed Release files (to notice archive updates) and reads the cached OCI layout. Nothing is
+written outside the cache until a sink writes the image, and the cache only receives verified, complete entries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlpk.packager import __version__, locations
+from mlpk.packager.base import archive, resolve, rootfs, sbom, sources, system
+from mlpk.packager.base.resolve import Package
+from mlpk.packager.errors import BuildError, ConfigError
+
+ARCHES = ("amd64", "arm64")
+PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
+# Bumped whenever the bytes a plan turns into change (prune rules, system files, config).
+BUILDER_VERSION = "1"
+# Dependencies that only maintainer scripts use (see resolve's docstring); the scripts never run here.
+DEFAULT_EXCLUDE = ("dpkg", "debconf", "debconf-2.0", "awk", "openssl", "perl-base")
+PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def default_packages(suite: str, *, tzdata: bool = False) -> tuple[str, ...]:
+    """The smallest set that runs CPython with its standard library (ssl, sqlite3, ctypes, zlib, ...) and the
+    manylinux onnxruntime and numpy wheels (they need glibc, libstdc++ and libgcc_s; numpy bundles OpenBLAS)."""
+    py = PYTHON[suite]
+    names = ["base-files", "netbase", "ca-certificates", "media-types", "python3-minimal", f"python{py}-minimal",
+             f"libpython{py}-stdlib", "libstdc++6", "libgcc-s1"]
+    return tuple(names + (["tzdata"] if tzdata else []))
+
+
+@dataclass(frozen=True, slots=True)
+class BaseSpec:
+    """What base to build."""
+
+    suite: str = "bookworm"
+    arch: str = "amd64"
+    packages: tuple[str, ...] = ()  # added to the defaults
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    mirror: str | None = None
+    snapshot: str | None = None
+    keyring: Path | None = None
+    tzdata: bool = False
+
+    def __post_init__(self) -> None:
+        if self.suite not in PYTHON:
+            raise ConfigError(f"unknown suite '{self.suite}'", hint=f"use one of: {', '.join(PYTHON)}")
+        if self.arch not in ARCHES:
+            raise ConfigError(f"unknown architecture '{self.arch}'", hint=f"use one of: {', '.join(ARCHES)}")
+
+    def wanted(self) -> tuple[str, ...]:
+        return tuple(sorted(set(default_packages(self.suite, tzdata=self.tzdata)) | set(self.packages)))
+
+    def repos(self) -> tuple[sources.Repo, ...]:
+        repos = sources.discover(self.suite, mirror=self.mirror, keyring=self.keyring)
+        return sources.at_snapshot(repos, self.snapshot) if self.snapshot else repos
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A resolved base: the verified indices it came from and the exact packages."""
+
+    spec: BaseSpec
+    indices: tuple[tuple[str, str], ...]  # (index URL, sha256) of every verified Packages index
+    packages: tuple[Package, ...]
+
+    @property
+    def key(self) -> str:
+        """The identity of the image this plan becomes: builder version, architecture, exact .debs."""
+        ident = [BUILDER_VERSION, self.spec.suite, self.spec.arch, list(rootfs.PRUNE)]
+        ident += [[p.name, p.version, p.sha256] for p in self.packages]
+        return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
+
+    def installed_size(self) -> int:
+        """The packages' declared Installed-Size, in bytes (before pruning)."""
+        return sum(int(p.field("Installed-Size") or 0) for p in self.packages) * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Assembly:
+    """What assembling a root did: bytes kept and pruned, certificates bundled."""
+
+    files_bytes: int
+    pruned_bytes: int
+    certificates: int
+
+
+@dataclass(frozen=True, slots=True)
+class BaseImage:
+    """A built base: the image (nothing written yet), its plan, sizes and SBOM."""
+
+    image: Any  # mlpk.packager.oci.Image
+    plan: Plan
+    files_bytes: int  # uncompressed: the bytes of the files in its layer
+    pruned_bytes: int
+    cached: bool
+    seconds: float
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def sbom(self) -> object:
+        return sbom.base_sbom(self.plan.packages, suite=self.plan.spec.suite, arch=self.plan.spec.arch,
+                              key=self.plan.key)
+
+    def summary(self) -> dict[str, Any]:
+        return {"suite": self.plan.spec.suite, "arch": self.plan.spec.arch, "digest": str(self.image.digest),
+                "python": PYTHON[self.plan.spec.suite], "packages": [f"{p.name}={p.version}" for p in
+                self.plan.packages], "uncompressed_bytes": self.files_bytes,
+                "compressed_bytes": sum(layer.size for layer in self.image.layers),
+                "pruned_bytes": self.pruned_bytes, "cached": self.cached, "seconds": round(self.seconds, 3)}
+
+
+class Cache:
+    """mlpack's base cache: verified downloads (content-addressed), plans and built images."""
+
+    def __init__(self, root: Path | None = None, *, downloads: Path | None = None) -> None:
+        """`downloads` may be shared between caches: it only ever holds verified, content-addressed files."""
+        self.root = Path(root) if root else locations.cache_dir() / "base"
+        self.downloads = archive.Store(Path(downloads) if downloads else self.root / "downloads")
+
+    def plan_path(self, key: str) -> Path:
+        return self.root / "plans" / f"{key}.json"
+
+    def image_path(self, key: str) -> Path:
+        return self.root / "images" / key
+
+    def blobs(self) -> Any:
+        from mlpk.packager.oci.cache import BlobCache
+
+        return BlobCache(self.root / "blobs")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def plan(spec: BaseSpec, cache: Cache | None = None) -> Plan:
+    """Verify the suites' Release files and resolve the package set (cached by the indices' checksums)."""
+    cache = cache or Cache()
+    refs = []
+    for repo in spec.repos():
+        release = archive.verified_release(repo, check_valid_until=spec.snapshot is None)
+        try:
+            refs.append(release.packages(spec.arch))
+        except BuildError:
+            if repo.suite == spec.suite:
+                raise
+            # An update or security pocket without this architecture's index adds nothing.
+    request = [resolve.__name__, BUILDER_VERSION, spec.arch, spec.wanted(), sorted(spec.exclude),
+               [[r.repo.uri, r.sha256] for r in refs]]
+    key = hashlib.sha256(json.dumps(request).encode()).hexdigest()
+    indices = tuple((r.urls()[-1], r.sha256) for r in refs)
+    cached = cache.plan_path(key)
+    if cached.is_file():
+        packages = tuple(Package.from_dict(p) for p in json.loads(cached.read_text())["packages"])
+        return Plan(spec, indices, packages)
+    universe = resolve.Universe(spec.arch, ((r.repo.uri, archive.read_index(r, cache.downloads)) for r in refs))
+    packages = resolve.resolve(universe, spec.wanted(), spec.exclude)
+    _write_json(cached, {"request": request, "packages": [p.to_dict() for p in packages]})
+    return Plan(spec, indices, packages)
+
+
+def download(plan: Plan, cache: Cache) -> list[Path]:
+    """Every .deb of the plan, verified against the signed index; the first mismatch stops everything."""
+    return [cache.downloads.get([p.url], p.sha256, p.size, suffix=".deb") for p in plan.packages]
+
+
+def assemble(plan: Plan, root: Path, cache: Cache | None = None) -> Assembly:
+    """Write the plan's root file system into the empty directory `root`."""
+    cache = cache or Cache()
+    debs = download(plan, cache)
+    rootfs.prepare(root, plan.spec.arch)
+    done = []
+    for package, deb in zip(plan.packages, debs, strict=True):
+        done.append((package, rootfs.unpack(deb, root)))
+    system.write_dpkg_db(root, done)
+    system.write_accounts(root)
+    certs = system.write_ca_bundle(root)
+    return Assembly(rootfs.tree_size(root), sum(u.pruned_bytes for _, u in done), certs)
+
+
+def _entries(root: Path) -> Iterator[Any]:
+    from mlpk.packager.oci.layer import entries_from_dir
+
+    for entry in entries_from_dir(root):
+        if entry.path.lstrip("/") == "home/nonroot":
+            entry = dataclasses.replace(entry, uid=system.NONROOT_UID, gid=system.NONROOT_UID)
+        yield entry
+
+
+def _image(plan: Plan, root: Path, cache: Cache) -> Any:
+    from mlpk.packager import oci
+    from mlpk.packager.oci.layer import layer_from_entries
+
+    spec = plan.spec
+    layer = layer_from_entries(_entries(root), cache=cache.blobs())
+    img = oci.append_layers(oci.empty_image(f"linux/{spec.arch}"), layer,
+                            created_by=f"mlpack base build --suite {spec.suite} --arch {spec.arch}",
+                            comment=f"{len(plan.packages)} Debian packages, key {plan.key[:12]}")
+    return oci.with_config(
+        img, cmd=[f"/usr/bin/python{PYTHON[spec.suite]}"], user=f"{system.NONROOT_UID}:{system.NONROOT_UID}",
+        workdir="/home/nonroot",
+        env={"PATH": PATH_ENV, "LANG": "C.UTF-8", "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"},
+        labels={"dev.mlpack.base.suite": spec.suite, "dev.mlpack.base.arch": spec.arch,
+                "dev.mlpack.base.python": PYTHON[spec.suite], "dev.mlpack.base.key": plan.key,
+                "dev.mlpack.version": __version__})
+
+
+def build(spec: BaseSpec, cache: Cache | None = None) -> BaseImage:
+    """The base image for `spec` (see the module docstring); writes only into the cache."""
+    from mlpk.packager import oci
+    from mlpk.packager.oci import layout
+
+    started = time.perf_counter()
+    cache = cache or Cache()
+    the_plan = plan(spec, cache)
+    stored = cache.image_path(the_plan.key)
+    meta_path = stored.with_suffix(".json")
+    if meta_path.is_file() and (stored / "index.json").is_file():
+        meta = json.loads(meta_path.read_text())
+        image = oci.image_from_layout(stored)
+        return BaseImage(image, the_plan, meta["files_bytes"], meta["pruned_bytes"], True,
+                         time.perf_counter() - started, meta)
+    with tempfile.TemporaryDirectory(prefix="mlpack-base-") as tmp:
+        root = Path(tmp) / "rootfs"
+        root.mkdir()
+        done = assemble(the_plan, root, cache)
+        if done.certificates == 0 and "ca-certificates" in spec.wanted():
+            raise BuildError("ca-certificates was unpacked but holds no certificates under "
+                             "/usr/share/ca-certificates", hint="report this with the suite and architecture")
+        image = _image(the_plan, root, cache)
+    layout.write(image, stored)
+    meta = {"files_bytes": done.files_bytes, "pruned_bytes": done.pruned_bytes, "certificates": done.certificates,
+            "digest": str(image.digest)}
+    _write_json(meta_path, meta)
+    return BaseImage(oci.image_from_layout(stored), the_plan, done.files_bytes, done.pruned_bytes, False,
+                     time.perf_counter() - started, meta)
+
+
+def write(base: BaseImage, output: Path, *, tag: str | None = None, sbom_path: Path | None = None) -> Path:
+    """Write the base to `output`: a docker-archive when it ends in .tar (for `docker load`), else an OCI layout
+    directory; and its SBOM to `sbom_path`. Each file appears whole or not at all (temp path, then rename)."""
+    from mlpk.packager.oci import layout, tarball
+
+    output = Path(output)
+    if output.suffix == ".tar":
+        tarball.write(base.image, output, tag)
+    else:
+        layout.write(base.image, output, tag)
+    if sbom_path is not None:
+        sbom_path = Path(sbom_path)
+        fd, tmp = tempfile.mkstemp(dir=sbom_path.parent, prefix=".partial-")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(sbom.to_json(base.sbom()))
+        os.replace(tmp, sbom_path)
+    return output
