@@ -16,10 +16,11 @@ flight finish (up to MLPACK_GRACEFUL_TIMEOUT seconds), then the process exits 0.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from types import FrameType
 
 
@@ -156,6 +157,20 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.api = api
         self.metrics = metrics
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's own version re-raises the signal after the drain, so the process dies *of* SIGTERM (status
+        143); a completed drain is a clean stop, so this one only routes the signals to handle_exit and exits 0."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit:
