@@ -38,7 +38,7 @@ def log_lines(log: Path) -> list[dict]:
 
 def test_live_before_ready_until_warm_up_ends(tmp_path: Path) -> None:
     model_dir = models.heavy(tmp_path / "m", depth=8, width=2048)
-    url, proc = spawn(model_dir, tmp_path / "log", MLPACK_WARMUP_RUNS="200")
+    url, proc = spawn(model_dir, tmp_path / "log", MLPACK_WARMUP_RUNS="120")
     try:
         seen_not_ready = False
         states: set[str] = set()
@@ -58,12 +58,12 @@ def test_live_before_ready_until_warm_up_ends(tmp_path: Path) -> None:
             elif ready.status_code == 200:
                 break
             time.sleep(0.05)
-        assert seen_not_ready, "readiness was never false during a 200-run warm-up"
+        assert seen_not_ready, "readiness was never false during a 120-run warm-up"
         assert "LOADING" in states  # TF Serving's status follows readiness too
         assert httpx.get(url + "/v2/health/ready").status_code == 200
         lines = log_lines(tmp_path / "log")  # every line is JSON (a non-JSON line would fail to parse)
         runs = [line for line in lines if line["msg"] == "warm-up run done"]
-        assert [line["run"] for line in runs] == list(range(1, 201))
+        assert [line["run"] for line in runs] == list(range(1, 121))
         loaded = next(line for line in lines if line["msg"] == "model loaded")
         assert loaded["providers_active"] == ["CPUExecutionProvider"]
         assert loaded["providers_unavailable"] == ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
