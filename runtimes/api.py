@@ -1,0 +1,181 @@
+"""The HTTP API, independent of transport: one route table and one handler per endpoint, used by both the ASGI
+server (server.py) and the Lambda handler (lambda_handler.py), so both answer every request identically.
+
+Endpoints: Open Inference Protocol v2 (KServe v2: server metadata, liveness, readiness, model metadata and
+readiness, inference), TF Serving REST `:predict` and model status, and the OpenAPI document of all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from mlpk.runtimes import codec, tfserving
+from mlpk.runtimes.errors import ClientError, MethodNotAllowed, NotFound
+from mlpk.runtimes.model import Model
+
+SERVER_NAME = "mlpack"
+SERVER_VERSION = "1"
+EXTENSIONS = ["binary_tensor_data", "model_metadata"]
+HEADER_LENGTH = "inference-header-content-length"
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP answer: status, body, content type and extra headers."""
+
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def json_reply(data: Any, status: int = 200) -> Reply:
+    return Reply(status, json.dumps(data, separators=(",", ":")).encode())
+
+
+def error_reply(err: ClientError) -> Reply:
+    return json_reply({"error": err.message}, err.status)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint: method, path template (`{name}` matches one path segment), and the Api method it calls."""
+
+    method: str
+    template: str
+    handler: str
+    pattern: re.Pattern[str] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+?)", self.template)
+        object.__setattr__(self, "pattern", re.compile(regex))
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v2", "server_metadata"),
+    Route("GET", "/v2/health/live", "live"),
+    Route("GET", "/v2/health/ready", "ready"),
+    Route("GET", "/v2/models/{model}", "model_metadata"),
+    Route("GET", "/v2/models/{model}/versions/{version}", "model_metadata"),
+    Route("GET", "/v2/models/{model}/ready", "model_ready"),
+    Route("GET", "/v2/models/{model}/versions/{version}/ready", "model_ready"),
+    Route("POST", "/v2/models/{model}/infer", "infer"),
+    Route("POST", "/v2/models/{model}/versions/{version}/infer", "infer"),
+    Route("GET", "/v1/models/{model}", "tf_status"),
+    Route("POST", "/v1/models/{model}:predict", "predict"),
+    Route("GET", "/openapi.json", "openapi"),
+)
+
+
+def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
+    """The route for a request, with its path parameters; NotFound (404) when none matches."""
+    allowed = []
+    for route in ROUTES:
+        found = route.pattern.fullmatch(path)
+        if found:
+            if route.method == method:
+                return route, found.groupdict()
+            allowed.append(route.method)
+    if allowed:
+        raise MethodNotAllowed(f"method {method} is not allowed on {path}; use {', '.join(allowed)}")
+    raise NotFound(f"no endpoint {method} {path}; see GET /openapi.json")
+
+
+class Api:
+    """The endpoints over one loaded model. `ready` turns true after warm-up and false again when draining."""
+
+    def __init__(self, model: Model, max_elements: int,
+                 observe_inference: Callable[[float], None] | None = None) -> None:
+        self.model = model
+        self.max_elements = max_elements
+        self.observe_inference = observe_inference
+        self.ready_flag = threading.Event()
+
+    def call(self, route: Route, params: Mapping[str, str], body: bytes, headers: Mapping[str, str]) -> Reply:
+        """Run `route`'s handler; client errors become their 4xx reply."""
+        try:
+            return getattr(self, route.handler)(body=body, headers=headers, **params)
+        except ClientError as err:
+            return error_reply(err)
+
+    def _model(self, model: str, version: str | None = None) -> Model:
+        if model != self.model.name:
+            raise NotFound(f"unknown model '{model}'; this server serves '{self.model.name}' with inputs "
+                           f"{self.model.signature()}")
+        if version not in (None, self.model.version):
+            raise NotFound(f"model '{model}' has no version '{version}'; it has version '{self.model.version}'")
+        return self.model
+
+    def server_metadata(self, **_: Any) -> Reply:
+        return json_reply({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
+
+    def live(self, **_: Any) -> Reply:
+        return json_reply({"live": True})
+
+    def ready(self, **_: Any) -> Reply:
+        ready = self.ready_flag.is_set()
+        return json_reply({"ready": ready}, 200 if ready else 503)
+
+    def model_ready(self, model: str, version: str | None = None, **_: Any) -> Reply:
+        self._model(model, version)
+        return self.ready()
+
+    def model_metadata(self, model: str, version: str | None = None, **_: Any) -> Reply:
+        served = self._model(model, version)
+
+        def tensors(specs: Any) -> list[dict[str, Any]]:
+            return [{"name": s.name, "datatype": s.datatype, "shape": s.v2_shape} for s in specs]
+
+        return json_reply({"name": served.name, "versions": [served.version], "platform": "onnxruntime_onnx",
+                           "inputs": tensors(served.inputs), "outputs": tensors(served.outputs)})
+
+    def _run(self, feeds: dict[str, Any], outputs: Any) -> list[Any]:
+        started = time.perf_counter()
+        results = self.model.run(feeds, outputs)
+        if self.observe_inference is not None:
+            self.observe_inference(time.perf_counter() - started)
+        return results
+
+    def infer(self, model: str, body: bytes, headers: Mapping[str, str], version: str | None = None,
+              **_: Any) -> Reply:
+        served = self._model(model, version)
+        raw_length = headers.get(HEADER_LENGTH)
+        try:
+            header_length = None if raw_length is None else int(raw_length)
+        except ValueError:
+            raise ClientError(f"Inference-Header-Content-Length {raw_length!r} is not an integer") from None
+        request = codec.parse_request(served, body, header_length, self.max_elements)
+        results = self._run(request.feeds, request.outputs)
+        payload, json_length = codec.encode_response(served, request, results)
+        if json_length is None:
+            return Reply(200, payload)
+        return Reply(200, payload, "application/octet-stream",
+                     (("Inference-Header-Content-Length", str(json_length)),))
+
+    def predict(self, model: str, body: bytes, **_: Any) -> Reply:
+        served = self._model(model)
+        feeds, form = tfserving.parse(served, body, self.max_elements)
+        results = self._run(feeds, [spec.name for spec in served.outputs])
+        return Reply(200, tfserving.render(served, results, form))
+
+    def tf_status(self, model: str, **_: Any) -> Reply:
+        served = self._model(model)
+        state = "AVAILABLE" if self.ready_flag.is_set() else "LOADING"
+        return json_reply({"model_version_status": [{"version": served.version, "state": state,
+                                                     "status": {"error_code": "OK", "error_message": ""}}]})
+
+    def openapi(self, **_: Any) -> Reply:
+        return Reply(200, openapi_document())
+
+
+def openapi_document() -> bytes:
+    """The OpenAPI document kept beside this module (runtimes/openapi.json)."""
+    return resources.files("mlpk.runtimes").joinpath("openapi.json").read_bytes()

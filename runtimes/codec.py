@@ -1,0 +1,251 @@
+"""Open Inference Protocol v2 inference requests and responses: JSON tensors and the binary tensor extension.
+
+Spec: KServe "Open Inference Protocol (V2)", sections "Inference Request JSON Object", "Tensor Data" and the Triton
+"Binary Tensor Data Extension": with the `Inference-Header-Content-Length` header, the body is a JSON header of that
+many bytes followed by the raw tensors, in input order, for each input with `parameters.binary_data_size`. The same
+layout is used for outputs asked for with `parameters.binary_data` (or request-level `binary_data_output`).
+Every check raises a ClientError that names the tensor and what the model expects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlpk.runtimes.dtypes import decode_bytes, encode_bytes
+from mlpk.runtimes.errors import ClientError
+from mlpk.runtimes.model import Model, TensorSpec
+
+# numpy kinds a JSON array may arrive as, per v2 datatype family (an int literal is a fine FP32 value; a float is
+# not an INT64; a bool is only a BOOL).
+_JSON_KINDS = {"BOOL": "b", "INT": "iu", "UINT": "iu", "FP": "iuf"}
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    """A decoded request: the feeds, the outputs to return, and which of them go back as binary."""
+
+    id: str | None
+    feeds: dict[str, np.ndarray]
+    outputs: tuple[str, ...]
+    binary: frozenset[str]
+
+
+def loads(raw: bytes | str, model: Model, what: str = "inference request") -> Any:
+    """Parse JSON, or raise a ClientError that says where it broke and what the model expects."""
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ClientError(f"malformed JSON in the {what}: {err}; the model '{model.name}' expects inputs "
+                          f"{model.signature()}") from err
+
+
+def _family(datatype: str) -> str:
+    return next(prefix for prefix in ("BOOL", "UINT", "INT", "FP", "BYTES") if datatype.startswith(prefix))
+
+
+def from_json(value: Any, spec: TensorSpec, limit: int) -> np.ndarray:
+    """A JSON value (nested lists or a flat list) as an array of `spec`'s dtype, with its own natural shape.
+
+    Values are checked, not coerced: strings in a numeric tensor, floats in an integer tensor and integers outside
+    the datatype's range are client errors."""
+    family = _family(spec.datatype)
+    try:
+        if family == "BYTES":
+            array = np.array(value, dtype=object)
+            if not all(isinstance(item, str) for item in array.reshape(-1)):
+                raise ClientError(f"input '{spec.name}' is BYTES and must hold strings; the model expects "
+                                  f"{spec.describe()}")
+            return array
+        array = np.asarray(value)
+        if family in ("INT", "UINT") and array.dtype.kind in "fO":
+            array = _big_integers(value, spec)
+    except ValueError as err:  # ragged nesting
+        raise ClientError(f"input '{spec.name}' data is not a rectangular array ({err}); the model expects "
+                          f"{spec.describe()}") from err
+    if array.size > limit:
+        raise ClientError(f"input '{spec.name}' has {array.size} elements, over the limit of {limit} "
+                          "(MLPACK_MAX_TENSOR_ELEMENTS)")
+    if array.size and array.dtype.kind not in _JSON_KINDS[family]:
+        raise ClientError(f"input '{spec.name}' data holds {array.dtype.kind!r}-kind values ({_kind_name(array)}), "
+                          f"but the model expects datatype {spec.datatype} with shape {spec.v2_shape}")
+    if array.size and family in ("INT", "UINT"):
+        info = np.iinfo(spec.dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise ClientError(f"input '{spec.name}' has values outside the range of {spec.datatype} "
+                              f"[{info.min}, {info.max}]; the model expects {spec.describe()}")
+    return array.astype(spec.dtype, copy=False)
+
+
+def _big_integers(value: Any, spec: TensorSpec) -> np.ndarray:
+    """Integers numpy's inference widened to float or object (a list mixing values above 2**63 with small ones):
+    kept exact when every element is a Python int in the datatype's range."""
+    items = np.array(value, dtype=object)
+    if not all(type(item) is int for item in items.reshape(-1)):
+        return np.asarray(value)  # not all integers: the kind check reports it
+    info = np.iinfo(spec.dtype)
+    if any(not info.min <= item <= info.max for item in items.reshape(-1)):
+        raise ClientError(f"input '{spec.name}' has values outside the range of {spec.datatype} "
+                          f"[{info.min}, {info.max}]; the model expects {spec.describe()}")
+    return items.astype(spec.dtype)
+
+
+def _kind_name(array: np.ndarray) -> str:
+    return {"U": "strings", "f": "floats", "i": "integers", "b": "booleans", "O": "mixed values"}.get(
+        array.dtype.kind, str(array.dtype))
+
+
+def _field(entry: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = entry.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ClientError(f"{where} needs '{key}' as {getattr(kind, '__name__', 'a value')}, got {value!r:.80}")
+    return value
+
+
+def _shape(entry: Mapping[str, Any], spec: TensorSpec) -> list[int]:
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        raise ClientError(f"input '{spec.name}' needs 'shape' as a list of non-negative integers, got {shape!r:.80}; "
+                          f"the model expects shape {spec.v2_shape} with datatype {spec.datatype}")
+    spec.check_shape(shape)
+    return shape
+
+
+def parse_request(model: Model, body: bytes, header_length: int | None, max_elements: int) -> InferRequest:
+    """Decode a v2 inference request for `model` (see the module docstring for the layout)."""
+    if header_length is None:
+        header_raw, binary = body, memoryview(b"")
+    else:
+        if not 0 <= header_length <= len(body):
+            raise ClientError(f"Inference-Header-Content-Length is {header_length}, but the body has {len(body)} "
+                              "bytes; it must be the length of the JSON header that starts the body")
+        header_raw, binary = body[:header_length], memoryview(body)[header_length:]
+    request = loads(header_raw, model)
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
+        raise ClientError(f"an inference request is a JSON object with an 'inputs' list; the model '{model.name}' "
+                          f"expects inputs {model.signature()}")
+    feeds: dict[str, np.ndarray] = {}
+    offset = 0
+    for entry in request["inputs"]:
+        if not isinstance(entry, dict):
+            raise ClientError(f"each item of 'inputs' is an object with name, datatype, shape and data; got "
+                              f"{entry!r:.80}")
+        name = _field(entry, "name", str, "an input")
+        spec = model.input(name)
+        if spec is None:
+            raise ClientError(f"unknown input '{name}'; the model '{model.name}' expects inputs {model.signature()}")
+        if name in feeds:
+            raise ClientError(f"input '{name}' appears twice in the request")
+        datatype = _field(entry, "datatype", str, f"input '{name}'")
+        if datatype != spec.datatype:
+            raise ClientError(f"input '{name}' has datatype {datatype}, but the model expects datatype "
+                              f"{spec.datatype} with shape {spec.v2_shape}")
+        shape = _shape(entry, spec)
+        count = math.prod(shape)
+        if count > max_elements:
+            raise ClientError(f"input '{name}' has {count} elements (shape {shape}), over the limit of "
+                              f"{max_elements} (MLPACK_MAX_TENSOR_ELEMENTS)")
+        parameters = entry.get("parameters") or {}
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is not None:
+            if header_length is None or not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise ClientError(f"input '{name}' declares binary_data_size {size!r}, but the request carries "
+                                  f"{len(binary) - offset} binary bytes for it (binary data needs the "
+                                  "Inference-Header-Content-Length header)")
+            chunk = binary[offset:offset + size]
+            offset += size
+            feeds[name] = _from_binary(chunk, spec, shape, count)
+        else:
+            if "data" not in entry:
+                raise ClientError(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
+            array = from_json(entry["data"], spec, max_elements)
+            if array.size != count:
+                raise ClientError(f"input '{name}' has {array.size} values in 'data' but shape {shape} needs "
+                                  f"{count}; the model expects {spec.describe()}")
+            feeds[name] = array.reshape(shape)
+    if offset != len(binary):
+        raise ClientError(f"the request carries {len(binary) - offset} binary bytes that no input's "
+                          "binary_data_size accounts for")
+    missing = [spec for spec in model.inputs if spec.name not in feeds]
+    if missing:
+        raise ClientError(f"missing input {', '.join(spec.describe() for spec in missing)}; the request has "
+                          f"{', '.join(repr(name) for name in feeds) or 'no inputs'}")
+    outputs, binary_outputs = _requested_outputs(model, request)
+    request_id = request.get("id")
+    return InferRequest(request_id if isinstance(request_id, str) else None, feeds, outputs, binary_outputs)
+
+
+def _from_binary(chunk: memoryview, spec: TensorSpec, shape: list[int], count: int) -> np.ndarray:
+    if spec.datatype == "BYTES":
+        try:
+            items = decode_bytes(chunk, count)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ClientError(f"input '{spec.name}' binary BYTES data is malformed: {err}") from err
+        return np.array(items, dtype=object).reshape(shape)
+    expected = count * spec.dtype.itemsize
+    if len(chunk) != expected:
+        raise ClientError(f"input '{spec.name}' has {len(chunk)} binary bytes, but shape {shape} of "
+                          f"{spec.datatype} needs {expected}")
+    return np.frombuffer(chunk, dtype=spec.dtype).reshape(shape)
+
+
+def _requested_outputs(model: Model, request: Mapping[str, Any]) -> tuple[tuple[str, ...], frozenset[str]]:
+    parameters = request.get("parameters")
+    all_binary = bool(parameters.get("binary_data_output")) if isinstance(parameters, dict) else False
+    wanted = request.get("outputs")
+    if wanted is None:
+        names = tuple(spec.name for spec in model.outputs)
+        return names, frozenset(names if all_binary else ())
+    if not isinstance(wanted, list):
+        raise ClientError("'outputs' must be a list of objects with a 'name'")
+    names_list: list[str] = []
+    binary: set[str] = set()
+    for entry in wanted:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or model.output(name) is None:
+            raise ClientError(f"unknown output {name!r}; the model '{model.name}' has outputs "
+                              f"{', '.join(spec.describe() for spec in model.outputs)}")
+        names_list.append(name)
+        params = entry.get("parameters")
+        flag = params.get("binary_data") if isinstance(params, dict) else None
+        if flag if flag is not None else all_binary:
+            binary.add(name)
+    return tuple(dict.fromkeys(names_list)), frozenset(binary)
+
+
+def json_ready(array: np.ndarray) -> list[Any]:
+    """An output as nested Python lists for JSON (bytes elements decoded as UTF-8, replacing invalid bytes)."""
+    if array.dtype.kind == "S" or array.dtype == object:
+        return np.vectorize(lambda item: item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item),
+                            otypes=[object])(array).tolist() if array.size else array.tolist()
+    return array.tolist()
+
+
+def encode_response(model: Model, request: InferRequest, results: Sequence[np.ndarray]) -> tuple[bytes, int | None]:
+    """The response body and, when some output is binary, the JSON header's length (for the header field)."""
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, array in zip(request.outputs, results, strict=True):
+        spec = model.output(name)
+        assert spec is not None
+        entry: dict[str, Any] = {"name": name, "datatype": spec.datatype, "shape": list(array.shape)}
+        if name in request.binary:
+            raw = encode_bytes(array) if spec.datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = json_ready(array.reshape(-1))
+        outputs.append(entry)
+    header: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": outputs}
+    if request.id is not None:
+        header["id"] = request.id
+    text = json.dumps(header, separators=(",", ":")).encode()
+    if not blobs:
+        return text, None
+    return b"".join([text, *blobs]), len(text)

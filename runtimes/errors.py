@@ -1,0 +1,40 @@
+"""Errors the runtime answers to clients, by HTTP status.
+
+    ClientError        400  the request is wrong: shape, datatype, missing input, malformed JSON, a bad binary layout
+    ├── NotFound       404  an unknown model, version or route
+    ├── MethodNotAllowed 405 a known path with the wrong method
+    └── TooLarge       413  a body over the configured limit
+    ModelLoadError          the model directory cannot be served (raised at start, never to a client)
+
+Every message names the value involved and what was expected, because the client is usually a program whose author
+reads the message once, in a log. The server and the Lambda handler turn a ClientError into `{"error": MESSAGE}`
+with its status; anything else is a bug and answers 500 with its traceback logged.
+"""
+
+from __future__ import annotations
+
+
+class ClientError(Exception):
+    """A request the server cannot run, answered with `status` and `{"error": message}`."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(ClientError):
+    status = 404
+
+
+class TooLarge(ClientError):
+    status = 413
+
+
+class ModelLoadError(Exception):
+    """The model directory is missing, unreadable, or holds a model onnxruntime cannot load."""
+
+
+class MethodNotAllowed(ClientError):
+    status = 405

@@ -1,0 +1,209 @@
+"""The served model: an onnxruntime session, its model card, and the tensor signatures requests are checked against.
+
+Loaded once at start (or at Lambda init), from the image's model layer: `model.onnx` with `model-card.json` beside
+it, or the same card stored in the ONNX metadata under `mlpack.card`. The card is read tolerantly (unknown keys are
+ignored); onnxruntime's view of the graph is authoritative for names, datatypes and shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from mlpk.runtimes import cpus, logs, providers
+from mlpk.runtimes.config import Settings
+from mlpk.runtimes.dtypes import ORT_TO_V2, V2_TO_NUMPY
+from mlpk.runtimes.errors import ClientError, ModelLoadError
+
+CARD_FILE = "model-card.json"
+MODEL_FILE = "model.onnx"
+CARD_METADATA_KEY = "mlpack.card"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One input or output: its name, v2 datatype and shape (None for a dynamic or symbolic axis)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int | None, ...]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return V2_TO_NUMPY[self.datatype]
+
+    @property
+    def v2_shape(self) -> list[int]:
+        """The shape as the v2 protocol writes it: -1 for a dynamic axis."""
+        return [-1 if dim is None else dim for dim in self.shape]
+
+    def describe(self) -> str:
+        return f"'{self.name}' {self.datatype} {self.v2_shape}"
+
+    def check_shape(self, shape: Sequence[int]) -> None:
+        """Raise a ClientError naming this tensor when `shape` does not fit its rank and fixed axes."""
+        fits = len(shape) == len(self.shape) and all(want is None or want == got for want, got in
+                                                      zip(self.shape, shape, strict=True))
+        if not fits:
+            raise ClientError(f"input '{self.name}' has shape {list(shape)}, but the model expects shape "
+                              f"{self.v2_shape} (-1: any size) with datatype {self.datatype}")
+
+
+def _spec(arg: Any) -> TensorSpec | None:
+    datatype = ORT_TO_V2.get(arg.type)
+    if datatype is None:
+        return None
+    shape = tuple(dim if isinstance(dim, int) and dim >= 0 else None for dim in (arg.shape or []))
+    return TensorSpec(arg.name, datatype, shape)
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """A loaded model, ready to run. `outputs` holds the tensor outputs only (a non-tensor output such as
+    scikit-learn's ZipMap dictionaries has no v2 datatype; it is logged at load and never returned)."""
+
+    name: str
+    version: str
+    session: ort.InferenceSession
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    card: Mapping[str, Any]
+    path: Path
+    sha256: str
+
+    def input(self, name: str) -> TensorSpec | None:
+        return next((spec for spec in self.inputs if spec.name == name), None)
+
+    def output(self, name: str) -> TensorSpec | None:
+        return next((spec for spec in self.outputs if spec.name == name), None)
+
+    def signature(self) -> str:
+        """The inputs as one phrase for error messages: `'x' FP32 [-1, 4], 'ids' INT64 [-1]`."""
+        return ", ".join(spec.describe() for spec in self.inputs)
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        """Run the session. onnxruntime's own argument errors (a value it rejects after our checks) are client
+        errors; anything else is a bug and propagates."""
+        try:
+            return self.session.run(list(outputs), dict(feeds))
+        except (ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+                ort.capi.onnxruntime_pybind11_state.InvalidGraph) as err:
+            raise ClientError(f"onnxruntime rejected the inputs: {str(err).splitlines()[0][:300]}; the model "
+                              f"expects {self.signature()}") from err
+
+
+def model_file(path: Path) -> Path:
+    """The .onnx file for a directory (its model.onnx, or its only .onnx file) or a file path."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ModelLoadError(f"model path {path} does not exist")
+    default = path / MODEL_FILE
+    if default.is_file():
+        return default
+    candidates = sorted(path.glob("*.onnx"))
+    if len(candidates) == 1:
+        return candidates[0]
+    raise ModelLoadError(f"{path} holds {len(candidates)} .onnx files and no {MODEL_FILE}; expected exactly one")
+
+
+def _card(file: Path, session: ort.InferenceSession) -> dict[str, Any]:
+    beside = file.with_name(CARD_FILE)
+    text = beside.read_text() if beside.is_file() else session.get_modelmeta().custom_metadata_map.get(
+        CARD_METADATA_KEY)
+    if not text:
+        return {}
+    try:
+        card = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ModelLoadError(f"model card of {file} is not JSON: {err}") from err
+    return card if isinstance(card, dict) else {}
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def _create(file: Path, options: ort.SessionOptions, plan: providers.ProviderPlan) -> ort.InferenceSession:
+    """A session with the first plan that works: a provider whose libraries are missing on this device (a CUDA
+    build without the CUDA runtime, TensorRT without libnvinfer) fails at creation; the next one is tried."""
+    current: providers.ProviderPlan | None = plan
+    while current is not None:
+        try:
+            return ort.InferenceSession(str(file), sess_options=options, providers=list(current.chosen))
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises plain RuntimeError/Fail for both cases
+            if current.fallback() is None:
+                raise ModelLoadError(f"onnxruntime cannot load {file}: {str(err).splitlines()[0]}") from err
+            logs.warning("execution provider failed; falling back", provider=current.names[0],
+                         error=str(err).splitlines()[0][:300], next=current.fallback().names)
+            current = current.fallback()
+    raise ModelLoadError(f"no execution provider could load {file}")
+
+
+def load(settings: Settings) -> Model:
+    """Load the model `settings` point at, with the providers of the target that are available here."""
+    started = time.perf_counter()
+    file = model_file(settings.model_path)
+    threads = settings.threads or cpus.available()
+    sha = _sha256(file)
+    # A first, CPU-only, optimization-free look at the graph reads the card and the input shapes, which the
+    # TensorRT options depend on; it costs a parse, not a session build.
+    probe_options = ort.SessionOptions()
+    probe_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        probe = ort.InferenceSession(str(file), sess_options=probe_options, providers=[providers.CPU])
+    except Exception as err:  # noqa: BLE001 - onnxruntime's load errors have no common base class
+        raise ModelLoadError(f"onnxruntime cannot load {file}: {str(err).splitlines()[0]}") from err
+    card = _card(file, probe)
+    available = ort.get_available_providers()
+    wanted_gpu = [name for name in settings.providers if name != providers.CPU]
+    trt = None
+    if providers.TENSORRT in available or providers.CUDA in available:
+        shapes = [(arg.name, [d if isinstance(d, int) and d >= 0 else None for d in arg.shape or []])
+                  for arg in probe.get_inputs()]
+        trt = providers.TensorrtSettings(
+            cache_root=settings.trt_cache,
+            precision=settings.precision or providers.precision_from_card(card),
+            model_key=sha[:16],
+            profile=providers.profile_shapes(shapes, settings.trt_max_batch) if settings.trt_max_batch else None,
+        )
+    plan = providers.plan(settings.providers, available, trt)
+    del probe
+    session = _create(file, _options(threads), plan)
+    inputs = tuple(s for s in (_spec(arg) for arg in session.get_inputs()) if s is not None)
+    if len(inputs) != len(session.get_inputs()):
+        raise ModelLoadError(f"{file} has an input that is not a tensor; the server feeds tensors only")
+    outputs = []
+    for arg in session.get_outputs():
+        spec = _spec(arg)
+        if spec is None:
+            logs.warning("output is not a tensor and is not served", output=arg.name, type=arg.type)
+        else:
+            outputs.append(spec)
+    name = settings.model_name or str(card.get("name") or file.stem)
+    logs.info("model loaded", model=name, file=str(file), sha256=sha, threads=threads,
+              providers_requested=list(settings.providers), providers_available=available,
+              providers_unavailable=[p for p in wanted_gpu if p not in available],
+              providers_active=session.get_providers(),
+              precision=trt.precision if trt else "fp32", load_s=round(time.perf_counter() - started, 3))
+    return Model(name, "1", session, inputs, tuple(outputs), card, file, sha)

@@ -1,0 +1,213 @@
+"""The inference server: Open Inference Protocol v2 and TF Serving REST over HTTP, with /metrics.
+
+`python3 -m mlpk.runtimes.server` is the entrypoint of mlpack's server images; `mlpack serve` runs the same on a
+host. Settings come from MLPACK_* environment variables (config.py).
+
+Stack: uvicorn (with uvloop and httptools when installed) runs a Starlette app. Both are small, well-kept and pure
+Python at the edges; together with onnxruntime and numpy they are all an image needs, where a framework server would
+bring tens of megabytes more. Routing is done by api.ROUTES, shared with the Lambda handler, so both transports answer
+alike; Starlette provides requests, responses, the lifespan and the 500 safety net.
+
+Lifecycle: the model loads before the port opens; the warm-up runs in the background while liveness already
+answers; readiness turns true after it. On SIGTERM readiness turns false, the listening socket closes, requests in
+flight finish (up to MLPACK_GRACEFUL_TIMEOUT seconds), then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from types import FrameType
+
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as StarletteRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlpk.runtimes import api as api_module
+from mlpk.runtimes import config, logs, warmup
+from mlpk.runtimes import model as model_module
+from mlpk.runtimes.api import Api, Reply
+from mlpk.runtimes.config import Settings
+from mlpk.runtimes.errors import ClientError, ModelLoadError, TooLarge
+from mlpk.runtimes.metrics import Metrics
+
+ROUTE_KEY = "mlpack.route"
+_SLOW = frozenset({"infer", "predict"})  # handlers that run the model: off the event loop
+
+
+async def read_body(request: Request, limit: int, signature: str) -> bytes:
+    """The request body, refused with 413 as soon as it is known to pass `limit` bytes (from Content-Length, or
+    while streaming a chunked body), so an oversized upload is never held in memory whole."""
+    declared = request.headers.get("content-length")
+    too_large = (f"request body of {{size}} bytes is over the limit of {limit} bytes (MLPACK_MAX_BODY_BYTES); "
+                 f"send smaller batches; the model expects {signature}")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(too_large.format(size=declared))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(too_large.format(size=f"more than {limit}"))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Instrumented:
+    """ASGI middleware: request count and latency by endpoint and status, requests in flight, access log."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            self.metrics.in_flight.dec()
+            took = time.perf_counter() - started
+            endpoint = scope.get(ROUTE_KEY, "unmatched")
+            self.metrics.observe_request(endpoint, scope["method"], status, took)
+            if self.access_log or status >= 500:
+                logs.info("request", method=scope["method"], path=scope["path"], endpoint=endpoint, status=status,
+                          ms=round(took * 1000, 3))
+
+
+def _response(reply: Reply) -> Response:
+    return Response(reply.body, reply.status, headers=dict(reply.headers), media_type=reply.content_type)
+
+
+def build_app(api: Api, settings: Settings, metrics: Metrics, *, warm: bool = True) -> ASGIApp:
+    """The ASGI application over `api`. With `warm`, the lifespan starts the warm-up and then marks it ready."""
+
+    async def dispatch(request: Request) -> Response:
+        try:
+            if request.url.path == "/metrics" and request.method == "GET":
+                request.scope[ROUTE_KEY] = "/metrics"
+                return Response(metrics.render(), media_type=metrics.content_type)
+            route, params = api_module.match(request.method, request.url.path)
+            request.scope[ROUTE_KEY] = route.template
+            body = await read_body(request, settings.max_body_bytes, api.model.signature()) \
+                if request.method == "POST" else b""
+        except ClientError as err:
+            return _response(api_module.error_reply(err))
+        if route.handler in _SLOW:
+            reply = await run_in_threadpool(api.call, route, params, body, request.headers)
+        else:
+            reply = api.call(route, params, body, request.headers)
+        return _response(reply)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        logs.get().error("internal error", exc_info=exc, extra={"fields": {"path": request.url.path}})
+        return Response(b'{"error":"internal error in the server; see its log"}', 500, media_type="application/json")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if warm:
+            threading.Thread(target=_warm, args=(api, settings, metrics), name="warmup", daemon=True).start()
+        yield
+        api.ready_flag.clear()
+        metrics.set_ready(False)
+        logs.info("server stopped", model=api.model.name)
+
+    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+    app = Starlette(routes=[StarletteRoute("/{path:path}", dispatch, methods=methods)],
+                    exception_handlers={Exception: server_error}, lifespan=lifespan)
+    return Instrumented(app, metrics, settings.access_log)
+
+
+def _warm(api: Api, settings: Settings, metrics: Metrics) -> None:
+    try:
+        warmup.warm_up(api.model, settings.warmup_runs)
+    except Exception:  # noqa: BLE001 - a failed warm-up leaves the server live but never ready, and says why
+        logs.get().exception("warm-up failed; the server stays not ready")
+        return
+    api.ready_flag.set()
+    metrics.set_ready(True)
+    logs.info("ready", model=api.model.name)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, which on SIGTERM/SIGINT first reports not ready, then drains as uvicorn does."""
+
+    def __init__(self, config: uvicorn.Config, api: Api, metrics: Metrics) -> None:
+        super().__init__(config)
+        self.api = api
+        self.metrics = metrics
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's own version re-raises the signal after the drain, so the process dies *of* SIGTERM (status
+        143); a completed drain is a clean stop, so this one only routes the signals to handle_exit and exits 0."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            self.api.ready_flag.clear()
+            self.metrics.set_ready(False)
+            logs.info("draining: no new connections, finishing requests in flight", signal=int(sig))
+        super().handle_exit(sig, frame)
+
+
+def serve(settings: Settings) -> None:
+    """Load the model and serve it until SIGTERM/SIGINT (blocking)."""
+    logs.setup(settings.log_level)
+    model = model_module.load(settings)
+    metrics = Metrics(model.name)
+    metrics.set_ready(False)
+    api = Api(model, settings.max_tensor_elements, metrics.observe_inference)
+    app = build_app(api, settings, metrics)
+    uv_config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                               lifespan="on", server_header=False,
+                               timeout_graceful_shutdown=int(max(1, settings.graceful_timeout_s)))
+    logs.info("listening", host=settings.host, port=settings.port, model=model.name)
+    DrainingServer(uv_config, api, metrics).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The image entrypoint: settings from the environment; a start failure is one JSON log line and exit 1."""
+    del argv
+    try:
+        serve(config.from_env())
+    except (ModelLoadError, ValueError) as err:
+        logs.setup()
+        logs.get().error(f"cannot start: {err}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
+

@@ -1,0 +1,71 @@
+"""Warm-up progress logging and the environment settings, on real sessions and real environment mappings."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlpk.runtimes import config, logs, warmup
+from mlpk.runtimes import model as model_module
+from mlpk.runtimes.errors import ModelLoadError
+from mlpk.runtimes.providers import CPU, CUDA
+from tests.runtime import models
+
+
+def test_warm_up_runs_and_logs_progress_with_heartbeat(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    loaded = model_module.load(config.Settings(model_path=models.heavy(tmp_path / "m", depth=32, width=1024)))
+    seen: list[int] = []
+    with caplog.at_level(logging.INFO, logger=logs.LOGGER):
+        times = warmup.warm_up(loaded, 3, heartbeat_s=0.001, progress=lambda i, n, t: seen.append(i))
+    assert seen == [1, 2, 3] and len(times) == 3 and all(t > 0 for t in times)
+    done = [r for r in caplog.records if r.getMessage() == "warm-up run done"]
+    assert [r.fields["run"] for r in done] == [1, 2, 3]
+    beats = [r for r in caplog.records if r.getMessage() == "warm-up run still in progress"]
+    assert beats and beats[0].fields["reason"] == "first run"
+    line = json.loads(logs.JsonFormatter().format(done[0]))
+    assert line["msg"] == "warm-up run done" and line["runs"] == 3 and line["level"] == "info"
+
+
+def test_synthetic_inputs_fill_dynamic_axes(tmp_path: Path) -> None:
+    loaded = model_module.load(config.Settings(model_path=models.mixed(tmp_path / "m")))
+    arrays = {spec.name: warmup.synthetic(spec, batch=3) for spec in loaded.inputs}
+    assert arrays["x"].shape == (3, 4) and arrays["x"].dtype == np.float32
+    assert arrays["text"].dtype == object and arrays["text"].tolist() == ["", "", ""]
+
+
+def test_card_name_file_stem_and_embedded_card(tmp_path: Path) -> None:
+    assert model_module.load(config.Settings(model_path=models.mixed(tmp_path / "a"))).name == "mixed"
+    bare = models.mixed(tmp_path / "b", card=False)
+    assert model_module.load(config.Settings(model_path=bare / "model.onnx")).name == "model"
+    import onnx
+
+    proto = onnx.load(bare / "model.onnx")
+    onnx.helper.set_model_props(proto, {"mlpack.card": json.dumps({"name": "embedded", "quantization": None})})
+    onnx.save(proto, tmp_path / "embedded.onnx")
+    loaded = model_module.load(config.Settings(model_path=tmp_path / "embedded.onnx"))
+    assert loaded.name == "embedded"
+    assert model_module.load(config.Settings(model_path=bare, model_name="override")).name == "override"
+
+
+def test_load_errors_name_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        model_module.load(config.Settings(model_path=tmp_path / "missing"))
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelLoadError, match="cannot load .*junk.onnx"):
+        model_module.load(config.Settings(model_path=tmp_path / "junk.onnx"))
+
+
+def test_settings_from_env() -> None:
+    settings = config.from_env({"MLPACK_PORT": "9000", "MLPACK_PROVIDERS": "cuda", "MLPACK_PRECISION": "fp16",
+                                "MLPACK_MAX_BODY_BYTES": "10", "MLPACK_ACCESS_LOG": "1", "MLPACK_TRT_CACHE": "/v"})
+    assert (settings.port, settings.providers, settings.precision) == (9000, (CUDA, CPU), "fp16")
+    assert (settings.max_body_bytes, settings.access_log, str(settings.trt_cache)) == (10, True, "/v")
+    assert config.from_env({}) == config.Settings()
+    with pytest.raises(ValueError, match="MLPACK_PORT='http'"):
+        config.from_env({"MLPACK_PORT": "http"})
+    with pytest.raises(ValueError, match="MLPACK_PRECISION='bf16'"):
+        config.from_env({"MLPACK_PRECISION": "bf16"})
