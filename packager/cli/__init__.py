@@ -22,6 +22,7 @@ from mlpk.packager.errors import MlpackError
 
 # name -> "module:attribute" under mlpk.packager.cli; loaded when the command is asked for.
 COMMANDS: dict[str, str] = {
+    "convert": "convert:convert",
     "doctor": "doctor:doctor",
     "quantize": "quantize:quantize",
 }

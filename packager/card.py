@@ -1,0 +1,172 @@
+"""The model card: what a converted model is, where it came from, and how well it matches its source.
+
+The card is a contract between branches (the convert stage writes it; build, quantize and the runtimes read it):
+
+    {"schema": "mlpack.model-card/v1", "name": str, "mlpack_version": str,
+     "source": {"kind": "onnx|keras|torch|sklearn", "file": basename, "sha256": hex},
+     "inputs": [{"name": str, "dtype": numpy dtype name, "shape": [int | str | null]}],
+     "outputs": [same], "parity": {...} | null, "quantization": {...} | null}
+
+It travels twice: as JSON under the ONNX `metadata_props` key `mlpack.card` (authoritative: it cannot be separated
+from the model) and as `model-card.json` beside the model. Readers are tolerant: unknown keys are ignored, so newer
+writers do not break older readers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from mlpk.packager import __version__
+from mlpk.packager.errors import InputError
+
+if TYPE_CHECKING:
+    import onnx
+
+SCHEMA = "mlpack.model-card/v1"
+METADATA_KEY = "mlpack.card"
+FILE_NAME = "model-card.json"
+
+SourceKind = Literal["onnx", "keras", "torch", "sklearn"]
+Dim = int | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One model input or output: its name, numpy dtype name and shape (ints, symbolic names, or None)."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": None if self.shape is None else list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
+        shape = data.get("shape")
+        return cls(str(data["name"]), str(data["dtype"]), None if shape is None else tuple(shape))
+
+    def render(self) -> str:
+        """`name: float32[batch, 8, 8, 1]`, as tables print it."""
+        dims = "?" if self.shape is None else ", ".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name}: {self.dtype}[{dims}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """The file a model was converted from."""
+
+    kind: SourceKind
+    file: str  # basename only: cards must not leak build-machine paths
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "file": self.file, "sha256": self.sha256}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCard:
+    """The card of one ONNX model; `parity` and `quantization` are the stages' own JSON reports."""
+
+    name: str
+    source: Source
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    parity: dict[str, Any] | None = None
+    quantization: dict[str, Any] | None = None
+    mlpack_version: str = __version__
+    extra: dict[str, Any] = field(default_factory=dict)  # keys written by others, kept on round trips
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "schema": SCHEMA,
+            "name": self.name,
+            "mlpack_version": self.mlpack_version,
+            "source": self.source.to_dict(),
+            "inputs": [spec.to_dict() for spec in self.inputs],
+            "outputs": [spec.to_dict() for spec in self.outputs],
+            "parity": self.parity,
+            "quantization": self.quantization,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, origin: str = "model card") -> ModelCard:
+        """Read a card tolerantly: unknown keys are kept in `extra`; a missing required key is an InputError."""
+        if data.get("schema") != SCHEMA:
+            raise InputError(f"{origin} has schema {data.get('schema')!r}, expected {SCHEMA!r}",
+                             hint="convert the model again with this mlpack version")
+        try:
+            source = data["source"]
+            known = {"schema", "name", "mlpack_version", "source", "inputs", "outputs", "parity", "quantization"}
+            return cls(
+                name=str(data["name"]),
+                source=Source(source["kind"], str(source["file"]), str(source["sha256"])),
+                inputs=tuple(TensorSpec.from_dict(item) for item in data["inputs"]),
+                outputs=tuple(TensorSpec.from_dict(item) for item in data["outputs"]),
+                parity=data.get("parity"),
+                quantization=data.get("quantization"),
+                mlpack_version=str(data.get("mlpack_version", "unknown")),
+                extra={k: v for k, v in data.items() if k not in known},
+            )
+        except (KeyError, TypeError) as err:
+            raise InputError(f"{origin} lacks the field {err}", hint="convert the model again") from err
+
+    def with_(self, **changes: Any) -> ModelCard:
+        """A copy with some fields changed (e.g. `quantization=` after the quantize stage)."""
+        return replace(self, **changes)
+
+
+def sha256_of(path: Path) -> str:
+    """The sha256 of a file, or of a directory's files (sorted relative paths and contents) for SavedModels."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def embed(model: onnx.ModelProto, card: ModelCard) -> None:
+    """Store the card in the model's metadata_props (replacing an older one); mutates `model` in place."""
+    keep = [prop for prop in model.metadata_props if prop.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(card.to_dict(), sort_keys=True)
+
+
+def from_model(model: onnx.ModelProto, *, origin: str = "model") -> ModelCard | None:
+    """The card embedded in an ONNX model, or None when it has none."""
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            try:
+                data = json.loads(prop.value)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{origin}: metadata {METADATA_KEY!r} is not JSON ({err})") from err
+            return ModelCard.from_dict(data, origin=f"{origin} ({METADATA_KEY})")
+    return None
+
+
+def read(model_path: Path) -> ModelCard | None:
+    """The card of an ONNX file: the embedded one, else `model-card.json` beside it, else None."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    card = from_model(model, origin=model_path.name)
+    if card is not None:
+        return card
+    beside = model_path.parent / FILE_NAME
+    if beside.is_file():
+        return ModelCard.from_dict(json.loads(beside.read_text()), origin=str(beside.name))
+    return None

@@ -1,0 +1,182 @@
+"""tf-keras / Keras 2 models (.h5, .keras) and TF SavedModel directories, through tf2onnx.
+
+Keras 3 `.keras` files (keras >= 3, whose Keras objects tf2onnx cannot trace) take another path that works with
+the TensorFlow backend: keras.saving.load_model (safe mode), `model.export(DIR, format="tf_saved_model")`, then the
+SavedModel path below. Parity runs the loaded model itself (tf-keras / Keras 3) or the SavedModel's signature.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlpk.packager.card import TensorSpec
+from mlpk.packager.convert.detect import Format
+from mlpk.packager.convert.ops import check_ops
+from mlpk.packager.convert.registry import Conversion, ConvertOptions
+from mlpk.packager.errors import ConversionError, InputError, missing_extra
+
+_WHAT = {"keras-h5": "a Keras HDF5 model", "keras-zip": "a tf-keras .keras archive",
+         "keras3-zip": "a Keras 3 .keras archive", "tf-savedmodel": "a TF SavedModel directory"}
+
+
+def _import_tf() -> tuple[Any, Any]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+        import tf2onnx
+    except ImportError as err:
+        raise missing_extra(err.name or "tensorflow", "keras", "converting Keras / TensorFlow models") from err
+    logging.getLogger("tf2onnx").setLevel(logging.CRITICAL)  # unmapped ops are reported by check_ops instead
+    return tf, tf2onnx
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:300]}" if text else type(err).__name__
+
+
+def _unreadable(source: Path, fmt: Format, err: BaseException) -> InputError:
+    return InputError(f"{source.name} cannot be read as {_WHAT[fmt]} ({_first_line(err)})",
+                      hint="the file may be truncated or saved by another framework: save it again")
+
+
+def _override(specs: list[TensorSpec], options: ConvertOptions) -> list[TensorSpec]:
+    given = {spec.name: spec for spec in options.inputs}
+    if len(options.inputs) == 1 and len(specs) == 1:
+        return [options.inputs[0]]
+    return [given.get(spec.name, spec) for spec in specs]
+
+
+def _tf_specs(tf: Any, specs: Sequence[TensorSpec]) -> list[Any]:
+    def dim(d: object) -> int | None:
+        return d if isinstance(d, int) else None
+
+    return [tf.TensorSpec([dim(d) for d in (s.shape or ())], tf.string if s.dtype == "str" else tf.as_dtype(s.dtype),
+                          name=s.name) for s in specs]
+
+
+def _convert_keras(source: Path, fmt: Format, options: ConvertOptions) -> Conversion:
+    tf, tf2onnx = _import_tf()
+    try:
+        import tf_keras
+    except ImportError as err:
+        raise missing_extra("tf_keras", "keras", "converting tf-keras models") from err
+    try:
+        model = tf_keras.models.load_model(source, compile=False)
+    except Exception as err:  # noqa: BLE001 - any failure to deserialize is an unreadable input file
+        raise _unreadable(source, fmt, err) from err
+    specs = [TensorSpec(t.name.split(":")[0], t.dtype.name, tuple(t.shape)) for t in model.inputs]
+    specs = _override(specs, options)
+    try:
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=_tf_specs(tf, specs), opset=options.target_opset)
+    except Exception as err:  # noqa: BLE001 - tf2onnx raises bare Exceptions for unconvertible graphs
+        raise ConversionError(f"{source.name}: tf2onnx failed ({_first_line(err)})",
+                              hint="try another --opset, or check for custom layers") from err
+    check_ops(proto, source.name, f"tf2onnx {tf2onnx.__version__}")
+
+    def run(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        result = model([inputs[s.name] for s in specs] if len(specs) > 1 else inputs[specs[0].name], training=False)
+        outputs = result if isinstance(result, (list, tuple)) else [result]
+        return [np.asarray(out) for out in outputs]
+
+    return Conversion(proto, run, f"tf2onnx {tf2onnx.__version__} (tf-keras {tf_keras.__version__})")
+
+
+def convert_saved_model(source: Path, options: ConvertOptions, *, via: str = "") -> Conversion:
+    """Convert a SavedModel's serving signature (`serving_default`, else `serve`)."""
+    tf, tf2onnx = _import_tf()
+    try:
+        loaded = tf.saved_model.load(str(source))
+    except Exception as err:  # noqa: BLE001 - any failure to deserialize is an unreadable input
+        raise _unreadable(source, "tf-savedmodel", err) from err
+    signatures = dict(loaded.signatures)
+    name = next((n for n in ("serving_default", "serve") if n in signatures), None)
+    if name is None:
+        raise ConversionError(f"{source.name}/ has no serving signature (it has {sorted(signatures) or 'none'})",
+                              hint="save it with signatures={'serving_default': fn} or from a Keras model")
+    function = signatures[name]
+    kwargs = function.structured_input_signature[1]
+    specs = [TensorSpec(key, "str" if spec.dtype == tf.string else spec.dtype.name,
+                        tuple(spec.shape) if spec.shape.rank is not None else None) for key, spec in kwargs.items()]
+    specs = _override(specs, options)
+    try:
+        proto, _ = tf2onnx.convert.from_function(tf.function(function), input_signature=_tf_specs(tf, specs),
+                                                 opset=options.target_opset)
+    except Exception as err:  # noqa: BLE001 - tf2onnx raises bare Exceptions for unconvertible graphs
+        raise ConversionError(f"{source.name}: tf2onnx failed ({_first_line(err)})",
+                              hint="try another --opset") from err
+    check_ops(proto, source.name, f"tf2onnx {tf2onnx.__version__}")
+
+    def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = function(**{s.name: tf.constant(inputs[s.name]) for s in specs})
+        return {key: np.asarray(value) for key, value in result.items()}
+
+    return Conversion(proto, run, f"tf2onnx {tf2onnx.__version__} (SavedModel signature {name!r}{via})")
+
+
+def _convert_keras3(source: Path, options: ConvertOptions) -> Conversion:
+    _import_tf()
+    try:
+        import keras
+    except ImportError as err:
+        raise missing_extra("keras", "keras", "converting Keras 3 .keras files") from err
+    if not keras.__version__.startswith("3"):
+        raise ConversionError(f"{source.name} was saved by Keras 3, but the installed keras is {keras.__version__}",
+                              hint="pip install 'keras>=3'")
+    try:
+        model = keras.saving.load_model(source, compile=False)
+    except Exception as err:  # noqa: BLE001 - any failure to deserialize is an unreadable input file
+        raise _unreadable(source, "keras3-zip", err) from err
+    tmp = tempfile.mkdtemp(prefix="mlpack-keras3-")
+    try:
+        try:
+            model.export(tmp, format="tf_saved_model", verbose=False)
+        except Exception as err:  # noqa: BLE001 - Keras raises many kinds for unexportable models
+            raise ConversionError(f"{source.name}: Keras 3 could not export a SavedModel ({_first_line(err)})",
+                                  hint="this path needs Keras 3's TensorFlow backend (KERAS_BACKEND=tensorflow)") from err
+        return convert_saved_model(Path(tmp), options, via=f", exported by Keras {keras.__version__}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the loaded signature keeps its variables in memory
+
+
+@contextmanager
+def _native_logs_silenced() -> Iterator[None]:
+    """Silence file descriptor 2 while TensorFlow loads and first runs: its C++ runtime writes INFO lines there
+    before absl logging is initialized, ignoring TF_CPP_MIN_LOG_LEVEL (TF 2.21), which would bury the CLI's one-line
+    result. Python-level errors are unaffected: they propagate as exceptions."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class KerasConverter:
+    kind = "keras"
+    formats: tuple[Format, ...] = ("keras-h5", "keras-zip", "keras3-zip", "tf-savedmodel")
+
+    def convert(self, source: Path, fmt: Format, options: ConvertOptions) -> Conversion:
+        with _native_logs_silenced():
+            if fmt == "tf-savedmodel":
+                return convert_saved_model(source, options)
+            if fmt == "keras3-zip":
+                return _convert_keras3(source, options)
+            return _convert_keras(source, fmt, options)
+
+
+CONVERTER = KerasConverter()

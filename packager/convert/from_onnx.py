@@ -1,0 +1,115 @@
+"""ONNX models as a source: check, infer shapes, optionally convert the opset; parity against the ONNX reference
+implementation (onnx.reference), an evaluator independent of onnxruntime.
+
+Handles models with external data (> 2 GB; loaded from beside the file, checked by path), old models whose
+initializers are also listed as graph inputs (those are not treated as inputs), and symbolic dimensions (kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlpk.packager.convert.detect import Format
+from mlpk.packager.convert.registry import Conversion, ConvertOptions
+from mlpk.packager.errors import ConversionError, InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+# Above this, the in-memory checker and shape inference hit protobuf's 2 GB limit; use the path-based variants.
+_LARGE = 1 << 30
+# The reference evaluator is pure Python: fine for parity on small models, too slow for big ones.
+_REFERENCE_LIMIT = 64 << 20
+
+
+def _external_size(model: onnx.ModelProto, directory: Path) -> int:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    files = {entry.value for t in _get_all_tensors(model) if uses_external_data(t)
+             for entry in t.external_data if entry.key == "location"}
+    return sum((directory / f).stat().st_size for f in files if (directory / f).is_file())
+
+
+def load(source: Path) -> tuple[onnx.ModelProto, int]:
+    """Load and check an ONNX file (with its external data); returns the model and its total size in bytes."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        bare = onnx.load(str(source), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as err:
+        raise InputError(f"{source.name} is not a readable ONNX model ({type(err).__name__}: {err}); expected a "
+                         f"complete ONNX protobuf file", hint="the file may be truncated: export it again") from err
+    size = source.stat().st_size + _external_size(bare, source.parent)
+    try:
+        if size > _LARGE:
+            onnx.checker.check_model(str(source), full_check=False)
+        else:
+            onnx.checker.check_model(bare if _external_size(bare, source.parent) == 0 else str(source))
+        onnx.load_external_data_for_model(bare, str(source.parent))
+    except (onnx.checker.ValidationError, FileNotFoundError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{source.name} is not a valid ONNX model (checker: {first}); expected a complete model "
+                         f"with its external data beside it", hint="the file may be truncated: export it again") from err
+    return bare, size
+
+
+def infer_shapes(model: onnx.ModelProto, source: Path, size: int) -> onnx.ModelProto:
+    import onnx
+
+    try:
+        if size > _LARGE:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "inferred.onnx"
+                onnx.shape_inference.infer_shapes_path(str(source), str(out))
+                inferred = onnx.load(str(out), load_external_data=False)
+                onnx.load_external_data_for_model(inferred, str(source.parent))
+                return inferred
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except (onnx.shape_inference.InferenceError, RuntimeError) as err:
+        raise ConversionError(f"{source.name}: ONNX shape inference failed: {str(err).splitlines()[0]}",
+                              hint="check the model with onnx.checker.check_model(..., full_check=True)") from err
+
+
+def _reference_runner(model: onnx.ModelProto, size: int):  # noqa: ANN202 - a SourceRunner
+    def run(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        from onnx.reference import ReferenceEvaluator
+
+        if size > _REFERENCE_LIMIT:
+            raise NotImplementedError(f"model of {size >> 20} MiB is too large for the reference evaluator")
+        return list(ReferenceEvaluator(model).run(None, dict(inputs)))
+
+    return run
+
+
+class OnnxConverter:
+    kind = "onnx"
+    formats: tuple[Format, ...] = ("onnx",)
+
+    def convert(self, source: Path, fmt: Format, options: ConvertOptions) -> Conversion:
+        import onnx
+        from onnx import version_converter
+
+        model, size = load(source)
+        original = onnx.ModelProto()
+        if size <= _REFERENCE_LIMIT:
+            original.CopyFrom(model)
+        model = infer_shapes(model, source, size)
+        notes = []
+        current = next((e.version for e in model.opset_import if e.domain in ("", "ai.onnx")), None)
+        if options.opset and current is not None and options.opset != current:
+            try:
+                model = version_converter.convert_version(model, options.opset)
+            except (RuntimeError, onnx.checker.ValidationError) as err:
+                raise ConversionError(f"{source.name}: cannot convert opset {current} to {options.opset}: "
+                                      f"{str(err).splitlines()[0]}", hint="pick an opset closer to the model's") from err
+            notes.append(f"opset converted {current} -> {options.opset}")
+        return Conversion(model, _reference_runner(original, size), f"onnx {onnx.__version__} (checked)", tuple(notes))
+
+
+CONVERTER = OnnxConverter()

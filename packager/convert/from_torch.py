@@ -1,0 +1,152 @@
+"""PyTorch models through torch.onnx: the dynamo exporter first, the TorchScript-based exporter as the fallback
+(the reason is recorded in the card). The batch axis is dynamic by default.
+
+TorchScript files and state dicts carry no input shapes: they come from --input, else from --sample-data. A
+torch.export program carries its own (and its sample inputs).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlpk.packager.card import TensorSpec
+from mlpk.packager.convert.detect import Format
+from mlpk.packager.convert.ops import check_ops
+from mlpk.packager.convert.registry import Conversion, ConvertOptions
+from mlpk.packager.convert.torch_loading import import_torch, load
+from mlpk.packager.errors import ConfigError, ConversionError
+from mlpk.packager.sample_data import generate
+
+_EXAMPLE_BATCH = 2  # not 0 or 1, which torch.export would specialize
+
+
+def _first_line(err: BaseException) -> str:
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).split())  # torch colours its messages
+    text = text.split(" Next steps:")[0]  # torch's generic advice after the reason
+    return f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
+
+
+def _program_specs(program: Any) -> list[TensorSpec]:
+    torch = import_torch()
+    specs = []
+    users = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in users:
+            val = node.meta.get("val")
+            if isinstance(val, torch.Tensor):
+                shape = tuple(d if isinstance(d, int) else "batch" if i == 0 else str(d) for i, d in enumerate(val.shape))
+                specs.append(TensorSpec(node.name, str(val.dtype).removeprefix("torch."), shape))
+    return specs
+
+
+def _specs(source: Path, model: Any, fmt: Format, options: ConvertOptions) -> list[TensorSpec]:
+    if options.inputs:
+        return list(options.inputs)
+    if fmt == "torch-export":
+        return _program_specs(model)
+    if options.sample_inputs:
+        return list(options.sample_inputs)
+    raise ConfigError(f"{source.name} does not record its input shapes", hint="pass --input NAME:SHAPE:DTYPE "
+                      "(e.g. --input image:batch,1,8,8:float32) or --sample-data FILE.npz")
+
+
+def _to_tensors(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> tuple[Any, ...]:
+    torch = import_torch()
+    return tuple(torch.from_numpy(np.ascontiguousarray(inputs[s.name])) for s in specs)
+
+
+def _flatten(result: Any) -> list[np.ndarray]:
+    torch = import_torch()
+    if isinstance(result, torch.Tensor):
+        return [result.detach().cpu().numpy()]
+    if isinstance(result, Mapping):
+        return [x for v in result.values() for x in _flatten(v)]
+    if isinstance(result, (list, tuple)):
+        return [x for v in result for x in _flatten(v)]
+    raise ConversionError(f"the model returned a {type(result).__name__}; only tensors (or tuples/dicts of them) "
+                          f"can be exported to ONNX")
+
+
+def _dims(specs: Sequence[TensorSpec]) -> tuple[dict[int, Any], ...]:
+    """torch.export dynamic shapes for the symbolic dims of `specs`: named ones share a Dim, unnamed are AUTO."""
+    torch = import_torch()
+    named: dict[str, Any] = {}
+
+    def dim(d: str | None) -> Any:
+        if isinstance(d, str) and d.isidentifier():
+            return named.setdefault(d, torch.export.Dim(d))
+        return torch.export.Dim.AUTO
+
+    return tuple({i: dim(d) for i, d in enumerate(s.shape or ()) if not isinstance(d, int)} for s in specs)
+
+
+def _export(model: Any, callable_: Any, args: tuple[Any, ...], specs: Sequence[TensorSpec], output_names: list[str],
+            opset: int, *, program: bool) -> tuple[Any, str, tuple[str, ...]]:
+    torch = import_torch()
+    names = [s.name for s in specs]
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            exported = torch.onnx.export(model, args, dynamo=True, input_names=names, output_names=output_names,
+                                         dynamic_shapes=None if program else _dims(specs), opset_version=opset,
+                                         verbose=False)
+            return exported.model_proto, f"torch.onnx dynamo exporter (torch {torch.__version__})", ()
+        except Exception as err:  # noqa: BLE001 - any dynamo failure sends us to the fallback, with its reason
+            dynamo_failure = _first_line(err)
+        import onnx
+
+        axes = {s.name: {i: (d if isinstance(d, str) else "batch" if i == 0 else f"{s.name}_{i}")
+                         for i, d in enumerate(s.shape or ()) if not isinstance(d, int)} for s in specs}
+        axes.update({name: {0: "batch"} for name in output_names})
+        buffer = io.BytesIO()
+        try:
+            torch.onnx.export(callable_, args, buffer, dynamo=False, input_names=names, output_names=output_names,
+                              dynamic_axes=axes, opset_version=min(opset, 20))
+        except Exception as err:  # noqa: BLE001 - the exporter's own errors name the unsupported op
+            raise ConversionError(f"torch.onnx cannot export the model: {_first_line(err)} (the dynamo exporter "
+                                  f"failed first: {dynamo_failure})",
+                                  hint="replace the unsupported op, or export with a newer torch") from err
+    reason = f"dynamo exporter failed ({dynamo_failure}); used the TorchScript-based exporter"
+    exporter = f"torch.onnx TorchScript exporter (torch {torch.__version__})"
+    return onnx.load_from_string(buffer.getvalue()), exporter, (reason,)
+
+
+class TorchConverter:
+    kind = "torch"
+    formats: tuple[Format, ...] = ("torchscript", "torch-export", "torch-save", "safetensors")
+
+    def convert(self, source: Path, fmt: Format, options: ConvertOptions) -> Conversion:
+        torch = import_torch()
+        model = load(source, fmt, options)
+        specs = _specs(source, model, fmt, options)
+        module = model.module() if fmt == "torch-export" else model
+        example = generate(specs, batch=_EXAMPLE_BATCH).inputs
+        args = _to_tensors(example, specs)
+        with torch.no_grad():
+            try:
+                outputs = _flatten(module(*args))
+            except Exception as err:  # noqa: BLE001 - the model rejects the input spec
+                raise ConfigError(f"{source.name} rejects inputs {[s.render() for s in specs]}: {_first_line(err)}",
+                                  hint="check --input NAME:SHAPE:DTYPE against the model") from err
+        output_names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
+        proto, exporter, notes = _export(model, module, args, specs, output_names, options.target_opset,
+                                         program=fmt == "torch-export")
+        check_ops(proto, source.name, exporter)
+
+        def run(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            with torch.no_grad():
+                return _flatten(module(*_to_tensors(inputs, specs)))
+
+        return Conversion(proto, run, exporter, notes)
+
+
+CONVERTER = TorchConverter()

@@ -1,0 +1,104 @@
+"""Input/output specs: parsing `--input NAME:SHAPE:DTYPE` and reading them off ONNX graphs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mlpk.packager.card import Dim, TensorSpec
+from mlpk.packager.errors import ConfigError
+
+if TYPE_CHECKING:
+    import onnx
+
+_INPUT_HINT = "e.g. --input image:batch,8,8,1:float32 (SHAPE: comma-separated ints or names; DTYPE a numpy name or str)"
+
+
+def parse_input(text: str) -> TensorSpec:
+    """`image:batch,8,8,1:float32` -> TensorSpec; a dimension that is not an integer is symbolic (`?` = unnamed)."""
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[0]:
+        raise ConfigError(f"--input {text!r} is not NAME:SHAPE:DTYPE", hint=_INPUT_HINT)
+    name, shape_text, dtype = parts
+    dims: list[Dim] = []
+    for item in filter(None, (d.strip() for d in shape_text.split(","))):
+        if item.lstrip("-").isdigit():
+            if int(item) < 0:
+                raise ConfigError(f"--input {text!r}: dimension {item} is negative", hint=_INPUT_HINT)
+            dims.append(int(item))
+        else:
+            dims.append(None if item in ("?", "None", "-") else item)
+    if dtype in ("str", "string", "object"):
+        dtype = "str"
+    else:
+        try:
+            dtype = np.dtype(dtype).name
+        except TypeError as err:
+            raise ConfigError(f"--input {text!r}: {dtype!r} is not a numpy dtype", hint=_INPUT_HINT) from err
+    return TensorSpec(name, dtype, tuple(dims))
+
+
+def _dtype_name(elem_type: int) -> str:
+    import onnx
+
+    if elem_type == onnx.TensorProto.STRING:
+        return "str"
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+
+
+def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":
+        return TensorSpec(value.name, kind or "unknown", None)
+    tensor = value.type.tensor_type
+    shape: tuple[Dim, ...] | None = None
+    if tensor.HasField("shape"):
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
+    return TensorSpec(value.name, _dtype_name(tensor.elem_type), shape)
+
+
+def graph_inputs(model: onnx.ModelProto) -> tuple[TensorSpec, ...]:
+    """The real inputs: old models (IR < 4) also list every initializer as an input; those are weights, not inputs."""
+    weights = {init.name for init in model.graph.initializer}
+    return tuple(_spec(v) for v in model.graph.input if v.name not in weights)
+
+
+def graph_outputs(model: onnx.ModelProto) -> tuple[TensorSpec, ...]:
+    return tuple(_spec(v) for v in model.graph.output)
+
+
+def from_arrays(arrays: dict[str, np.ndarray]) -> tuple[TensorSpec, ...]:
+    """Specs for sample arrays, the first axis made the symbolic `batch`."""
+    return tuple(TensorSpec(name, "str" if a.dtype.kind in "USO" else a.dtype.name, ("batch", *a.shape[1:]))
+                 for name, a in arrays.items())
+
+
+def _opaque(symbol: str) -> bool:
+    """Symbols exporters invent: torch's `s40` / `u3`, tf2onnx's `unk__21`."""
+    return (not symbol or symbol.startswith("unk__")
+            or (symbol[:1] in ("s", "u") and symbol[1:].isdigit()))
+
+
+def name_batch_axis(model: onnx.ModelProto) -> None:
+    """Call the first axis of every input/output `batch` where an exporter left an opaque symbol (`s40`,
+    `unk__21`) or none; mutates `model`. Only dims that are already symbolic change, so fixed shapes stay fixed."""
+    for value in [*model.graph.input, *model.graph.output]:
+        tensor = value.type.tensor_type
+        if value.type.WhichOneof("value") == "tensor_type" and tensor.HasField("shape") and tensor.shape.dim:
+            first = tensor.shape.dim[0]
+            if not first.HasField("dim_value") and _opaque(first.dim_param):
+                first.dim_param = "batch"
+
+
+def parse_model_args(text: str) -> dict[str, object]:
+    """--model-args: a JSON object of keyword arguments."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--model-args {text!r} is not JSON ({err.msg})", hint='e.g. --model-args \'{"width": 16}\'') from err
+    if not isinstance(value, dict):
+        raise ConfigError(f"--model-args {text!r} is not a JSON object", hint='e.g. --model-args \'{"width": 16}\'')
+    return value
