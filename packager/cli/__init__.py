@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "targets": "targets:targets",
     "build": "build:build",
     "inspect": "inspect:inspect",
+    "quantize": "quantize:quantize",
 }
 
 

@@ -1,0 +1,104 @@
+"""What a quantization run is asked to do, and the data-type choices that follow from the target.
+
+The INT8 data types follow ONNX Runtime's quantization guide ("Data type selection" and "When and why do I need to
+try U8U8?", onnxruntime.ai/docs/performance/model-optimizations/quantization.html):
+- static QDQ: S8S8 (signed activations and weights) is the documented first choice on both x86-64 and ARM64;
+- dynamic: activations are always uint8 (DynamicQuantizeLinear); signed weights (U8S8) are the fast path on x86-64
+  and as accurate as U8U8 on ARM64. On x86-64 without VNNI the U8S8 kernels (VPMADDUBSW) can saturate, for which the
+  guide's fix is `reduce_range` (7-bit weights); a VNNI CPU does not need it;
+- TensorRT consumes only symmetric QDQ with per-channel weights (NVIDIA's TensorRT developer guide, "Explicit
+  quantization"), hence ActivationSymmetric / WeightSymmetric and per_channel for `--for tensorrt`.
+"""
+
+from __future__ import annotations
+
+import enum
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class Mode(enum.StrEnum):
+    FP16 = "fp16"
+    INT8_DYNAMIC = "int8-dynamic"
+    INT8_STATIC = "int8-static"
+
+
+class Backend(enum.StrEnum):
+    """Where the quantized model will run: it decides data types, symmetry and per-channel defaults."""
+
+    CPU = "cpu"
+    TENSORRT = "tensorrt"
+
+
+class Calibration(enum.StrEnum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizeOptions:
+    """One quantization request. `None` fields take the default for the mode and backend."""
+
+    mode: Mode
+    backend: Backend = Backend.CPU
+    calibration: Path | None = None  # .npz or a directory of arrays; None: the model's sample data
+    evaluation: Path | None = None  # None: a held-out part of the calibration data
+    method: Calibration = Calibration.MINMAX
+    max_drop: float = 0.01  # the largest accepted drop: accuracy with labels, else 1 - argmax agreement / cosine
+    per_channel: bool | None = None
+    fallbacks: bool = True
+    calibration_samples: int = 256
+    eval_fraction: float = 0.25
+    latency_runs: int = 50
+    threads: int = 1  # intra-op threads for the latency figures (1: stable on shared machines; Lambda's 1 vCPU)
+    arch: str = ""  # target CPU architecture (x86_64 | aarch64); "" = this machine's
+
+
+@dataclass(frozen=True, slots=True)
+class Int8Types:
+    """The INT8 settings chosen for a mode, backend and CPU, with the reason shown in the report."""
+
+    activation_signed: bool
+    weight_signed: bool
+    reduce_range: bool
+    symmetric: bool
+    reason: str
+
+
+def normalized_arch(arch: str) -> str:
+    """x86_64 or aarch64 from the spellings in use (amd64, arm64, ...); '' means this machine."""
+    name = (arch or platform.machine()).lower()
+    return {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}.get(name, name)
+
+
+def host_has_vnni() -> bool:
+    """Whether this machine's CPU has AVX512-VNNI or AVX-VNNI (Linux /proc/cpuinfo; False where unreadable)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def int8_types(mode: Mode, backend: Backend, arch: str) -> Int8Types:
+    """The data types for INT8 `mode` on `backend` and CPU `arch` (see the module docstring for the sources)."""
+    arch = normalized_arch(arch)
+    if backend is Backend.TENSORRT:
+        return Int8Types(True, True, False, True, "TensorRT: symmetric S8S8 QDQ, per-channel weights")
+    if mode is Mode.INT8_STATIC:
+        return Int8Types(True, True, False, False, "CPU QDQ: S8S8, ONNX Runtime's documented first choice")
+    if arch == "x86_64":
+        same_cpu = arch == normalized_arch("")
+        if same_cpu and host_has_vnni():
+            return Int8Types(False, True, False, False, "x86-64 with VNNI: U8S8 without saturation")
+        return Int8Types(False, True, True, False,
+                         "x86-64 (VNNI not known): U8S8 with reduce_range against VPMADDUBSW saturation")
+    return Int8Types(False, True, False, False, f"{arch}: U8S8, as accurate as U8U8 and faster on small cores")
+
+
+def default_per_channel(mode: Mode, backend: Backend) -> bool:
+    """Per-channel weights by default where they cost nothing at run time: TensorRT requires them; dynamic MatMul
+    supports per-column scales. CPU static starts per-tensor (QLinear kernels are fastest) and falls back to it."""
+    return backend is Backend.TENSORRT or mode is Mode.INT8_DYNAMIC

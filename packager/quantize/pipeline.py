@@ -1,0 +1,195 @@
+"""quantize(): prepare, try settings from the first choice down the fallback ladder, gate each, write the winner.
+
+The ladder, stopping at the first candidate within `max_drop` of the FP32 model:
+1. the first choice for the mode and backend;
+2. the method's own fallbacks: per-channel weights, then the other calibration methods (static INT8);
+3. the best candidate so far with its most sensitive nodes (per-node error, see sensitivity.py) kept in float:
+   1, 2, 4, ... nodes, up to half of the candidates.
+Every try is in the report. When none passes, GateFailure (a QuantizationError) carries every try's figures and no
+model is written: never a silent broken model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from mlpk.packager.errors import ConfigError, InputError, MlpackError, QuantizationError
+from mlpk.packager.quantize import data as datasets
+from mlpk.packager.quantize import gate, measure, report, sensitivity
+from mlpk.packager.quantize.data import Dataset
+from mlpk.packager.quantize.methods import Attempt, Method, method_for
+from mlpk.packager.quantize.options import Backend, Mode, QuantizeOptions, default_per_channel
+from mlpk.packager.quantize.prepare import prepare
+from mlpk.packager.quantize.report import QuantizationReport, Trial
+
+SYNTHETIC_SAMPLES = 64
+SENSITIVITY_SAMPLES = 16
+MAX_EXCLUDED = 16
+
+
+class GateFailure(QuantizationError):
+    """No setting kept the quantized model within the accuracy gate; `trials` holds every try's figures."""
+
+    def __init__(self, message: str, *, hint: str, trials: tuple[Trial, ...]) -> None:
+        super().__init__(message, hint=hint)
+        self.trials = trials
+
+
+def default_output(source: Path, mode: Mode) -> Path:
+    return source.with_name(f"{source.stem}.{mode}.onnx")
+
+
+def quantize(source: Path, options: QuantizeOptions, output: Path | None = None) -> QuantizationReport:
+    """Quantize the ONNX model at `source` as `options` say; writes `output` and its JSON report only on success."""
+    output = output or default_output(source, options.mode)
+    _check(source, options, output)
+    method = method_for(options)
+    specs = datasets.input_specs(source)
+    calibration, evaluation = _data(source, specs, options, method)
+    batch = gate.batch_size(specs)
+    with tempfile.TemporaryDirectory(prefix="mlpack-quantize-") as tmp:
+        work = Path(tmp)
+        prepared = prepare(source, work, evaluation.select(slice(0, 32)), batch)
+        reference = gate.run(gate.open_session(source), evaluation, batch)
+        trials = _ladder(method, options, prepared.path, work, calibration, evaluation, reference, batch)
+        chosen = next((t for t in trials if t.passed), None)
+        if chosen is None:
+            raise _failure(source, options, trials)
+        candidate = work / f"candidate-{trials.index(chosen)}.onnx"
+        result = QuantizationReport(
+            source=source, output=output, mode=str(options.mode), backend=str(options.backend),
+            max_drop=options.max_drop, method=method.describe(), preparation=prepared.steps,
+            calibration_source=calibration.source if calibration else None, evaluation_source=evaluation.source,
+            trials=tuple(trials), size_before=measure.model_bytes(source), size_after=measure.model_bytes(candidate),
+            latency=measure.latency(source, candidate, evaluation, options.latency_runs, options.threads))
+        _write(candidate, output, result)
+    return result
+
+
+def _check(source: Path, options: QuantizeOptions, output: Path) -> None:
+    if not source.is_file():
+        raise InputError(f"model {source} does not exist", hint="pass the path of an .onnx file")
+    if source.suffix != ".onnx":
+        raise InputError(f"{source.name} is not an .onnx file", hint="convert it first: mlpack convert MODEL")
+    if output.resolve() == source.resolve():
+        raise ConfigError(f"the output {output} would overwrite the input model", hint="pass another --output")
+    if not 0 <= options.max_drop < 1:
+        raise ConfigError(f"--max-drop {options.max_drop} is outside [0, 1)", hint="e.g. --max-drop 0.01 (1 point)")
+    if options.mode is Mode.INT8_DYNAMIC and options.backend is Backend.TENSORRT:
+        raise ConfigError("int8-dynamic cannot run on TensorRT (it has no DynamicQuantizeLinear / MatMulInteger)",
+                          hint="use --mode int8-static --for tensorrt (symmetric QDQ) or --mode fp16")
+    try:
+        import onnx
+
+        onnx.load(str(source), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError and friends
+        raise InputError(f"{source} is not a readable ONNX model: {err}",
+                         hint="re-export it, or check the file is complete") from err
+
+
+def _data(source: Path, specs: list[datasets.InputSpec], options: QuantizeOptions,
+          method: Method) -> tuple[Dataset | None, Dataset]:
+    """(calibration data or None, evaluation data) as the options and the model's sample data allow."""
+    path = options.calibration or datasets.sample_data(source)
+    data = datasets.load(path, specs) if path else None
+    evaluation = datasets.load(options.evaluation, specs) if options.evaluation else None
+    if data is None:
+        if method.needs_calibration:
+            raise InputError(f"{options.mode} needs calibration data, and {source.name} has no sample data beside it",
+                             hint="pass --calibration DATA.npz (a few hundred representative inputs)")
+        data = evaluation or datasets.synthetic(specs, SYNTHETIC_SAMPLES)
+    if not method.needs_calibration:
+        return None, evaluation or data
+    if evaluation is None:
+        data, evaluation = data.split(options.eval_fraction)
+    return data.select(slice(0, options.calibration_samples)), evaluation
+
+
+def _ladder(method: Method, options: QuantizeOptions, prepared: Path, work: Path, calibration: Dataset | None,
+            evaluation: Dataset, reference: gate.Outputs, batch: int) -> list[Trial]:
+    per_channel = options.per_channel if options.per_channel is not None else default_per_channel(
+        options.mode, options.backend)
+    first = method.first(options, per_channel)
+    trials = [_try(method, first, prepared, work / "candidate-0.onnx", calibration, evaluation, reference, batch,
+                   options.max_drop)]
+    if trials[0].passed or not options.fallbacks:
+        return trials
+    for attempt in method.fallbacks(first, options):
+        trials.append(_try(method, attempt, prepared, work / f"candidate-{len(trials)}.onnx", calibration,
+                           evaluation, reference, batch, options.max_drop))
+        if trials[-1].passed:
+            return trials
+    measured = [t for t in trials if t.agreement is not None]
+    if not measured:
+        return trials
+    best_index = trials.index(min(measured, key=lambda t: t.agreement.drop))  # type: ignore[union-attr]
+    best = trials[best_index]
+    ranked = sensitivity.rank(prepared, work / f"candidate-{best_index}.onnx",
+                              evaluation.select(slice(0, SENSITIVITY_SAMPLES)), method.op_types, batch, work)
+    limit = min(MAX_EXCLUDED, max(1, len(ranked) // 2))
+    count = 1
+    while ranked and count <= limit:
+        names = tuple(n.node for n in ranked[:count])
+        attempt = replace(best.attempt, label=f"{best.attempt.label} + {count} sensitive node(s) in float",
+                          excluded=names)
+        trials.append(_try(method, attempt, prepared, work / f"candidate-{len(trials)}.onnx", calibration,
+                           evaluation, reference, batch, options.max_drop))
+        if trials[-1].passed:
+            return trials
+        count = count * 2 if count * 2 <= limit or count == limit else limit
+    return trials
+
+
+def _try(method: Method, attempt: Attempt, prepared: Path, out: Path, calibration: Dataset | None,
+         evaluation: Dataset, reference: gate.Outputs, batch: int, max_drop: float) -> Trial:
+    """Make and gate one candidate; a candidate that cannot be made or run is a failed trial, not a crash."""
+    try:
+        method.apply(prepared, out, attempt, calibration)
+        gate.check_loads(out)
+        got = gate.run(gate.open_session(out), evaluation, batch)
+    except MlpackError as err:
+        return Trial(attempt, None, False, error=err.one_line())
+    except Exception as err:  # the quantizers and onnxruntime raise untyped errors for unsupported graphs
+        return Trial(attempt, None, False, error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+    agreement = gate.compare(reference, got, evaluation.labels)
+    return Trial(attempt, agreement, agreement.passes(max_drop), size_bytes=measure.model_bytes(out))
+
+
+def _failure(source: Path, options: QuantizeOptions, trials: list[Trial]) -> GateFailure:
+    lines = []
+    for trial in trials:
+        if trial.agreement is None:
+            lines.append(f"'{trial.attempt.label}': {trial.error}")
+        else:
+            lines.append(f"'{trial.attempt.label}': {trial.agreement.drop_kind} drop {trial.agreement.drop:.4f} "
+                         f"({trial.agreement.summary()})")
+    return GateFailure(
+        f"{options.mode} of {source.name} failed the accuracy gate (max drop {options.max_drop}) in all "
+        f"{len(trials)} attempts: " + "; ".join(lines),
+        hint="give more representative --calibration data, raise --max-drop if the loss is acceptable, "
+             "or use --mode fp16", trials=tuple(trials))
+
+
+def _write(candidate: Path, output: Path, result: QuantizationReport) -> None:
+    """Write the model (report embedded) and its JSON report atomically: temp files in place, then rename."""
+    import onnx
+
+    data = result.to_dict()
+    model = onnx.load(str(candidate))
+    report.embed(model, data)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    json_path = report.report_path(output)
+    model_tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    json_tmp = json_path.with_name(f".{json_path.name}.{os.getpid()}.tmp")
+    try:
+        onnx.save(model, str(model_tmp))
+        json_tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(model_tmp, output)
+        os.replace(json_tmp, json_path)
+    finally:
+        model_tmp.unlink(missing_ok=True)
+        json_tmp.unlink(missing_ok=True)

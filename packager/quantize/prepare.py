@@ -1,0 +1,129 @@
+"""Preparation before quantization: ONNX Runtime's pre-processing, then graph simplification kept only on parity.
+
+1. `onnxruntime.quantization.shape_inference.quant_pre_process`: symbolic shape inference, ONNX Runtime's basic
+   graph optimization (constant folding, Conv+BatchNorm fusion, ...) and ONNX shape inference, which the quantizer
+   needs to see every tensor's type. Optimization is skipped for models over 2 GB, which protobuf cannot write in
+   one file (the documented limit); symbolic shape inference is skipped when it fails on a graph it cannot follow
+   (it asserts on some exported reshapes), leaving ONNX shape inference.
+2. onnxslim (an established ONNX simplifier): kept only if the simplified model's outputs match the pre-processed
+   model's on evaluation samples within `PARITY_TOLERANCE`; otherwise it is discarded and the report says why.
+Nodes without a name get one (`OpType_N`), because the fallbacks exclude nodes by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlpk.packager.errors import QuantizationError
+from mlpk.packager.quantize import gate
+from mlpk.packager.quantize.data import Dataset
+
+TWO_GB = 2**31
+PARITY_TOLERANCE = 1e-4  # max abs error relative to the output range; simplification must be (near) exact
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One preparation step and what came of it."""
+
+    name: str
+    kept: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    path: Path
+    steps: tuple[Step, ...]
+
+
+def prepare(source: Path, workdir: Path, probe: Dataset, batch: int) -> Prepared:
+    """Pre-process and simplify `source` into `workdir`; `probe` is the data the simplification is checked on."""
+    steps = []
+    large = source.stat().st_size > TWO_GB
+    pre = workdir / "preprocessed.onnx"
+    steps.append(_preprocess(source, pre, large))
+    named = workdir / "named.onnx"
+    _name_nodes(pre, named, large)
+    if large:
+        return Prepared(named, (*steps, Step("simplify", False, "skipped: model over 2 GB")))
+    slim = workdir / "simplified.onnx"
+    step = _simplify(named, slim, probe, batch)
+    steps.append(step)
+    if step.kept:
+        _name_nodes(slim, slim, large)
+    return Prepared(slim if step.kept else named, tuple(steps))
+
+
+def _preprocess(source: Path, out: Path, large: bool) -> Step:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # the pre-processor logs every unknown shape as a warning
+    try:
+        try:
+            quant_pre_process(source, out, skip_optimization=large, save_as_external_data=large)
+            return Step("pre-process", True, "symbolic shapes, ORT basic optimization, ONNX shapes"
+                        + (" (optimization skipped: over 2 GB)" if large else ""))
+        except Exception as first:  # symbolic shape inference asserts on graphs it cannot follow
+            try:
+                quant_pre_process(source, out, skip_optimization=large, skip_symbolic_shape=True,
+                                  save_as_external_data=large)
+            except Exception as err:
+                raise QuantizationError(f"onnxruntime's quantization pre-processing failed on {source.name}: "
+                                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}",
+                                        hint="check the model with `python -m onnx.checker`") from err
+            reason = str(first).splitlines()[0] if str(first) else type(first).__name__
+            return Step("pre-process", True, f"ORT basic optimization, ONNX shapes (symbolic shapes skipped: {reason})")
+    finally:
+        logging.getLogger().setLevel(quiet)
+
+
+def _name_nodes(path: Path, out: Path, large: bool) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    taken = {n.name for n in model.graph.node if n.name}
+    for index, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{index}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+    onnx.save(model, str(out), save_as_external_data=large)
+
+
+def _simplify(path: Path, out: Path, probe: Dataset, batch: int) -> Step:
+    import onnx
+    import onnxslim
+
+    try:
+        slim = onnxslim.slim(onnx.load(str(path)))
+        onnx.save(slim, str(out))
+    except Exception as err:  # onnxslim raises whatever its passes raise
+        return Step("simplify", False, f"discarded: onnxslim failed ({type(err).__name__}: {err})"[:200])
+    if path.stat().st_size and out.stat().st_size == 0:
+        return Step("simplify", False, "discarded: onnxslim wrote an empty model")
+    try:
+        before = gate.run(gate.open_session(path), probe, batch)
+        after = gate.run(gate.open_session(out), probe, batch)
+    except Exception as err:  # a simplified model that does not load or run is simply not kept
+        return Step("simplify", False, f"discarded: the simplified model does not run ({err})"[:200])
+    worst = 0.0
+    for name, ref in before.items():
+        got = after.get(name)
+        if got is None or got.shape != ref.shape:
+            return Step("simplify", False, f"discarded: output '{name}' changed shape")
+        if ref.dtype.kind == "f":
+            scale = max(1.0, float(np.max(np.abs(ref))) if ref.size else 1.0)
+            worst = max(worst, float(np.max(np.abs(ref - got))) / scale if ref.size else 0.0)
+        elif not np.array_equal(ref, got):
+            return Step("simplify", False, f"discarded: output '{name}' changed")
+    if worst > PARITY_TOLERANCE:
+        return Step("simplify", False, f"discarded: relative error {worst:.2e} > {PARITY_TOLERANCE:g}")
+    return Step("simplify", True, f"onnxslim, parity {worst:.1e} on {len(probe)} samples")

@@ -1,0 +1,109 @@
+"""The quantization report: what was tried, what passed, and size, latency and accuracy before and after.
+
+It is stored three ways: as JSON beside the output model (`MODEL.quantization.json`), inside the model under the
+ONNX metadata_props key `mlpack.quantization`, and in the model card's `quantization` field when the model carries a
+card (metadata key `mlpack.card`, the shared model-card contract).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlpk.packager.quantize.gate import Agreement
+from mlpk.packager.quantize.measure import Latency
+from mlpk.packager.quantize.methods import Attempt
+from mlpk.packager.quantize.prepare import Step
+
+METADATA_KEY = "mlpack.quantization"
+CARD_KEY = "mlpack.card"
+SCHEMA = "mlpack.quantization/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """One attempt and its outcome: the gate's figures, or the error that stopped it."""
+
+    attempt: Attempt
+    agreement: Agreement | None
+    passed: bool
+    size_bytes: int | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.attempt.label, "settings": self.attempt.settings(), "passed": self.passed,
+                "size_bytes": self.size_bytes, "error": self.error,
+                "gate": self.agreement.to_dict() if self.agreement else None}
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizationReport:
+    """Everything a user needs to trust (or refuse) the quantized model."""
+
+    source: Path
+    output: Path
+    mode: str
+    backend: str
+    max_drop: float
+    method: dict[str, Any]
+    preparation: tuple[Step, ...]
+    calibration_source: str | None
+    evaluation_source: str
+    trials: tuple[Trial, ...]
+    size_before: int
+    size_after: int
+    latency: Latency
+
+    @property
+    def chosen(self) -> Trial:
+        return next(t for t in self.trials if t.passed)
+
+    @property
+    def size_ratio(self) -> float:
+        return self.size_after / self.size_before
+
+    def to_dict(self) -> dict[str, Any]:
+        chosen = self.chosen
+        return {
+            "schema": SCHEMA, "source": self.source.name, "output": self.output.name, "mode": self.mode,
+            "backend": self.backend, "max_drop": self.max_drop, "method": self.method,
+            "preparation": [{"step": s.name, "kept": s.kept, "detail": s.detail} for s in self.preparation],
+            "calibration_data": self.calibration_source, "evaluation_data": self.evaluation_source,
+            "chosen": chosen.attempt.label, "fallback": chosen is not self.trials[0],
+            "size": {"before_bytes": self.size_before, "after_bytes": self.size_after,
+                     "ratio": round(self.size_ratio, 4)},
+            "latency": self.latency.to_dict(),
+            "accuracy": chosen.agreement.to_dict() if chosen.agreement else None,
+            "attempts": [t.to_dict() for t in self.trials],
+        }
+
+
+def report_path(output: Path) -> Path:
+    """Where the JSON report of `output` goes: beside it, MODEL.quantization.json."""
+    return output.with_name(output.stem + ".quantization.json")
+
+
+def embed(model: "onnx.ModelProto", report: dict[str, Any]) -> None:  # type: ignore[name-defined]  # noqa: F821
+    """Store `report` in the model's metadata, and in its embedded model card when it has one."""
+    props = {p.key: p for p in model.metadata_props}
+    text = json.dumps(report, sort_keys=True)
+    if METADATA_KEY in props:
+        props[METADATA_KEY].value = text
+    else:
+        model.metadata_props.add(key=METADATA_KEY, value=text)
+    if CARD_KEY in props:
+        try:
+            card = json.loads(props[CARD_KEY].value)
+        except json.JSONDecodeError:
+            return  # a card we cannot read is left as it is; the report key above still holds the figures
+        if isinstance(card, dict):
+            card["quantization"] = card_summary(report)
+            props[CARD_KEY].value = json.dumps(card, sort_keys=True)
+
+
+def card_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The model card's `quantization` field: the outcome without the per-attempt detail."""
+    keys = ("mode", "backend", "max_drop", "chosen", "fallback", "size", "latency", "accuracy", "method")
+    return {k: report[k] for k in keys}
