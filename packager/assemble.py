@@ -26,7 +26,8 @@ from mlpk.packager.targets import Target
 PREFIX = "/opt/mlpack"
 LIB = f"{PREFIX}/lib"  # the runtime code: LIB/mlpk/runtimes
 SITE = f"{PREFIX}/site-packages"  # the deps
-MODEL_DIR = f"{PREFIX}/model"  # model.onnx, model-card.json (and external data, when the model has it)
+MODEL_DIR = f"{PREFIX}/model"
+SBOM_PATH = f"{PREFIX}/sbom.cdx.json"  # model.onnx, model-card.json (and external data, when the model has it)
 # Files of mlpk.runtimes that ship in images (code and the OpenAPI document it serves).
 RUNTIME_SUFFIXES = (".py", ".json", ".yaml")
 
@@ -67,8 +68,9 @@ def runtime_layer(python: str) -> Layer:
         return layer_from_entries(entries)
 
 
-def deps_layer(target: Target, platform: str, workdir: Path) -> tuple[Layer, wheels.Deps]:
-    """The target's requirements for `platform`, installed from wheels at SITE."""
+def deps_layer(target: Target, platform: str, workdir: Path, *, sbom: object | None = None) -> tuple[Layer, wheels.Deps]:
+    """The target's requirements for `platform`, installed from wheels at SITE, with the image's CycloneDX SBOM
+    (the base's packages when mlpack built the base, plus every installed distribution) at SBOM_PATH."""
     deps = wheels.install(target.wheels.requirements, workdir / f"site-{platform.replace('/', '-')}",
                           platform=platform, python=target.python, glibc=target.base.glibc,
                           index=target.wheels.index, extra_index=target.wheels.extra_index)
@@ -82,7 +84,27 @@ def deps_layer(target: Target, platform: str, workdir: Path) -> tuple[Layer, whe
         else:
             entries.append(Entry(image_path, "file", source=path, mode=0o755 if path.stat().st_mode & 0o111
                                  else 0o644))
+    sbom_file = workdir / f"sbom-{platform.replace('/', '-')}.cdx.json"
+    sbom_file.write_text(image_sbom(sbom, deps.distributions, target, platform))
+    entries.append(Entry(SBOM_PATH, "file", source=sbom_file, mode=0o644))
     return layer_from_entries(entries), deps
+
+
+def image_sbom(base_sbom: object | None, distributions: tuple[wheels.Distribution, ...], target: Target,
+               platform: str) -> str:
+    """CycloneDX JSON: the base's SBOM (or an empty one for bases mlpack did not build) plus the Python
+    distributions of the deps layer."""
+    from mlpk.packager.base import sbom
+
+    if base_sbom is None:
+        from cyclonedx.model.bom import Bom, BomMetaData
+        from cyclonedx.model.component import Component, ComponentType
+
+        root = Component(name=f"mlpack-{target.name}-{platform.replace('/', '-')}", type=ComponentType.CONTAINER,
+                         bom_ref="mlpack-image")
+        base_sbom = Bom(metadata=BomMetaData(component=root))
+    sbom.add_python_distributions(base_sbom, [(d.name, d.version) for d in distributions])
+    return sbom.to_json(base_sbom)
 
 
 def model_layer(files: dict[str, Path]) -> Layer:
@@ -114,8 +136,8 @@ def configure(img: Image, target: Target, *, labels: dict[str, str]) -> Image:
     env.update(target.env)
     all_labels = {
         "org.opencontainers.image.title": labels.get("org.opencontainers.image.title", target.name),
-        "io.mlpack.target": target.name,
-        "io.mlpack.version": __version__,
+        "dev.mlpack.target": target.name,
+        "dev.mlpack.version": __version__,
         **target.labels,
         **labels,
     }

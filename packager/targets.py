@@ -221,7 +221,7 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
         suite = compat()["debian"].get(base.get("suite"), {})
         if suite and raw.get("python") and raw["python"] != suite["python"]:
             found.append(f"python: {raw['python']} is not the Python of Debian {base['suite']} ({suite['python']})")
-    if base.get("jetpack"):
+    if base.get("kind") == "image" and base.get("jetpack"):
         release = next((j for j in compat()["jetpack"] if j["jetpack"] == base["jetpack"]), None)
         if release is None:
             known = ", ".join(j["jetpack"] for j in compat()["jetpack"])
@@ -246,7 +246,8 @@ def resolve(raw: Mapping[str, Any], source: str | None = None) -> Target:
                           hint="fix those fields (targets/schema.json describes each)")
     base = raw["base"]
     suite = compat()["debian"].get(base.get("suite") or "", {})
-    release = next((j for j in compat()["jetpack"] if j["jetpack"] == base.get("jetpack")), None)
+    release = next((j for j in compat()["jetpack"] if j["jetpack"] == base.get("jetpack")
+                    and base["kind"] == "image"), None)
     wheels = raw.get("wheels", {})
     extra = wheels.get("extra_index", "") or (os.environ.get(JETSON_INDEX_ENV, "") if release else "")
     opt = raw.get("optimize", {})

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "convert": "convert:convert",
     "base": "base:base",
     "doctor": "doctor:doctor",
+    "export": "export:export",
     "targets": "targets:targets",
     "build": "build:build",
     "inspect": "inspect:inspect",

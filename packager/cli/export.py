@@ -1,0 +1,62 @@
+"""`mlpack export MODEL --target T`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from mlpk.packager.cli import report, wants_json
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", "-t", required=True, help="A built-in target (mlpack targets) or a profile TOML.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Output directory [default: ./mlpack-TARGET].")
+@click.option("--tag", help="Image name:tag [default: mlpack/MODEL:TARGET].")
+@click.option("--push", metavar="REF", help="Also push the image (or index) to this registry reference.")
+@click.option("--base", metavar="REF", help="Base image: registry ref, oci:DIR or docker-archive:FILE.tar.")
+@click.option("--quantize", type=click.Choice(["auto", "none", "fp16", "int8-dynamic", "int8-static"]),
+              help="Override the profile's optimization (auto: the target's default behind the gate).")
+@click.option("--calibration", type=click.Path(path_type=Path, exists=True), help="Calibration data (.npz or dir).")
+@click.option("--sample-data", type=click.Path(path_type=Path, exists=True), help="Inputs for the parity check.")
+@click.option("--python", help="Override the target's Python (major.minor).")
+@click.option("--wheel-index", metavar="URL", help="Extra wheel index (Jetson GPU wheels).")
+@click.option("--budget-mb", type=float, help="Override the target's size budget.")
+@click.option("--model-class", help="PyTorch state dicts: module:Class or path/file.py:Class.")
+@click.option("--model-args", default="{}", help="PyTorch state dicts: JSON keyword arguments for the class.")
+@click.option("--trust-pickle", is_flag=True, help="Allow loading pickled models (this runs code from the file).")
+@click.option("--no-archive", is_flag=True, help="Write only the OCI layout, no docker-archive tars.")
+@click.option("--plan", "dry_run", is_flag=True, help="Print the resolved steps and exit without doing them.")
+@click.pass_context
+def export(ctx: click.Context, model: Path, target: str, out: Path | None, tag: str | None, push: str | None,
+           base: str | None, quantize: str | None, calibration: Path | None, sample_data: Path | None,
+           python: str | None, wheel_index: str | None, budget_mb: float | None, model_class: str | None,
+           model_args: str, trust_pickle: bool, no_archive: bool, dry_run: bool) -> None:
+    """Convert, validate, optimize and package MODEL into a verified image for TARGET."""
+    from mlpk.packager import export as exporting
+    from mlpk.packager.cli.render import export_report
+    from mlpk.packager.errors import ConfigError
+
+    try:
+        args = json.loads(model_args)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--model-args is not JSON: {err}", hint='e.g. --model-args \'{"classes": 10}\'') from err
+    request = exporting.ExportRequest(
+        model=model, target=target, out=out or Path(f"mlpack-{Path(target).stem}"), tag=tag, push=push, base=base,
+        quantize=quantize, calibration=calibration, sample_data=sample_data, python=python, wheel_index=wheel_index,
+        budget_mb=budget_mb, model_class=model_class, model_args=args, trust_pickle=trust_pickle,
+        archive=not no_archive)
+    if dry_run:
+        steps = exporting.plan(request)
+        report(ctx, {"plan": steps}, lambda: click.echo("\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1))))
+        return
+    if wants_json(ctx):
+        result = exporting.export(request)
+    else:
+        from rich.console import Console
+
+        with Console(stderr=True).status("exporting") as status:
+            result = exporting.export(request, lambda text: status.update(text))
+    report(ctx, result.to_dict(), lambda: export_report(result))

@@ -1,0 +1,273 @@
+"""`mlpack export`: one call from a trained model to a verified image per target (the product's main job).
+
+    convert (unless ONNX; parity-gated)  ->  optimize per the profile, behind the accuracy gate
+      ->  per platform: base + deps layer + runtime layer + model layer + config  ->  budget check
+      ->  OCI layout (an index when the target has several platforms) + docker-archive per platform + push
+
+Nothing is written to `out` until everything has been built: the outputs are assembled in a temporary sibling and
+renamed into place, so a failed export leaves `out` as it was (absent, or the previous export).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlpk.packager import assemble, targets
+from mlpk.packager.errors import ConfigError
+from mlpk.packager.oci import Image, Index, Platform, index
+from mlpk.packager.targets import Target
+
+Step = Callable[[str], None]
+OPTIMIZE_MODES = ("auto", "none", "fp16", "int8-dynamic", "int8-static")
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRequest:
+    """What to export, where, and the user's overrides of the target profile."""
+
+    model: Path
+    target: str  # a built-in name or a profile TOML
+    out: Path
+    tag: str | None = None
+    push: str | None = None
+    base: str | None = None  # registry ref | oci:DIR | docker-archive:FILE.tar (one platform) | DIR | FILE.tar
+    quantize: str | None = None  # overrides optimize.quantize
+    calibration: Path | None = None
+    sample_data: Path | None = None
+    python: str | None = None
+    wheel_index: str | None = None
+    budget_mb: float | None = None
+    model_class: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    trust_pickle: bool = False
+    archive: bool = True  # write docker-archive tars beside the layout
+
+    def overrides(self) -> dict[str, Any]:
+        over: dict[str, Any] = {}
+        if self.python:
+            over["python"] = self.python
+        if self.wheel_index:
+            over["wheels"] = {"extra_index": self.wheel_index}
+        if self.quantize:
+            if self.quantize not in OPTIMIZE_MODES:
+                raise ConfigError(f"--quantize {self.quantize} is not one of {', '.join(OPTIMIZE_MODES)}")
+            over["optimize"] = {"quantize": self.quantize}
+        if self.budget_mb is not None:
+            over["budget_mb"] = self.budget_mb
+        return over
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformBuild:
+    platform: str
+    digest: str
+    layers: list[dict[str, Any]]
+    size_mb: float
+    archive: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportReport:
+    """What an export built, measured and wrote."""
+
+    target: str
+    tag: str
+    out: str
+    model: dict[str, Any]
+    optimization: dict[str, Any]
+    platforms: list[PlatformBuild]
+    digest: str  # of the index (several platforms) or the image
+    budget_mb: float
+    pushed: dict[str, Any] | None
+    run: list[str]
+    seconds: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data["platforms"] = [{k: getattr(p, k) for k in p.__dataclass_fields__} for p in self.platforms]
+        return data
+
+
+def resolve_target(request: ExportRequest) -> Target:
+    target = targets.load(request.target, request.overrides())
+    if target.wheels.extra_index_required and not target.wheels.extra_index:
+        raise ConfigError(f"target {target.name} installs {target.wheels.requirements[0]}, which is not on PyPI for "
+                          f"{', '.join(target.platforms)}", hint=f"give NVIDIA's Jetson wheel index with "
+                          f"--wheel-index URL (or {targets.JETSON_INDEX_ENV})")
+    return target
+
+
+def plan(request: ExportRequest) -> list[str]:
+    """The steps an export would take, resolved, without doing any of them."""
+    target = resolve_target(request)
+    steps = [f"check {request.model}; convert it to ONNX with a parity gate unless it is ONNX already"]
+    steps.append(f"optimize: {_mode(target, request)} (gate: max drop {target.optimize.max_drop:g}, for "
+                 f"{target.optimize.consumer})")
+    for platform in target.platforms:
+        base = request.base or (f"debian {target.base.suite} base built from packages" if target.base.kind ==
+                                "debian" else target.base.ref)
+        steps.append(f"{platform}: base {base}; deps {', '.join(target.wheels.requirements)} as {target.abi} "
+                     f"wheels; runtime ({target.runtime}); model layer; budget {target.budget_mb:g} MB")
+    outputs = [f"OCI layout {request.out}/oci" + (" (index)" if len(target.platforms) > 1 else "")]
+    if request.archive:
+        outputs.append(f"docker-archive per platform in {request.out}")
+    if request.push:
+        outputs.append(f"push to {request.push}")
+    steps.append("write " + ", ".join(outputs))
+    return steps
+
+
+def _mode(target: Target, request: ExportRequest) -> str:
+    mode = target.optimize.quantize
+    if mode != "auto":
+        return mode
+    if target.optimize.consumer == "tensorrt":
+        return "int8-static" if request.calibration else "fp16"
+    return "int8-dynamic (kept only if it passes the gate, else fp32)"
+
+
+def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
+    """Run the whole export; see the module docstring."""
+    from mlpk.packager import modelprep
+
+    clock: dict[str, float] = {}
+    target = resolve_target(request)
+    _check_out(request.out)
+    request.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".mlpack-export-", dir=request.out.parent) as tmp:
+        work = Path(tmp)
+        started = time.perf_counter()
+        step("converting the model")
+        prepared = modelprep.prepare(request, target, work / "model", step)
+        clock["model"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        tag = request.tag or f"mlpack/{_slug(request.model.stem if request.model.is_file() else request.model.name)}"\
+            f":{target.name}"
+        labels = {"org.opencontainers.image.title": prepared.name, "dev.mlpack.model.sha256": prepared.sha256,
+                  "dev.mlpack.model.source": prepared.source_kind}
+        step("building the runtime and model layers")
+        runtime = assemble.runtime_layer(target.python)
+        model = assemble.model_layer(prepared.files)
+        images: list[Image] = []
+        builds: list[PlatformBuild] = []
+        staging = work / "out"
+        staging.mkdir()
+        for platform in target.platforms:
+            step(f"{platform}: base image")
+            base, base_sbom = _base(request, target, platform)
+            step(f"{platform}: installing {target.abi} wheels")
+            deps, installed = assemble.deps_layer(target, platform, work, sbom=base_sbom)
+            img = assemble.assemble(base, target, platform, deps=deps, runtime=runtime, model=model,
+                                    labels={**labels, "dev.mlpack.base.digest": str(base.digest)})
+            step(f"{platform}: checking the size budget")
+            parts = assemble.parts(img)
+            size = assemble.check_budget(target, platform, parts)
+            builds.append(PlatformBuild(platform, str(img.digest), [
+                {"name": p.name, "digest": str(p.layer.digest), "compressed": p.layer.size,
+                 "uncompressed": p.uncompressed} for p in parts], round(size, 2), None))
+            images.append(img)
+        clock["build"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        step("writing outputs")
+        result: Image | Index = images[0] if len(images) == 1 else index(*images)
+        builds = _write(result, images, builds, staging, tag, request.archive)
+        (staging / "model").mkdir()
+        for name, source in prepared.files.items():  # the shipped model, as the image's model layer holds it
+            shutil.copyfile(source, staging / "model" / name)
+        pushed = None
+        if request.push:
+            from mlpk.packager.oci import remote
+
+            step(f"pushing to {request.push}")
+            pushed = remote.push(result, request.push).to_dict()
+        clock["write"] = time.perf_counter() - started
+        report = ExportReport(
+            target=target.name, tag=tag, out=str(request.out), model=prepared.summary,
+            optimization=prepared.optimization, platforms=builds, digest=str(result.digest),
+            budget_mb=target.budget_mb, pushed=pushed, run=_run_hints(target, tag, builds),
+            seconds={k: round(v, 2) for k, v in clock.items()})
+        (staging / "report.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+        _replace(staging, request.out)
+    return report
+
+
+def _slug(name: str) -> str:
+    text = "".join(c if c.isalnum() or c in "-._" else "-" for c in name.lower()).strip("-._")
+    return text or "model"
+
+
+def _base(request: ExportRequest, target: Target, platform: str) -> tuple[Image, Any]:
+    """The base image for `platform` and, when mlpack built it, its SBOM."""
+    from mlpk.packager import oci
+
+    ref = request.base
+    if ref is None and target.base.kind == "debian":
+        from mlpk.packager.base import pipeline
+
+        arch = Platform.parse(platform).architecture
+        built = pipeline.build(pipeline.BaseSpec(suite=target.base.suite or "bookworm", arch=arch))
+        return built.image, built.sbom()
+    ref = ref or target.base.ref or ""
+    if ref.startswith("oci:") or (Path(ref).is_dir() and not ref.startswith("docker-archive:")):
+        return oci.image_from_layout(Path(ref.removeprefix("oci:")), platform), None
+    if ref.startswith("docker-archive:") or ref.endswith(".tar"):
+        img = oci.image_from_tarball(Path(ref.removeprefix("docker-archive:")))
+        if img.platform != Platform.parse(platform):
+            raise ConfigError(f"base {ref} is for {img.platform}, but target {target.name} builds {platform}",
+                              hint="a docker-archive holds one platform: give an OCI layout or registry index")
+        return img, None
+    return oci.image_from_registry(ref, platform), None
+
+
+def _write(result: Image | Index, images: list[Image], builds: list[PlatformBuild], staging: Path, tag: str,
+           archive: bool) -> list[PlatformBuild]:
+    from mlpk.packager.oci import layout, tarball
+
+    layout.write(result, staging / "oci", tag.rsplit(":", 1)[-1] if ":" in tag.rsplit("/", 1)[-1] else None)
+    if not archive:
+        return builds
+    out = []
+    for img, build in zip(images, builds, strict=True):
+        arch = Platform.parse(build.platform).architecture
+        name = f"image-{arch}.tar"
+        tarball.write(img, staging / name, tag if len(images) == 1 else f"{tag}-{arch}")
+        out.append(PlatformBuild(build.platform, build.digest, build.layers, build.size_mb, name))
+    return out
+
+
+def _run_hints(target: Target, tag: str, builds: list[PlatformBuild]) -> list[str]:
+    hints = []
+    for build in builds:
+        if build.archive:
+            hints.append(f"docker load -i {build.archive}")
+    image = tag if len(builds) == 1 else f"{tag}-{Platform.parse(builds[0].platform).architecture}"
+    from mlpk.packager import locations
+
+    hints.append(target.run_hint.replace("{image}", image).replace("{rie}", str(locations.cache_dir() / "rie")))
+    return hints
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (not (out / "report.json").is_file() and any(out.iterdir()))):
+        raise ConfigError(f"--out {out} exists and is not an earlier mlpack export",
+                          hint="choose an empty or new directory")
+
+
+def _replace(staging: Path, out: Path) -> None:
+    """Put `staging` at `out`, replacing a previous export there as a whole (rename, then remove the old)."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+

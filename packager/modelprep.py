@@ -1,0 +1,107 @@
+"""The model half of an export: convert (parity-gated) and optimize per the target, behind the accuracy gate.
+
+Explicit quantization that fails its gate stops the export with the figures (QuantizationError). The profiles'
+`auto` mode is a preference, not a demand: when its quantization fails the gate, the FP32 model ships and the report
+says why — never a silently broken model, and never a failed export for a default the user did not ask for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlpk.packager import card as cards
+from mlpk.packager.errors import QuantizationError
+
+if TYPE_CHECKING:
+    from mlpk.packager.export import ExportRequest
+    from mlpk.packager.targets import Target
+
+_ORT = re.compile(r"^onnxruntime(?:-gpu)?(?:\[[^\]]*\])?\s*(?:==|>=|~=)\s*([0-9]+\.[0-9]+(?:\.[0-9]+)?)")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedModel:
+    """The model files that go into the model layer, and what the stages measured."""
+
+    name: str
+    sha256: str  # of the source model as given
+    source_kind: str
+    files: dict[str, Path]  # name in the model directory -> file
+    summary: dict[str, Any]  # the card: inputs, outputs, parity
+    optimization: dict[str, Any]  # what was tried, what shipped, and why
+
+
+def runtime_ort_version(target: Target) -> str | None:
+    """The onnxruntime version the target's image will run (its pinned or minimum version), if stated."""
+    for requirement in target.wheels.requirements:
+        match = _ORT.match(requirement.strip())
+        if match:
+            return match.group(1)
+    return None
+
+
+def chosen_mode(target: Target, explicit: str | None, has_calibration: bool) -> tuple[str, bool]:
+    """(mode, required): the quantization to run and whether a gate failure must stop the export."""
+    mode = explicit or target.optimize.quantize
+    if mode != "auto":
+        return mode, mode != "none"
+    if target.optimize.consumer == "tensorrt":
+        return ("int8-static" if has_calibration else "fp16"), False
+    return "int8-dynamic", False
+
+
+def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callable[[str], None]) -> PreparedModel:
+    """Convert `request.model` and optimize it for `target` inside `workdir`."""
+    from mlpk.packager.convert.pipeline import convert
+    from mlpk.packager.convert.registry import ConvertOptions
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    options = ConvertOptions(model_class=request.model_class, model_args=request.model_args,
+                             trust_pickle=request.trust_pickle)
+    converted = convert(request.model, workdir / "model.onnx", options=options, sample_data=request.sample_data,
+                        ort_version=runtime_ort_version(target))
+    card = converted.card
+    files = {f.name: f for f in converted.files}
+    mode, required = chosen_mode(target, request.quantize, request.calibration is not None)
+    optimization: dict[str, Any] = {"mode": "none", "requested": mode, "required": required}
+    if mode != "none":
+        step(f"quantizing: {mode}")
+        try:
+            optimization = _quantize(converted.output, workdir, mode, target, request) | {"required": required}
+        except QuantizationError as err:
+            if required:
+                raise
+            optimization = {"mode": "none", "requested": mode, "required": False,
+                            "kept_fp32_because": err.one_line()}
+        else:
+            files = {"model.onnx": workdir / "quantized.onnx"}
+            card = cards.read(files["model.onnx"]) or card
+    card_path = workdir / cards.FILE_NAME
+    card_path.write_text(json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n")
+    files[cards.FILE_NAME] = card_path
+    summary = {"name": card.name, "source": card.source.to_dict(), "exporter": converted.exporter,
+               "inputs": [s.to_dict() for s in card.inputs], "outputs": [s.to_dict() for s in card.outputs],
+               "parity": converted.parity.to_dict() if converted.parity else None}
+    return PreparedModel(card.name, card.source.sha256, card.source.kind, files, summary, optimization)
+
+
+def _quantize(model: Path, workdir: Path, mode: str, target: Target, request: ExportRequest) -> dict[str, Any]:
+    from mlpk.packager.quantize.options import Backend, Mode, QuantizeOptions
+    from mlpk.packager.quantize.pipeline import quantize
+
+    arches = {p.rsplit("/", 1)[-1] for p in target.platforms}
+    options = QuantizeOptions(
+        mode=Mode(mode), backend=Backend(target.optimize.consumer),
+        calibration=request.calibration or request.sample_data, max_drop=target.optimize.max_drop,
+        # One model layer serves every platform of the target: choose INT8 types that are right on x86-64 when it
+        # is among them (the stricter case: U8S8 saturation), else for arm64.
+        arch="x86_64" if "amd64" in arches else "aarch64")
+    result = quantize(model, options, workdir / "quantized.onnx")
+    data = result.to_dict()
+    keep = ("mode", "backend", "chosen", "fallback", "size", "latency", "accuracy", "method", "max_drop")
+    return {k: data[k] for k in keep if k in data}
