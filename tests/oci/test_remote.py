@@ -16,6 +16,7 @@ from mlpk.packager.oci import Entry, Image, append_layers, empty_image, image_fr
 from mlpk.packager.oci import remote
 from mlpk.packager.oci.auth import Credentials, credentials_for, from_docker_config, from_ecr
 from mlpk.packager.oci.client import RegistryClient
+from mlpk.packager.oci.validate import validate
 from tests.oci import proxy
 from tests.oci.images import app_image, check
 
@@ -115,7 +116,9 @@ def test_bearer_token_flow(front: proxy.Front) -> None:
     ref = f"{front.host}/private/image:1"
     with RegistryClient(front.host, scheme="http", credentials=Credentials("alice", "s3cret")) as client:
         remote.push(img, ref, client=client)
-        assert image_from_registry(ref, client=client).digest == img.digest
+        pulled = image_from_registry(ref, client=client)
+        assert pulled.digest == img.digest
+        validate(pulled)
     assert any("repository:private/image:pull,push" in scopes for scopes in front.token_scopes)
     with RegistryClient(front.host, scheme="http", credentials=Credentials("alice", "wrong")) as client, \
             pytest.raises(RegistryError, match="token service .* answered 401"):
@@ -143,7 +146,9 @@ def test_basic_auth_from_docker_config_and_credential_helper(front: proxy.Front,
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     (config / "config.json").write_text(json.dumps({"credHelpers": {front.host: "mlpacktest"}}))
     assert from_docker_config(front.host) == Credentials("alice", "s3cret")
-    assert image_from_registry(f"{front.host}/basic/image:1").digest == img.digest
+    pulled = image_from_registry(f"{front.host}/basic/image:1")
+    assert pulled.digest == img.digest
+    validate(pulled)
     (config / "config.json").write_text(json.dumps({}))
     with pytest.raises(RegistryError, match=r"refused \(401\)"):
         remote.read(f"{front.host}/basic/image:1")

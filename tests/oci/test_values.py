@@ -104,6 +104,7 @@ def test_transformations_return_new_images_and_leave_their_argument_alone() -> N
     noted = annotate(img2, **{"org.opencontainers.image.source": "x"})
     assert noted.manifest()["annotations"] == {"org.opencontainers.image.source": "x"}
     assert noted.digest != img2.digest and noted.config_bytes == img2.config_bytes
+    validate(noted)
     with pytest.raises(BuildError, match="workdir 'w'"):
         with_config(img, workdir="w")
     with pytest.raises(BuildError, match="exposed port 'http'"):
@@ -115,6 +116,7 @@ def test_index_refuses_two_images_for_one_platform() -> None:
     idx = index(amd, arm)
     assert idx.image_for(Platform.parse("linux/arm64")) == arm
     assert [m["platform"]["architecture"] for m in idx.manifest()["manifests"]] == ["amd64", "arm64"]
+    validate(idx)
     with pytest.raises(BuildError, match="two images for platform linux/amd64"):
         index(amd, amd)
     with pytest.raises(BuildError, match=r"no image for linux/s390x \(it has: linux/amd64, linux/arm64\)"):
