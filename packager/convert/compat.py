@@ -98,3 +98,25 @@ def check(model: onnx.ModelProto, name: str, ort_version: str | None = None) -> 
             f"{name} needs {' and '.join(problems)}, but the target's onnxruntime {found.version} cannot load it",
             hint=f"convert again with --opset {found.opset} (older opsets convert down), or use a newer onnxruntime")
     return f"IR {model.ir_version}, opset {opset} load in onnxruntime {found.version} ({found.source})"
+
+
+def lower_ir(model: onnx.ModelProto) -> str | None:
+    """Stamp the lowest IR version the model's opsets need, if the model passes the checker at it; mutates
+    `model`. Exporters stamp the newest IR they know (the dynamo exporter writes IR 10 for opset 18), which older
+    runtimes refuse although nothing in the model needs it. Returns a note when the IR changed."""
+    import onnx
+
+    current = model.ir_version
+    try:
+        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    except ValueError:
+        return None
+    if needed >= current:
+        return None
+    model.ir_version = needed
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError):
+        model.ir_version = current  # the model uses something newer IRs added (e.g. float8 types)
+        return None
+    return f"IR version lowered {current} -> {needed} (the lowest its opsets need)"
