@@ -120,3 +120,29 @@ def test_cli_prints_parity_table_and_json(sklearn_models: Path, tmp_path: Path, 
     outputs = {o["name"]: o for o in data["parity"]["outputs"]}
     assert outputs["label"]["agreement"] == 1.0 and outputs["probabilities"]["max_abs"] <= 1e-4
     assert data["card"]["source"]["kind"] == "sklearn"
+
+
+_KERAS3_MODEL = """
+import os, sys
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import numpy as np, keras
+keras.utils.set_random_seed(0)
+inputs = keras.Input(shape=(6,), name="features")
+hidden = keras.layers.Dense(8, activation="relu")(inputs)
+model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+model.save(sys.argv[1] + "/k3.keras")
+np.savez(sys.argv[1] + "/k3.npz", features=np.random.default_rng(0).standard_normal((32, 6)).astype(np.float32))
+"""
+
+
+@pytest.mark.keras
+def test_keras3_keras_file_converts_through_saved_model_export(tmp_path: Path) -> None:
+    """Keras 3 `.keras` files: Keras exports a SavedModel, tf2onnx converts it; parity is against the Keras 3 model."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", _KERAS3_MODEL, str(tmp_path)], check=True, capture_output=True, timeout=300)
+    result = convert(tmp_path / "k3.keras", tmp_path / "out" / "k3.onnx", sample_data=tmp_path / "k3.npz")
+    assert result.format == "keras3-zip" and "exported by Keras 3" in result.exporter
+    assert result.parity is not None and result.parity.passed and result.parity.samples == 32
+    assert result.parity.outputs[0].max_abs <= 1e-4 and result.parity.outputs[0].agreement == 1.0
