@@ -132,8 +132,9 @@ def compare_output(name: str, onnx_out: np.ndarray, source_out: np.ndarray, tole
     if onnx_out.dtype.kind in "USO" or source_out.dtype.kind in "USO":
         same = onnx_out.astype(str) == source_out.astype(str)
         agreement = float(same.mean()) if same.size else 1.0
-        return OutputParity(name, onnx_out.shape, 0.0 if same.all() else float("inf"),
-                            0.0 if same.all() else float("inf"), agreement, agreement,
+        # Strings have no distance: the error figures are 0 when all match and 1 otherwise (JSON-safe, unlike inf).
+        mismatch = 0.0 if same.all() else 1.0
+        return OutputParity(name, onnx_out.shape, mismatch, mismatch, 1.0 - mismatch, agreement,
                             agreement >= tolerance.agreement)
     got, want = onnx_out.astype(np.float64), source_out.astype(np.float64)
     diff = np.abs(got - want)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from mlpk.packager.errors import ConversionError
+from mlpk.packager.errors import ConfigError, ConversionError
 
 if TYPE_CHECKING:
     import onnx
@@ -73,6 +74,8 @@ def limits(version: str | None = None) -> OrtLimits | None:
     """Limits for onnxruntime `version` (default: the installed one); None when unknown and not installed."""
     import onnxruntime as ort
 
+    if version is not None and not re.fullmatch(r"\d+\.\d+(\.\d+)?", version.strip()):
+        raise ConfigError(f"onnxruntime version {version!r} is not X.Y or X.Y.Z", hint="e.g. --ort-version 1.20")
     installed = _minor(ort.__version__)
     wanted = _minor(version) if version else installed
     row = table().get(wanted)

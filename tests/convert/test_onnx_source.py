@@ -12,7 +12,7 @@ import pytest
 
 from mlpk.packager import card as cards
 from mlpk.packager.convert import ConvertOptions, compat, convert, output
-from mlpk.packager.errors import ConversionError
+from mlpk.packager.errors import ConfigError, ConversionError
 from tests.convert.onnx_models import linear
 
 
@@ -77,3 +77,8 @@ def test_compat_table_rows_and_unknown_versions() -> None:
     assert compat.limits("9.99") is None
     model = onnx.load_from_string(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])).SerializeToString())
     assert "not checked" in compat.check(model, "m", "9.99")
+
+
+def test_ort_version_must_look_like_a_version() -> None:
+    with pytest.raises(ConfigError, match="'latest' is not X.Y"):
+        compat.limits("latest")

@@ -71,3 +71,29 @@ def test_unconvertible_sklearn_step_names_it(tmp_path: Path) -> None:
                 options=ConvertOptions(trust_pickle=True, inputs=(TensorSpec("input", "float32", (None, 3)),)))
     assert "custom.joblib" in str(info.value) and "nothing written" in str(info.value)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+_ZETA_MODULE = '''
+import torch
+
+
+class Zeta(torch.nn.Module):
+    """Hurwitz zeta: no ONNX lowering in either torch exporter."""
+
+    def forward(self, x):
+        return torch.special.zeta(x, torch.full_like(x, 2.0))
+'''
+
+
+@pytest.mark.torch
+def test_unconvertible_torch_op_names_the_op(tmp_path: Path) -> None:
+    import torch
+
+    (tmp_path / "zeta_model.py").write_text(_ZETA_MODULE)
+    torch.save({}, tmp_path / "zeta.pt")  # a module without parameters: an empty state dict
+    with pytest.raises(ConversionError, match="aten::special_zeta") as info:
+        convert(tmp_path / "zeta.pt", tmp_path / "out" / "m.onnx",
+                options=ConvertOptions(model_class=f"{tmp_path / 'zeta_model.py'}:Zeta",
+                                       inputs=(TensorSpec("x", "float32", ("batch", 4)),)))
+    assert "dynamo exporter failed first" in str(info.value)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
