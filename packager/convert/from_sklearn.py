@@ -74,6 +74,10 @@ def _initial_types(source: Path, model: Any, options: ConvertOptions) -> list[tu
         else:
             raise ConfigError(f"{source.name}: cannot tell the model's input width",
                               hint="pass --input input:batch,N:float32 or --sample-data FILE.npz")
+    if len(specs) != 1:
+        # Several named inputs mean a ColumnTransformer over a DataFrame; parity would need pandas to feed it.
+        raise ConfigError(f"{source.name}: scikit-learn models with several inputs ({[s.name for s in specs]}) are "
+                          f"not supported", hint="convert a model that takes one array (or one text column)")
     types = []
     for spec in specs:
         if spec.dtype not in kinds:
@@ -100,14 +104,9 @@ def _runner(model: Any, types: list[tuple[str, Any]]):  # noqa: ANN202 - a Sourc
     from sklearn.base import is_classifier
 
     def run(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        if len(types) == 1:
-            x = inputs[types[0][0]]
-            if x.dtype.kind in "USO" and x.ndim == 2 and x.shape[1] == 1:
-                x = x.ravel().tolist()  # text pipelines take a list of documents
-        else:
-            import pandas as pd  # multi-input models (column transformers) take a frame
-
-            x = pd.DataFrame({name: inputs[name].ravel() for name, _ in types})
+        x = inputs[types[0][0]]
+        if x.dtype.kind in "USO" and x.ndim == 2 and x.shape[1] == 1:
+            x = x.ravel().tolist()  # text pipelines take a list of documents
         if is_classifier(model):
             outputs = [np.asarray(model.predict(x))]
             if hasattr(model, "predict_proba"):
