@@ -22,11 +22,18 @@ def test_figures_for_scores() -> None:
 
 
 def test_flipped_argmax_fails_even_within_atol() -> None:
-    want = np.array([[0.50001, 0.49999]], np.float32)
-    got = np.array([[0.49999, 0.50001]], np.float32)
-    out = compare_output("p", got, want, Tolerance(atol=1e-3, rtol=0))
-    assert out.agreement == 0.0 and not out.passed
-    assert compare_output("p", got, want, Tolerance(atol=1e-3, rtol=0, agreement=0.0)).passed
+    """Every element within atol, yet the decided label (margin 0.2 > atol 0.16) flips: the gate fails on agreement."""
+    want = np.array([[0.6, 0.4]], np.float32)
+    got = np.array([[0.45, 0.55]], np.float32)
+    out = compare_output("p", got, want, Tolerance(atol=0.16, rtol=0))
+    assert out.max_abs == pytest.approx(0.15, rel=1e-5) and out.agreement == 0.0 and not out.passed
+    assert compare_output("p", got, want, Tolerance(atol=0.16, rtol=0, agreement=0.0)).passed
+
+
+def test_ties_within_tolerance_are_not_disagreements() -> None:
+    want = np.array([[0.3, 0.3 + 1e-7, 0.1], [0.9, 0.05, 0.05]], np.float32)
+    got = np.array([[0.3 + 1e-7, 0.3, 0.1], [0.9, 0.05, 0.05]], np.float32)
+    assert compare_output("y", got, want, Tolerance(atol=1e-4, rtol=0)).agreement == 1.0
 
 
 def test_labels_and_strings() -> None:
