@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mlpk.packager.convert import convert
+from mlpk.packager.errors import InputError
 from tests.convert.onnx_models import linear
 
 
@@ -52,12 +54,22 @@ def test_truncated_onnx(mlpack, tmp_path: Path) -> None:
     _nothing_written(tmp_path / "out")
 
 
+def _assert_input_error_in_process(source: Path, out_dir: Path, *needles: str) -> None:
+    """The library call behind the CLI (which prints `error: ` + one_line()); in-process because this test
+    session has the framework loaded already, where a CLI subprocess would import it again."""
+    with pytest.raises(InputError) as info:
+        convert(source, out_dir / "m.onnx")
+    line = info.value.one_line()
+    assert "\n" not in line
+    for needle in needles:
+        assert needle in line, (needle, line)
+    _nothing_written(out_dir)
+
+
 @pytest.mark.keras
-def test_truncated_h5(mlpack, tmp_path: Path, keras_models: Path) -> None:
-    _truncate(keras_models / "digits_cnn.h5", tmp_path / "cut.h5")
-    done = mlpack("convert", "cut.h5", "-o", str(tmp_path / "out" / "m.onnx"))
-    _assert_one_line_error(done, "cut.h5", "Keras HDF5 model")
-    _nothing_written(tmp_path / "out")
+def test_truncated_h5(tmp_path: Path, keras_models: Path) -> None:
+    source = _truncate(keras_models / "digits_cnn.h5", tmp_path / "cut.h5")
+    _assert_input_error_in_process(source, tmp_path / "out", "cut.h5", "cannot be read as a Keras HDF5 model")
 
 
 @pytest.mark.torch
