@@ -31,6 +31,8 @@ def _render(result) -> None:  # noqa: ANN001 - a ConvertResult; imported lazily 
             table.add_row(escape(out.name), "x".join(map(str, out.shape)), f"{out.max_abs:.3g}", f"{out.max_rel:.3g}",
                           f"{out.cosine:.6f}", agreement, "[green]ok[/]" if out.passed else "[red]FAIL[/]")
         console.print(table)
+    if result.parity is not None and result.parity.unchecked:
+        console.print(f"not compared (no source counterpart): {escape(', '.join(result.parity.unchecked))}")
     for note in result.notes:
         console.print(f"note: {escape(note)}", soft_wrap=True)
 

@@ -87,6 +87,17 @@ def _initial_types(source: Path, model: Any, options: ConvertOptions) -> list[tu
     return types
 
 
+def _allowed_options(est: Any) -> set[str]:
+    """The options skl2onnx's converter for `est` accepts (passing another is an error there)."""
+    from skl2onnx._supported_operators import sklearn_operator_name_map
+    from skl2onnx.common._registration import get_converter
+
+    try:
+        return set(get_converter(sklearn_operator_name_map[type(est)]).get_allowed_options() or ())
+    except (KeyError, ValueError):
+        return set()
+
+
 def _options(model: Any, zipmap: bool) -> dict[int, dict[str, Any]]:
     from sklearn.base import is_classifier
     from sklearn.feature_extraction.text import CountVectorizer
@@ -95,7 +106,7 @@ def _options(model: Any, zipmap: bool) -> dict[int, dict[str, Any]]:
     for est in _estimators(model):
         if isinstance(est, CountVectorizer):  # TfidfVectorizer is a CountVectorizer
             options[id(est)] = {"locale": _LOCALE}
-        elif is_classifier(est) and not hasattr(est, "steps"):
+        elif is_classifier(est) and not hasattr(est, "steps") and "zipmap" in _allowed_options(est):
             options[id(est)] = {"zipmap": zipmap}
     return options
 
@@ -111,6 +122,9 @@ def _runner(model: Any, types: list[tuple[str, Any]]):  # noqa: ANN202 - a Sourc
             outputs = [np.asarray(model.predict(x))]
             if hasattr(model, "predict_proba"):
                 outputs.append(np.asarray(model.predict_proba(x)))
+            elif hasattr(model, "decision_function"):  # skl2onnx's second output is then the raw scores
+                scores = np.asarray(model.decision_function(x))
+                outputs.append(scores if scores.ndim == 2 else np.stack([-scores, scores], axis=1))
             return outputs
         if hasattr(model, "predict"):
             return [np.asarray(model.predict(x))]

@@ -75,3 +75,8 @@ def test_gate_fails_beyond_tolerance_and_writes_nothing(sklearn_models: Path, tm
         convert(source, tmp_path / "out" / "m.onnx", options=ConvertOptions(trust_pickle=True),
                 sample_data=sklearn_models / "breast_cancer_test.npz", tolerance="atol=0,rtol=0")
     assert not any((tmp_path / "out").rglob("*"))
+
+
+def test_onnx_outputs_without_source_counterpart_are_listed() -> None:
+    report = compare({"a": np.ones(2), "extra": np.zeros(2)}, [np.ones(2)], Tolerance(), samples=2, inputs_from="x")
+    assert report.passed and report.unchecked == ("extra",) and report.to_dict()["unchecked"] == ["extra"]
