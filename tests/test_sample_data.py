@@ -18,7 +18,8 @@ def test_load_and_bind(tmp_path: Path) -> None:
     assert data.count == 5 and list(data.labels) == [0, 1, 2, 3, 4]
     bound = bind(data, [TensorSpec("x", "float32", ("batch", 3))])  # one array feeds a one-input model
     assert bound.inputs["x"].dtype == np.float32
-    text = bind(load_npz(_save(tmp_path / "t.npz", input=np.array(["a b", "c"]))), [TensorSpec("input", "str", (None, 1))])
+    texts = load_npz(_save(tmp_path / "t.npz", input=np.array(["a b", "c"])))
+    text = bind(texts, [TensorSpec("input", "str", (None, 1))])
     assert text.inputs["input"].shape == (2, 1)
 
 

@@ -144,7 +144,8 @@ def _convert_keras3(source: Path, options: ConvertOptions) -> Conversion:
             model.export(tmp, format="tf_saved_model", verbose=False)
         except Exception as err:  # noqa: BLE001 - Keras raises many kinds for unexportable models
             raise ConversionError(f"{source.name}: Keras 3 could not export a SavedModel ({_first_line(err)})",
-                                  hint="this path needs Keras 3's TensorFlow backend (KERAS_BACKEND=tensorflow)") from err
+                                  hint="this path needs Keras 3's TensorFlow backend (KERAS_BACKEND=tensorflow)",
+                                  ) from err
         conversion = convert_saved_model(Path(tmp), options, via=f", exported by Keras {keras.__version__}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the loaded signature keeps its variables in memory

@@ -52,7 +52,8 @@ def load(source: Path) -> tuple[onnx.ModelProto, int]:
     except (onnx.checker.ValidationError, FileNotFoundError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{source.name} is not a valid ONNX model (checker: {first}); expected a complete model "
-                         f"with its external data beside it", hint="the file may be truncated: export it again") from err
+                         f"with its external data beside it",
+                         hint="the file may be truncated: export it again") from err
     return bare, size
 
 
@@ -106,7 +107,8 @@ class OnnxConverter:
                 model = version_converter.convert_version(model, options.opset)
             except (RuntimeError, onnx.checker.ValidationError) as err:
                 raise ConversionError(f"{source.name}: cannot convert opset {current} to {options.opset}: "
-                                      f"{str(err).splitlines()[0]}", hint="pick an opset closer to the model's") from err
+                                      f"{str(err).splitlines()[0]}",
+                                      hint="pick an opset closer to the model's") from err
             notes.append(f"opset converted {current} -> {options.opset}")
         return Conversion(model, _reference_runner(original, size), f"onnx {onnx.__version__} (checked)", tuple(notes))
 

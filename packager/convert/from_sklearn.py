@@ -28,7 +28,7 @@ INPUT_NAME = "input"
 def _import() -> tuple[Any, Any]:
     try:
         import joblib
-        import sklearn
+        import sklearn  # noqa: F401 - imported first so a missing scikit-learn is named as such
         import skl2onnx
     except ImportError as err:
         raise missing_extra(err.name or "skl2onnx", "sklearn", "converting scikit-learn models") from err
@@ -163,7 +163,8 @@ class SklearnConverter:
         except Exception as err:  # noqa: BLE001 - skl2onnx raises RuntimeError/ValueError/MissingShapeCalculator
             raise ConversionError(f"{source.name}: skl2onnx {skl2onnx.__version__} cannot convert "
                                   f"{type(model).__name__}: {_first_line(err)}; nothing written",
-                                  hint="every step needs an skl2onnx converter (see skl2onnx's supported list)") from err
+                                  hint="every step needs an skl2onnx converter (see skl2onnx's supported list)",
+                                  ) from err
         check_ops(proto, source.name, f"skl2onnx {skl2onnx.__version__}")
         return Conversion(proto, _runner(model, types), f"skl2onnx {skl2onnx.__version__}")
 

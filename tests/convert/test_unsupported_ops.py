@@ -43,7 +43,7 @@ class Doubler:
     def get_params(self, deep: bool = True) -> dict[str, object]:
         return {}
 
-    def set_params(self, **params: object) -> "Doubler":
+    def set_params(self, **params: object) -> Doubler:
         return self
 
 
