@@ -12,7 +12,7 @@ from mlpk.packager import card as cards
 from mlpk.packager import parity
 from mlpk.packager.convert import compat, output, specs
 from mlpk.packager.convert.detect import Format, detect
-from mlpk.packager.convert.registry import ConvertOptions, for_format
+from mlpk.packager.convert.registry import Conversion, ConvertOptions, for_format
 from mlpk.packager.errors import ConfigError, ConversionError, InputError, ValidationError
 from mlpk.packager.sample_data import SampleData, bind, generate, load_npz
 
@@ -72,7 +72,7 @@ def _tensor(result: Any) -> np.ndarray:
     return np.asarray(result)
 
 
-def _parity(kind: str, conversion: Any, session: Any, data: SampleData, tolerance: parity.Tolerance,
+def _parity(kind: str, conversion: Conversion, session: Any, data: SampleData, tolerance: parity.Tolerance,
             name: str) -> tuple[parity.ParityReport | None, tuple[str, ...]]:
     onnx_out = _run_onnx(session, data)
     try:
@@ -111,6 +111,8 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
     model = conversion.model
     specs.name_batch_axis(model)
     notes = list(conversion.notes)
+    lowered = compat.lower_ir(model)
+    notes.extend([lowered] if lowered else [])
     notes.append(compat.check(model, source.name, ort_version))
     inputs, outputs = specs.graph_inputs(model), specs.graph_outputs(model)
 

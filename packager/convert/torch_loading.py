@@ -137,7 +137,7 @@ def load(source: Path, fmt: Format, options: ConvertOptions) -> Any:
         return obj.eval()
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]  # a training checkpoint
-    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return _from_state_dict(source, obj, options)
     raise InputError(f"{source.name} holds a {type(obj).__name__}, not a module or a state dict of tensors",
                      hint="save model.state_dict() or a TorchScript / torch.export program")

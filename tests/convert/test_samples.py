@@ -75,15 +75,15 @@ def test_torch_samples_convert(torch_models: Path, tmp_path: Path, name: str, op
 
 
 @pytest.mark.torch
-def test_state_dict_class_as_module_path(torch_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                        mlpack) -> None:
-    """`--model-class module:Class` resolves from the working directory, through the real CLI."""
-    done = mlpack("--json", "convert", str(torch_models / "digits_cnn.safetensors"), "--model-class",
-                  "torch_cnn:DigitsCNN", "--model-args", '{"width": 16}', "--sample-data",
-                  str(torch_models / "digits_nchw_test.npz"), "-o", str(tmp_path / "m.onnx"), cwd=REPO / "samples")
-    assert done.returncode == 0, done.stderr
-    data = json.loads(done.stdout)
-    assert data["parity"]["passed"] and data["parity"]["outputs"][0]["max_abs"] <= 1e-4
+def test_state_dict_class_as_module_path(torch_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--model-class module:Class` resolves from the working directory, like `python -m`."""
+    monkeypatch.chdir(REPO / "samples")
+    monkeypatch.delitem(__import__("sys").modules, "torch_cnn", raising=False)
+    result = convert(torch_models / "digits_cnn.safetensors", tmp_path / "m.onnx",
+                     options=ConvertOptions(model_class="torch_cnn:DigitsCNN", model_args={"width": 16}),
+                     sample_data=torch_models / "digits_nchw_test.npz")
+    assert result.parity is not None and result.parity.passed
+    assert result.parity.outputs[0].max_abs <= 1e-4
 
 
 @pytest.mark.sklearn
@@ -120,3 +120,20 @@ def test_cli_prints_parity_table_and_json(sklearn_models: Path, tmp_path: Path, 
     outputs = {o["name"]: o for o in data["parity"]["outputs"]}
     assert outputs["label"]["agreement"] == 1.0 and outputs["probabilities"]["max_abs"] <= 1e-4
     assert data["card"]["source"]["kind"] == "sklearn"
+
+
+@pytest.mark.keras
+def test_keras3_keras_file_converts_through_saved_model_export(tmp_path: Path) -> None:
+    """Keras 3 `.keras` files: Keras exports a SavedModel, tf2onnx converts it; parity is against the Keras 3 model.
+    (tensorflow >= 2.16 installs Keras 3 as `keras`; tf-keras stays the Keras 2 API.)"""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(6,), name="features")
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden)).save(tmp_path / "k3.keras")
+    np.savez(tmp_path / "k3.npz", features=np.random.default_rng(0).standard_normal((32, 6)).astype(np.float32))
+    result = convert(tmp_path / "k3.keras", tmp_path / "out" / "k3.onnx", sample_data=tmp_path / "k3.npz")
+    assert result.format == "keras3-zip" and "exported by Keras 3" in result.exporter
+    assert result.parity is not None and result.parity.passed and result.parity.samples == 32
+    assert result.parity.outputs[0].max_abs <= 1e-4 and result.parity.outputs[0].agreement == 1.0

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mlpk.packager import emulation
 from tests.conftest import free_port
 
 
@@ -33,8 +34,8 @@ def container(image: str, *args: str, platform: str = "linux/amd64", port: int =
               run_args: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
     """Run `image` detached with its port published on loopback; yields (container id, base URL)."""
     host_port = free_port()
-    cid = docker("run", "-d", "--platform", platform, "-p", f"127.0.0.1:{host_port}:{port}", *run_args, image,
-                 *args)
+    cid = docker("run", "-d", "--platform", platform, *emulation.docker_run_args(platform), "-p",
+                 f"127.0.0.1:{host_port}:{port}", *run_args, image, *args)
     try:
         yield cid, f"http://127.0.0.1:{host_port}"
     finally:
