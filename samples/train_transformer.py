@@ -2,7 +2,7 @@
 
 The model is built from standard torch layers only (`nn.TransformerEncoder` of `nn.TransformerEncoderLayer`):
 several layers, hidden size 256, so that INT8 dynamic quantization has real MatMul work to speed up. The data ships
-with scikit-learn: each 8x8 digit image is read as a sequence of pixels in raster order (16 tokens of 2x2 pixels
+with scikit-learn: each 8x8 digit image is read as a sequence of 2x2-pixel patches in raster order (16 tokens
 plus a learned position embedding), so the task is real and the held-out accuracy means something.
 
     python samples/train_transformer.py OUT_DIR [--epochs N]

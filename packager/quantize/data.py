@@ -89,7 +89,7 @@ def load(path: Path, specs: list[InputSpec]) -> Dataset:
         arrays = _read_directory(path)
     else:
         arrays = _read_npz(path)
-    return _match(arrays, specs, str(path))
+    return _match(arrays, specs, path.name)  # the name only: reports travel inside models, paths must not
 
 
 def sample_data(model_path: Path) -> Path | None:

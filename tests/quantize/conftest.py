@@ -21,3 +21,10 @@ def fragile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(ONNX path, held-out .npz) of the MLP with activation outliers."""
     pytest.importorskip("torch")
     return models.fragile_mlp(tmp_path_factory.mktemp("fragile"))
+
+
+@pytest.fixture(scope="session")
+def transformer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(ONNX path, held-out .npz) of the sample transformer encoder, trained for one epoch."""
+    pytest.importorskip("torch")
+    return models.transformer(tmp_path_factory.mktemp("transformer"))

@@ -84,3 +84,15 @@ def fragile_mlp(out: Path, outliers: int = 2, epochs: int = 15) -> tuple[Path, P
     _export(model, test_x, "x", onnx_path)
     np.savez(data_path, x=test_x, labels=test_y)
     return onnx_path, data_path
+
+
+def transformer(out: Path, epochs: int = 1) -> tuple[Path, Path]:
+    """The sample transformer-encoder classifier (samples/train_transformer.py), trained briefly, and its data."""
+    sys.path.insert(0, str(REPO / "samples"))
+    import train_transformer
+
+    model, test_x, test_y, _ = train_transformer.train(epochs)
+    onnx_path, data_path = out / "transformer.onnx", out / "transformer-data.npz"
+    train_transformer.export(model, onnx_path)
+    np.savez(data_path, x=test_x, y=test_y)
+    return onnx_path, data_path
