@@ -66,12 +66,14 @@ def digits_sequences(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return train_x, train_y, test_x, test_y
 
 
-def train(epochs: int, seed: int = 0) -> tuple["torch.nn.Module", np.ndarray, np.ndarray, float]:  # type: ignore[name-defined]  # noqa: F821
-    """Train briefly with Adam; returns the model in eval mode, the held-out data and its accuracy."""
+def train(epochs: int, seed: int = 0, limit: int | None = None) -> tuple["torch.nn.Module", np.ndarray, np.ndarray, float]:  # type: ignore[name-defined]  # noqa: F821
+    """Train briefly with Adam (on the first `limit` training samples if given); returns the model in eval mode,
+    the held-out data and its accuracy."""
     import torch
 
     torch.manual_seed(seed)
     train_x, train_y, test_x, test_y = digits_sequences(seed)
+    train_x, train_y = train_x[:limit], train_y[:limit]
     model = build_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
     loss_fn = torch.nn.CrossEntropyLoss()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from mlpk.packager.errors import missing_extra
 from mlpk.packager.quantize.data import Dataset
 from mlpk.packager.quantize.options import Backend, Calibration, Int8Types, Mode, QuantizeOptions, int8_types
 
@@ -76,7 +77,11 @@ class Fp16:
 
     def apply(self, prepared: Path, out: Path, attempt: Attempt, calibration: Dataset | None) -> None:
         import onnx
-        from onnxconverter_common import float16
+
+        try:
+            from onnxconverter_common import float16
+        except ImportError as err:
+            raise missing_extra("onnxconverter_common", "quantize", "--mode fp16") from err
 
         model = onnx.load(str(prepared))
         with warnings.catch_warnings():  # one UserWarning per weight truncated to FP16's range: the gate judges

@@ -65,7 +65,8 @@ def quantize(source: Path, options: QuantizeOptions, output: Path | None = None)
             max_drop=options.max_drop, method=method.describe(), preparation=prepared.steps,
             calibration_source=calibration.source if calibration else None, evaluation_source=evaluation.source,
             trials=tuple(trials), size_before=measure.model_bytes(source), size_after=measure.model_bytes(candidate),
-            latency=measure.latency(source, candidate, evaluation, options.latency_runs, options.threads))
+            latency=measure.latency(source, candidate, evaluation, options.latency_runs, options.threads,
+                                    cpu_layout=options.backend is Backend.CPU))
         _write(candidate, output, result)
     return result
 
@@ -115,12 +116,12 @@ def _ladder(method: Method, options: QuantizeOptions, prepared: Path, work: Path
         options.mode, options.backend)
     first = method.first(options, per_channel)
     trials = [_try(method, first, prepared, work / "candidate-0.onnx", calibration, evaluation, reference, batch,
-                   options.max_drop)]
+                   options)]
     if trials[0].passed or not options.fallbacks:
         return trials
     for attempt in method.fallbacks(first, options):
         trials.append(_try(method, attempt, prepared, work / f"candidate-{len(trials)}.onnx", calibration,
-                           evaluation, reference, batch, options.max_drop))
+                           evaluation, reference, batch, options))
         if trials[-1].passed:
             return trials
     measured = [t for t in trials if t.agreement is not None]
@@ -138,7 +139,7 @@ def _ladder(method: Method, options: QuantizeOptions, prepared: Path, work: Path
         shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
         attempt = replace(best.attempt, label=f"{best.attempt.label}, in float: {shown}", excluded=names)
         trials.append(_try(method, attempt, prepared, work / f"candidate-{len(trials)}.onnx", calibration,
-                           evaluation, reference, batch, options.max_drop))
+                           evaluation, reference, batch, options))
         if trials[-1].passed:
             return trials
         count = count * 2 if count * 2 <= limit or count == limit else limit
@@ -146,18 +147,22 @@ def _ladder(method: Method, options: QuantizeOptions, prepared: Path, work: Path
 
 
 def _try(method: Method, attempt: Attempt, prepared: Path, out: Path, calibration: Dataset | None,
-         evaluation: Dataset, reference: gate.Outputs, batch: int, max_drop: float) -> Trial:
-    """Make and gate one candidate; a candidate that cannot be made or run is a failed trial, not a crash."""
+         evaluation: Dataset, reference: gate.Outputs, batch: int, options: QuantizeOptions) -> Trial:
+    """Make and gate one candidate; a candidate that cannot be made or run is a failed trial, not a crash.
+
+    For CPU the candidate must load with all of onnxruntime's graph optimizations, as a CPU server runs it; for
+    TensorRT the CPU-only layout optimizations (NCHWc) are left out, since the model will never meet them there."""
+    cpu = options.backend is Backend.CPU
     try:
         method.apply(prepared, out, attempt, calibration)
-        gate.check_loads(out)
-        got = gate.run(gate.open_session(out), evaluation, batch)
+        gate.check_loads(out, cpu_layout=cpu)
+        got = gate.run(gate.open_session(out, cpu_layout=cpu), evaluation, batch)
     except MlpackError as err:
         return Trial(attempt, None, False, error=err.message)
     except Exception as err:  # the quantizers and onnxruntime raise untyped errors for unsupported graphs
         return Trial(attempt, None, False, error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
     agreement = gate.compare(reference, got, evaluation.labels)
-    return Trial(attempt, agreement, agreement.passes(max_drop), size_bytes=measure.model_bytes(out))
+    return Trial(attempt, agreement, agreement.passes(options.max_drop), size_bytes=measure.model_bytes(out))
 
 
 def _failure(source: Path, options: QuantizeOptions, trials: list[Trial]) -> GateFailure:

@@ -54,3 +54,15 @@ def test_data_types_follow_the_target() -> None:
     assert not cpu.symmetric and cpu.activation_signed and cpu.weight_signed  # S8S8 QDQ
     arm = int8_types(Mode.INT8_DYNAMIC, Backend.CPU, "arm64")
     assert not arm.activation_signed and arm.weight_signed and not arm.reduce_range  # U8S8
+
+
+def test_a_model_onnxruntime_cannot_load_is_a_quantization_error(tmp_path) -> None:
+    """The child-process load check reports a refused model with onnxruntime's own reason, in one line."""
+    import pytest
+
+    from mlpk.packager.errors import QuantizationError
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07 not a model")
+    with pytest.raises(QuantizationError, match="onnxruntime cannot load bad.onnx"):
+        gate.check_loads(bad)
