@@ -74,7 +74,7 @@ def main() -> int:
     for name, (model, data) in samples(args.work).items():
         for mode in MODES:
             options = QuantizeOptions(Mode(mode), calibration=data, latency_runs=args.runs, threads=args.threads)
-            out = args.work / "out" / f"{model.stem}.{mode}.onnx"
+            out = args.work / "out" / model.parent.name / f"{model.stem}.{mode}.onnx"
             try:
                 result = quantize(model, options, out)
             except QuantizationError as err:

@@ -23,7 +23,7 @@ from mlpk.packager.quantize import gate, measure, report, sensitivity
 from mlpk.packager.quantize.data import Dataset
 from mlpk.packager.quantize.methods import Attempt, Method, method_for
 from mlpk.packager.quantize.options import Backend, Mode, QuantizeOptions, default_per_channel
-from mlpk.packager.quantize.prepare import prepare
+from mlpk.packager.quantize.prepare import TWO_GB, prepare
 from mlpk.packager.quantize.report import QuantizationReport, Trial
 
 SYNTHETIC_SAMPLES = 64
@@ -201,7 +201,10 @@ def _write(candidate: Path, output: Path, result: QuantizationReport) -> None:
     model_tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     json_tmp = json_path.with_name(f".{json_path.name}.{os.getpid()}.tmp")
     try:
-        onnx.save(model, str(model_tmp))
+        if model.ByteSize() > TWO_GB:  # protobuf's limit: the weights go to OUTPUT.data beside the model
+            onnx.save(model, str(model_tmp), save_as_external_data=True, location=output.name + ".data")
+        else:
+            onnx.save(model, str(model_tmp))
         json_tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         os.replace(model_tmp, output)
         os.replace(json_tmp, json_path)

@@ -88,6 +88,10 @@ def test_split_holds_out_the_tail() -> None:
 def test_sample_data_beside_the_model(tmp_path: Path) -> None:
     model = tmp_path / "m.onnx"
     assert data.sample_data(model) is None
+    (tmp_path / "held_out.npz").write_bytes(b"")
+    assert data.sample_data(model) == tmp_path / "held_out.npz"  # the only .npz beside the model
+    (tmp_path / "other.npz").write_bytes(b"")
+    assert data.sample_data(model) is None  # two candidates: ambiguous, so none
     (tmp_path / "m-data.npz").write_bytes(b"")
     assert data.sample_data(model) == tmp_path / "m-data.npz"
 

@@ -76,3 +76,13 @@ def test_without_fallbacks_the_fragile_model_is_refused_with_figures(fragile: tu
     assert "failed the accuracy gate (max drop 0.01)" in message and "accuracy drop 0." in message
     assert "argmax agreement" in message and len(caught.value.trials) == 1
     assert not out.exists() and not report_path(out).exists() and list(tmp_path.iterdir()) == []
+
+
+def test_dynamic_int8_quantizes_the_linear_layers_of_a_cnn(digits_cnn: tuple[Path, Path], tmp_path: Path) -> None:
+    """Dynamic INT8 covers linear layers: the exporter's Gemm nodes become integer MatMuls; Conv stays float."""
+    model, data = digits_cnn
+    out = tmp_path / "cnn.dyn.onnx"
+    result = quantize(model, QuantizeOptions(Mode.INT8_DYNAMIC, evaluation=data, latency_runs=3), out)
+    ops = _ops(out)
+    assert ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul") == 2 and "Gemm" not in ops
+    assert "Conv" in ops and result.chosen.agreement is not None and result.chosen.agreement.argmax_agreement >= 0.99
