@@ -6,8 +6,8 @@ Accepted sources, in the order they are looked for:
   `label`, `y_test` or `targets`;
 - a directory of `NAME.npy` files (one per input, plus an optional label file) or of `.npz` files as above, which
   are concatenated along the sample axis;
-- the model's sample data: `STEM-data.npz`, `STEM.npz` or `sample-data.npz` beside the model (the samples/ scripts
-  write held-out data this way).
+- the model's sample data: `STEM-data.npz`, `STEM.npz` or `sample-data.npz` beside the model, else the only `.npz`
+  file beside it (the samples/ scripts write their held-out data next to the models they train).
 Every array has the sample axis first; it is checked against the model's input shapes and cast to its dtypes.
 """
 
@@ -89,7 +89,7 @@ def load(path: Path, specs: list[InputSpec]) -> Dataset:
         arrays = _read_directory(path)
     else:
         arrays = _read_npz(path)
-    return _match(arrays, specs, str(path))
+    return _match(arrays, specs, path.name)  # the name only: reports travel inside models, paths must not
 
 
 def sample_data(model_path: Path) -> Path | None:
@@ -98,7 +98,8 @@ def sample_data(model_path: Path) -> Path | None:
         candidate = model_path.with_name(name)
         if candidate.is_file():
             return candidate
-    return None
+    others = sorted(model_path.parent.glob("*.npz"))
+    return others[0] if len(others) == 1 else None
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:

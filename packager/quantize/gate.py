@@ -52,12 +52,15 @@ class Agreement:
         return ", ".join(parts)
 
 
-def open_session(path: Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session for `path`; a model that does not load is a QuantizationError."""
+def open_session(path: Path, threads: int | None = None, cpu_layout: bool = True) -> Any:
+    """An onnxruntime CPU session for `path` with all graph optimizations (without the CPU-only layout ones when
+    `cpu_layout` is False); a model that does not load is a QuantizationError."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if not cpu_layout:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -68,13 +71,16 @@ def open_session(path: Path, threads: int | None = None) -> Any:
                                 hint="try another --mode, or report the model to mlpack") from err
 
 
-def check_loads(path: Path, timeout: float = 300.0) -> None:
-    """Load `path` in a child process with onnxruntime's default (full) graph optimizations, as a server would.
+def check_loads(path: Path, timeout: float = 300.0, cpu_layout: bool = True) -> None:
+    """Load `path` in a child process with onnxruntime's default (full) graph optimizations, as a CPU server would
+    (without the CPU-only layout optimizations when `cpu_layout` is False: a GPU target never runs them).
 
     Some graphs crash onnxruntime itself rather than raising (onnxruntime 1.31's NchwcTransformer segfaults on
     some FP16 transformer graphs): the crash must fail this candidate, not the mlpack process.
     """
+    level = "ORT_ENABLE_ALL" if cpu_layout else "ORT_ENABLE_EXTENDED"
     code = ("import sys, onnxruntime as ort; o = ort.SessionOptions(); o.log_severity_level = 3; "
+            f"o.graph_optimization_level = ort.GraphOptimizationLevel.{level}; "
             "ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])")
     try:
         done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,

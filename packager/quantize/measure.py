@@ -47,10 +47,11 @@ def model_bytes(path: Path) -> int:
     return size + sum((path.parent / loc).stat().st_size for loc in locations if (path.parent / loc).is_file())
 
 
-def latency(baseline: Path, candidate: Path, data: Dataset, runs: int, threads: int) -> Latency:
+def latency(baseline: Path, candidate: Path, data: Dataset, runs: int, threads: int,
+            cpu_layout: bool = True) -> Latency:
     """Median batch-1 latency of both models on the first sample of `data`, runs interleaved."""
     feed = next(data.batches(1))
-    sessions = [gate.open_session(baseline, threads), gate.open_session(candidate, threads)]
+    sessions = [gate.open_session(baseline, threads, cpu_layout), gate.open_session(candidate, threads, cpu_layout)]
     times: list[list[float]] = [[], []]
     for _ in range(WARMUP):
         for session in sessions:

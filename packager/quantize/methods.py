@@ -7,6 +7,8 @@ is common to all three: keeping the most sensitive nodes in float.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import warnings
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from mlpk.packager.errors import missing_extra
 from mlpk.packager.quantize.data import Dataset
 from mlpk.packager.quantize.options import Backend, Calibration, Int8Types, Mode, QuantizeOptions, int8_types
 
@@ -46,6 +49,7 @@ class Method(Protocol):
     mode: Mode
     needs_calibration: bool
     op_types: tuple[str, ...]  # ops whose nodes the sensitivity fallback may keep in float
+    neighbours: bool  # whether keeping a node in float needs its producers kept in float too (sensitivity.rank)
 
     def first(self, options: QuantizeOptions, per_channel: bool) -> Attempt: ...
 
@@ -62,6 +66,7 @@ class Fp16:
 
     mode: Mode = Mode.FP16
     needs_calibration: bool = False
+    neighbours: bool = True
     op_types: tuple[str, ...] = SENSITIVE_OPS + ("Softmax", "LayerNormalization", "ReduceMean", "Sigmoid")
 
     def first(self, options: QuantizeOptions, per_channel: bool) -> Attempt:
@@ -72,7 +77,11 @@ class Fp16:
 
     def apply(self, prepared: Path, out: Path, attempt: Attempt, calibration: Dataset | None) -> None:
         import onnx
-        from onnxconverter_common import float16
+
+        try:
+            from onnxconverter_common import float16
+        except ImportError as err:
+            raise missing_extra("onnxconverter_common", "quantize", "--mode fp16") from err
 
         model = onnx.load(str(prepared))
         with warnings.catch_warnings():  # one UserWarning per weight truncated to FP16's range: the gate judges
@@ -94,6 +103,7 @@ class Int8Dynamic:
     types: Int8Types
     mode: Mode = Mode.INT8_DYNAMIC
     needs_calibration: bool = False
+    neighbours: bool = False
     op_types: tuple[str, ...] = DYNAMIC_OPS
 
     def first(self, options: QuantizeOptions, per_channel: bool) -> Attempt:
@@ -126,6 +136,7 @@ class Int8Static:
     backend: Backend
     mode: Mode = Mode.INT8_STATIC
     needs_calibration: bool = True
+    neighbours: bool = True
     op_types: tuple[str, ...] = SENSITIVE_OPS
 
     def first(self, options: QuantizeOptions, per_channel: bool) -> Attempt:
@@ -175,8 +186,9 @@ def _retarget_casts(model: "onnx.ModelProto") -> None:  # type: ignore[name-defi
     from onnx import TensorProto
 
     fp16 = {v.name for v in model.graph.value_info if v.type.tensor_type.elem_type == TensorProto.FLOAT16}
+    outputs = {o.name for o in model.graph.output}  # keep_io_types' own casts back to FP32 stay as they are
     for node in model.graph.node:
-        if node.op_type == "Cast" and node.output[0] in fp16:
+        if node.op_type == "Cast" and node.output[0] in fp16 and node.output[0] not in outputs:
             for attribute in node.attribute:
                 if attribute.name == "to" and attribute.i == TensorProto.FLOAT:
                     attribute.i = TensorProto.FLOAT16
@@ -209,11 +221,15 @@ class _Reader:
 
 
 class _quiet:
-    """Silence the quantizer's per-tensor INFO/WARNING logging for the duration of a call."""
+    """Silence the quantizer for the duration of a call: its per-tensor logging, and the calibrators' print()s
+    (onnxruntime's HistogramCalibrater prints progress to stdout, which would corrupt `--json` output)."""
 
     def __enter__(self) -> None:
         self._level = logging.getLogger().level
         logging.getLogger().setLevel(logging.ERROR)
+        self._stdout = contextlib.redirect_stdout(io.StringIO())
+        self._stdout.__enter__()
 
     def __exit__(self, *exc: object) -> None:
+        self._stdout.__exit__(None, None, None)
         logging.getLogger().setLevel(self._level)

@@ -23,7 +23,7 @@ from mlpk.packager.quantize import gate, measure, report, sensitivity
 from mlpk.packager.quantize.data import Dataset
 from mlpk.packager.quantize.methods import Attempt, Method, method_for
 from mlpk.packager.quantize.options import Backend, Mode, QuantizeOptions, default_per_channel
-from mlpk.packager.quantize.prepare import prepare
+from mlpk.packager.quantize.prepare import TWO_GB, prepare
 from mlpk.packager.quantize.report import QuantizationReport, Trial
 
 SYNTHETIC_SAMPLES = 64
@@ -65,7 +65,8 @@ def quantize(source: Path, options: QuantizeOptions, output: Path | None = None)
             max_drop=options.max_drop, method=method.describe(), preparation=prepared.steps,
             calibration_source=calibration.source if calibration else None, evaluation_source=evaluation.source,
             trials=tuple(trials), size_before=measure.model_bytes(source), size_after=measure.model_bytes(candidate),
-            latency=measure.latency(source, candidate, evaluation, options.latency_runs, options.threads))
+            latency=measure.latency(source, candidate, evaluation, options.latency_runs, options.threads,
+                                    cpu_layout=options.backend is Backend.CPU))
         _write(candidate, output, result)
     return result
 
@@ -115,12 +116,12 @@ def _ladder(method: Method, options: QuantizeOptions, prepared: Path, work: Path
         options.mode, options.backend)
     first = method.first(options, per_channel)
     trials = [_try(method, first, prepared, work / "candidate-0.onnx", calibration, evaluation, reference, batch,
-                   options.max_drop)]
+                   options)]
     if trials[0].passed or not options.fallbacks:
         return trials
     for attempt in method.fallbacks(first, options):
         trials.append(_try(method, attempt, prepared, work / f"candidate-{len(trials)}.onnx", calibration,
-                           evaluation, reference, batch, options.max_drop))
+                           evaluation, reference, batch, options))
         if trials[-1].passed:
             return trials
     measured = [t for t in trials if t.agreement is not None]
@@ -129,15 +130,16 @@ def _ladder(method: Method, options: QuantizeOptions, prepared: Path, work: Path
     best_index = trials.index(min(measured, key=lambda t: t.agreement.drop))  # type: ignore[union-attr]
     best = trials[best_index]
     ranked = sensitivity.rank(prepared, work / f"candidate-{best_index}.onnx",
-                              evaluation.select(slice(0, SENSITIVITY_SAMPLES)), method.op_types, batch, work)
+                              evaluation.select(slice(0, SENSITIVITY_SAMPLES)), method.op_types, batch, work,
+                              method.neighbours)
     limit = min(MAX_EXCLUDED, max(1, len(ranked) // 2))
     count = 1
     while ranked and count <= limit:
-        names = tuple(n.node for n in ranked[:count])
-        attempt = replace(best.attempt, label=f"{best.attempt.label} + {count} sensitive node(s) in float",
-                          excluded=names)
+        names = tuple(dict.fromkeys(name for n in ranked[:count] for name in n.group))
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        attempt = replace(best.attempt, label=f"{best.attempt.label}, in float: {shown}", excluded=names)
         trials.append(_try(method, attempt, prepared, work / f"candidate-{len(trials)}.onnx", calibration,
-                           evaluation, reference, batch, options.max_drop))
+                           evaluation, reference, batch, options))
         if trials[-1].passed:
             return trials
         count = count * 2 if count * 2 <= limit or count == limit else limit
@@ -145,18 +147,22 @@ def _ladder(method: Method, options: QuantizeOptions, prepared: Path, work: Path
 
 
 def _try(method: Method, attempt: Attempt, prepared: Path, out: Path, calibration: Dataset | None,
-         evaluation: Dataset, reference: gate.Outputs, batch: int, max_drop: float) -> Trial:
-    """Make and gate one candidate; a candidate that cannot be made or run is a failed trial, not a crash."""
+         evaluation: Dataset, reference: gate.Outputs, batch: int, options: QuantizeOptions) -> Trial:
+    """Make and gate one candidate; a candidate that cannot be made or run is a failed trial, not a crash.
+
+    For CPU the candidate must load with all of onnxruntime's graph optimizations, as a CPU server runs it; for
+    TensorRT the CPU-only layout optimizations (NCHWc) are left out, since the model will never meet them there."""
+    cpu = options.backend is Backend.CPU
     try:
         method.apply(prepared, out, attempt, calibration)
-        gate.check_loads(out)
-        got = gate.run(gate.open_session(out), evaluation, batch)
+        gate.check_loads(out, cpu_layout=cpu)
+        got = gate.run(gate.open_session(out, cpu_layout=cpu), evaluation, batch)
     except MlpackError as err:
-        return Trial(attempt, None, False, error=err.one_line())
+        return Trial(attempt, None, False, error=err.message)
     except Exception as err:  # the quantizers and onnxruntime raise untyped errors for unsupported graphs
         return Trial(attempt, None, False, error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
     agreement = gate.compare(reference, got, evaluation.labels)
-    return Trial(attempt, agreement, agreement.passes(max_drop), size_bytes=measure.model_bytes(out))
+    return Trial(attempt, agreement, agreement.passes(options.max_drop), size_bytes=measure.model_bytes(out))
 
 
 def _failure(source: Path, options: QuantizeOptions, trials: list[Trial]) -> GateFailure:
@@ -168,28 +174,47 @@ def _failure(source: Path, options: QuantizeOptions, trials: list[Trial]) -> Gat
             lines.append(f"'{trial.attempt.label}': {trial.agreement.drop_kind} drop {trial.agreement.drop:.4f} "
                          f"({trial.agreement.summary()})")
     return GateFailure(
-        f"{options.mode} of {source.name} failed the accuracy gate (max drop {options.max_drop}) in all "
-        f"{len(trials)} attempts: " + "; ".join(lines),
-        hint="give more representative --calibration data, raise --max-drop if the loss is acceptable, "
-             "or use --mode fp16", trials=tuple(trials))
+        f"{options.mode} of {source.name} failed the accuracy gate (max drop {options.max_drop}) in "
+        f"{len(trials)} attempt(s): " + "; ".join(lines),
+        hint=_HINTS[options.mode], trials=tuple(trials))
+
+
+_HINTS = {
+    Mode.INT8_STATIC: "give more representative --calibration data, raise --max-drop if the loss is acceptable, "
+                      "or use --mode int8-dynamic / fp16",
+    Mode.INT8_DYNAMIC: "raise --max-drop if the loss is acceptable, or use --mode fp16",
+    Mode.FP16: "keep the model in FP32 (skip quantization), or raise --max-drop if the loss is acceptable",
+}
 
 
 def _write(candidate: Path, output: Path, result: QuantizationReport) -> None:
     """Write the model (report embedded) and its JSON report atomically: temp files in place, then rename."""
     import onnx
 
+    from mlpk.packager import card as cards
+
     data = result.to_dict()
     model = onnx.load(str(candidate))
-    report.embed(model, data)
+    has_card = report.embed(model, data)
     output.parent.mkdir(parents=True, exist_ok=True)
     json_path = report.report_path(output)
     model_tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     json_tmp = json_path.with_name(f".{json_path.name}.{os.getpid()}.tmp")
     try:
-        onnx.save(model, str(model_tmp))
+        if model.ByteSize() > TWO_GB:  # protobuf's limit: the weights go to OUTPUT.data beside the model
+            onnx.save(model, str(model_tmp), save_as_external_data=True, location=output.name + ".data")
+        else:
+            onnx.save(model, str(model_tmp))
         json_tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         os.replace(model_tmp, output)
         os.replace(json_tmp, json_path)
+        if has_card and output.parent.resolve() != result.source.parent.resolve():
+            # model-card.json beside the output describes the output; beside the source it describes the source
+            card = cards.from_model(model)
+            assert card is not None
+            card_tmp = output.parent / f".{cards.FILE_NAME}.{os.getpid()}.tmp"
+            card_tmp.write_text(card.to_json())
+            os.replace(card_tmp, output.parent / cards.FILE_NAME)
     finally:
         model_tmp.unlink(missing_ok=True)
         json_tmp.unlink(missing_ok=True)

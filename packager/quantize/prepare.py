@@ -100,7 +100,11 @@ def _name_nodes(path: Path, out: Path, large: bool) -> None:
 
 def _simplify(path: Path, out: Path, probe: Dataset, batch: int) -> Step:
     import onnx
-    import onnxslim
+
+    try:
+        import onnxslim
+    except ImportError:
+        return Step("simplify", False, "skipped: onnxslim is not installed (pip install 'mlpack-packager[quantize]')")
 
     try:
         slim = onnxslim.slim(onnx.load(str(path)))

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlpk.packager.errors import MlpackError
 from mlpk.packager.quantize.gate import Agreement
 from mlpk.packager.quantize.measure import Latency
 from mlpk.packager.quantize.methods import Attempt
 from mlpk.packager.quantize.prepare import Step
 
 METADATA_KEY = "mlpack.quantization"
-CARD_KEY = "mlpack.card"
 SCHEMA = "mlpack.quantization/v1"
 
 
@@ -53,7 +53,7 @@ class QuantizationReport:
     evaluation_source: str
     trials: tuple[Trial, ...]
     size_before: int
-    size_after: int
+    size_after: int  # the quantized model before this report was embedded in it (a few KB less than the file)
     latency: Latency
 
     @property
@@ -85,22 +85,24 @@ def report_path(output: Path) -> Path:
     return output.with_name(output.stem + ".quantization.json")
 
 
-def embed(model: "onnx.ModelProto", report: dict[str, Any]) -> None:  # type: ignore[name-defined]  # noqa: F821
-    """Store `report` in the model's metadata, and in its embedded model card when it has one."""
-    props = {p.key: p for p in model.metadata_props}
-    text = json.dumps(report, sort_keys=True)
-    if METADATA_KEY in props:
-        props[METADATA_KEY].value = text
-    else:
-        model.metadata_props.add(key=METADATA_KEY, value=text)
-    if CARD_KEY in props:
-        try:
-            card = json.loads(props[CARD_KEY].value)
-        except json.JSONDecodeError:
-            return  # a card we cannot read is left as it is; the report key above still holds the figures
-        if isinstance(card, dict):
-            card["quantization"] = card_summary(report)
-            props[CARD_KEY].value = json.dumps(card, sort_keys=True)
+def embed(model: "onnx.ModelProto", report: dict[str, Any]) -> bool:  # type: ignore[name-defined]  # noqa: F821
+    """Store `report` in the model's metadata, and in its embedded model card when it has one (returns whether it
+    had one). A card that cannot be read is left as it is; the report key still holds the figures."""
+    from mlpk.packager import card as cards
+
+    keep = [prop for prop in model.metadata_props if prop.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(report, sort_keys=True)
+    try:
+        card = cards.from_model(model)
+    except MlpackError:
+        return False
+    if card is None:
+        return False
+    cards.embed(model, card.with_(quantization=card_summary(report)))
+    return True
 
 
 def card_summary(report: dict[str, Any]) -> dict[str, Any]:

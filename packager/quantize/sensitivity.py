@@ -18,16 +18,27 @@ from mlpk.packager.quantize import gate
 from mlpk.packager.quantize.data import Dataset
 
 
+# Ops that carry their input's quantization through unchanged (QDQ shares one scale across them): keeping a
+# tensor in float means keeping these and the node that produced their input in float too.
+PASS_THROUGH = ("Relu", "Clip", "MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice",
+                "Split", "Pad", "Resize", "Gather", "Identity", "Dropout")
+
+
 @dataclass(frozen=True, slots=True)
 class NodeError:
     node: str
     op_type: str
     error: float  # relative L2 error the node adds
+    group: tuple[str, ...]  # the node, and (with neighbours) the nodes that must stay float with it
 
 
 def rank(reference: Path, candidate: Path, probe: Dataset, op_types: tuple[str, ...], batch: int,
-         workdir: Path) -> list[NodeError]:
-    """Nodes of `op_types` in `reference`, most harmful first (only those with a measurable error)."""
+         workdir: Path, neighbours: bool) -> list[NodeError]:
+    """Nodes of `op_types` in `reference`, most harmful first (only those with a measurable error).
+
+    With `neighbours` (QDQ and FP16, where a tensor is quantized on the producer's side too), each node's group
+    also holds the pass-through ops feeding it and the node that produced their input, so that excluding the group
+    really leaves the tensor entering the node in float."""
     import onnx
 
     ref_model = onnx.load(str(reference))
@@ -35,6 +46,7 @@ def rank(reference: Path, candidate: Path, probe: Dataset, op_types: tuple[str, 
     produced = {out for node in cand_model.graph.node for out in node.output}
     graph_inputs = {i.name for i in ref_model.graph.input}
     initializers = {t.name for t in ref_model.graph.initializer}
+    producers = {out: n for n in ref_model.graph.node for out in n.output}
     nodes = [n for n in ref_model.graph.node if n.op_type in op_types and n.output and n.output[0] in produced]
     if not nodes:
         return []
@@ -63,8 +75,22 @@ def rank(reference: Path, candidate: Path, probe: Dataset, op_types: tuple[str, 
         inputs = [error(i) for i in node.input if i in ref_out or i in feeds]
         added = error(node.output[0]) - max(inputs, default=0.0)
         if added > 0:
-            ranked.append(NodeError(node.name, node.op_type, added))
+            group = _upstream(node, producers) if neighbours else (node.name,)
+            ranked.append(NodeError(node.name, node.op_type, added, group))
     return sorted(ranked, key=lambda n: n.error, reverse=True)
+
+
+def _upstream(node: "onnx.NodeProto", producers: dict[str, "onnx.NodeProto"]) -> tuple[str, ...]:  # type: ignore[name-defined]  # noqa: F821
+    """`node`, the pass-through chains feeding its inputs, and the nodes that produced those chains' inputs."""
+    group = [node.name]
+    for name in node.input:
+        producer = producers.get(name)
+        while producer is not None:
+            group.append(producer.name)
+            if producer.op_type not in PASS_THROUGH or not producer.input:
+                break
+            producer = producers.get(producer.input[0])
+    return tuple(dict.fromkeys(group))
 
 
 def _run_exposed(model: "onnx.ModelProto", names: set[str], probe: Dataset, batch: int,  # type: ignore[name-defined]  # noqa: F821

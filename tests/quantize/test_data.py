@@ -1,0 +1,101 @@
+"""Calibration / evaluation data: the accepted layouts, and one-line errors for the rest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlpk.packager.errors import InputError
+from mlpk.packager.quantize import data
+from mlpk.packager.quantize.data import InputSpec
+
+IMAGE = [InputSpec("image", np.dtype("float32"), ("batch", 1, 8, 8))]
+TWO = [InputSpec("a", np.dtype("float32"), (None, 3)), InputSpec("b", np.dtype("int64"), (None,))]
+
+
+def test_npz_keyed_by_input_name_with_labels(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", image=np.ones((5, 1, 8, 8), np.float64), labels=np.arange(5))
+    got = data.load(tmp_path / "d.npz", IMAGE)
+    assert len(got) == 5 and got.inputs["image"].dtype == np.float32
+    assert got.labels is not None and list(got.labels) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("key", ["x", "inputs", "whatever"])
+def test_single_input_model_accepts_an_alias_or_its_only_array(tmp_path: Path, key: str) -> None:
+    np.savez(tmp_path / "d.npz", **{key: np.zeros((3, 1, 8, 8), np.float32)}, y=np.zeros(3, np.int64))
+    got = data.load(tmp_path / "d.npz", IMAGE)
+    assert set(got.inputs) == {"image"} and got.labels is not None
+
+
+def test_directory_of_npy_files_one_per_input(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.ones((4, 3), np.float32))
+    np.save(tmp_path / "b.npy", np.arange(4))
+    got = data.load(tmp_path, TWO)
+    assert len(got) == 4 and got.labels is None
+
+
+def test_directory_of_npz_files_is_concatenated(tmp_path: Path) -> None:
+    for index in range(3):
+        np.savez(tmp_path / f"part{index}.npz", a=np.full((2, 3), index, np.float32), b=np.arange(2))
+    got = data.load(tmp_path, TWO)
+    assert len(got) == 6 and got.inputs["a"][-1, 0] == 2
+
+
+def test_directory_of_npz_files_with_different_keys_is_refused(tmp_path: Path) -> None:
+    np.savez(tmp_path / "p0.npz", a=np.zeros((2, 3)), b=np.zeros(2))
+    np.savez(tmp_path / "p1.npz", a=np.zeros((2, 3)))
+    with pytest.raises(InputError, match=r"p1.npz has arrays \[.a.\], but p0.npz has"):
+        data.load(tmp_path, TWO)
+
+
+def test_missing_input_names_the_inputs(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", a=np.zeros((2, 3)))
+    with pytest.raises(InputError, match=r"no array for model input\(s\) \['b'\]"):
+        data.load(tmp_path / "d.npz", TWO)
+
+
+def test_wrong_fixed_dimension_names_axis_and_shapes(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", image=np.zeros((2, 1, 8, 9), np.float32))
+    with pytest.raises(InputError, match="has 9 on axis 3, the model expects 8"):
+        data.load(tmp_path / "d.npz", IMAGE)
+
+
+def test_sample_counts_must_agree(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", image=np.zeros((2, 1, 8, 8), np.float32), labels=np.zeros(3))
+    with pytest.raises(InputError, match="disagree on the number of samples"):
+        data.load(tmp_path / "d.npz", IMAGE)
+
+
+def test_not_an_npz_and_missing_paths(tmp_path: Path) -> None:
+    (tmp_path / "bad.npz").write_text("not a zip")
+    with pytest.raises(InputError, match="cannot read"):
+        data.load(tmp_path / "bad.npz", IMAGE)
+    with pytest.raises(InputError, match="does not exist"):
+        data.load(tmp_path / "nope.npz", IMAGE)
+
+
+def test_split_holds_out_the_tail() -> None:
+    full = data.Dataset({"a": np.arange(10, dtype=np.float32)[:, None]}, np.arange(10), "d")
+    calibration, evaluation = full.split(0.3)
+    assert len(calibration) == 7 and len(evaluation) == 3
+    assert evaluation.labels is not None and list(evaluation.labels) == [7, 8, 9]
+    with pytest.raises(InputError, match="at least 2"):
+        full.select(slice(0, 1)).split(0.5)
+
+
+def test_sample_data_beside_the_model(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    assert data.sample_data(model) is None
+    (tmp_path / "held_out.npz").write_bytes(b"")
+    assert data.sample_data(model) == tmp_path / "held_out.npz"  # the only .npz beside the model
+    (tmp_path / "other.npz").write_bytes(b"")
+    assert data.sample_data(model) is None  # two candidates: ambiguous, so none
+    (tmp_path / "m-data.npz").write_bytes(b"")
+    assert data.sample_data(model) == tmp_path / "m-data.npz"
+
+
+def test_synthetic_data_follows_the_specs() -> None:
+    got = data.synthetic([*IMAGE, TWO[1]], 7)
+    assert got.inputs["image"].shape == (7, 1, 8, 8) and got.inputs["b"].dtype == np.int64
