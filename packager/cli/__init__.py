@@ -23,6 +23,7 @@ from mlpk.packager.errors import MlpackError
 # name -> "module:attribute" under mlpk.packager.cli; loaded when the command is asked for.
 COMMANDS: dict[str, str] = {
     "doctor": "doctor:doctor",
+    "serve": "serve:serve",
 }
 
 
