@@ -64,7 +64,8 @@ def make_model(directory: Path) -> Path:
     sizes = [64, 256, 256, 10]
     nodes, init, previous = [], [], "x"
     for index, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
-        init.append(numpy_helper.from_array((rng.standard_normal((fan_in, fan_out)) / 8).astype(np.float32), f"W{index}"))
+        weight = (rng.standard_normal((fan_in, fan_out)) / 8).astype(np.float32)
+        init.append(numpy_helper.from_array(weight, f"W{index}"))
         init.append(numpy_helper.from_array(np.zeros(fan_out, np.float32), f"B{index}"))
         nodes.append(helper.make_node("Gemm", [previous, f"W{index}", f"B{index}"], [f"g{index}"]))
         previous = f"g{index}"

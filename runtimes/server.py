@@ -133,9 +133,15 @@ def build_app(api: Api, settings: Settings, metrics: Metrics, *, warm: bool = Tr
         metrics.set_ready(False)
         logs.info("server stopped", model=api.model.name)
 
+    async def unrouted(request: Request, exc: Exception) -> Response:
+        # Starlette's `{path:path}` pattern is `.*`, which stops at a newline, so a path holding an encoded %0A
+        # never reaches `dispatch` and would get Starlette's plain-text 404; route it through api.match instead,
+        # which answers every path in JSON.
+        return await dispatch(request)
+
     methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
     app = Starlette(routes=[StarletteRoute("/{path:path}", dispatch, methods=methods)],
-                    exception_handlers={Exception: server_error}, lifespan=lifespan)
+                    exception_handlers={404: unrouted, Exception: server_error}, lifespan=lifespan)
     return Instrumented(app, metrics, settings.access_log)
 
 
