@@ -40,6 +40,7 @@ class Function:
     """A function running under the RIE; `invoke(event)` returns the handler's answer as JSON."""
 
     def __init__(self, url: str, proc: subprocess.Popen[bytes], log: Path, first_invoke_s: float) -> None:
+        self.root = log.parent
         self.url = url
         self.proc = proc
         self.log = log
@@ -183,3 +184,10 @@ def test_malformed_events_get_4xx_and_the_function_keeps_serving(function: Funct
         assert "'x' FP32 [-1, 4]" in message
     check_v2_body(function.invoke(V2_BODY))
     assert function.proc.poll() is None
+
+
+def test_writes_nothing_beside_the_model_or_in_its_working_directory(function: Function) -> None:
+    """Lambda's file system is read-only except /tmp: after every invocation above, the function's working
+    directory holds only what the test put there, and the model directory only the model and its card."""
+    assert sorted(p.name for p in function.root.iterdir()) == ["model", "rie.log"]
+    assert sorted(p.name for p in (function.root / "model").iterdir()) == ["model-card.json", "model.onnx"]
