@@ -74,6 +74,11 @@ def test_health_and_metadata(mixed_server: Served) -> None:
     assert [t["name"] for t in meta["outputs"]] == ["y", "h2", "ids_next", "unmasked", "text_out"]
     with pytest.raises(triton.InferenceServerException, match="unknown model 'nope'"):
         client.get_model_metadata("nope")
+    config = client.get_model_config("mixed")
+    assert config["max_batch_size"] == 0 and config["platform"] == "onnxruntime_onnx"
+    assert [(t["name"], t["data_type"], t["dims"]) for t in config["input"]][::4] == [
+        ("x", "TYPE_FP32", [-1, 4]), ("text", "TYPE_STRING", [-1])]
+    assert client.get_model_repository_index() == [{"name": "mixed", "version": "1", "state": "READY"}]
 
 
 MIXED_TYPES = {"x": "FP32", "h": "FP16", "ids": "INT64", "mask": "BOOL", "text": "BYTES"}
