@@ -116,4 +116,5 @@ def test_session_creation_falls_back_provider_by_provider(tmp_path: Path, monkey
     warnings = [r for r in caplog.records if r.getMessage() == "execution provider failed; falling back"]
     assert [w.fields["provider"] for w in warnings] == [TENSORRT, CUDA]
     assert "libnvinfer" in warnings[0].fields["error"]
+    assert loaded.sha256 is not None
     assert (tmp_path / "c" / loaded.sha256[:16] / "engines").is_dir()
