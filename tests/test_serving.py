@@ -3,11 +3,13 @@ answering tritonclient, stopping cleanly on SIGTERM; and its user errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ def test_serve_a_model_file_then_sigterm(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([str(exe), "serve", str(model), "--port", str(port), "--name", "demo",
-                                 "--providers", "cuda,cpu", "--warmup-runs", "1"], stdout=out,
+                                 "--providers", "cuda,cpu", "--warmup-runs", "1", "--access-log"], stdout=out,
                                 stderr=subprocess.STDOUT, env={**os.environ, "MLPACK_CACHE": str(tmp_path / "c")})
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc, log)
@@ -44,6 +46,16 @@ def test_serve_a_model_file_then_sigterm(tmp_path: Path) -> None:
         result = client.infer("demo", [x, h, ids, mask, text])
         assert result.as_numpy("ids_next").tolist() == [5]
         assert '"providers_requested": ["CUDAExecutionProvider", "CPUExecutionProvider"]' in log.read_text()
+        deadline = time.monotonic() + 10  # the access line is written just after the answer is sent
+        while True:
+            access = [json.loads(line) for line in log.read_text().splitlines() if '"msg": "request"' in line]
+            infer = next((line for line in access if line["endpoint"] == "/v2/models/{model}/infer"), None)
+            if infer is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert infer is not None, log.read_text()
+        assert (infer["method"], infer["path"], infer["status"]) == ("POST", "/v2/models/demo/infer", 200)
+        assert infer["ms"] > 0
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
