@@ -1,5 +1,19 @@
 """Code that runs inside mlpack images: the inference server and the Lambda handler.
 
-It ships alone in every image, so it imports only the standard library, numpy, onnxruntime and its server
-dependencies, and never `mlpk.packager`.
+It ships alone in every image (at /opt/mlpack/lib/mlpk/runtimes, with openapi.json beside it), so it imports only the
+standard library, numpy, onnxruntime and its server dependencies (starlette, uvicorn, prometheus_client), and never
+`mlpk.packager`; tests/runtime/test_imports.py holds it to that.
+
+    server.py          `python3 -m mlpk.runtimes.server`: uvicorn + Starlette, lifecycle, SIGTERM drain
+    lambda_handler.py  `mlpk.runtimes.lambda_handler.handler` for awslambdaric: API Gateway v1/v2, Function URL, direct
+    api.py             the route table and endpoints both transports share (v2, TF Serving, OpenAPI)
+    codec.py           v2 requests and responses: JSON tensors and the binary tensor extension
+    tfserving.py       TF Serving REST :predict (instances / inputs)
+    bodies.py          gzip / deflate request bodies, bounded
+    model.py           loading the model, its card and tensor signatures; running it
+    providers.py       execution providers in the target's order; TensorRT options and caches
+    cpus.py            CPUs from the cgroup quota, for onnxruntime's thread pool
+    warmup.py          warm-up runs before readiness, with progress logged
+    metrics.py         Prometheus metrics;  logs.py  JSON log lines;  config.py  MLPACK_* settings
+    dtypes.py          v2 datatypes <-> onnxruntime types <-> numpy;  errors.py  4xx errors
 """

@@ -22,7 +22,7 @@ from mlpk.runtimes.model import Model
 
 SERVER_NAME = "mlpack"
 SERVER_VERSION = "1"
-EXTENSIONS = ["binary_tensor_data", "model_metadata"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository"]
 HEADER_LENGTH = "inference-header-content-length"
 JSON = "application/json"
 
@@ -66,6 +66,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v2/models/{model}", "model_metadata"),
     Route("GET", "/v2/models/{model}/versions/{version}", "model_metadata"),
     Route("GET", "/v2/models/{model}/ready", "model_ready"),
+    Route("GET", "/v2/models/{model}/config", "model_config"),
+    Route("GET", "/v2/models/{model}/versions/{version}/config", "model_config"),
+    Route("POST", "/v2/repository/index", "repository_index"),
     Route("GET", "/v2/models/{model}/versions/{version}/ready", "model_ready"),
     Route("POST", "/v2/models/{model}/infer", "infer"),
     Route("POST", "/v2/models/{model}/versions/{version}/infer", "infer"),
@@ -136,6 +139,24 @@ class Api:
 
         return json_reply({"name": served.name, "versions": [served.version], "platform": "onnxruntime_onnx",
                            "inputs": tensors(served.inputs), "outputs": tensors(served.outputs)})
+
+    def model_config(self, model: str, version: str | None = None, **_: Any) -> Reply:
+        """Triton's model configuration extension (tritonclient's get_model_config, perf_analyzer): the model as
+        an onnxruntime model without Triton-side batching (max_batch_size 0: the batch axis is in the dims)."""
+        served = self._model(model, version)
+
+        def tensors(specs: Any) -> list[dict[str, Any]]:
+            return [{"name": s.name, "data_type": "TYPE_STRING" if s.datatype == "BYTES" else f"TYPE_{s.datatype}",
+                     "dims": s.v2_shape} for s in specs]
+
+        return json_reply({"name": served.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
+                           "max_batch_size": 0, "input": tensors(served.inputs), "output": tensors(served.outputs)})
+
+    def repository_index(self, **_: Any) -> Reply:
+        """Triton's model repository extension, read-only: the one served model and its state."""
+        state = "READY" if self.ready_flag.is_set() else "LOADING"
+        return Reply(200, json.dumps([{"name": self.model.name, "version": self.model.version,
+                                       "state": state}]).encode())
 
     def _run(self, feeds: dict[str, Any], outputs: Any) -> list[Any]:
         started = time.perf_counter()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpk.runtimes import api as api_module
-from mlpk.runtimes import config, logs, warmup
+from mlpk.runtimes import bodies, config, logs, warmup
 from mlpk.runtimes import model as model_module
 from mlpk.runtimes.api import Api
 from mlpk.runtimes.errors import ClientError, TooLarge
@@ -88,7 +88,7 @@ def _route(method: str, path: str, body: bytes) -> tuple[api_module.Route, dict[
 def _http(method: str, path: str, event: Mapping[str, Any]) -> dict[str, Any]:
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     try:
-        body = _body(event)
+        body = bodies.decode(_body(event), headers.get("content-encoding"), SETTINGS.max_body_bytes)
         route, params = _route(method.upper(), path, body)
         reply = API.call(route, params, body, headers)
     except ClientError as err:

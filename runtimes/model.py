@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
 from mlpk.runtimes import cpus, logs, providers
 from mlpk.runtimes.config import Settings
@@ -77,7 +78,7 @@ class Model:
     outputs: tuple[TensorSpec, ...]
     card: Mapping[str, Any]
     path: Path
-    sha256: str
+    sha256: str | None  # of the .onnx file; computed only where it keys a TensorRT engine cache
 
     def input(self, name: str) -> TensorSpec | None:
         return next((spec for spec in self.inputs if spec.name == name), None)
@@ -90,13 +91,17 @@ class Model:
         return ", ".join(spec.describe() for spec in self.inputs)
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
-        """Run the session. onnxruntime's own argument errors (a value it rejects after our checks) are client
-        errors; anything else is a bug and propagates."""
+        """Run the session. onnxruntime's errors about the inputs (a value it rejects after our checks, a kernel
+        that fails on these values) are client errors; anything else is a bug and propagates."""
         try:
             return self.session.run(list(outputs), dict(feeds))
-        except (ort.capi.onnxruntime_pybind11_state.InvalidArgument,
-                ort.capi.onnxruntime_pybind11_state.InvalidGraph) as err:
+        except (_ort_errors.InvalidArgument, _ort_errors.InvalidGraph) as err:
             raise ClientError(f"onnxruntime rejected the inputs: {str(err).splitlines()[0][:300]}; the model "
+                              f"expects {self.signature()}") from err
+        except (_ort_errors.RuntimeException, _ort_errors.Fail) as err:
+            # A kernel failing on these values (an index out of range in Gather, a Reshape that cannot apply):
+            # Triton and KServe answer these 400 too, since the same model runs other inputs fine.
+            raise ClientError(f"inference failed on these inputs: {str(err).splitlines()[0][:300]}; the model "
                               f"expects {self.signature()}") from err
 
 
@@ -160,27 +165,36 @@ def _create(file: Path, options: ort.SessionOptions, plan: providers.ProviderPla
     raise ModelLoadError(f"no execution provider could load {file}")
 
 
+def _probe(file: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return ort.InferenceSession(str(file), sess_options=options, providers=[providers.CPU])
+    except Exception as err:  # noqa: BLE001 - onnxruntime's load errors have no common base class
+        raise ModelLoadError(f"onnxruntime cannot load {file}: {str(err).splitlines()[0]}") from err
+
+
 def load(settings: Settings) -> Model:
-    """Load the model `settings` point at, with the providers of the target that are available here."""
+    """Load the model `settings` point at, with the providers of the target that are available here.
+
+    On a CPU-only build the file is parsed once. With a GPU provider available, a first CPU-only,
+    optimization-free parse reads the card and input shapes the TensorRT options depend on, and the file's sha256
+    keys its engine cache; Lambda and CPU images skip both (init time counts there)."""
     started = time.perf_counter()
     file = model_file(settings.model_path)
     threads = settings.threads or cpus.available()
-    sha = _sha256(file)
-    # A first, CPU-only, optimization-free look at the graph reads the card and the input shapes, which the
-    # TensorRT options depend on; it costs a parse, not a session build.
-    probe_options = ort.SessionOptions()
-    probe_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        probe = ort.InferenceSession(str(file), sess_options=probe_options, providers=[providers.CPU])
-    except Exception as err:  # noqa: BLE001 - onnxruntime's load errors have no common base class
-        raise ModelLoadError(f"onnxruntime cannot load {file}: {str(err).splitlines()[0]}") from err
-    card = _card(file, probe)
     available = ort.get_available_providers()
     wanted_gpu = [name for name in settings.providers if name != providers.CPU]
-    trt = None
-    if providers.TENSORRT in available or providers.CUDA in available:
+    card: dict[str, Any] | None = None
+    trt: providers.TensorrtSettings | None = None
+    sha: str | None = None
+    if any(name in available for name in wanted_gpu):
+        probe = _probe(file)
+        card = _card(file, probe)
+        sha = _sha256(file)
         shapes = [(arg.name, [d if isinstance(d, int) and d >= 0 else None for d in arg.shape or []])
                   for arg in probe.get_inputs()]
+        del probe
         trt = providers.TensorrtSettings(
             cache_root=settings.trt_cache,
             precision=settings.precision or providers.precision_from_card(card),
@@ -188,8 +202,9 @@ def load(settings: Settings) -> Model:
             profile=providers.profile_shapes(shapes, settings.trt_max_batch) if settings.trt_max_batch else None,
         )
     plan = providers.plan(settings.providers, available, trt)
-    del probe
     session = _create(file, _options(threads), plan)
+    if card is None:
+        card = _card(file, session)
     inputs = tuple(s for s in (_spec(arg) for arg in session.get_inputs()) if s is not None)
     if len(inputs) != len(session.get_inputs()):
         raise ModelLoadError(f"{file} has an input that is not a tensor; the server feeds tensors only")
@@ -201,9 +216,9 @@ def load(settings: Settings) -> Model:
         else:
             outputs.append(spec)
     name = settings.model_name or str(card.get("name") or file.stem)
-    logs.info("model loaded", model=name, file=str(file), sha256=sha, threads=threads,
+    logs.info("model loaded", model=name, file=str(file), threads=threads,
               providers_requested=list(settings.providers), providers_available=available,
               providers_unavailable=[p for p in wanted_gpu if p not in available],
-              providers_active=session.get_providers(),
+              providers_active=session.get_providers(), tensorrt_cache=str(trt.engine_dir) if trt else None,
               precision=trt.precision if trt else "fp32", load_s=round(time.perf_counter() - started, 3))
     return Model(name, "1", session, inputs, tuple(outputs), card, file, sha)

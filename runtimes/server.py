@@ -27,13 +27,14 @@ from types import FrameType
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlpk.runtimes import api as api_module
-from mlpk.runtimes import config, logs, warmup
+from mlpk.runtimes import bodies, config, logs, warmup
 from mlpk.runtimes import model as model_module
 from mlpk.runtimes.api import Api, Reply
 from mlpk.runtimes.config import Settings
@@ -112,6 +113,7 @@ def build_app(api: Api, settings: Settings, metrics: Metrics, *, warm: bool = Tr
             request.scope[ROUTE_KEY] = route.template
             body = await read_body(request, settings.max_body_bytes, api.model.signature()) \
                 if request.method == "POST" else b""
+            body = bodies.decode(body, request.headers.get("content-encoding"), settings.max_body_bytes)
         except ClientError as err:
             return _response(api_module.error_reply(err))
         if route.handler in _SLOW:
@@ -133,9 +135,18 @@ def build_app(api: Api, settings: Settings, metrics: Metrics, *, warm: bool = Tr
         metrics.set_ready(False)
         logs.info("server stopped", model=api.model.name)
 
+    async def unrouted(request: Request, exc: Exception) -> Response:
+        # Starlette's `{path:path}` pattern is `.*`, which stops at a newline, so a path holding an encoded %0A
+        # never reaches `dispatch` and would get Starlette's plain-text 404; route it through api.match instead,
+        # which answers every path in JSON.
+        return await dispatch(request)
+
     methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
     app = Starlette(routes=[StarletteRoute("/{path:path}", dispatch, methods=methods)],
-                    exception_handlers={Exception: server_error}, lifespan=lifespan)
+                    exception_handlers={404: unrouted, Exception: server_error}, lifespan=lifespan)
+    # Responses are compressed only for clients that ask (Accept-Encoding, as tritonclient's
+    # response_compression_algorithm does) and only when large: small answers cost more to compress than to send.
+    app.add_middleware(GZipMiddleware, minimum_size=64 * 1024)
     return Instrumented(app, metrics, settings.access_log)
 
 

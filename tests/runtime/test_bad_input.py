@@ -158,3 +158,9 @@ def test_server_still_serves_and_counted_4xx(mixed_server: Served) -> None:
     metrics = httpx.get(mixed_server.url + "/metrics").text
     assert 'mlpack_requests_total{endpoint="/v2/models/{model}/infer",method="POST",status="400"}' in metrics
     assert 'status="500"' not in metrics
+
+
+def test_paths_with_newlines_still_get_json(mixed_server: Served) -> None:
+    """Found by schemathesis: Starlette's catch-all route pattern does not match an encoded newline."""
+    assert_client_error(httpx.get(mixed_server.url + "/v2/models/a%0Ab"), 404, "unknown model")
+    assert_client_error(post(mixed_server, {"inputs": []}, "/v2/models/a%0Ab/infer"), 404, "unknown model")

@@ -44,3 +44,36 @@ def test_importing_every_module_loads_no_packager_or_framework() -> None:
     assert packager == []
     for heavy in ("onnx", "torch", "tensorflow", "tf_keras", "sklearn", "skl2onnx", "tf2onnx"):
         assert heavy not in loaded, heavy
+
+
+def test_runs_from_a_copy_laid_out_as_in_images(tmp_path: Path) -> None:
+    """Images carry runtimes/ alone at /opt/mlpack/lib/mlpk/runtimes with PYTHONPATH=/opt/mlpack/lib: a copy laid
+    out that way serves a model, with the OpenAPI document found beside the code, and is the copy in use."""
+    import shutil
+    import signal
+
+    import httpx
+
+    from tests.conftest import free_port
+    from tests.runtime import models
+    from tests.runtime.conftest import wait_ready
+
+    lib = tmp_path / "lib"
+    shutil.copytree(RUNTIMES, lib / "mlpk" / "runtimes", ignore=shutil.ignore_patterns("__pycache__"))
+    model_dir = models.mixed(tmp_path / "model")
+    port = free_port()
+    log = tmp_path / "log"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(lib), "MLPACK_MODEL_DIR": str(model_dir),
+           "MLPACK_HOST": "127.0.0.1", "MLPACK_PORT": str(port)}
+    code = ("import runpy, sys, mlpk.runtimes; print('RUNTIME', mlpk.runtimes.__file__, file=sys.stderr, flush=True);"
+            "runpy.run_module('mlpk.runtimes.server', run_name='__main__')")
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, log)
+        assert f"RUNTIME {lib / 'mlpk' / 'runtimes' / '__init__.py'}" in log.read_text()
+        assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()["openapi"].startswith("3.")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0

@@ -4,7 +4,6 @@ The last test drives the real session-creation fallback with a provider list tha
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import onnxruntime as ort
@@ -71,16 +70,6 @@ def test_plan_keeps_target_order_and_logs_unavailable(tmp_path: Path) -> None:
     assert providers.plan((TENSORRT,), [TENSORRT, CPU], trt).names == [TENSORRT, CPU]  # CPU always last
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through read-only permissions")
-def test_read_only_cache_disables_caching(tmp_path: Path) -> None:
-    tmp_path.chmod(0o500)
-    try:
-        plan = providers.plan((TENSORRT,), [TENSORRT, CPU], TensorrtSettings(cache_root=tmp_path / "ro"))
-    finally:
-        tmp_path.chmod(0o700)
-    assert plan.chosen[0][1]["trt_engine_cache_enable"] == "False"
-
-
 def test_cache_on_a_file_is_not_writable(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -127,4 +116,5 @@ def test_session_creation_falls_back_provider_by_provider(tmp_path: Path, monkey
     warnings = [r for r in caplog.records if r.getMessage() == "execution provider failed; falling back"]
     assert [w.fields["provider"] for w in warnings] == [TENSORRT, CUDA]
     assert "libnvinfer" in warnings[0].fields["error"]
+    assert loaded.sha256 is not None
     assert (tmp_path / "c" / loaded.sha256[:16] / "engines").is_dir()

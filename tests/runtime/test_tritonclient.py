@@ -74,6 +74,11 @@ def test_health_and_metadata(mixed_server: Served) -> None:
     assert [t["name"] for t in meta["outputs"]] == ["y", "h2", "ids_next", "unmasked", "text_out"]
     with pytest.raises(triton.InferenceServerException, match="unknown model 'nope'"):
         client.get_model_metadata("nope")
+    config = client.get_model_config("mixed")
+    assert config["max_batch_size"] == 0 and config["platform"] == "onnxruntime_onnx"
+    assert [(t["name"], t["data_type"], t["dims"]) for t in config["input"]][::4] == [
+        ("x", "TYPE_FP32", [-1, 4]), ("text", "TYPE_STRING", [-1])]
+    assert client.get_model_repository_index() == [{"name": "mixed", "version": "1", "state": "READY"}]
 
 
 MIXED_TYPES = {"x": "FP32", "h": "FP16", "ids": "INT64", "mask": "BOOL", "text": "BYTES"}
@@ -121,3 +126,47 @@ def test_requested_outputs_only(mixed_server: Served, model_dirs: dict[str, Path
     assert_equal(result.as_numpy("y"), want["y"])
     assert_equal(result.as_numpy("text_out"), want["text_out"])
     assert result.as_numpy("h2") is None
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_and_responses(mixed_server: Served, model_dirs: dict[str, Path], algorithm: str) -> None:
+    rng = np.random.default_rng(9)
+    batch = 3000  # large enough for the response to pass the compression threshold
+    feeds = {name: sample(kind, (batch, *SHAPES[name]), rng) for name, kind in MIXED_TYPES.items()}
+    feeds["ids"] = np.arange(batch, dtype=np.int64)
+    feeds["h"] = np.ones((batch, 3), np.float16)
+    client = triton.InferenceServerClient(mixed_server.host)
+    inputs = []
+    for name, value in feeds.items():
+        item = triton.InferInput(name, list(value.shape), MIXED_TYPES[name])
+        item.set_data_from_numpy(value, binary_data=False)
+        inputs.append(item)
+    outputs = [triton.InferRequestedOutput(name, binary_data=False) for name in ("y", "text_out")]
+    result = client.infer("mixed", inputs, outputs=outputs, request_compression_algorithm=algorithm,
+                          response_compression_algorithm="gzip")
+    want = reference(model_dirs["mixed"], feeds)
+    assert_equal(result.as_numpy("y"), want["y"])
+    assert_equal(result.as_numpy("text_out"), want["text_out"])
+
+
+def test_large_answers_are_gzipped_only_when_asked(mixed_server: Served) -> None:
+    import gzip
+    import json
+
+    import httpx
+
+    batch = 3000
+    body = json.dumps({"inputs": [
+        {"name": "x", "datatype": "FP32", "shape": [batch, 4], "data": [0.25] * (4 * batch)},
+        {"name": "h", "datatype": "FP16", "shape": [batch, 3], "data": [1] * (3 * batch)},
+        {"name": "ids", "datatype": "INT64", "shape": [batch], "data": list(range(batch))},
+        {"name": "mask", "datatype": "BOOL", "shape": [batch], "data": [True] * batch},
+        {"name": "text", "datatype": "BYTES", "shape": [batch], "data": ["w"] * batch}]}).encode()
+    url = mixed_server.url + "/v2/models/mixed/infer"
+    packed = httpx.post(url, content=gzip.compress(body), headers={"Content-Encoding": "gzip",
+                                                                    "Accept-Encoding": "gzip"})
+    plain = httpx.post(url, content=body, headers={"Accept-Encoding": "identity"})
+    assert packed.status_code == plain.status_code == 200
+    assert packed.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert int(packed.headers["content-length"]) < len(plain.content) / 4
+    assert packed.json() == plain.json()  # httpx decompresses

@@ -1,0 +1,27 @@
+"""`mlpack serve`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8080, or MLPACK_PORT).")
+@click.option("--name", default=None, help="Model name in URLs (default: the model card's name, else the file stem).")
+@click.option("--providers", default=None, help="Execution providers, best first: tensorrt,cuda,cpu.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads (default: the cgroup CPU quota).")
+@click.option("--warmup-runs", type=int, default=None, help="Warm-up runs before ready (default 2).")
+@click.option("--max-body-bytes", type=int, default=None, help="Largest request body (default 64 MiB).")
+@click.option("--access-log/--no-access-log", default=None, help="Log every request as a JSON line.")
+def serve(model: Path, host: str | None, port: int | None, name: str | None, providers: str | None,
+          threads: int | None, warmup_runs: int | None, max_body_bytes: int | None, access_log: bool | None) -> None:
+    """Serve MODEL (an .onnx file or a directory with model.onnx) on this host with the server mlpack images run:
+    Open Inference Protocol v2 (tritonclient works), TF Serving :predict, /metrics. Stops cleanly on Ctrl-C/SIGTERM."""
+    from mlpk.packager import serving
+
+    serving.serve(model, host=host, port=port, model_name=name, providers=providers, threads=threads,
+                  warmup_runs=warmup_runs, max_body_bytes=max_body_bytes, access_log=access_log)
