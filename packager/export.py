@@ -245,11 +245,11 @@ def _write(result: Image | Index, images: list[Image], builds: list[PlatformBuil
     return out
 
 
-def _run_hints(target: Target, tag: str, builds: list[PlatformBuild]) -> list[str]:
+def _run_hints(target: Target, tag: str, builds: list[PlatformBuild], out: Path) -> list[str]:
     hints = []
     for build in builds:
         if build.archive:
-            hints.append(f"docker load -i {build.archive}")
+            hints.append(f"docker load -i {out / build.archive}")
     image = tag if len(builds) == 1 else f"{tag}-{Platform.parse(builds[0].platform).architecture}"
     from mlpk.packager import locations
 

@@ -72,7 +72,8 @@ def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callabl
     if mode != "none":
         step(f"quantizing: {mode}")
         try:
-            optimization = _quantize(converted.output, workdir, mode, target, request) | {"required": required}
+            optimization = _quantize(converted.output, workdir, mode, target, request) | {"requested": mode,
+                                                                                          "required": required}
         except QuantizationError as err:
             if required:
                 raise

@@ -12,6 +12,8 @@ Nodes without a name get one (`OpType_N`), because the fallbacks exclude nodes b
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,16 @@ def _preprocess(source: Path, out: Path, large: bool) -> Step:
 
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # the pre-processor logs every unknown shape as a warning
+    source, out = source.absolute(), out.absolute()
+    # When symbolic shape inference gives up, onnxruntime saves "sym_shape_infer_temp.onnx" (with external data)
+    # into the working directory (onnxruntime/tools/symbolic_shape_infer.py, infer_shapes): run it in our workdir.
+    with contextlib.chdir(out.parent):
+        return _preprocess_here(source, out, large, quiet)
+
+
+def _preprocess_here(source: Path, out: Path, large: bool, quiet: int) -> Step:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     try:
         try:
             quant_pre_process(source, out, skip_optimization=large, save_as_external_data=large)
