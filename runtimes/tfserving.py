@@ -54,22 +54,26 @@ def parse(model: Model, body: bytes, limit: int) -> tuple[dict[str, np.ndarray],
         if not all(isinstance(row, dict) for row in rows):
             raise ClientError(f"with several inputs each instance is an object keyed by input name; the model "
                               f"expects {model.signature()}")
+        missing = [spec for spec in model.inputs if any(spec.name not in row for row in rows)]
+        unknown = sorted({name for row in rows for name in row} - {spec.name for spec in model.inputs})
         columns = {spec.name: [row.get(spec.name) for row in rows] for spec in model.inputs}
-        return _named(model, columns, limit, rows_of=lambda name: any(name not in row for row in rows)), "instances"
+        return _named(model, columns, limit, missing, unknown), "instances"
     value = request["inputs"]
     if single and not isinstance(value, dict):
         return {model.inputs[0].name: _tensor(value, model.inputs[0], limit)}, "inputs"
     if not isinstance(value, dict):
         raise ClientError(f"with several inputs 'inputs' is an object keyed by input name; the model expects "
                           f"{model.signature()}")
-    return _named(model, value, limit, rows_of=lambda name: name not in value), "inputs"
+    missing = [spec for spec in model.inputs if spec.name not in value]
+    unknown = sorted(name for name in value if model.input(name) is None)
+    return _named(model, value, limit, missing, unknown), "inputs"
 
 
-def _named(model: Model, values: dict[str, Any], limit: int, rows_of: Any) -> dict[str, np.ndarray]:
-    unknown = [name for name in values if model.input(name) is None]
+def _named(model: Model, values: dict[str, Any], limit: int, missing: list[TensorSpec],
+           unknown: list[str]) -> dict[str, np.ndarray]:
+    """Feeds from input-name-keyed values, after reporting the first unknown name or all missing inputs."""
     if unknown:
         raise ClientError(f"unknown input '{unknown[0]}'; the model '{model.name}' expects {model.signature()}")
-    missing = [spec for spec in model.inputs if rows_of(spec.name)]
     if missing:
         raise ClientError(f"missing input {', '.join(spec.describe() for spec in missing)}")
     return {spec.name: _tensor(values[spec.name], spec, limit) for spec in model.inputs}

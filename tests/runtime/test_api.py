@@ -41,6 +41,11 @@ def test_a_kernel_failing_on_the_values_is_a_400(tmp_path: Path) -> None:
     assert "Gather" in message and "idx=99" in message and "'index' INT64 [-1]" in message
 
 
+def test_every_route_has_its_handler() -> None:
+    for route in api.ROUTES:
+        assert callable(getattr(api.Api, route.handler, None)), route
+
+
 def test_route_table_matches_paths_with_parameters() -> None:
     route, params = api.match("POST", "/v1/models/my-model:predict")
     assert (route.handler, params) == ("predict", {"model": "my-model"})

@@ -140,6 +140,7 @@ TF_CASES = {
     "both": ({"instances": [], "inputs": {}}, ["exactly one"]),
     "rows not objects": ({"instances": [[1, 2, 3, 4]]}, ["keyed by input name", "'h' FP16 [-1, 3]"]),
     "missing column": ({"inputs": {"x": [[1, 2, 3, 4]]}}, ["missing input 'h' FP16 [-1, 3]"]),
+    "unknown column": ({"instances": [{"x": [1, 2, 3, 4], "z": 1}]}, ["unknown input 'z'", "'x' FP32 [-1, 4]"]),
     "bad shape": ({"inputs": {"x": [[1, 2, 3]], "h": [[1, 2, 3]], "ids": [1], "mask": [True], "text": ["a"]}},
                   ["input 'x' has shape [1, 3]", "[-1, 4]", "FP32"]),
     "bad b64": ({"inputs": {"x": [[1, 2, 3, 4]], "h": [[1, 2, 3]], "ids": [1], "mask": [True],
