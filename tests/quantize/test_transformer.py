@@ -53,3 +53,20 @@ def test_fp16_transformer_for_tensorrt(transformer: tuple[Path, Path], tmp_path:
     assert 0.45 <= result.size_ratio <= 0.55, result.size_ratio
     graph = onnx.load(str(out)).graph
     assert all(v.type.tensor_type.elem_type == TensorProto.FLOAT for v in (*graph.input, *graph.output))
+
+
+def test_fp16_transformer_for_cpu_never_crashes_mlpack(mlpack, transformer: tuple[Path, Path],
+                                                       tmp_path: Path) -> None:
+    """onnxruntime 1.31 segfaults loading this FP16 graph with its CPU layout optimizations. The candidate is loaded
+    in a child process first, so mlpack either ships a model that loads or refuses with the reason (exit 6); it is
+    never killed by the crash (which would be exit -11) and never writes a model a CPU server cannot load."""
+    model, data = transformer
+    done = mlpack("quantize", str(model), "--mode", "fp16", "--eval", str(data), "-o", str(tmp_path / "f.onnx"))
+    assert done.returncode in (0, 6), (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr
+    if done.returncode == 6:
+        assert "onnxruntime" in done.stderr and not (tmp_path / "f.onnx").exists()
+    else:
+        from mlpk.packager.quantize import gate
+
+        gate.check_loads(tmp_path / "f.onnx")
