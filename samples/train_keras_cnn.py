@@ -23,7 +23,7 @@ SEED = 0
 INPUT = "image"
 
 
-def build() -> "tf_keras.Model":  # noqa: F821 - imported lazily below
+def build():  # noqa: ANN201 - a tf_keras.Model; tf_keras is imported lazily so --help stays fast
     import tf_keras
 
     layers = tf_keras.layers

@@ -31,6 +31,8 @@ def _render(result) -> None:  # noqa: ANN001 - a ConvertResult; imported lazily 
             table.add_row(escape(out.name), "x".join(map(str, out.shape)), f"{out.max_abs:.3g}", f"{out.max_rel:.3g}",
                           f"{out.cosine:.6f}", agreement, "[green]ok[/]" if out.passed else "[red]FAIL[/]")
         console.print(table)
+    if result.parity is not None and result.parity.unchecked:
+        console.print(f"not compared (no source counterpart): {escape(', '.join(result.parity.unchecked))}")
     for note in result.notes:
         console.print(f"note: {escape(note)}", soft_wrap=True)
 
@@ -55,7 +57,10 @@ def convert(ctx: click.Context, model: Path, output: Path | None, inputs: tuple[
             sample_data: Path | None, tolerance: str | None, model_class: str | None, model_args: str,
             trust_pickle: bool, zipmap: bool, ort_version: str | None) -> None:
     """Convert MODEL (.onnx, .h5, .keras, SavedModel dir, .pt, .pt2, .safetensors, .joblib) to ONNX, prove parity
-    with the source framework, and write it with its model card."""
+    with the source framework, and write it with its model card (nothing is written if any step fails).
+
+    The format is read from the file's content. Keras 3 .keras files go through Keras's own SavedModel export,
+    then tf2onnx. PyTorch: the dynamo exporter first, the TorchScript-based one as fallback (reason in the card)."""
     from mlpk.packager.convert import ConvertOptions
     from mlpk.packager.convert import convert as run
     from mlpk.packager.convert.specs import parse_input, parse_model_args

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from mlpk.packager.errors import ConversionError
+from mlpk.packager.errors import ConfigError, ConversionError
 
 if TYPE_CHECKING:
     import onnx
@@ -73,6 +74,8 @@ def limits(version: str | None = None) -> OrtLimits | None:
     """Limits for onnxruntime `version` (default: the installed one); None when unknown and not installed."""
     import onnxruntime as ort
 
+    if version is not None and not re.fullmatch(r"\d+\.\d+(\.\d+)?", version.strip()):
+        raise ConfigError(f"onnxruntime version {version!r} is not X.Y or X.Y.Z", hint="e.g. --ort-version 1.20")
     installed = _minor(ort.__version__)
     wanted = _minor(version) if version else installed
     row = table().get(wanted)
@@ -98,3 +101,25 @@ def check(model: onnx.ModelProto, name: str, ort_version: str | None = None) -> 
             f"{name} needs {' and '.join(problems)}, but the target's onnxruntime {found.version} cannot load it",
             hint=f"convert again with --opset {found.opset} (older opsets convert down), or use a newer onnxruntime")
     return f"IR {model.ir_version}, opset {opset} load in onnxruntime {found.version} ({found.source})"
+
+
+def lower_ir(model: onnx.ModelProto) -> str | None:
+    """Stamp the lowest IR version the model's opsets need, if the model passes the checker at it; mutates
+    `model`. Exporters stamp the newest IR they know (the dynamo exporter writes IR 10 for opset 18), which older
+    runtimes refuse although nothing in the model needs it. Returns a note when the IR changed."""
+    import onnx
+
+    current = model.ir_version
+    try:
+        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    except ValueError:
+        return None
+    if needed >= current:
+        return None
+    model.ir_version = needed
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError):
+        model.ir_version = current  # the model uses something newer IRs added (e.g. float8 types)
+        return None
+    return f"IR version lowered {current} -> {needed} (the lowest its opsets need)"

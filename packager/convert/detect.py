@@ -35,7 +35,9 @@ _ZIP = b"PK\x03\x04"
 
 def _expected(path: Path) -> str:
     promise = SUFFIXES.get(path.suffix.lower())
-    return f"expected {promise}" if promise else f"suffix {path.suffix or '(none)'!r} is not a model format; expected one of {EXPECTED}"
+    if promise:
+        return f"expected {promise}"
+    return f"suffix {path.suffix or '(none)'!r} is not a model format; expected one of {EXPECTED}"
 
 
 def _zip_format(path: Path) -> Format:
@@ -55,7 +57,8 @@ def _zip_format(path: Path) -> Format:
     stems = {name.split("/", 1)[1] for name in names if "/" in name}
     if "constants.pkl" in stems or any(s.startswith("code/") for s in stems):
         return "torchscript"
-    if "archive_format" in stems or "models/model.json" in stems or any(n.endswith("serialized_exported_program.json") for n in names):
+    if "archive_format" in stems or "models/model.json" in stems or \
+            any(n.endswith("serialized_exported_program.json") for n in names):
         return "torch-export"
     if "data.pkl" in stems:
         return "torch-save"

@@ -7,6 +7,7 @@ SavedModel path below. Parity runs the loaded model itself (tf-keras / Keras 3) 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -143,10 +144,19 @@ def _convert_keras3(source: Path, options: ConvertOptions) -> Conversion:
             model.export(tmp, format="tf_saved_model", verbose=False)
         except Exception as err:  # noqa: BLE001 - Keras raises many kinds for unexportable models
             raise ConversionError(f"{source.name}: Keras 3 could not export a SavedModel ({_first_line(err)})",
-                                  hint="this path needs Keras 3's TensorFlow backend (KERAS_BACKEND=tensorflow)") from err
-        return convert_saved_model(Path(tmp), options, via=f", exported by Keras {keras.__version__}")
+                                  hint="this path needs Keras 3's TensorFlow backend (KERAS_BACKEND=tensorflow)",
+                                  ) from err
+        conversion = convert_saved_model(Path(tmp), options, via=f", exported by Keras {keras.__version__}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the loaded signature keeps its variables in memory
+    names = [t.name.split(":")[0] for t in model.inputs]
+
+    def run(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        # Parity against the Keras 3 model itself, not the SavedModel exported from it.
+        result = model([inputs[n] for n in names] if len(names) > 1 else inputs[names[0]], training=False)
+        return [np.asarray(out) for out in (result if isinstance(result, (list, tuple)) else [result])]
+
+    return dataclasses.replace(conversion, run_source=run)
 
 
 @contextmanager

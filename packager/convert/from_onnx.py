@@ -43,17 +43,17 @@ def load(source: Path) -> tuple[onnx.ModelProto, int]:
     except (DecodeError, ValueError, RuntimeError, OSError) as err:
         raise InputError(f"{source.name} is not a readable ONNX model ({type(err).__name__}: {err}); expected a "
                          f"complete ONNX protobuf file", hint="the file may be truncated: export it again") from err
-    size = source.stat().st_size + _external_size(bare, source.parent)
+    external = _external_size(bare, source.parent)
+    size = source.stat().st_size + external
     try:
-        if size > _LARGE:
-            onnx.checker.check_model(str(source), full_check=False)
-        else:
-            onnx.checker.check_model(bare if _external_size(bare, source.parent) == 0 else str(source))
+        # The checker reads external data itself when given a path (and only then handles > 2 GB models).
+        onnx.checker.check_model(str(source) if external or size > _LARGE else bare)
         onnx.load_external_data_for_model(bare, str(source.parent))
     except (onnx.checker.ValidationError, FileNotFoundError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{source.name} is not a valid ONNX model (checker: {first}); expected a complete model "
-                         f"with its external data beside it", hint="the file may be truncated: export it again") from err
+                         f"with its external data beside it",
+                         hint="the file may be truncated: export it again") from err
     return bare, size
 
 
@@ -107,7 +107,8 @@ class OnnxConverter:
                 model = version_converter.convert_version(model, options.opset)
             except (RuntimeError, onnx.checker.ValidationError) as err:
                 raise ConversionError(f"{source.name}: cannot convert opset {current} to {options.opset}: "
-                                      f"{str(err).splitlines()[0]}", hint="pick an opset closer to the model's") from err
+                                      f"{str(err).splitlines()[0]}",
+                                      hint="pick an opset closer to the model's") from err
             notes.append(f"opset converted {current} -> {options.opset}")
         return Conversion(model, _reference_runner(original, size), f"onnx {onnx.__version__} (checked)", tuple(notes))
 

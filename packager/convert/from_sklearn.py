@@ -28,7 +28,7 @@ INPUT_NAME = "input"
 def _import() -> tuple[Any, Any]:
     try:
         import joblib
-        import sklearn
+        import sklearn  # noqa: F401 - imported first so a missing scikit-learn is named as such
         import skl2onnx
     except ImportError as err:
         raise missing_extra(err.name or "skl2onnx", "sklearn", "converting scikit-learn models") from err
@@ -74,6 +74,10 @@ def _initial_types(source: Path, model: Any, options: ConvertOptions) -> list[tu
         else:
             raise ConfigError(f"{source.name}: cannot tell the model's input width",
                               hint="pass --input input:batch,N:float32 or --sample-data FILE.npz")
+    if len(specs) != 1:
+        # Several named inputs mean a ColumnTransformer over a DataFrame; parity would need pandas to feed it.
+        raise ConfigError(f"{source.name}: scikit-learn models with several inputs ({[s.name for s in specs]}) are "
+                          f"not supported", hint="convert a model that takes one array (or one text column)")
     types = []
     for spec in specs:
         if spec.dtype not in kinds:
@@ -81,6 +85,17 @@ def _initial_types(source: Path, model: Any, options: ConvertOptions) -> list[tu
         shape = [d if isinstance(d, int) else None for d in (spec.shape or (None, 1))]
         types.append((spec.name, kinds[spec.dtype](shape)))
     return types
+
+
+def _allowed_options(est: Any) -> set[str]:
+    """The options skl2onnx's converter for `est` accepts (passing another is an error there)."""
+    from skl2onnx._supported_operators import sklearn_operator_name_map
+    from skl2onnx.common._registration import get_converter
+
+    try:
+        return set(get_converter(sklearn_operator_name_map[type(est)]).get_allowed_options() or ())
+    except (KeyError, ValueError):
+        return set()
 
 
 def _options(model: Any, zipmap: bool) -> dict[int, dict[str, Any]]:
@@ -91,7 +106,7 @@ def _options(model: Any, zipmap: bool) -> dict[int, dict[str, Any]]:
     for est in _estimators(model):
         if isinstance(est, CountVectorizer):  # TfidfVectorizer is a CountVectorizer
             options[id(est)] = {"locale": _LOCALE}
-        elif is_classifier(est) and not hasattr(est, "steps"):
+        elif is_classifier(est) and not hasattr(est, "steps") and "zipmap" in _allowed_options(est):
             options[id(est)] = {"zipmap": zipmap}
     return options
 
@@ -100,18 +115,16 @@ def _runner(model: Any, types: list[tuple[str, Any]]):  # noqa: ANN202 - a Sourc
     from sklearn.base import is_classifier
 
     def run(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        if len(types) == 1:
-            x = inputs[types[0][0]]
-            if x.dtype.kind in "USO" and x.ndim == 2 and x.shape[1] == 1:
-                x = x.ravel().tolist()  # text pipelines take a list of documents
-        else:
-            import pandas as pd  # multi-input models (column transformers) take a frame
-
-            x = pd.DataFrame({name: inputs[name].ravel() for name, _ in types})
+        x = inputs[types[0][0]]
+        if x.dtype.kind in "USO" and x.ndim == 2 and x.shape[1] == 1:
+            x = x.ravel().tolist()  # text pipelines take a list of documents
         if is_classifier(model):
             outputs = [np.asarray(model.predict(x))]
             if hasattr(model, "predict_proba"):
                 outputs.append(np.asarray(model.predict_proba(x)))
+            elif hasattr(model, "decision_function"):  # skl2onnx's second output is then the raw scores
+                scores = np.asarray(model.decision_function(x))
+                outputs.append(scores if scores.ndim == 2 else np.stack([-scores, scores], axis=1))
             return outputs
         if hasattr(model, "predict"):
             return [np.asarray(model.predict(x))]
@@ -150,7 +163,8 @@ class SklearnConverter:
         except Exception as err:  # noqa: BLE001 - skl2onnx raises RuntimeError/ValueError/MissingShapeCalculator
             raise ConversionError(f"{source.name}: skl2onnx {skl2onnx.__version__} cannot convert "
                                   f"{type(model).__name__}: {_first_line(err)}; nothing written",
-                                  hint="every step needs an skl2onnx converter (see skl2onnx's supported list)") from err
+                                  hint="every step needs an skl2onnx converter (see skl2onnx's supported list)",
+                                  ) from err
         check_ops(proto, source.name, f"skl2onnx {skl2onnx.__version__}")
         return Conversion(proto, _runner(model, types), f"skl2onnx {skl2onnx.__version__}")
 

@@ -42,7 +42,8 @@ def _program_specs(program: Any) -> list[TensorSpec]:
         if node.op == "placeholder" and node.name in users:
             val = node.meta.get("val")
             if isinstance(val, torch.Tensor):
-                shape = tuple(d if isinstance(d, int) else "batch" if i == 0 else str(d) for i, d in enumerate(val.shape))
+                shape = tuple(d if isinstance(d, int) else "batch" if i == 0 else str(d)
+                              for i, d in enumerate(val.shape))
                 specs.append(TensorSpec(node.name, str(val.dtype).removeprefix("torch."), shape))
     return specs
 

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 # Stay clear of protobuf's hard 2 GiB message limit (with headroom for the graph itself).
 EXTERNAL_DATA_ABOVE = 1_800_000_000
+# Tensors smaller than this stay inline even then (onnx's own default threshold).
+EXTERNAL_TENSOR_MIN = 1024
 
 
 @contextmanager
@@ -40,14 +42,21 @@ def staging(destination: Path) -> Iterator[Path]:
 
 
 def save(model: onnx.ModelProto, path: Path) -> list[Path]:
-    """Save `model` at `path` (with external data when large); returns the files written."""
-    import onnx
+    """Save `model` at `path` (with external data when large); returns the files written.
 
-    if model.ByteSize() > EXTERNAL_DATA_ABOVE:
-        data = path.name + ".data"
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data,
-                        size_threshold=1024)
+    Saving with external data moves the tensors out of `model` (onnx clears their raw data); saving such a model
+    again at the same path rewrites only the graph file and keeps the data file already beside it."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    data = path.name + ".data"
+    if (path.with_name(data)).is_file() and any(uses_external_data(t) for t in _get_all_tensors(model)):
+        onnx.save_model(model, str(path))
         return [path, path.with_name(data)]
+    if model.ByteSize() > EXTERNAL_DATA_ABOVE:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data,
+                        size_threshold=EXTERNAL_TENSOR_MIN)
+        return [p for p in (path, path.with_name(data)) if p.is_file()]
     onnx.save_model(model, str(path))
     return [path]
 

@@ -12,7 +12,7 @@ from mlpk.packager import card as cards
 from mlpk.packager import parity
 from mlpk.packager.convert import compat, output, specs
 from mlpk.packager.convert.detect import Format, detect
-from mlpk.packager.convert.registry import ConvertOptions, for_format
+from mlpk.packager.convert.registry import Conversion, ConvertOptions, for_format
 from mlpk.packager.errors import ConfigError, ConversionError, InputError, ValidationError
 from mlpk.packager.sample_data import SampleData, bind, generate, load_npz
 
@@ -61,10 +61,18 @@ def _run_onnx(session: Any, data: SampleData) -> dict[str, np.ndarray]:
     except Exception as err:  # noqa: BLE001 - shape/dtype mismatches surface here
         raise InputError(f"onnxruntime rejected {data.origin}: {' '.join(str(err).split())[:400]}",
                          hint="match the arrays to the model inputs (names, shapes, dtypes)") from err
-    return dict(zip(names, (np.asarray(r) for r in results), strict=True))
+    return dict(zip(names, (_tensor(r) for r in results), strict=True))
 
 
-def _parity(kind: str, conversion: Any, session: Any, data: SampleData, tolerance: parity.Tolerance,
+def _tensor(result: Any) -> np.ndarray:
+    """An output as an array; ZipMap outputs (a list of {class: probability}) become a (n, classes) matrix."""
+    if isinstance(result, list) and result and isinstance(result[0], dict):
+        keys = sorted(result[0])
+        return np.array([[row[k] for k in keys] for row in result], dtype=np.float32)
+    return np.asarray(result)
+
+
+def _parity(kind: str, conversion: Conversion, session: Any, data: SampleData, tolerance: parity.Tolerance,
             name: str) -> tuple[parity.ParityReport | None, tuple[str, ...]]:
     onnx_out = _run_onnx(session, data)
     try:
@@ -103,6 +111,8 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
     model = conversion.model
     specs.name_batch_axis(model)
     notes = list(conversion.notes)
+    lowered = compat.lower_ir(model)
+    notes.extend([lowered] if lowered else [])
     notes.append(compat.check(model, source.name, ort_version))
     inputs, outputs = specs.graph_inputs(model), specs.graph_outputs(model)
 

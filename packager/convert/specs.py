@@ -98,7 +98,8 @@ def parse_model_args(text: str) -> dict[str, object]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ConfigError(f"--model-args {text!r} is not JSON ({err.msg})", hint='e.g. --model-args \'{"width": 16}\'') from err
+        raise ConfigError(f"--model-args {text!r} is not JSON ({err.msg})",
+                          hint='e.g. --model-args \'{"width": 16}\'') from err
     if not isinstance(value, dict):
         raise ConfigError(f"--model-args {text!r} is not a JSON object", hint='e.g. --model-args \'{"width": 16}\'')
     return value

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,9 @@ def load(source: Path, fmt: Format, options: ConvertOptions) -> Any:
     torch = import_torch()
     if fmt == "torchscript":
         try:
-            return torch.jit.load(str(source), map_location="cpu").eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript loading
+                return torch.jit.load(str(source), map_location="cpu").eval()
         except Exception as err:  # noqa: BLE001 - any failure to deserialize is an unreadable input file
             raise _unreadable(source, fmt, err) from err
     if fmt == "torch-export":
@@ -134,7 +137,7 @@ def load(source: Path, fmt: Format, options: ConvertOptions) -> Any:
         return obj.eval()
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]  # a training checkpoint
-    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return _from_state_dict(source, obj, options)
     raise InputError(f"{source.name} holds a {type(obj).__name__}, not a module or a state dict of tensors",
                      hint="save model.state_dict() or a TorchScript / torch.export program")

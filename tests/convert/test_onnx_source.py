@@ -1,0 +1,84 @@
+"""ONNX sources: checker, shape inference, symbolic dims kept, old-style initializer inputs, external data, and
+the IR/opset check against the onnxruntime a target carries (ort_compat.json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from mlpk.packager import card as cards
+from mlpk.packager.convert import ConvertOptions, compat, convert, output
+from mlpk.packager.errors import ConfigError, ConversionError
+from tests.convert.onnx_models import linear
+
+
+def test_symbolic_dims_are_kept_and_parity_uses_the_reference_evaluator(tmp_path: Path) -> None:
+    result = convert(linear(tmp_path / "lin.onnx", batch="N"), tmp_path / "out" / "lin.onnx")
+    assert [s.to_dict() for s in result.card.inputs] == [{"name": "x", "dtype": "float32", "shape": ["N", 4]}]
+    assert result.card.outputs[0].shape == ("N", 3)
+    assert result.parity is not None and result.parity.passed and result.parity.inputs_from == "generated inputs"
+    assert result.parity.outputs[0].max_abs <= 1e-5  # onnxruntime vs onnx.reference on 8 generated rows
+
+
+def test_initializers_listed_as_inputs_are_not_inputs(tmp_path: Path) -> None:
+    """Exporters before IR 4 listed every weight as a graph input too; those must not become model inputs."""
+    source = linear(tmp_path / "old.onnx", opset=9, ir=3, initializers_as_inputs=True)
+    result = convert(source, tmp_path / "out" / "old.onnx")
+    assert [s.name for s in result.card.inputs] == ["x"]
+    assert result.parity is not None and result.parity.passed
+
+
+def test_external_data_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model whose tensors live in an external file (the > 2 GB layout) loads, converts, and is written in the
+    same layout when above the size limit (lowered here so the test stays small)."""
+    (tmp_path / "src").mkdir()
+    source = linear(tmp_path / "src" / "big.onnx", external=True)
+    assert (tmp_path / "src" / "big.onnx.weights").is_file()
+    monkeypatch.setattr(output, "EXTERNAL_DATA_ABOVE", 16)
+    monkeypatch.setattr(output, "EXTERNAL_TENSOR_MIN", 0)
+    result = convert(source, tmp_path / "out" / "big.onnx")
+    assert sorted(p.name for p in result.files) == ["big.onnx", "big.onnx.data", "model-card.json"]
+    session = ort.InferenceSession(str(result.output), providers=["CPUExecutionProvider"])
+    x = np.ones((2, 4), np.float32)
+    reference = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], reference.run(None, {"x": x})[0])
+    assert cards.read(result.output) == result.card
+
+
+def test_card_is_embedded_and_beside(tmp_path: Path) -> None:
+    result = convert(linear(tmp_path / "lin.onnx"), tmp_path / "out" / "lin.onnx")
+    model = onnx.load(str(result.output))
+    assert cards.from_model(model) == result.card
+    assert result.card.source.sha256 == cards.sha256_of(tmp_path / "lin.onnx")
+    assert result.card.to_dict()["schema"] == "mlpack.model-card/v1"
+
+
+def test_opset_too_new_for_target_runtime_names_both_versions(tmp_path: Path) -> None:
+    source = linear(tmp_path / "new.onnx", opset=19, ir=9)
+    with pytest.raises(ConversionError) as info:
+        convert(source, tmp_path / "out" / "m.onnx", ort_version="1.14")
+    message = info.value.one_line()
+    assert "opset 19" in message and "onnxruntime 1.14" in message and "IR version 9" in message
+    assert "--opset 18" in message
+    assert not (tmp_path / "out").exists()
+    # The hint works: converting the opset down makes it loadable there.
+    result = convert(source, tmp_path / "out" / "m.onnx", options=ConvertOptions(opset=18), ort_version="1.14")
+    assert result.card.extra["conversion"]["opset"] == 18
+
+
+def test_compat_table_rows_and_unknown_versions() -> None:
+    assert compat.limits("1.18.1") == compat.OrtLimits("1.18", 10, 21, "table")
+    installed = compat.limits()
+    assert installed is not None and installed.opset >= 21 and installed.ir >= 10
+    assert compat.limits("9.99") is None
+    model = onnx.load_from_string(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])).SerializeToString())
+    assert "not checked" in compat.check(model, "m", "9.99")
+
+
+def test_ort_version_must_look_like_a_version() -> None:
+    with pytest.raises(ConfigError, match="'latest' is not X.Y"):
+        compat.limits("latest")

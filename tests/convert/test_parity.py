@@ -1,0 +1,82 @@
+"""The parity figures and gate (pure numpy), and the gate through the convert pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlpk.packager.errors import ConfigError, ValidationError
+from mlpk.packager.parity import DEFAULT_TOLERANCE, Tolerance, compare, compare_output
+
+
+def test_figures_for_scores() -> None:
+    want = np.array([[0.1, 0.9], [0.8, 0.2]], np.float32)
+    got = want + np.array([[0.0, 2e-5], [-1e-5, 0.0]], np.float32)
+    out = compare_output("p", got, want, Tolerance(atol=1e-4, rtol=0))
+    assert out.max_abs == pytest.approx(2e-5, rel=1e-2)
+    assert out.max_rel == pytest.approx(2e-5 / 0.9, rel=1e-2)
+    assert out.cosine == pytest.approx(1.0, abs=1e-6)
+    assert out.agreement == 1.0 and out.passed
+
+
+def test_flipped_argmax_fails_even_within_atol() -> None:
+    """Every element within atol, yet the decided label (margin 0.2 > atol 0.16) flips: the gate fails on agreement."""
+    want = np.array([[0.6, 0.4]], np.float32)
+    got = np.array([[0.45, 0.55]], np.float32)
+    out = compare_output("p", got, want, Tolerance(atol=0.16, rtol=0))
+    assert out.max_abs == pytest.approx(0.15, rel=1e-5) and out.agreement == 0.0 and not out.passed
+    assert compare_output("p", got, want, Tolerance(atol=0.16, rtol=0, agreement=0.0)).passed
+
+
+def test_ties_within_tolerance_are_not_disagreements() -> None:
+    want = np.array([[0.3, 0.3 + 1e-7, 0.1], [0.9, 0.05, 0.05]], np.float32)
+    got = np.array([[0.3 + 1e-7, 0.3, 0.1], [0.9, 0.05, 0.05]], np.float32)
+    assert compare_output("y", got, want, Tolerance(atol=1e-4, rtol=0)).agreement == 1.0
+
+
+def test_labels_and_strings() -> None:
+    labels = compare_output("label", np.array([1, 2, 3]), np.array([1, 2, 4]), Tolerance())
+    assert labels.agreement == pytest.approx(2 / 3) and not labels.passed
+    words = compare_output("w", np.array(["a", "b"]), np.array(["a", "b"], dtype=object), Tolerance())
+    assert words.passed and words.max_abs == 0
+
+
+def test_shape_mismatch_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError, match="ONNX gives shape"):
+        compare_output("y", np.zeros((2, 3)), np.zeros((3, 3)), Tolerance())
+
+
+def test_report_matches_by_name_then_position() -> None:
+    onnx_out = {"a": np.ones(3, np.float32), "b": np.zeros(3, np.float32)}
+    by_name = compare(onnx_out, {"b": np.zeros(3), "a": np.ones(3)}, Tolerance(), samples=3, inputs_from="x")
+    assert by_name.passed
+    by_position = compare(onnx_out, [np.ones(3), np.ones(3)], Tolerance(), samples=3, inputs_from="x")
+    assert not by_position.passed
+    with pytest.raises(ValidationError, match=r"b: max_abs=1 .* FAIL"):
+        by_position.check("m.onnx")
+
+
+def test_tolerance_text() -> None:
+    assert DEFAULT_TOLERANCE["keras"].updated("atol=1e-3, agreement=0.99") == Tolerance(1e-3, 1e-3, 0.99)
+    for bad in ("atol", "speed=1", "atol=-1", "agreement=2"):
+        with pytest.raises(ConfigError):
+            Tolerance().updated(bad)
+
+
+@pytest.mark.sklearn
+def test_gate_fails_beyond_tolerance_and_writes_nothing(sklearn_models: Path, tmp_path: Path) -> None:
+    """scikit-learn computes in float64, the ONNX model in float32: a zero tolerance must fail, with the table."""
+    from mlpk.packager.convert import ConvertOptions, convert
+
+    source = sklearn_models / "breast_cancer.joblib"
+    with pytest.raises(ValidationError, match=r"beyond tolerance.*probabilities: max_abs=\S+ .*FAIL"):
+        convert(source, tmp_path / "out" / "m.onnx", options=ConvertOptions(trust_pickle=True),
+                sample_data=sklearn_models / "breast_cancer_test.npz", tolerance="atol=0,rtol=0")
+    assert not any((tmp_path / "out").rglob("*"))
+
+
+def test_onnx_outputs_without_source_counterpart_are_listed() -> None:
+    report = compare({"a": np.ones(2), "extra": np.zeros(2)}, [np.ones(2)], Tolerance(), samples=2, inputs_from="x")
+    assert report.passed and report.unchecked == ("extra",) and report.to_dict()["unchecked"] == ["extra"]

@@ -1,0 +1,43 @@
+"""scikit-learn beyond the samples: bare estimators of each kind convert with plain tensor outputs and pass parity
+(probabilistic and margin classifiers, a forest, a regressor, a transformer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+from mlpk.packager.convert import ConvertOptions, convert
+
+
+def _estimator(name: str):  # noqa: ANN202 - a fitted scikit-learn estimator and its data
+    from sklearn.datasets import load_diabetes, load_iris
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import Ridge
+    from sklearn.svm import SVC, LinearSVC
+
+    x, y = load_iris(return_X_y=True)
+    x = x.astype(np.float32)
+    if name == "ridge":
+        xd, yd = load_diabetes(return_X_y=True)
+        return Ridge().fit(xd, yd), xd.astype(np.float32)
+    return {"linear_svc": LinearSVC(random_state=0), "svc": SVC(), "forest": RandomForestClassifier(10, random_state=0),
+            "pca": PCA(2)}[name].fit(x, y), x
+
+
+@pytest.mark.sklearn
+@pytest.mark.parametrize("name", ["linear_svc", "svc", "forest", "ridge", "pca"])
+def test_estimator_kinds_convert(tmp_path: Path, name: str) -> None:
+    model, x = _estimator(name)
+    joblib.dump(model, tmp_path / f"{name}.joblib")
+    np.savez(tmp_path / "data.npz", input=x)
+    result = convert(tmp_path / f"{name}.joblib", tmp_path / "out" / f"{name}.onnx",
+                     options=ConvertOptions(trust_pickle=True), sample_data=tmp_path / "data.npz")
+    assert result.parity is not None and result.parity.passed and not result.parity.unchecked
+    assert all(o.max_abs <= 1e-4 for o in result.parity.outputs), result.parity.summary()
+    assert all(not o.dtype.startswith("seq") for o in result.card.outputs)  # tensors, never ZipMap sequences
+    if name in ("linear_svc", "svc", "forest"):
+        assert result.parity.outputs[0].agreement == 1.0
