@@ -101,7 +101,8 @@ def main() -> int:
             figures = json.loads(done.stdout.strip().splitlines()[-1])
             label = mode if target == "cpu" else f"{mode} (for {target})"
             if "refused" in figures:
-                table.add_row(name, label, "-", "-", "-", "-", "-", "-", "-", "-", f"refused: {figures['refused'][:110]}")
+                refused = f"refused: {figures['refused'][:110]}"
+                table.add_row(name, label, "-", "-", "-", "-", "-", "-", "-", "-", refused)
                 continue
             gate, latency = figures["accuracy"], figures["latency"]
             accuracy = ("-" if gate["accuracy_before"] is None
