@@ -2,7 +2,7 @@
 
 For each sample (the torch and keras digits CNNs from samples/, converted with mlpack's converter, and the
 transformer encoder of samples/train_transformer.py) and each mode (fp16, int8-dynamic, int8-static), this runs
-`mlpk.packager.quantize.quantize` with its accuracy gate and fallbacks, and prints:
+`mlpk.packager.quantize.quantize` with its accuracy gate and fallbacks, each row in a fresh process, and prints:
 size ratio (quantized / FP32 file), speed ratio (FP32 median latency / quantized median latency, batch 1, the two
 models alternating run by run in this one process), accuracy on the held-out digits before and after, argmax
 agreement, cosine, and which attempt passed the gate (or the gate's refusal).
@@ -15,13 +15,18 @@ Sample models are trained into --work once (minutes) and reused on later runs.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("fp16", "int8-dynamic", "int8-static")
+# (mode, target): TensorRT-bound rows are gated on CPU without onnxruntime's CPU-only layout passes, and INT8 for
+# TensorRT is symmetric per-channel QDQ; their latency is still CPU latency (no GPU here).
+MODES = (("fp16", "cpu"), ("fp16", "tensorrt"), ("int8-dynamic", "cpu"), ("int8-static", "cpu"),
+         ("int8-static", "tensorrt"))
 
 
 def _run(*argv: str) -> None:
@@ -55,38 +60,57 @@ def samples(work: Path) -> dict[str, tuple[Path, Path]]:
     return found
 
 
+def row(model: Path, data: Path, mode: str, target: str, runs: int, threads: int, out: Path) -> dict[str, Any]:
+    """One sample in one mode: the quantization report's figures, or the gate's refusal."""
+    from mlpk.packager.quantize import Backend, GateFailure, Mode, QuantizeOptions, quantize
+
+    options = QuantizeOptions(Mode(mode), Backend(target), calibration=data, latency_runs=runs, threads=threads)
+    try:
+        return quantize(model, options, out).to_dict()
+    except GateFailure as err:
+        last = err.trials[-1]
+        return {"refused": last.error or (last.agreement.summary() if last.agreement else err.message)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mlpack-bench-quantize")
     parser.add_argument("--runs", type=int, default=200, help="timed runs per model (median taken)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both models")
+    parser.add_argument("--row", nargs=4, metavar=("MODEL", "DATA", "MODE", "TARGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.row:  # one row, in its own process (see below); prints its figures as JSON
+        model, data, mode, target = args.row
+        out = args.work / "out" / Path(model).parent.name / f"{Path(model).stem}.{mode}.{target}.onnx"
+        print(json.dumps(row(Path(model), Path(data), mode, target, args.runs, args.threads, out)))
+        return 0
 
     from rich.console import Console
     from rich.table import Table
-
-    from mlpk.packager.errors import QuantizationError
-    from mlpk.packager.quantize import Mode, QuantizeOptions, quantize
 
     table = Table("sample", "mode", "size ratio", "speed ratio", "FP32 ms", "quant ms", "accuracy FP32 -> quant",
                   "argmax agr.", "cosine", "max err", "gate", title=f"quantization, batch 1, {args.threads} thread(s), "
                   f"median of {args.runs} alternating runs", box=None)
     for name, (model, data) in samples(args.work).items():
-        for mode in MODES:
-            options = QuantizeOptions(Mode(mode), calibration=data, latency_runs=args.runs, threads=args.threads)
-            out = args.work / "out" / model.parent.name / f"{model.stem}.{mode}.onnx"
-            try:
-                result = quantize(model, options, out)
-            except QuantizationError as err:
-                table.add_row(name, mode, "-", "-", "-", "-", "-", "-", "-", "-", f"refused: {err.message[:90]}")
+        for mode, target in MODES:
+            # Each row runs in a fresh process, FP32 and quantized side by side in it: state left behind by one
+            # row (allocator, thread pools, caches) must not skew the next row's timings.
+            done = subprocess.run([sys.executable, __file__, "--work", str(args.work), "--runs", str(args.runs),
+                                   "--threads", str(args.threads), "--row", str(model), str(data), mode, target],
+                                  capture_output=True, text=True, check=True)
+            figures = json.loads(done.stdout.strip().splitlines()[-1])
+            label = mode if target == "cpu" else f"{mode} (for {target})"
+            if "refused" in figures:
+                refused = f"refused: {figures['refused'][:110]}"
+                table.add_row(name, label, "-", "-", "-", "-", "-", "-", "-", "-", refused)
                 continue
-            gate = result.chosen.agreement
-            assert gate is not None
-            accuracy = "-" if gate.accuracy_before is None else f"{gate.accuracy_before:.2%} -> {gate.accuracy_after:.2%}"
-            table.add_row(name, mode, f"{result.size_ratio:.3f}", f"{result.latency.speedup:.2f}x",
-                          f"{result.latency.baseline_ms:.3f}", f"{result.latency.candidate_ms:.3f}", accuracy,
-                          "-" if gate.argmax_agreement is None else f"{gate.argmax_agreement:.2%}",
-                          f"{gate.cosine:.5f}", f"{gate.max_abs_error:.3g}", result.chosen.attempt.label)
+            gate, latency = figures["accuracy"], figures["latency"]
+            accuracy = ("-" if gate["accuracy_before"] is None
+                        else f"{gate['accuracy_before']:.2%} -> {gate['accuracy_after']:.2%}")
+            table.add_row(name, label, f"{figures['size']['ratio']:.3f}", f"{latency['speedup']:.2f}x",
+                          f"{latency['baseline_ms']:.3f}", f"{latency['candidate_ms']:.3f}", accuracy,
+                          "-" if gate["argmax_agreement"] is None else f"{gate['argmax_agreement']:.2%}",
+                          f"{gate['cosine']:.5f}", f"{gate['max_abs_error']:.3g}", figures["chosen"])
     Console(width=200).print(table)
     return 0
 

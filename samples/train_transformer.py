@@ -15,8 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 HIDDEN = 256
 LAYERS = 4
@@ -28,7 +32,7 @@ FEATURES = PATCH * PATCH
 CLASSES = 10
 
 
-def build_model() -> "torch.nn.Module":  # type: ignore[name-defined]  # noqa: F821 - torch imported lazily
+def build_model() -> torch.nn.Module:
     """A transformer-encoder classifier: linear token embedding + position embedding, encoder, mean pool, head."""
     import torch
     from torch import nn
@@ -66,7 +70,8 @@ def digits_sequences(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return train_x, train_y, test_x, test_y
 
 
-def train(epochs: int, seed: int = 0, limit: int | None = None) -> tuple["torch.nn.Module", np.ndarray, np.ndarray, float]:  # type: ignore[name-defined]  # noqa: F821
+def train(epochs: int, seed: int = 0,
+          limit: int | None = None) -> tuple[torch.nn.Module, np.ndarray, np.ndarray, float]:
     """Train briefly with Adam (on the first `limit` training samples if given); returns the model in eval mode,
     the held-out data and its accuracy."""
     import torch
@@ -92,7 +97,7 @@ def train(epochs: int, seed: int = 0, limit: int | None = None) -> tuple["torch.
     return model, test_x, test_y, accuracy
 
 
-def export(model: "torch.nn.Module", path: Path) -> None:  # type: ignore[name-defined]  # noqa: F821
+def export(model: torch.nn.Module, path: Path) -> None:
     """Export with input `x` [batch, 16, 4] and output `logits` [batch, 10], batch dynamic."""
     import torch
 

@@ -14,11 +14,14 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlpk.packager.errors import missing_extra
 from mlpk.packager.quantize.data import Dataset
 from mlpk.packager.quantize.options import Backend, Calibration, Int8Types, Mode, QuantizeOptions, int8_types
+
+if TYPE_CHECKING:
+    import onnx
 
 # Ops kept in FP32 by the FP16 conversion beyond onnxconverter-common's DEFAULT_OP_BLOCK_LIST (ML ops, Resize,
 # Range, TopK, ...): their FP16 results overflow or lose too much (exp above 11.1 overflows FP16's 65504; sums of
@@ -176,7 +179,7 @@ class Int8Static:
                 "backend": str(self.backend), "why": self.types.reason}
 
 
-def _retarget_casts(model: "onnx.ModelProto") -> None:  # type: ignore[name-defined]  # noqa: F821
+def _retarget_casts(model: onnx.ModelProto) -> None:
     """Make Cast-to-FLOAT nodes that the converter moved into the FP16 region cast to FLOAT16.
 
     onnxconverter-common 1.16 retypes a Cast's output to float16 in value_info but leaves its `to` attribute at

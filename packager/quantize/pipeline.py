@@ -160,7 +160,8 @@ def _try(method: Method, attempt: Attempt, prepared: Path, out: Path, calibratio
     except MlpackError as err:
         return Trial(attempt, None, False, error=err.message)
     except Exception as err:  # the quantizers and onnxruntime raise untyped errors for unsupported graphs
-        return Trial(attempt, None, False, error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        return Trial(attempt, None, False, error=f"{type(err).__name__}: {first_line}")
     agreement = gate.compare(reference, got, evaluation.labels)
     return Trial(attempt, agreement, agreement.passes(options.max_drop), size_bytes=measure.model_bytes(out))
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlpk.packager.errors import MlpackError
 from mlpk.packager.quantize.gate import Agreement
 from mlpk.packager.quantize.measure import Latency
 from mlpk.packager.quantize.methods import Attempt
 from mlpk.packager.quantize.prepare import Step
+
+if TYPE_CHECKING:
+    import onnx
 
 METADATA_KEY = "mlpack.quantization"
 SCHEMA = "mlpack.quantization/v1"
@@ -85,7 +88,7 @@ def report_path(output: Path) -> Path:
     return output.with_name(output.stem + ".quantization.json")
 
 
-def embed(model: "onnx.ModelProto", report: dict[str, Any]) -> bool:  # type: ignore[name-defined]  # noqa: F821
+def embed(model: onnx.ModelProto, report: dict[str, Any]) -> bool:
     """Store `report` in the model's metadata, and in its embedded model card when it has one (returns whether it
     had one). A card that cannot be read is left as it is; the report key still holds the figures."""
     from mlpk.packager import card as cards

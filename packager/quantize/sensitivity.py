@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mlpk.packager.quantize import gate
 from mlpk.packager.quantize.data import Dataset
+
+if TYPE_CHECKING:
+    import onnx
 
 
 # Ops that carry their input's quantization through unchanged (QDQ shares one scale across them): keeping a
@@ -80,7 +84,7 @@ def rank(reference: Path, candidate: Path, probe: Dataset, op_types: tuple[str, 
     return sorted(ranked, key=lambda n: n.error, reverse=True)
 
 
-def _upstream(node: "onnx.NodeProto", producers: dict[str, "onnx.NodeProto"]) -> tuple[str, ...]:  # type: ignore[name-defined]  # noqa: F821
+def _upstream(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> tuple[str, ...]:
     """`node`, the pass-through chains feeding its inputs, and the nodes that produced those chains' inputs."""
     group = [node.name]
     for name in node.input:
@@ -93,7 +97,7 @@ def _upstream(node: "onnx.NodeProto", producers: dict[str, "onnx.NodeProto"]) ->
     return tuple(dict.fromkeys(group))
 
 
-def _run_exposed(model: "onnx.ModelProto", names: set[str], probe: Dataset, batch: int,  # type: ignore[name-defined]  # noqa: F821
+def _run_exposed(model: onnx.ModelProto, names: set[str], probe: Dataset, batch: int,
                  path: Path) -> dict[str, np.ndarray]:
     """Run `model` with the float tensors in `names` added as graph outputs; returns those that are float."""
     import onnx

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[2]
 OUTLIER_SCALE = 1000.0
@@ -31,7 +35,7 @@ def digits(flat: bool, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return train_x, train_y, test_x, test_y
 
 
-def _train(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, epochs: int) -> None:  # type: ignore[name-defined]  # noqa: F821
+def _train(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, epochs: int) -> None:
     import torch
 
     torch.manual_seed(0)
@@ -45,7 +49,7 @@ def _train(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, epochs: int) 
     model.eval()
 
 
-def _export(model: "torch.nn.Module", example: np.ndarray, name: str, path: Path) -> None:  # type: ignore[name-defined]  # noqa: F821
+def _export(model: torch.nn.Module, example: np.ndarray, name: str, path: Path) -> None:
     import torch
 
     torch.onnx.export(model, (torch.from_numpy(example[:2]),), str(path), input_names=[name], output_names=["logits"],

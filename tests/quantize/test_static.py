@@ -86,3 +86,22 @@ def test_dynamic_int8_quantizes_the_linear_layers_of_a_cnn(digits_cnn: tuple[Pat
     ops = _ops(out)
     assert ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul") == 2 and "Gemm" not in ops
     assert "Conv" in ops and result.chosen.agreement is not None and result.chosen.agreement.argmax_agreement >= 0.99
+
+
+def test_calibration_from_a_directory_and_per_tensor_start(digits_cnn: tuple[Path, Path], tmp_path: Path) -> None:
+    """A directory of NAME.npy arrays is calibration data too; --per-tensor starts per-tensor, and the report
+    records the settings each attempt used (per-channel is the first fallback when per-tensor fails)."""
+    model, data = digits_cnn
+    arrays = tmp_path / "arrays"
+    arrays.mkdir()
+    with np.load(data) as held_out:
+        np.save(arrays / "image.npy", held_out["image"])
+        np.save(arrays / "labels.npy", held_out["labels"])
+    result = quantize(model, QuantizeOptions(Mode.INT8_STATIC, calibration=arrays, per_channel=False,
+                                             latency_runs=3), tmp_path / "out.onnx")
+    attempts = result.to_dict()["attempts"]
+    assert attempts[0]["settings"]["per_channel"] is False and attempts[0]["label"] == "int8-static minmax"
+    assert all(a["passed"] is (i == len(attempts) - 1) for i, a in enumerate(attempts))
+    if len(attempts) > 1:
+        assert attempts[1]["settings"]["per_channel"] is True
+    assert result.to_dict()["calibration_data"].startswith("arrays [:")

@@ -49,7 +49,25 @@ def test_fp16_transformer_for_tensorrt(transformer: tuple[Path, Path], tmp_path:
     out = tmp_path / "transformer.fp16.onnx"
     result = quantize(model, QuantizeOptions(Mode.FP16, Backend.TENSORRT, evaluation=data, latency_runs=3), out)
     figures = result.chosen.agreement
-    assert figures is not None and figures.max_abs_error <= 1e-2 and figures.argmax_agreement == 1.0
+    # (the test model is trained for seconds, so some of its logits are near ties that FP16 rounding may flip)
+    assert figures is not None and figures.max_abs_error <= 1e-2 and figures.argmax_agreement >= 0.99
     assert 0.45 <= result.size_ratio <= 0.55, result.size_ratio
     graph = onnx.load(str(out)).graph
     assert all(v.type.tensor_type.elem_type == TensorProto.FLOAT for v in (*graph.input, *graph.output))
+
+
+def test_fp16_transformer_for_cpu_never_crashes_mlpack(mlpack, transformer: tuple[Path, Path],
+                                                       tmp_path: Path) -> None:
+    """onnxruntime 1.31 segfaults loading this FP16 graph with its CPU layout optimizations. The candidate is loaded
+    in a child process first, so mlpack either ships a model that loads or refuses with the reason (exit 6); it is
+    never killed by the crash (which would be exit -11) and never writes a model a CPU server cannot load."""
+    model, data = transformer
+    done = mlpack("quantize", str(model), "--mode", "fp16", "--eval", str(data), "-o", str(tmp_path / "f.onnx"))
+    assert done.returncode in (0, 6), (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr
+    if done.returncode == 6:
+        assert "onnxruntime" in done.stderr and not (tmp_path / "f.onnx").exists()
+    else:
+        from mlpk.packager.quantize import gate
+
+        gate.check_loads(tmp_path / "f.onnx")
