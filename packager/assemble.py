@@ -8,7 +8,6 @@ layer keeps its digest. Building returns images and writes nothing but cache blo
 
 from __future__ import annotations
 
-import py_compile
 import shutil
 import sys
 import tempfile
@@ -59,9 +58,7 @@ def runtime_layer(python: str) -> Layer:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, dest)
         if python == f"{sys.version_info[0]}.{sys.version_info[1]}":
-            for source in sorted(staged.rglob("*.py")):
-                py_compile.compile(str(source), doraise=True,
-                                   invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+            wheels.compile_tree(staged, f"{LIB}/mlpk/runtimes")
         entries = [Entry(f"{LIB}/{p.relative_to(tmp).as_posix()}", "dir" if p.is_dir() else "file",
                          source=None if p.is_dir() else p, mode=0o755 if p.is_dir() else 0o644)
                    for p in sorted(Path(tmp).rglob("*"))]
@@ -73,7 +70,7 @@ def deps_layer(target: Target, platform: str, workdir: Path, *, sbom: object | N
     (the base's packages when mlpack built the base, plus every installed distribution) at SBOM_PATH."""
     deps = wheels.install(target.wheels.requirements, workdir / f"site-{platform.replace('/', '-')}",
                           platform=platform, python=target.python, glibc=target.base.glibc,
-                          index=target.wheels.index, extra_index=target.wheels.extra_index)
+                          index=target.wheels.index, extra_index=target.wheels.extra_index, image_path=SITE)
     entries = [Entry(SITE, "dir", mode=0o755)]
     for path in sorted(deps.root.rglob("*")):
         image_path = f"{SITE}/{path.relative_to(deps.root).as_posix()}"
@@ -100,9 +97,18 @@ def image_sbom(base_sbom: object | None, distributions: tuple[wheels.Distributio
         from cyclonedx.model.bom import Bom, BomMetaData
         from cyclonedx.model.component import Component, ComponentType
 
-        root = Component(name=f"mlpack-{target.name}-{platform.replace('/', '-')}", type=ComponentType.CONTAINER,
-                         bom_ref="mlpack-image")
-        base_sbom = Bom(metadata=BomMetaData(component=root))
+        import uuid
+        from datetime import UTC, datetime
+
+        from mlpk.packager.oci.layer import source_date_epoch
+
+        name = f"mlpack-{target.name}-{platform.replace('/', '-')}"
+        ident = name + "".join(f" {d.name}=={d.version}" for d in distributions)
+        root = Component(name=name, type=ComponentType.CONTAINER, bom_ref="mlpack-image")
+        # Serial number and timestamp derive from the inputs, so the deps layer stays reproducible.
+        base_sbom = Bom(metadata=BomMetaData(component=root,
+                                             timestamp=datetime.fromtimestamp(source_date_epoch(), UTC)),
+                        serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"mlpack-image:{ident}"))
     sbom.add_python_distributions(base_sbom, [(d.name, d.version) for d in distributions])
     return sbom.to_json(base_sbom)
 

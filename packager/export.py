@@ -194,7 +194,7 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
         report = ExportReport(
             target=target.name, tag=tag, out=str(request.out), model=prepared.summary,
             optimization=prepared.optimization, platforms=builds, digest=str(result.digest),
-            budget_mb=target.budget_mb, pushed=pushed, run=_run_hints(target, tag, builds),
+            budget_mb=target.budget_mb, pushed=pushed, run=_run_hints(target, tag, builds, request.out),
             seconds={k: round(v, 2) for k, v in clock.items()})
         (staging / "report.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))
         _replace(staging, request.out)

@@ -99,11 +99,12 @@ def _last_error(done: subprocess.CompletedProcess[str]) -> str:
 
 
 def install(requirements: list[str] | tuple[str, ...], dest: Path, *, platform: str, python: str, glibc: str,
-            index: str = "", extra_index: str = "", cache: Path | None = None, compile_bytecode: bool = True) -> Deps:
+            index: str = "", extra_index: str = "", cache: Path | None = None, compile_bytecode: bool = True,
+            image_path: str = "/") -> Deps:
     """Install `requirements` as wheels for (`platform`, CPython `python`, `glibc`) into `dest`, then prune.
 
     `dest` must not exist; it is written through a temporary sibling and renamed, so an interrupted install leaves
-    nothing behind.
+    nothing behind. `image_path` is where `dest` will sit in the image: byte-code records source paths from there.
     """
     if dest.exists():
         raise BuildError(f"{dest} already exists", hint="remove it or choose another destination")
@@ -139,7 +140,7 @@ def install(requirements: list[str] | tuple[str, ...], dest: Path, *, platform: 
         pruned = prune(tmp)
         compiled = compile_bytecode and python == f"{sys.version_info[0]}.{sys.version_info[1]}"
         if compiled:
-            _compile(tmp)
+            compile_tree(tmp, image_path)
         found = distributions(tmp)
         tmp.rename(dest)
     except BaseException:
@@ -170,12 +171,14 @@ def _size(path: Path) -> int:
     return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def _compile(root: Path) -> None:
-    """Byte-compile with hash-based pycs (PEP 552, unchecked): no mtimes inside, so layers stay reproducible, and
-    the read-only image never needs to write a cache at cold start."""
+def compile_tree(root: Path, image_path: str) -> None:
+    """Byte-compile with hash-based pycs (PEP 552, unchecked): no mtimes inside, and source paths as they will be in
+    the image (`image_path`), not where the build staged them, so layers stay reproducible; and the read-only image
+    never needs to write a cache at cold start."""
     for source in sorted(root.rglob("*.py")):
+        shown = f"{image_path.rstrip('/')}/{source.relative_to(root).as_posix()}"
         try:
-            py_compile.compile(str(source), doraise=True,
+            py_compile.compile(str(source), dfile=shown, doraise=True,
                                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
         except py_compile.PyCompileError:
             continue  # a file the interpreter cannot compile is never imported either (e.g. py2 leftovers)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from mlpk.packager import cli
 
@@ -35,3 +39,15 @@ def test_the_two_commands_are_the_scripts_ci_and_samples_run() -> None:
     assert commands == ["bash samples/quickstart.sh", "bash tests/run.sh"]
     assert (REPO / "samples/quickstart.sh").is_file() and (REPO / "tests/run.sh").is_file()
     assert "tests/run.sh" in (REPO / ".ci/run").read_text(), ".ci/run must call the README's test command"
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_readme_command_one_runs() -> None:
+    """README command 1 as a user runs it: train a sample, export it for cpu, ask the image for a prediction."""
+    done = subprocess.run(["bash", "samples/quickstart.sh"], cwd=REPO, capture_output=True, text=True, timeout=1200,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "the image answered: labels" in done.stdout
+    report = json.loads((REPO / "samples/out/cpu/report.json").read_text())
+    assert [p["platform"] for p in report["platforms"]] == ["linux/amd64", "linux/arm64"]

@@ -110,7 +110,9 @@ def test_jetson_with_debian_base_logs_providers_in_order(mlpack, mlp: Path, inpu
         assert status == 200, answer
         expected = host_outputs(out, inputs)
         got = np.array(answer["outputs"][0]["data"], dtype=np.float32).reshape(expected.shape)
-        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+        # The shipped model is FP16 (the TensorRT targets' default): arm64 kernels compute in half precision where
+        # x86-64 ones widen to float, so the two CPUs agree to FP16's resolution (2^-11 relative), not bit for bit.
+        np.testing.assert_allclose(got, expected, rtol=5e-3, atol=2e-3)
         loaded = next(json.loads(line) for line in containers.logs(cid).splitlines()
                       if line.startswith("{") and "model loaded" in line)
     assert loaded["providers_requested"] == ["TensorrtExecutionProvider", "CUDAExecutionProvider",
