@@ -8,6 +8,9 @@ layer keeps its digest. Building returns images and writes nothing but cache blo
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
 import sys
 import tempfile
@@ -16,9 +19,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mlpk.packager import __version__, wheels
+from mlpk.packager import __version__, locations, wheels
 from mlpk.packager.errors import BuildError
-from mlpk.packager.oci import Entry, Image, Layer, Platform, append_layers, layer_from_entries, with_config
+from mlpk.packager.oci import BlobLayer, Digest, Entry, Image, Layer, Platform, append_layers, layer_from_entries, \
+    with_config
+from mlpk.packager.oci.cache import default_cache
 from mlpk.packager.oci.validate import check_layer
 from mlpk.packager.targets import Target
 
@@ -67,7 +72,18 @@ def runtime_layer(python: str) -> Layer:
 
 def deps_layer(target: Target, platform: str, workdir: Path, *, sbom: object | None = None) -> tuple[Layer, wheels.Deps]:
     """The target's requirements for `platform`, installed from wheels at SITE, with the image's CycloneDX SBOM
-    (the base's packages when mlpack built the base, plus every installed distribution) at SBOM_PATH."""
+    (the base's packages when mlpack built the base, plus every installed distribution) at SBOM_PATH.
+
+    The finished layer is remembered under a key of everything that decides its bytes (the requirements, indexes,
+    platform, Python, glibc, the wheel files available offline and the base's SBOM identity), so a re-export whose
+    deps did not change reuses it without installing anything: the model-only change is the fast path.
+    """
+    wheelhouse = wheels.wheelhouse(platform, target.python, target.base.glibc)
+    base_id = str(getattr(sbom, "serial_number", "")) if sbom is not None else ""
+    key = _deps_key(target, platform, wheelhouse, base_id)
+    cached = _cached_deps(key, platform, target.python)
+    if cached is not None:
+        return cached
     deps = wheels.install(target.wheels.requirements, workdir / f"site-{platform.replace('/', '-')}",
                           platform=platform, python=target.python, glibc=target.base.glibc,
                           index=target.wheels.index, extra_index=target.wheels.extra_index, image_path=SITE)
@@ -84,7 +100,53 @@ def deps_layer(target: Target, platform: str, workdir: Path, *, sbom: object | N
     sbom_file = workdir / f"sbom-{platform.replace('/', '-')}.cdx.json"
     sbom_file.write_text(image_sbom(sbom, deps.distributions, target, platform))
     entries.append(Entry(SBOM_PATH, "file", source=sbom_file, mode=0o644))
-    return layer_from_entries(entries), deps
+    layer = layer_from_entries(entries)
+    # Downloads change the wheelhouse: remember the layer under the key a later run will compute.
+    _remember_deps(_deps_key(target, platform, wheelhouse, base_id), layer, deps)
+    return layer, deps
+
+
+DEPS_CACHE_VERSION = "1"
+
+
+def _deps_key(target: Target, platform: str, wheelhouse: Path, base_id: str) -> str:
+    files = sorted((p.name, p.stat().st_size) for p in wheelhouse.glob("*") if p.is_file()) \
+        if wheelhouse.is_dir() else []
+    ident = [DEPS_CACHE_VERSION, __version__, list(target.wheels.requirements), target.wheels.index,
+             target.wheels.extra_index, platform, target.python, target.base.glibc, SITE, SBOM_PATH, base_id,
+             target.name, files, sorted(wheels.PRUNED)]
+    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
+
+
+def _deps_record(key: str) -> Path:
+    return locations.cache_dir() / "layers" / f"deps-{key}.json"
+
+
+def _cached_deps(key: str, platform: str, python: str) -> tuple[Layer, wheels.Deps] | None:
+    record = _deps_record(key)
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    store = default_cache()
+    digest = Digest.parse(data["digest"])
+    if not store.has(digest):
+        return None
+    layer = BlobLayer(store.path(digest), digest, Digest.parse(data["diff_id"]), int(data["size"]))
+    found = tuple(wheels.Distribution(**d) for d in data["distributions"])
+    return layer, wheels.Deps(Path(SITE), platform, python, found, int(data["pruned_bytes"]), bool(data["compiled"]))
+
+
+def _remember_deps(key: str, layer: Layer, deps: wheels.Deps) -> None:
+    record = _deps_record(key)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    data = {"digest": str(layer.digest), "diff_id": str(layer.diff_id), "size": layer.size,
+            "distributions": [{"name": d.name, "version": d.version, "license": d.license, "summary": d.summary}
+                              for d in deps.distributions],
+            "pruned_bytes": deps.pruned_bytes, "compiled": deps.compiled}
+    tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, record)
 
 
 def image_sbom(base_sbom: object | None, distributions: tuple[wheels.Distribution, ...], target: Target,

@@ -110,28 +110,28 @@ def install(requirements: list[str] | tuple[str, ...], dest: Path, *, platform: 
         raise BuildError(f"{dest} already exists", hint="remove it or choose another destination")
     abi = "cp" + python.replace(".", "")
     tags = platform_tags(platform, glibc)
-    wheelhouse = (cache or locations.cache_dir() / "wheels") / f"{abi}-{ARCH[platform]}-glibc{glibc}"
-    wheelhouse.mkdir(parents=True, exist_ok=True)
+    house = (cache / f"{abi}-{ARCH[platform]}-glibc{glibc}") if cache else wheelhouse(platform, python, glibc)
+    house.mkdir(parents=True, exist_ok=True)
     target = [f"--python-version={python}", "--implementation=cp", f"--abi={abi}", "--only-binary=:all:",
               *(f"--platform={t}" for t in tags)]
     reqs = list(requirements)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     # First from the wheel cache alone (offline); when it lacks something, download into it from the index.
-    done = _pip(["install", "-q", "--no-compile", "--no-index", f"--find-links={wheelhouse}", "--target", str(tmp),
+    done = _pip(["install", "-q", "--no-compile", "--no-index", f"--find-links={house}", "--target", str(tmp),
                  *target, *reqs])
     if done.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         sources = ([f"--index-url={index}"] if index else []) + ([f"--extra-index-url={extra_index}"]
                                                                  if extra_index else [])
-        fetched = _pip(["download", "-q", "-d", str(wheelhouse), *sources, *target, *reqs])
+        fetched = _pip(["download", "-q", "-d", str(house), *sources, *target, *reqs])
         if fetched.returncode != 0:
             raise BuildError(
                 f"no wheels for {platform} / CPython {python} (glibc {glibc}) satisfy {', '.join(reqs)}: "
                 f"{_last_error(fetched)}",
                 hint="check the versions; GPU wheels for Jetson come from NVIDIA's index (--wheel-index)"
                 if "aarch64" in ARCH[platform] else "check the versions, or give an index with --wheel-index")
-        done = _pip(["install", "-q", "--no-compile", "--no-index", f"--find-links={wheelhouse}", "--target",
+        done = _pip(["install", "-q", "--no-compile", "--no-index", f"--find-links={house}", "--target",
                      str(tmp), *target, *reqs])
         if done.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -147,6 +147,13 @@ def install(requirements: list[str] | tuple[str, ...], dest: Path, *, platform: 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Deps(dest, platform, python, found, pruned, compiled)
+
+
+def wheelhouse(platform: str, python: str, glibc: str) -> Path:
+    """The wheel cache for one (platform, Python, glibc): what an offline install can use."""
+    if platform not in ARCH:
+        raise ConfigError(f"no wheel platform for '{platform}'; supported: {', '.join(ARCH)}")
+    return locations.cache_dir() / "wheels" / f"cp{python.replace('.', '')}-{ARCH[platform]}-glibc{glibc}"
 
 
 def prune(root: Path) -> int:
