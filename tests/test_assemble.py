@@ -1,0 +1,55 @@
+"""Assembly pieces that need no engine: the deps-layer key, the runtime layer, budgets."""
+
+from __future__ import annotations
+
+import marshal
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from mlpk.packager import assemble, targets
+from mlpk.packager.errors import BuildError
+from mlpk.packager.oci.layer import read_members
+
+
+def test_deps_key_follows_what_decides_the_layer(tmp_path: Path) -> None:
+    lam = targets.load("lambda")
+    house = tmp_path / "wheels"
+    house.mkdir()
+    (house / "numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"x" * 10)
+    key = assemble._deps_key(lam, "linux/amd64", house, "base-1")
+    assert key == assemble._deps_key(lam, "linux/amd64", house, "base-1")
+    other_reqs = targets.load("lambda", {"wheels": {"requirements": ["onnxruntime==1.31.1"]}})
+    assert key != assemble._deps_key(other_reqs, "linux/amd64", house, "base-1")
+    assert key != assemble._deps_key(lam, "linux/arm64", house, "base-1")
+    assert key != assemble._deps_key(lam, "linux/amd64", house, "base-2"), "another base SBOM"
+    (house / "onnxruntime-1.31.1-cp311-cp311-manylinux_2_27_x86_64.whl").write_bytes(b"y")
+    assert key != assemble._deps_key(lam, "linux/amd64", house, "base-1"), "a new wheel may change resolution"
+
+
+def test_runtime_layer_ships_the_runtime_with_image_paths() -> None:
+    layer = assemble.runtime_layer("3.11")
+    names = {m.name.lstrip("./").lstrip("/") for m in read_members(layer)}
+    lib = assemble.LIB.lstrip("/")
+    assert f"{lib}/mlpk/runtimes/server.py" in names and f"{lib}/mlpk/runtimes/openapi.json" in names
+    assert assemble.runtime_layer("3.11").digest == layer.digest, "reproducible"
+    # Byte-code names the image path, not the staging directory it was compiled in (PEP 552 pyc: 16-byte header).
+    with layer.open() as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+        for member in tar:
+            if member.name.endswith("server.cpython-311.pyc"):
+                code = marshal.loads(tar.extractfile(member).read()[16:])  # type: ignore[union-attr]
+                break
+    assert code.co_filename == f"{assemble.LIB}/mlpk/runtimes/server.py"
+
+
+def test_budget_table_names_every_layer() -> None:
+    lam = targets.load("lambda", {"budget_mb": 1})
+    parts = [assemble.Part(name, None, size) for name, size in  # type: ignore[arg-type]
+             (("base", 900_000), ("deps", 500_000), ("runtime", 10_000), ("model", 1_000))]
+    with pytest.raises(BuildError) as err:
+        assemble.check_budget(lam, "linux/amd64", parts)
+    text = str(err.value)
+    assert "1.4 MB, over its budget of 1 MB" in text
+    assert "(layers: base 0.9 MB, deps 0.5 MB, runtime 0.0 MB, model 0.0 MB)" in text
+    assert assemble.check_budget(targets.load("lambda"), "linux/amd64", parts) == pytest.approx(1.411)
