@@ -24,6 +24,8 @@ from mlpk.packager.errors import MlpackError
 COMMANDS: dict[str, str] = {
     "base": "base:base",
     "doctor": "doctor:doctor",
+    "build": "build:build",
+    "inspect": "inspect:inspect",
 }
 
 

@@ -12,6 +12,27 @@ from pathlib import Path
 from mlpk.packager.errors import BuildError
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep(dest: Path) -> None:
+    """Remove temporaries beside `dest` left by writers that were killed (their pid is in the name and gone)."""
+    for stale in dest.parent.glob(f".{dest.name}.tmp-*-*"):
+        pid = stale.name.removeprefix(f".{dest.name}.tmp-").split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -27,7 +48,8 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists() and not dest.is_dir():
         raise BuildError(f"'{dest}' exists and is not a directory", hint="remove it or choose another path")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    _sweep(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
     try:
         yield tmp
         old = None
@@ -48,7 +70,8 @@ def atomic_file(dest: Path) -> Iterator[Path]:
     """A temporary file path beside `dest`; on success it is renamed over `dest`, on failure removed."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+    _sweep(dest)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent)
     os.close(fd)
     tmp = Path(name)
     try:

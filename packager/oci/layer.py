@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import stat
 import tarfile
@@ -157,8 +158,6 @@ def write_tar(entries: Iterable[Entry], out: BinaryIO) -> None:
 def _add_file(tar: tarfile.TarFile, info: tarfile.TarInfo, entry: Entry) -> None:
     info.type = tarfile.REGTYPE
     if entry.data is not None:
-        import io
-
         info.size, info.mode = len(entry.data), 0o644 if entry.mode is None else entry.mode
         tar.addfile(info, io.BytesIO(entry.data))
         return

@@ -53,12 +53,15 @@ def _env_merge(current: Sequence[str], updates: Mapping[str, str]) -> list[str]:
 def with_config(img: Image, *, entrypoint: Sequence[str] | None = None, cmd: Sequence[str] | None = None,
                 env: Mapping[str, str] | None = None, user: str | None = None, workdir: str | None = None,
                 labels: Mapping[str, str] | None = None, exposed_ports: Sequence[str] | None = None) -> Image:
-    """`img` with its runtime config changed: env and labels are merged, the rest replaced (None keeps them)."""
+    """`img` with its runtime config changed: env and labels are merged, the rest replaced (None keeps them).
+    A new entrypoint without a cmd drops the base's cmd, as a Dockerfile ENTRYPOINT does."""
     config = img.config
     section = config.setdefault("config", {}) or {}
     config["config"] = section
     if entrypoint is not None:
         section["Entrypoint"] = list(entrypoint)
+        if cmd is None:
+            section.pop("Cmd", None)  # as Dockerfile ENTRYPOINT does: the base's Cmd was meant for its entrypoint
     if cmd is not None:
         section["Cmd"] = list(cmd)
     if env:

@@ -22,7 +22,7 @@ from mlpk.packager.oci.atomic import atomic_file
 from mlpk.packager.oci.cache import BlobCache, default_cache
 from mlpk.packager.oci.digest import CHUNK, Digest, HashingReader, sha256_stream
 from mlpk.packager.oci.image import Image
-from mlpk.packager.oci.layer import BlobLayer, Layer
+from mlpk.packager.oci.layer import BlobLayer, Layer, read_members
 from mlpk.packager.oci.safety import check_archive_name
 
 
@@ -166,5 +166,8 @@ def image_from_tarball(path: Path, tag: str | None = None, *, cache: BlobCache |
             if diff_id != Digest.parse(diff):
                 raise BuildError(f"layer '{name}' in '{path}' hashes to {diff_id}, but the config says {diff}",
                                  hint="the archive is corrupt")
-            layers.append(BlobLayer(store.path(digest), digest, diff_id, size, mediatype.DOCKER_LAYER_GZIP))
+            rewritten = BlobLayer(store.path(digest), digest, diff_id, size, mediatype.DOCKER_LAYER_GZIP)
+            for _ in read_members(rewritten):  # refuse path traversal before the layer goes anywhere
+                pass
+            layers.append(rewritten)
     return Image(config_bytes, tuple(layers), mediatype.DOCKER_MANIFEST)
