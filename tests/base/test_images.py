@@ -16,9 +16,9 @@ from mlpk.packager.base import write
 from mlpk.packager.oci.validate import validate
 
 BASES = [pytest.param("bookworm", "amd64", id="bookworm-amd64"),
-         pytest.param("bookworm", "arm64", id="bookworm-arm64", marks=pytest.mark.qemu),
+         pytest.param("bookworm", "arm64", id="bookworm-arm64", marks=[pytest.mark.qemu, pytest.mark.slow]),
          pytest.param("trixie", "amd64", id="trixie-amd64"),
-         pytest.param("trixie", "arm64", id="trixie-arm64", marks=pytest.mark.qemu)]
+         pytest.param("trixie", "arm64", id="trixie-arm64", marks=[pytest.mark.qemu, pytest.mark.slow])]
 MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
 WHEEL_PLATFORMS = {"amd64": ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
                              "manylinux2014_x86_64"),
