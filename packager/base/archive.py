@@ -164,17 +164,18 @@ class Store:
         if target.is_file():
             return target
         data: bytes | None = None
-        for url in urls:
+        source = urls[-1]
+        for source in urls:
             try:
-                data = fetch(url)
+                data = fetch(source)
                 break
             except NotFound:
-                if url == urls[-1]:
+                if source == urls[-1]:
                     raise
         assert data is not None
         digest = hashlib.sha256(data).hexdigest()
         if digest != sha256 or len(data) != size:
-            raise BuildError(f"checksum mismatch for {urls[-1]}: expected sha256 {sha256} ({size} bytes), got "
+            raise BuildError(f"checksum mismatch for {source}: expected sha256 {sha256} ({size} bytes), got "
                              f"{digest} ({len(data)} bytes)", hint="the mirror or a proxy served a corrupted or "
                              "tampered file; nothing was written. Retry, or use another mirror")
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -260,18 +260,29 @@ def build(spec: BaseSpec, cache: Cache | None = None) -> BaseImage:
 
 def write(base: BaseImage, output: Path, *, tag: str | None = None, sbom_path: Path | None = None) -> Path:
     """Write the base to `output`: a docker-archive when it ends in .tar (for `docker load`), else an OCI layout
-    directory; and its SBOM to `sbom_path`. Each file appears whole or not at all (temp path, then rename)."""
+    directory; and its SBOM to `sbom_path`. Each file appears whole or not at all (temp path, then rename), and
+    the SBOM is staged first, so a failure leaves neither."""
     from mlpk.packager.oci import layout, tarball
 
     output = Path(output)
-    if output.suffix == ".tar":
-        tarball.write(base.image, output, tag)
-    else:
-        layout.write(base.image, output, tag)
+    for path in (output, sbom_path):
+        if path is not None and not Path(path).parent.is_dir():
+            raise ConfigError(f"cannot write '{path}': its folder {Path(path).parent} does not exist",
+                              hint="create the folder first, or write elsewhere")
+    staged = None
     if sbom_path is not None:
-        sbom_path = Path(sbom_path)
-        fd, tmp = tempfile.mkstemp(dir=sbom_path.parent, prefix=".partial-")
+        fd, staged = tempfile.mkstemp(dir=Path(sbom_path).parent, prefix=".partial-")
         with os.fdopen(fd, "w") as handle:
             handle.write(sbom.to_json(base.sbom()))
-        os.replace(tmp, sbom_path)
+    try:
+        if output.suffix == ".tar":
+            tarball.write(base.image, output, tag)
+        else:
+            layout.write(base.image, output, tag)
+    except BaseException:
+        if staged:
+            os.unlink(staged)
+        raise
+    if staged:
+        os.replace(staged, Path(sbom_path))  # type: ignore[arg-type]
     return output

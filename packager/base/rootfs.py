@@ -156,7 +156,9 @@ def unpack(deb: Path, root: Path, *, rules: Iterable[str] = PRUNE) -> Unpacked:
         elif member.islnk():
             # A hard link becomes a copy: layers hold files, directories and symlinks only.
             _remove(target)
-            shutil.copy2(root / image_path(member.linkname), target, follow_symlinks=False)
+            original = root / image_path(member.linkname)
+            if original.exists() or original.is_symlink():  # absent when the prune rules dropped it
+                shutil.copy2(original, target, follow_symlinks=False)
         else:
             raise BuildError(f"{deb.name} ships '{member.name}', a device or FIFO",
                              hint="such packages do not belong in a base image; leave it out")

@@ -29,16 +29,24 @@ def base() -> None:
 @click.option("--tag", help="Image name:tag inside the output; default mlpack/base:SUITE-ARCH.")
 @click.option("--sbom", "sbom_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the CycloneDX SBOM (JSON) of the base's packages here.")
+@click.option("--plan", "plan_only", is_flag=True, help="Only verify the indices and print the resolved packages.")
 @click.pass_context
 def build(ctx: click.Context, suite: str, arch: str, extra: tuple[str, ...], tzdata: bool, mirror: str | None,
           snapshot: str | None, keyring: Path | None, output: Path | None, tag: str | None,
-          sbom_path: Path | None) -> None:
+          sbom_path: Path | None, plan_only: bool) -> None:
     """Resolve, verify (Release signature, package checksums), unpack and assemble a base image."""
     from mlpk.packager import base as lib
 
     packages = tuple(name.strip() for item in extra for name in item.split(",") if name.strip())
     spec = lib.BaseSpec(suite=suite, arch=arch, packages=packages, tzdata=tzdata, mirror=mirror,
                         snapshot=snapshot, keyring=keyring)
+    if plan_only:
+        plan = lib.plan(spec)
+        rows = [f"{p.name}={p.version}" for p in plan.packages]
+        report(ctx, {"suite": suite, "arch": arch, "packages": rows, "installed_bytes": plan.installed_size()},
+               lambda: click.echo("\n".join(rows + [f"{len(rows)} packages, {plan.installed_size() / 1e6:.1f} MB "
+                                                     "installed before pruning"])))
+        return
     result = lib.build(spec)
     if output is not None:
         lib.write(result, output, tag=tag or f"mlpack/base:{suite}-{arch}", sbom_path=sbom_path)
