@@ -49,6 +49,7 @@ class ExportRequest:
     model_args: dict[str, Any] = field(default_factory=dict)
     trust_pickle: bool = False
     archive: bool = True  # write docker-archive tars beside the layout
+    prebuild_engine: bool = False  # build the TensorRT engine here (needs TensorRT and the fleet's GPU)
 
     def overrides(self) -> dict[str, Any]:
         over: dict[str, Any] = {}
@@ -141,6 +142,11 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
     clock: dict[str, float] = {}
     target = resolve_target(request)
     _check_out(request.out)
+    if request.prebuild_engine:
+        from mlpk.packager import tensorrt
+
+        for platform in target.platforms:  # before any work: a missing toolchain is known now
+            tensorrt.check_available(target, platform)
     request.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".mlpack-export-", dir=request.out.parent) as tmp:
         work = Path(tmp)
@@ -168,8 +174,18 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
             deps, installed = assemble.deps_layer(target, platform, work, sbom=base_sbom)
             img = assemble.assemble(base, target, platform, deps=deps, runtime=runtime, model=model,
                                     labels={**labels, "dev.mlpack.base.digest": str(base.digest)})
+            names: tuple[str, ...] = ("deps", "runtime", "model")
+            if request.prebuild_engine:
+                from mlpk.packager import tensorrt
+                from mlpk.packager.oci import append_layers
+
+                step(f"{platform}: building the TensorRT engine on this GPU")
+                card = json.loads(prepared.files["model-card.json"].read_text())
+                engine = tensorrt.engine_layer(prepared.files["model.onnx"], target, card, platform)
+                img = append_layers(img, engine, created_by="mlpack: TensorRT engine (prebuilt)")
+                names += ("engine",)
             step(f"{platform}: checking the size budget")
-            parts = assemble.parts(img)
+            parts = assemble.parts(img, names)
             size = assemble.check_budget(target, platform, parts)
             builds.append(PlatformBuild(platform, str(img.digest), [
                 {"name": p.name, "digest": str(p.layer.digest), "compressed": p.layer.size,

@@ -28,12 +28,14 @@ from mlpk.packager.cli import report, wants_json
 @click.option("--model-args", default="{}", help="PyTorch state dicts: JSON keyword arguments for the class.")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading pickled models (this runs code from the file).")
 @click.option("--no-archive", is_flag=True, help="Write only the OCI layout, no docker-archive tars.")
+@click.option("--prebuild-engine", is_flag=True,
+              help="Build the TensorRT engine here and ship it (needs TensorRT and the fleet's GPU model).")
 @click.option("--plan", "dry_run", is_flag=True, help="Print the resolved steps and exit without doing them.")
 @click.pass_context
 def export(ctx: click.Context, model: Path, target: str, out: Path | None, tag: str | None, push: str | None,
            base: str | None, quantize: str | None, calibration: Path | None, sample_data: Path | None,
            python: str | None, wheel_index: str | None, budget_mb: float | None, model_class: str | None,
-           model_args: str, trust_pickle: bool, no_archive: bool, dry_run: bool) -> None:
+           model_args: str, trust_pickle: bool, no_archive: bool, prebuild_engine: bool, dry_run: bool) -> None:
     """Convert, validate, optimize and package MODEL into a verified image for TARGET."""
     from mlpk.packager import export as exporting
     from mlpk.packager.cli.render import export_report
@@ -47,7 +49,7 @@ def export(ctx: click.Context, model: Path, target: str, out: Path | None, tag: 
         model=model, target=target, out=out or Path(f"mlpack-{Path(target).stem}"), tag=tag, push=push, base=base,
         quantize=quantize, calibration=calibration, sample_data=sample_data, python=python, wheel_index=wheel_index,
         budget_mb=budget_mb, model_class=model_class, model_args=args, trust_pickle=trust_pickle,
-        archive=not no_archive)
+        archive=not no_archive, prebuild_engine=prebuild_engine)
     if dry_run:
         steps = exporting.plan(request)
         report(ctx, {"plan": steps}, lambda: click.echo("\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1))))
