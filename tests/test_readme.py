@@ -51,3 +51,15 @@ def test_readme_command_one_runs() -> None:
     assert "the image answered: labels" in done.stdout
     report = json.loads((REPO / "samples/out/cpu/report.json").read_text())
     assert [p["platform"] for p in report["platforms"]] == ["linux/amd64", "linux/arm64"]
+
+
+def test_export_examples_resolve(mlpack) -> None:
+    """The export examples in the README resolve (targets, flags) into a plan; the full runs are in tests/export."""
+    section = README.split("## What `mlpack export` does", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    examples = [line.split("#", 1)[0].split() for line in section.splitlines() if line.startswith("mlpack export")]
+    assert len(examples) >= 4
+    for argv in examples:
+        args = argv[1:] + ([] if "--plan" in argv else ["--plan"])
+        done = mlpack(*args)
+        assert done.returncode == 0, (argv, done.stderr)
+        assert "1. check" in done.stdout
