@@ -97,7 +97,7 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | N
     raise RuntimeError(f"{url} did not answer within {timeout} s")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=10)
@@ -154,7 +154,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     require("registry")
     reg, proc = start_registry(tmp_path_factory.mktemp("registry"))
     yield reg
-    _stop(proc)
+    stop_process(proc)
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def fresh_registry(tmp_path: Path) -> Iterator[Registry]:
     require("registry")
     reg, proc = start_registry(tmp_path / "registry")
     yield reg
-    _stop(proc)
+    stop_process(proc)
 
 
 @pytest.fixture(scope="session")
@@ -197,7 +197,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/moto-api/", proc=proc)
     yield url
-    _stop(proc)
+    stop_process(proc)
 
 
 @pytest.fixture

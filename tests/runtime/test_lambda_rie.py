@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process
 from tests.runtime import models
 from tests.runtime.models import MIXED_B, MIXED_W
 
@@ -83,12 +83,7 @@ def function(lambda_rie: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
         assert first.status_code == 200, first.text
         yield Function(url, proc, log, time.perf_counter() - started)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def check_v2_body(body: dict[str, Any]) -> None:
