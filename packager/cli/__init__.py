@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "build": "build:build",
     "inspect": "inspect:inspect",
     "quantize": "quantize:quantize",
+    "deploy": "deploy:deploy",
 }
 
 
