@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "inspect:inspect",
     "quantize": "quantize:quantize",
     "deploy": "deploy:deploy",
+    "deliver": "deliver:deliver",
 }
 
 

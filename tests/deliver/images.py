@@ -51,3 +51,24 @@ def docker(*args: str, check: bool = True) -> str:
     if check and done.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} failed: {done.stderr.strip()}")
     return done.stdout.strip()
+
+
+def unique_stack(img: Image, token: str) -> Image:
+    """`img` on top of a tiny layer of its own (one file naming `token`).
+
+    A Docker engine keys layers by chain ID, which depends on every layer below; so every layer of the result is new
+    to the engine, however many tests before loaded the same base, and the shared engine never has to be emptied.
+    """
+    from mlpk.packager.oci import Entry, empty_image, layer_from_entries
+
+    marker = layer_from_entries([Entry("etc", "dir", mode=0o755),
+                                 Entry(f"etc/mlpack-test-{token}", "file", data=token.encode(), mode=0o644)])
+    config = img.config
+    stacked = append_layers(empty_image(img.platform), marker, created_by="test: marker")
+    out = stacked.config
+    out["rootfs"]["diff_ids"] += config["rootfs"]["diff_ids"]
+    out["history"] += config["history"]
+    for key in ("config", "created"):
+        if key in config:
+            out[key] = config[key]
+    return Image(canonical_json(out), (*stacked.layers, *img.layers), img.media_type)
