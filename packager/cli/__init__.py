@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "quantize": "quantize:quantize",
     "deploy": "deploy:deploy",
     "deliver": "deliver:deliver",
+    "manifest": "manifest:manifest",
 }
 
 

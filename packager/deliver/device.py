@@ -24,14 +24,13 @@ from mlpk.packager.deliver import archive
 from mlpk.packager.deliver.engine import Engine
 from mlpk.packager.deliver.images import Resolved, chain_ids, missing_layers
 from mlpk.packager.deliver.journal import Journal, Step
+from mlpk.packager.deliver.manifests import ready_script
 from mlpk.packager.errors import ConfigError, DeployError
 from mlpk.packager.oci.digest import Digest
 
 REPO = "mlpack-device"
 LABEL = "dev.mlpack.service"
 _SERVICE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-READY = ("import sys, urllib.request\ntry:\n    urllib.request.urlopen('http://127.0.0.1:{port}/v2/health/ready', "
-         "timeout=3)\nexcept Exception:\n    sys.exit(1)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +126,7 @@ def restart(engine: Engine, service: Service, image: str) -> str:
                   *_run_args(config.get("Labels") or {}, config.get("Env") or []), *service.run_args, image,
                   what="starting the service").strip()
     deadline = time.monotonic() + service.ready_timeout_s
-    script = READY.format(port=service.container_port)
+    script = ready_script(service.container_port)
     while time.monotonic() < deadline:
         state = engine.docker("inspect", "--format", "{{.State.Status}}", cid).out.strip()
         if state in ("exited", "dead"):
