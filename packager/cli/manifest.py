@@ -15,6 +15,8 @@ _common = [
     click.option("--platform", help="From a multi-platform image, the one to describe."),
     click.option("--replicas", type=int, default=1, show_default=True, help="Replicas (deploy.replicas in Compose)."),
     click.option("--out", "-o", type=click.Path(path_type=Path), help="Write here instead of stdout."),
+    click.option("--measure", is_flag=True, help="Size resources from a run on the local Docker engine (kept in "
+                 "an export directory as measured.json and reused)."),
 ]
 
 
@@ -45,13 +47,13 @@ def manifest() -> None:
 @click.option("--port", "host_port", type=int, help="Host port to publish [default: the image's].")
 @click.pass_context
 def compose_(ctx: click.Context, image: str, name: str | None, ref: str | None, platform: str | None, replicas: int,
-             out: Path | None, host_port: int | None) -> None:
+             out: Path | None, measure: bool, host_port: int | None) -> None:
     """A Compose file: restart policy, ready health check, GPU runtime/reservations, engine-cache volume."""
     from mlpk.packager.deliver import compose, manifests
 
-    spec = manifests.spec(image, name=name, ref=ref, platform=platform)
+    spec = manifests.spec(image, name=name, ref=ref, platform=platform, measure=measure)
     document = compose.compose(spec, replicas=replicas, host_port=host_port)
-    _emit(ctx, manifests.dump([document]), out, {"compose": document})
+    _emit(ctx, manifests.dump([document]), out, {"compose": document, "resources_from": spec.resources_from})
 
 
 @manifest.command("k8s")
@@ -62,7 +64,7 @@ def compose_(ctx: click.Context, image: str, name: str | None, ref: str | None, 
 @click.option("--namespace", help="metadata.namespace of every object.")
 @click.pass_context
 def k8s_(ctx: click.Context, image: str, name: str | None, ref: str | None, platform: str | None, replicas: int,
-         out: Path | None, max_replicas: int, cpu_target: int, priority_class: str | None,
+         out: Path | None, measure: bool, max_replicas: int, cpu_target: int, priority_class: str | None,
          namespace: str | None) -> None:
     """Deployment + Service + HorizontalPodAutoscaler, checked against the Kubernetes schemas."""
     from mlpk.packager.deliver import k8s, manifests
@@ -74,7 +76,7 @@ def k8s_(ctx: click.Context, image: str, name: str | None, ref: str | None, plat
         if not number.lstrip("-").isdigit():
             raise ConfigError(f"--priority-class value '{number}' is not an integer", hint="e.g. high=100000")
         value = int(number)
-    spec = manifests.spec(image, name=name, ref=ref, platform=platform)
+    spec = manifests.spec(image, name=name, ref=ref, platform=platform, measure=measure)
     docs = k8s.manifests(spec, replicas=replicas, max_replicas=max_replicas, cpu_target=cpu_target,
                          priority_class=priority_class, priority_value=value, namespace=namespace)
     _emit(ctx, manifests.dump(docs), out, {"k8s": docs, "resources_from": spec.resources_from})

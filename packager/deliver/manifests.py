@@ -3,11 +3,12 @@ or not, Jetson or not), engine cache, and the resources to ask for (measured, or
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from mlpk.packager.deliver.images import resolve
+from mlpk.packager.deliver.images import Resolved, resolve
 from mlpk.packager.errors import ConfigError
 
 READY_PATH = "/v2/health/ready"
@@ -51,15 +52,16 @@ def _slug(text: str) -> str:
     return re.sub(r"-+", "-", name)[:63].strip("-") or "model"
 
 
-def _resources(report: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
-    """Requests and limits from a measured run in the export report (peak memory in MB, CPU cores), else defaults.
-    Requests are the measured values, limits leave 50% headroom for memory and double the CPU."""
-    measured = (report or {}).get("measured") or {}
-    peak, cores = measured.get("peak_memory_mb"), measured.get("cpu_cores")
-    if not peak or not cores:
+def resources(measured: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """Requests and limits from a measured run (peak memory in MB, peak CPU in cores), else defaults.
+    Requests are the measured peaks. Limits: memory 1.5x the peak but at least 128 MiB above it (a burst of large
+    requests), CPU twice the peak but at least half a core (the first requests pay for session warm-up)."""
+    peak, cores = (measured or {}).get("peak_memory_mb"), (measured or {}).get("cpu_cores")
+    if not peak or cores is None:
         return dict(DEFAULT_RESOURCES), "defaults"
     return {"cpu_request": f"{max(50, round(cores * 1000))}m", "memory_request_mb": int(peak) + 1,
-            "cpu_limit": f"{max(100, round(cores * 2000))}m", "memory_limit_mb": int(peak * 1.5) + 1}, "measured run"
+            "cpu_limit": f"{max(500, round(cores * 2000))}m",
+            "memory_limit_mb": int(max(peak * 1.5, peak + 128)) + 1}, "measured run"
 
 
 def dump(docs: list[dict[str, Any]]) -> str:
@@ -73,9 +75,31 @@ def dump(docs: list[dict[str, Any]]) -> str:
     return yaml.dump_all(docs, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=120)
 
 
-def spec(image: str, *, name: str | None = None, ref: str | None = None, platform: str | None = None) -> ServiceSpec:
+def _measured(image: str, resolved: Resolved, measure: bool) -> dict[str, Any] | None:
+    """A measurement of this image: taken now (`measure`), or kept in the export directory by an earlier one."""
+    from pathlib import Path
+
+    from mlpk.packager.deliver import measure as measuring
+
+    export_dir = Path(image) if resolved.report is not None else None
+    if measure:
+        taken = measuring.measure(resolved)
+        if export_dir is not None:
+            measuring.save(taken, export_dir)
+        return taken.to_dict()
+    kept = export_dir / "measured.json" if export_dir is not None else None
+    if kept is not None and kept.is_file():
+        data = json.loads(kept.read_text())
+        if data.get("image") == str(resolved.image.digest):  # a measurement of another build does not count
+            return data
+    return None
+
+
+def spec(image: str, *, name: str | None = None, ref: str | None = None, platform: str | None = None,
+         measure: bool = False) -> ServiceSpec:
     """The ServiceSpec for IMAGE|DIR; `ref` is the reference the cluster pulls (default: the pushed reference,
-    else the export's tag, else the argument itself when it is a registry reference)."""
+    else the export's tag, else the argument itself when it is a registry reference); resources from a measured
+    run (`measure` runs one now on the local engine, kept as measured.json in an export directory) or defaults."""
     resolved = resolve(image, platform)
     labels = resolved.labels
     config = resolved.image.config.get("config") or {}
@@ -95,7 +119,7 @@ def spec(image: str, *, name: str | None = None, ref: str | None = None, platfor
     env = dict(e.split("=", 1) for e in config.get("Env") or [] if "=" in e)
     cache = env.get("MLPACK_TRT_CACHE")
     gpu = "jetson" if target.startswith("jetson") else "cuda" if target.startswith("cuda") else None
-    resources, source = _resources(report)
+    sized, source = resources(_measured(image, resolved, measure))
     title = pull.rsplit("/", 1)[-1].split(":")[0].split("@")[0] or labels.get("org.opencontainers.image.title", "")
     return ServiceSpec(_slug(name or title), pull, ports[0], config.get("User") or "65532:65532", target, gpu,
-                       cache.rsplit("/", 1)[0] if cache else None, resources, source)
+                       cache.rsplit("/", 1)[0] if cache else None, sized, source)

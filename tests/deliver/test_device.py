@@ -35,16 +35,11 @@ def token() -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, token: str) -> Iterator[dict[str, Any]]:
+def stack(tmp_path_factory: pytest.TempPathFactory, token: str, exported_cpu: Path) -> Iterator[dict[str, Any]]:
     """v1 (exported), v2 and v3 (model-only updates of v1) as OCI layouts, and the models each serves."""
     tmp = tmp_path_factory.mktemp("device")
-    model = images.models.mlp(tmp / "m", seed=0, name="scorer")
-    done = subprocess.run([str(Path(__import__("sys").executable).with_name("mlpack")), "--json", "export",
-                           str(model), "--target", str(images.cpu_amd64_profile(tmp)), "--quantize", "none", "-o",
-                           str(tmp / "export")], capture_output=True, text=True, timeout=900, check=False)
-    assert done.returncode == 0, done.stderr
-    v1 = images.unique_stack(image_from_layout(tmp / "export" / "oci"), token)
-    out: dict[str, Any] = {"dir": tmp, "models": {"v1": tmp / "export" / "model" / "model.onnx"}}
+    v1 = images.unique_stack(image_from_layout(exported_cpu / "oci"), token)
+    out: dict[str, Any] = {"dir": tmp, "models": {"v1": exported_cpu / "model" / "model.onnx"}}
     layout.write(v1, tmp / "v1")
     for name, seed in (("v2", 11), ("v3", 12)):
         layout.write(images.model_update(v1, tmp / f"m{name}", seed), tmp / name)

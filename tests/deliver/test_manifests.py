@@ -23,16 +23,8 @@ TRT_CACHE = "/var/cache/mlpack/tensorrt"
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import sys
-
-    tmp = tmp_path_factory.mktemp("manifest")
-    model = images.models.mlp(tmp / "m", seed=0, name="scorer")
-    done = subprocess.run([str(Path(sys.executable).with_name("mlpack")), "--json", "export", str(model), "--target",
-                           str(images.cpu_amd64_profile(tmp)), "--quantize", "none", "-o", str(tmp / "export")],
-                          capture_output=True, text=True, timeout=900, check=False)
-    assert done.returncode == 0, done.stderr
-    return tmp / "export"
+def exported(exported_cpu: Path) -> Path:
+    return exported_cpu
 
 
 def as_target(exported: Path, target: str, where: Path) -> Path:
@@ -139,3 +131,23 @@ def test_compose_service_turns_healthy(mlpack, exported: Path, tmp_path: Path) -
     finally:
         subprocess.run([*base, "down", "-v"], capture_output=True, timeout=300, check=False)
         images.docker("rmi", tag, check=False)
+
+
+@pytest.mark.docker
+def test_measured_run_sizes_requests_and_limits(mlpack, exported: Path, tmp_path: Path) -> None:
+    """--measure runs the image under load on the local engine; the figures are kept and reused."""
+    done = mlpack("--json", "manifest", "k8s", str(exported), "--measure")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    measured = json.loads((exported / "measured.json").read_text())
+    assert data["resources_from"] == "measured run" and measured["requests"] > 10
+    assert 10 < measured["peak_memory_mb"] < 1024 and measured["cpu_cores"] > 0
+    resources = data["k8s"][0]["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"]["memory"] == f"{int(measured['peak_memory_mb']) + 1}Mi"
+    assert resources["requests"]["cpu"] == f"{max(50, round(measured['cpu_cores'] * 1000))}m"
+    print(f"measured: {measured}")
+    again = json.loads(mlpack("--json", "manifest", "k8s", str(exported)).stdout)
+    assert again["resources_from"] == "measured run" and again["k8s"] == data["k8s"]
+    compose = json.loads(mlpack("--json", "manifest", "compose", str(exported)).stdout)["compose"]
+    limits = next(iter(compose["services"].values()))["deploy"]["resources"]["limits"]
+    assert limits["memory"] == resources["limits"]["memory"].replace("Mi", "M")
