@@ -112,18 +112,21 @@ def device(ctx: click.Context, url: str, image: str | None, service: str | None,
         raise ConfigError("deliver device needs IMAGE", hint="or pass --rollback --service NAME")
     if rollback and not service:
         raise ConfigError("--rollback needs --service NAME", hint="the service whose previous image to restore")
-    resolved = None if rollback else resolve(image, platform)  # type: ignore[arg-type]
-    if resolved is not None and tag:
-        resolved = type(resolved)(resolved.image, tag, resolved.report)
-    name = service or (delivery.default_service(resolved) if resolved else "")
-    spec = delivery.Service(name, port=port, run_args=run_args, ready_timeout_s=ready_timeout)
-    spec.check()
     engine = open_engine(url, identity=identity, known_hosts=known_hosts, docker=docker_cmd)
     try:
         if rollback:
+            spec = delivery.Service(service or "", port=port, run_args=run_args, ready_timeout_s=ready_timeout)
+            spec.check()
             result = delivery.rollback(engine, spec)
-        else:
-            result = delivery.deliver(engine, resolved, spec if restart else None)  # type: ignore[arg-type]
+        else:  # from a multi-platform image, the one for the device's engine unless --platform says otherwise
+            resolved = resolve(image, platform or delivery.engine_platform(engine),  # type: ignore[arg-type]
+                               strict=platform is not None)
+            if tag:
+                resolved = type(resolved)(resolved.image, tag, resolved.report)
+            spec = delivery.Service(service or delivery.default_service(resolved), port=port, run_args=run_args,
+                                    ready_timeout_s=ready_timeout)
+            spec.check()
+            result = delivery.deliver(engine, resolved, spec if restart else None)
     finally:
         engine.close()
     report(ctx, result.to_dict(), lambda: _render(result.to_dict()))

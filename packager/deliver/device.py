@@ -26,6 +26,7 @@ from mlpk.packager.deliver.images import Resolved, chain_ids, missing_layers
 from mlpk.packager.deliver.journal import Journal, Step
 from mlpk.packager.deliver.manifests import ready_script
 from mlpk.packager.errors import ConfigError, DeployError
+from mlpk.packager.oci import Platform
 from mlpk.packager.oci.digest import Digest
 
 REPO = "mlpack-device"
@@ -97,6 +98,12 @@ def send(engine: Engine, resolved: Resolved, tag: str) -> tuple[list[int], int, 
     return need, done.sent, image_id.strip()
 
 
+def engine_platform(engine: Engine) -> str:
+    """The engine's os/architecture in OCI terms (`docker version` reports Go's GOOS/GOARCH: linux/arm64, ...)."""
+    text = _docker(engine, "version", "--format", "{{.Server.Os}}/{{.Server.Arch}}", what="asking the platform")
+    return text.strip()
+
+
 def _image_id(engine: Engine, ref: str) -> str | None:
     done = engine.docker("image", "inspect", "--format", "{{.Id}}", ref)
     return done.out.strip() if done.code == 0 else None
@@ -153,7 +160,11 @@ def deliver(engine: Engine, resolved: Resolved, service: Service | None) -> Devi
                                      f"on failure start {previous} again"))
     journal = Journal(steps)
     with journal.step("inventory") as out:
-        out["did"] = f"{engine.name} answers"
+        platform = engine_platform(engine)
+        if not Platform.parse(platform).matches(resolved.image.platform):
+            raise DeployError(f"the image is for {resolved.image.platform}, but {engine.name} runs {platform}",
+                              hint="export for the device's platform (e.g. --target jetson for arm64 devices)")
+        out["did"] = f"{engine.name} answers ({platform})"
     with journal.step("send") as out:
         sent_layers, sent_bytes, image_id = send(engine, resolved, tag)
         out["did"] = f"{len(sent_layers)} of {len(resolved.image.layers)} layers, {sent_bytes} bytes"

@@ -43,8 +43,9 @@ def _archive_tag(path: Path) -> str | None:
     return tags[0] if len(tags) == 1 else None
 
 
-def resolve(text: str, platform: str | None = None) -> Resolved:
-    """The image `text` names; from an index, the one for `platform` (required when there are several)."""
+def resolve(text: str, platform: str | None = None, *, strict: bool = True) -> Resolved:
+    """The image `text` names; from an index, the one for `platform` (required when there are several). A single
+    image for another platform is an error when `strict`, else returned as it is (the caller checks)."""
     from mlpk.packager.oci import sources
 
     path = Path(text)
@@ -73,8 +74,9 @@ def resolve(text: str, platform: str | None = None) -> Resolved:
             tag = f"{tag}-{img.platform.architecture}"
     else:
         img = item
-        if platform is not None and not Platform.parse(platform).matches(img.platform):
-            raise ConfigError(f"'{text}' is for {img.platform}, not {platform}", hint="drop --platform")
+        if strict and platform is not None and not Platform.parse(platform).matches(img.platform):
+            raise ConfigError(f"'{text}' is for {img.platform}, not {platform}",
+                              hint=f"give an image built for {platform} (or drop --platform)")
     return Resolved(img, tag, report)
 
 

@@ -19,7 +19,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from mlpk.packager.oci import image_from_layout, image_from_tarball, layout
+from mlpk.packager.oci import Image, image_from_layout, image_from_tarball, layout
+from mlpk.packager.oci.image import canonical_json
 from mlpk.packager.oci.validate import validate
 from tests.conftest import free_port
 from tests.deliver import images
@@ -165,5 +166,11 @@ def test_unreachable_host_bad_key_and_unknown_host_key(mlpack, sshd, stack: dict
     assert done.returncode == 10 and "AuthenticationException" in done.stderr, done.stderr
     done = mlpack("deliver", "device", sshd.url, image, "--identity", str(sshd.identity))
     assert done.returncode == 10 and "UnknownHostKey" in done.stderr and "--known-hosts" in done.stderr
-    for failed in (done,):
-        assert failed.stderr.count("\n") == 1 and "Traceback" not in failed.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+    config = stack["images"]["v1"].config
+    config["architecture"] = "arm64"
+    layout.write(Image(canonical_json(config), stack["images"]["v1"].layers), tmp_path / "arm64")
+    done = mlpack("deliver", "device", sshd.url, str(tmp_path / "arm64"), *sshd.args())
+    assert done.returncode == 10 and "is for linux/arm64, but" in done.stderr and "runs linux/amd64" in done.stderr
+    assert "not done: inventory, send, tag, restart" in done.stderr, done.stderr
