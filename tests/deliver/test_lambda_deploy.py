@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from mlpk.packager.oci import image_from_layout, layout, remote
-from mlpk.packager.oci.validate import validate
 from tests.deliver import images
+from tests.oci.images import check
 
 pytestmark = [pytest.mark.moto, pytest.mark.registry]
 REGION = "eu-west-1"
@@ -98,8 +98,8 @@ def test_deploy_update_and_rollback(moto, exported: Path, registry, role: str, t
     assert config["Environment"]["Variables"] == {"LOG_LEVEL": "info"}
     assert lam.get_alias(FunctionName="scorer", Name="live")["FunctionVersion"] == "1"
     in_registry = remote.read(f"{registry.host}/scorer@{digest}")
-    validate(in_registry)
     assert str(in_registry.digest) == digest
+    check(in_registry, f"docker://{registry.host}/scorer@{digest}", "--tls-verify=false")
 
     update = images.model_update(image_from_layout(exported / "oci"), tmp_path / "v2", seed=5)
     layout.write(update, tmp_path / "v2-oci")
@@ -109,6 +109,8 @@ def test_deploy_update_and_rollback(moto, exported: Path, registry, role: str, t
     assert "3 exists" in second["journal"]["done"]["push"], "only the model layer and config go up again"
     assert lam.get_function(FunctionName="scorer")["Code"]["ImageUri"].endswith(str(update.digest))
     assert lam.get_alias(FunctionName="scorer", Name="live")["FunctionVersion"] == "2"
+    check(remote.read(f"{registry.host}/scorer@{update.digest}"), f"docker://{registry.host}/scorer@{update.digest}",
+          "--tls-verify=false")
 
     back = deploy(moto, "--function", "scorer", "--rollback")
     assert back["version"] == "1" and back["journal"]["done"]["alias"] == "moved live 2 -> 1"
