@@ -104,7 +104,7 @@ def test_first_full_then_model_layer_only_then_rollback(mlpack, sshd, stack: dic
             images.docker("rmi", f"mlpack-device/{service}:{tag}", check=False)
 
 
-def test_bundle_and_delta_apply_offline(mlpack, stack: dict[str, Any], token: str, tmp_path: Path) -> None:
+def test_bundle_and_delta_apply_offline(mlpack, sshd, stack: dict[str, Any], token: str, tmp_path: Path) -> None:
     v1, v3 = stack["images"]["v1"], stack["images"]["v3"]
     bundle = tmp_path / "v1.tar"
     done = mlpack("--json", "deliver", "bundle", str(stack["dir"] / "v1"), "--out", str(bundle), "--tag",
@@ -133,8 +133,10 @@ def test_bundle_and_delta_apply_offline(mlpack, stack: dict[str, Any], token: st
     refused = mlpack("deliver", "apply", str(broken))
     assert refused.returncode == 10 and "says sha256:" in refused.stderr and refused.stderr.count("\n") == 1
 
-    # The engine has v1 (the delivery test, or this bundle): the delta applies with no network at all.
-    assert mlpack("deliver", "apply", str(bundle)).returncode == 0
+    # The bundle goes on through SSH; then the engine has v1 and the delta applies locally, with no network.
+    pushed = mlpack("--json", "deliver", "apply", str(bundle), "--device", sshd.url, *sshd.args())
+    assert pushed.returncode == 0, pushed.stderr
+    assert json.loads(pushed.stdout)["bytes_sent"] == bundle.stat().st_size
     applied = mlpack("--json", "deliver", "apply", str(delta))
     assert applied.returncode == 0, applied.stderr
     assert json.loads(applied.stdout)["layers_sent"] == 1
