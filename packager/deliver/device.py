@@ -169,7 +169,7 @@ def deliver(engine: Engine, resolved: Resolved, service: Service | None) -> Devi
         sent_layers, sent_bytes, image_id = send(engine, resolved, tag)
         out["did"] = f"{len(sent_layers)} of {len(resolved.image.layers)} layers, {sent_bytes} bytes"
     with journal.step("tag") as out:
-        old = _image_id(engine, current)
+        old, older = _image_id(engine, current), _image_id(engine, previous)
         if old and old != image_id:
             _docker(engine, "tag", old, previous, what="keeping the previous image")
         _docker(engine, "tag", image_id, current, what="tagging the new image")
@@ -179,8 +179,10 @@ def deliver(engine: Engine, resolved: Resolved, service: Service | None) -> Devi
             try:
                 out["did"] = f"container {restart(engine, service, current)[:12]} ready"
             except DeployError as err:
-                if old and old != image_id:
+                if old and old != image_id:  # put both tags back as they were, and the old image running
                     _docker(engine, "tag", old, current, what="restoring the previous image")
+                    if older:
+                        _docker(engine, "tag", older, previous, what="restoring the image before it")
                     restart(engine, service, current)
                     raise DeployError(f"{err.message}; the previous image {old[:19]} runs again",
                                       hint=err.hint) from err

@@ -181,6 +181,9 @@ def _function(lam: Any, request: LambdaRequest, image_uri: str, architecture: st
         aws.wait("waiting for the function to become Active", lam.get_waiter("function_active_v2"),
                  FunctionName=request.function)
         return f"created {request.function} ({architecture}, {image_uri})"
+    # An update still in progress (an earlier deploy) makes UpdateFunctionCode fail with ResourceConflictException.
+    aws.wait("waiting for an earlier update to finish", lam.get_waiter("function_updated_v2"),
+             FunctionName=request.function)
     aws.call("lambda.UpdateFunctionCode", lam.update_function_code, FunctionName=request.function,
              ImageUri=image_uri, Architectures=[architecture])
     aws.wait("waiting for the code update", lam.get_waiter("function_updated_v2"), FunctionName=request.function)

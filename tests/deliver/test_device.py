@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from mlpk.packager.oci import Image, image_from_layout, image_from_tarball, layout
+from mlpk.packager.oci import Image, image_from_layout, image_from_tarball, index, layout, with_config
 from mlpk.packager.oci.image import canonical_json
 from mlpk.packager.oci.validate import validate
 from tests.conftest import free_port
@@ -93,6 +93,15 @@ def test_first_full_then_model_layer_only_then_rollback(mlpack, sshd, stack: dic
         assert images.docker("inspect", "--format", "{{index .Config.Labels \"dev.mlpack.service\"}}",
                              service) == service
 
+        broken = with_config(v2, entrypoint=["/usr/bin/python3", "-c", "import time; time.sleep(600)"], cmd=[])
+        layout.write(broken, stack["dir"] / "broken")
+        failed = mlpack("deliver", "device", sshd.url, str(stack["dir"] / "broken"), *common, "--ready-timeout", "5",
+                        "--tag", f"test/scorer-{token}:broken", *sshd.args())
+        assert failed.returncode == 10 and "did not answer /v2/health/ready" in failed.stderr, failed.stderr
+        assert "the previous image" in failed.stderr and "runs again" in failed.stderr
+        assert "done: inventory" in failed.stderr and "not done: restart" in failed.stderr
+        np.testing.assert_allclose(served(url), expected(stack["models"]["v2"]), rtol=1e-5, atol=1e-6)
+
         back = deliver(mlpack, sshd, "--rollback", "--service", service, "--port", str(port))
         assert back["journal"]["not_done"] == []
         np.testing.assert_allclose(served(url), expected(stack["models"]["v1"]), rtol=1e-5, atol=1e-6)
@@ -158,7 +167,8 @@ def test_bundle_and_delta_apply_offline(mlpack, sshd, stack: dict[str, Any], tok
     assert "not done: inventory, load" in refused.stderr and refused.stderr.count("\n") == 1
 
 
-def test_unreachable_host_bad_key_and_unknown_host_key(mlpack, sshd, stack: dict[str, Any], tmp_path: Path) -> None:
+def test_unreachable_host_bad_key_and_unknown_host_key(mlpack, sshd, stack: dict[str, Any], tmp_path: Path,
+                                                       token: str) -> None:
     image = str(stack["dir"] / "v1")
     done = mlpack("deliver", "device", "ssh://root@127.0.0.1:9", image, *sshd.args())
     assert done.returncode == 10 and "unreachable" in done.stderr and "ECONNREFUSED" in done.stderr, done.stderr
@@ -176,3 +186,9 @@ def test_unreachable_host_bad_key_and_unknown_host_key(mlpack, sshd, stack: dict
     done = mlpack("deliver", "device", sshd.url, str(tmp_path / "arm64"), *sshd.args())
     assert done.returncode == 10 and "is for linux/arm64, but" in done.stderr and "runs linux/amd64" in done.stderr
     assert "not done: inventory, send, tag, restart" in done.stderr, done.stderr
+
+    # From a multi-platform image, the one for the engine's platform goes.
+    layout.write(index(stack["images"]["v1"], image_from_layout(tmp_path / "arm64")), tmp_path / "both")
+    both = json.loads(mlpack("--json", "deliver", "device", sshd.url, str(tmp_path / "both"), "--no-restart",
+                             "--tag", f"test/index-{token}:1", *sshd.args()).stdout)
+    assert both["image"] == str(stack["images"]["v1"].digest) and both["service"] is None
