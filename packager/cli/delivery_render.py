@@ -9,9 +9,10 @@ def deploy_report(data: dict[str, Any], *, planned: bool) -> None:
     """A Lambda deployment: the plan, or what each step did and where the alias points."""
     from rich.console import Console
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     if planned:
-        console.print(f"plan for {data['function']} ({data['architecture']}); no calls made:")
+        arch = f" ({data['architecture']})" if data.get("architecture") else ""
+        console.print(f"plan for {data['function']}{arch}; no calls made:")
         for number, line in enumerate(data["plan"], 1):
             console.print(f"  {number}. {line}")
         return
@@ -24,7 +25,7 @@ def delivery_report(data: dict[str, Any]) -> None:
     """A device delivery, bundle, delta or apply: what was sent or written, and the service's state."""
     from rich.console import Console
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     for key, value in data.items():
         if isinstance(value, dict | list):
             continue

@@ -44,7 +44,8 @@ def lambda_(ctx: click.Context, image: str | None, function: str, role: str | No
 
     settings = aws.Settings(region=region, profile=profile, endpoint_url=endpoint_url)
     if rollback:
-        result = lambda_deploy.rollback(function, alias, settings)
+        result = (lambda_deploy.rollback_plan(function, alias) if dry_run
+                  else lambda_deploy.rollback(function, alias, settings))
     elif image is None:
         raise ConfigError("deploy lambda needs IMAGE (an export directory, layout, archive or reference)",
                           hint="or pass --rollback")

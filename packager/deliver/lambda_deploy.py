@@ -233,10 +233,19 @@ def deploy(request: LambdaRequest) -> LambdaResult:
                         journal.plan())
 
 
+def _rollback_steps(function: str, alias: str) -> list[Step]:
+    return [Step("alias", f"lambda.GetAlias({function}, {alias}); ListVersionsByFunction({function}); "
+                          f"UpdateAlias({alias}) to the highest version below the current one")]
+
+
+def rollback_plan(function: str, alias: str) -> LambdaResult:
+    """The calls `rollback` would make; makes none."""
+    return LambdaResult(function, alias, None, None, None, {}, Journal(_rollback_steps(function, alias)).plan())
+
+
 def rollback(function: str, alias: str, settings: aws.Settings) -> LambdaResult:
     """Move `alias` to the highest published version below the one it points at."""
-    journal = Journal([Step("alias", f"lambda.GetAlias({function}, {alias}); ListVersionsByFunction; "
-                                     f"UpdateAlias to the previous version")])
+    journal = Journal(_rollback_steps(function, alias))
     sess = aws.session(settings)
     lam = aws.client(sess, "lambda", settings)
     with journal.step("alias") as out:

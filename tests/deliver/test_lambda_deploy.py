@@ -76,6 +76,8 @@ def test_plan_makes_no_calls(moto, exported: Path, registry) -> None:
     assert "Architectures=[x86_64]" in plan[2] and "MemorySize=1024" in plan[2]
     human = run("deploy", "lambda", str(exported), "--function", "planned", "--plan", "--endpoint-url", moto.url)
     assert human.returncode == 0 and "no calls made" in human.stdout
+    back = run("deploy", "lambda", "--function", "planned", "--rollback", "--plan", "--endpoint-url", moto.url)
+    assert back.returncode == 0 and "UpdateAlias(live)" in back.stdout, back.stderr
     assert moto.requests() == before, "--plan reached the AWS endpoint"
     assert registry.requests() == registry_before, "--plan reached the registry"
 
