@@ -5,7 +5,8 @@ override for local emulators, and AWS errors turned into one-line DeployErrors t
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -77,12 +78,13 @@ def error_code(err: Exception) -> tuple[str, str]:
     return code or "Unknown", " ".join(message.split())
 
 
-def call(what: str, fn: Callable[..., T], **kwargs: Any) -> T:
-    """fn(**kwargs), with AWS errors as DeployErrors that name `what`, the remote code and a fix."""
+@contextmanager
+def translating(what: str) -> Iterator[None]:
+    """AWS errors raised inside become DeployErrors that name `what`, the remote code and a fix."""
     import botocore.exceptions
 
     try:
-        return fn(**kwargs)
+        yield
     except botocore.exceptions.ClientError as err:
         code, message = error_code(err)
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
@@ -97,12 +99,18 @@ def call(what: str, fn: Callable[..., T], **kwargs: Any) -> T:
                           f"(EndpointConnectionError)", hint="check the network, --region and --endpoint-url") \
             from err
     except botocore.exceptions.WaiterError as err:
-        reason = err.last_response.get("Configuration", err.last_response) if err.last_response else {}
+        last = (err.last_response or {}).get("Configuration") or err.last_response or {}
         raise DeployError(f"{what}: waiting failed ({err.name}): {err.reason}; last state: "
-                          f"{getattr(reason, 'get', lambda *_: '?')('State', '?')}",
-                          hint="see the function's StateReason in the Lambda console or get-function") from err
+                          f"{last.get('State', '?')} {last.get('StateReason', '')}".rstrip(),
+                          hint="see the function's StateReason (aws lambda get-function)") from err
     except botocore.exceptions.BotoCoreError as err:
         raise DeployError(f"{what} failed: {type(err).__name__}: {err}", hint="check the AWS settings") from err
+
+
+def call(what: str, fn: Callable[..., T], **kwargs: Any) -> T:
+    """fn(**kwargs), with AWS errors translated (see `translating`)."""
+    with translating(what):
+        return fn(**kwargs)
 
 
 def wait(what: str, waiter: Any, **kwargs: Any) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from mlpk.packager.deliver import aws
 from mlpk.packager.deliver.images import Resolved, resolve
 from mlpk.packager.deliver.journal import Journal, Step
-from mlpk.packager.errors import ConfigError, DeployError, MlpackError
+from mlpk.packager.errors import ConfigError, DeployError
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # ECR's repositoryName constraint (ECR API reference, CreateRepository).
@@ -267,16 +267,6 @@ def rollback(function: str, alias: str, settings: aws.Settings) -> LambdaResult:
 
 
 def _call_checked(what: str, fn: Any, *args: Any) -> Any:
-    """fn(*args) where fn makes several calls itself: AWS errors that escape it become DeployErrors too."""
-    import botocore.exceptions
-
-    try:
+    """fn(*args) where fn makes several AWS calls itself: errors that escape it are translated too."""
+    with aws.translating(what):
         return fn(*args)
-    except MlpackError:
-        raise
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
-        return aws.call(what, _reraise, err=err)
-
-
-def _reraise(err: Exception) -> None:
-    raise err
