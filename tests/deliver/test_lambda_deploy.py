@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from mlpk.packager.oci import image_from_layout, layout, remote
+from mlpk.packager.oci import Image, image_from_layout, layout, remote
+from mlpk.packager.oci.image import canonical_json
 from tests.deliver import images
 from tests.oci.images import check
 
@@ -119,6 +120,19 @@ def test_deploy_update_and_rollback(moto, exported: Path, registry, role: str, t
     assert lam.get_alias(FunctionName="scorer", Name="live")["FunctionVersion"] == "1"
     again = run("deploy", "lambda", "--function", "scorer", "--rollback", "--endpoint-url", moto.url)
     assert again.returncode == 10 and "no earlier version" in again.stderr
+
+
+def test_architecture_follows_the_image(moto, exported: Path, registry, role: str, tmp_path: Path) -> None:
+    """An arm64 image makes an arm64 function (the image is the exported one with its config saying arm64: only
+    the architecture matters to these calls)."""
+    config = image_from_layout(exported / "oci").config
+    config["architecture"] = "arm64"
+    arm = Image(canonical_json(config), image_from_layout(exported / "oci").layers)
+    layout.write(arm, tmp_path / "arm64")
+    result = deploy(moto, str(tmp_path / "arm64"), "--function", "scorer-arm", "--role", role, "--create-repo",
+                    "--push-registry", registry.host)
+    assert result["architecture"] == "arm64" and result["version"] == "1"
+    assert boto(moto, "lambda").get_function(FunctionName="scorer-arm")["Configuration"]["Architectures"] == ["arm64"]
 
 
 def _one_line_error(done: subprocess.CompletedProcess[str]) -> str:
