@@ -76,9 +76,9 @@ def apply(ctx: click.Context, file: Path, device: str | None, identity: Path | N
           docker_cmd: str) -> None:
     """Check and load a bundle or delta into a Docker engine (air-gapped devices run this locally)."""
     from mlpk.packager.deliver import device as delivery
-    from mlpk.packager.deliver.engine import open_engine
 
-    engine = open_engine(device, identity=identity, known_hosts=known_hosts, docker=docker_cmd)
+    engine = delivery.connect(device, delivery.steps_of("apply"), identity=identity, known_hosts=known_hosts,
+                              docker=docker_cmd)
     try:
         result = delivery.apply(engine, file)
     finally:
@@ -104,7 +104,6 @@ def device(ctx: click.Context, url: str, image: str | None, service: str | None,
            identity: Path | None, known_hosts: Path | None, docker_cmd: str) -> None:
     """Load IMAGE into the device's Docker engine over SSH, sending only the layers it lacks; restart the service."""
     from mlpk.packager.deliver import device as delivery
-    from mlpk.packager.deliver.engine import open_engine
     from mlpk.packager.deliver.images import resolve
     from mlpk.packager.errors import ConfigError
 
@@ -112,7 +111,8 @@ def device(ctx: click.Context, url: str, image: str | None, service: str | None,
         raise ConfigError("deliver device needs IMAGE", hint="or pass --rollback --service NAME")
     if rollback and not service:
         raise ConfigError("--rollback needs --service NAME", hint="the service whose previous image to restore")
-    engine = open_engine(url, identity=identity, known_hosts=known_hosts, docker=docker_cmd)
+    engine = delivery.connect(url, delivery.steps_of("rollback" if rollback else "deliver", restart),
+                              identity=identity, known_hosts=known_hosts, docker=docker_cmd)
     try:
         if rollback:
             spec = delivery.Service(service or "", port=port, run_args=run_args, ready_timeout_s=ready_timeout)

@@ -64,6 +64,23 @@ class DeviceResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+def connect(device: str | None, then: list[str], **options: Any) -> Engine:
+    """Open the engine (engine.open_engine); a failure reports the steps that were then not done."""
+    from mlpk.packager.deliver.engine import open_engine
+
+    journal = Journal([Step("connect", f"SSH to {device}" if device else "the local engine"),
+                       *(Step(key, "") for key in then)])
+    with journal.step("connect"):
+        return open_engine(device, **options)
+    raise AssertionError("unreachable")  # for type checkers: the with either returns or raises
+
+
+def steps_of(action: str, restart: bool = True) -> list[str]:
+    """The step keys of `deliver`, `rollback` or `apply`, for `connect` to report."""
+    return {"deliver": ["inventory", "send", "tag", *(["restart"] if restart else [])],
+            "rollback": ["tag", "restart"], "apply": ["verify", "inventory", "load"]}[action]
+
+
 def _docker(engine: Engine, *args: str, what: str, **kwargs: Any) -> str:
     done = engine.docker(*args, **kwargs)
     if done.code != 0:

@@ -172,6 +172,7 @@ def test_unreachable_host_bad_key_and_unknown_host_key(mlpack, sshd, stack: dict
     image = str(stack["dir"] / "v1")
     done = mlpack("deliver", "device", "ssh://root@127.0.0.1:9", image, *sshd.args())
     assert done.returncode == 10 and "unreachable" in done.stderr and "ECONNREFUSED" in done.stderr, done.stderr
+    assert "(done: nothing; not done: connect, inventory, send, tag, restart)" in done.stderr
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
     done = mlpack("deliver", "device", sshd.url, image, "--identity", str(tmp_path / "stranger"), "--known-hosts",
                   str(sshd.known_hosts))
