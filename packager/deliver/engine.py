@@ -11,6 +11,7 @@ import os
 import shlex
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -145,15 +146,22 @@ class SshEngine:
                 sent = _pump(stdin, channel.sendall)
                 channel.shutdown_write()
             out, err = bytearray(), bytearray()
-            while True:
+            while True:  # until the remote's EOF (sent after all of stdout and stderr) and both buffers drained
+                got = False
                 if channel.recv_ready():
                     out += channel.recv(CHUNK)
-                elif channel.recv_stderr_ready():
+                    got = True
+                if channel.recv_stderr_ready():
                     err += channel.recv_stderr(CHUNK)
-                elif channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                    break
-                else:
-                    channel.status_event.wait(0.05)
+                    got = True
+                if not got:
+                    if channel.eof_received:  # data that came just before the EOF is in the buffers now
+                        while channel.recv_ready():
+                            out += channel.recv(CHUNK)
+                        while channel.recv_stderr_ready():
+                            err += channel.recv_stderr(CHUNK)
+                        break
+                    time.sleep(0.01)
             code = channel.recv_exit_status()
             channel.close()
         except (paramiko.SSHException, OSError) as err:
