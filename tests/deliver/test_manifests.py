@@ -105,6 +105,7 @@ def test_compose_service_turns_healthy(mlpack, exported: Path, tmp_path: Path) -
     images.docker("load", "-i", str(exported / "image-amd64.tar"))
     loaded = json.loads((exported / "report.json").read_text())["tag"]
     images.docker("tag", loaded, tag)
+    images.docker("rmi", loaded)  # only the test's own tag stays, removed at the end
     path = tmp_path / "docker-compose.yml"
     port = free_port()
     assert mlpack("manifest", "compose", str(exported), "--image", tag, "--port", str(port), "-o",
