@@ -31,6 +31,9 @@ COMMANDS: dict[str, str] = {
     "inspect": "inspect:inspect",
     "quantize": "quantize:quantize",
     "serve": "serve:serve",
+    "deploy": "deploy:deploy",
+    "deliver": "deliver:deliver",
+    "manifest": "manifest:manifest",
 }
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Provision the real services mlpack's integration tests use, idempotently (see shared DESIGN.md, "Verified").
-#   - apt packages: docker.io, docker-registry, qemu-user-static, skopeo, umoci, gpgv, openssh-server
+#   - apt packages: docker.io, docker-registry, qemu-user-static, skopeo, umoci, gpgv, openssh-server,
+#     docker-compose (Debian's 1.29: `docker-compose config` validates generated Compose files)
 #   - the Docker engine, started in the background when its socket is absent
 #   - qemu-aarch64 registered with binfmt_misc (flag F, so it works inside containers)
 #   - the AWS Lambda Runtime Interface Emulator, unpacked from the aws-sam-cli wheel into the cache
@@ -13,7 +14,7 @@ mkdir -p "$cache"
 
 # --- apt packages -------------------------------------------------------------------------------------------
 pkgs=(docker.io docker-registry qemu-user-static skopeo umoci gpgv debian-archive-keyring openssh-server
-      openssh-client busybox-static)
+      openssh-client busybox-static docker-compose)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

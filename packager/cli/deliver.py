@@ -1,0 +1,132 @@
+"""`mlpack deliver bundle|delta|apply|device`: images to edge devices, online or air-gapped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mlpk.packager.cli import report
+
+_platform = click.option("--platform", help="From a multi-platform image, the one to use (e.g. linux/arm64).")
+_tag = click.option("--tag", help="Name:tag the image gets on the engine [default: the export's tag].")
+
+
+def _render(data: dict) -> None:
+    from mlpk.packager.cli.delivery_render import delivery_report
+
+    delivery_report(data)
+
+
+@click.group()
+def deliver() -> None:
+    """Ship images to edge devices: offline bundles, deltas, or straight to a device's Docker over SSH."""
+
+
+@deliver.command()
+@click.argument("image")
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="The docker-archive to write.")
+@_platform
+@_tag
+@click.pass_context
+def bundle(ctx: click.Context, image: str, out: Path, platform: str | None, tag: str | None) -> None:
+    """Write IMAGE as a docker-archive (for offline `docker load`) and OUT.sha256 beside it."""
+    from mlpk.packager.deliver import archive
+
+    info = archive.bundle(image, out, platform, tag)
+    report(ctx, info.to_dict(), lambda: _render(info.to_dict()))
+
+
+@deliver.command()
+@click.option("--from", "old", required=True, help="The image the device has.")
+@click.option("--to", "new", required=True, help="The image to ship.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="The delta archive to write.")
+@_platform
+@_tag
+@click.pass_context
+def delta(ctx: click.Context, old: str, new: str, out: Path, platform: str | None, tag: str | None) -> None:
+    """Write a docker-archive of NEW holding only the layers a device with OLD lacks, and OUT.sha256."""
+    from mlpk.packager.deliver import archive
+
+    info = archive.delta(old, new, out, platform, tag)
+    report(ctx, info.to_dict(), lambda: _render(info.to_dict()))
+
+
+_device_options = [
+    click.option("--identity", "-i", type=click.Path(path_type=Path, exists=True), help="SSH private key."),
+    click.option("--known-hosts", type=click.Path(path_type=Path, exists=True),
+                 help="Extra known_hosts file (the system ones are always read)."),
+    click.option("--docker", "docker_cmd", default="docker", show_default=True,
+                 help="The docker command on the device (e.g. 'sudo docker')."),
+]
+
+
+def _with_device_options(fn):  # type: ignore[no-untyped-def]
+    for option in reversed(_device_options):
+        fn = option(fn)
+    return fn
+
+
+@deliver.command()
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--device", metavar="ssh://USER@HOST[:PORT]", help="Apply on this device [default: this machine].")
+@_with_device_options
+@click.pass_context
+def apply(ctx: click.Context, file: Path, device: str | None, identity: Path | None, known_hosts: Path | None,
+          docker_cmd: str) -> None:
+    """Check and load a bundle or delta into a Docker engine (air-gapped devices run this locally)."""
+    from mlpk.packager.deliver import device as delivery
+
+    engine = delivery.connect(device, delivery.steps_of("apply"), identity=identity, known_hosts=known_hosts,
+                              docker=docker_cmd)
+    try:
+        result = delivery.apply(engine, file)
+    finally:
+        engine.close()
+    report(ctx, result.to_dict(), lambda: _render(result.to_dict()))
+
+
+@deliver.command()
+@click.argument("url", metavar="ssh://USER@HOST[:PORT]")
+@click.argument("image", required=False)
+@click.option("--service", help="Run the image as this service (container name) [default: from the tag].")
+@click.option("--restart/--no-restart", default=True, show_default=True, help="Restart the service on the image.")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port the service publishes on the device.")
+@click.option("--run-arg", "run_args", multiple=True, help="Extra `docker run` argument (repeatable).")
+@click.option("--ready-timeout", type=float, default=120, show_default=True, help="Seconds to wait for readiness.")
+@click.option("--rollback", is_flag=True, help="Go back to the previous image of --service; no IMAGE needed.")
+@_platform
+@_tag
+@_with_device_options
+@click.pass_context
+def device(ctx: click.Context, url: str, image: str | None, service: str | None, restart: bool, port: int,
+           run_args: tuple[str, ...], ready_timeout: float, rollback: bool, platform: str | None, tag: str | None,
+           identity: Path | None, known_hosts: Path | None, docker_cmd: str) -> None:
+    """Load IMAGE into the device's Docker engine over SSH, sending only the layers it lacks; restart the service."""
+    from mlpk.packager.deliver import device as delivery
+    from mlpk.packager.deliver.images import resolve
+    from mlpk.packager.errors import ConfigError
+
+    if not rollback and image is None:
+        raise ConfigError("deliver device needs IMAGE", hint="or pass --rollback --service NAME")
+    if rollback and not service:
+        raise ConfigError("--rollback needs --service NAME", hint="the service whose previous image to restore")
+    engine = delivery.connect(url, delivery.steps_of("rollback" if rollback else "deliver", restart),
+                              identity=identity, known_hosts=known_hosts, docker=docker_cmd)
+    try:
+        if rollback:
+            spec = delivery.Service(service or "", port=port, run_args=run_args, ready_timeout_s=ready_timeout)
+            spec.check()
+            result = delivery.rollback(engine, spec)
+        else:  # from a multi-platform image, the one for the device's engine unless --platform says otherwise
+            resolved = resolve(image, platform or delivery.engine_platform(engine),  # type: ignore[arg-type]
+                               strict=platform is not None)
+            if tag:
+                resolved = type(resolved)(resolved.image, tag, resolved.report)
+            spec = delivery.Service(service or delivery.default_service(resolved), port=port, run_args=run_args,
+                                    ready_timeout_s=ready_timeout)
+            spec.check()
+            result = delivery.deliver(engine, resolved, spec if restart else None)
+    finally:
+        engine.close()
+    report(ctx, result.to_dict(), lambda: _render(result.to_dict()))

@@ -1,0 +1,34 @@
+"""Human renderings of delivery results (deploy, deliver, manifest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def deploy_report(data: dict[str, Any], *, planned: bool) -> None:
+    """A Lambda deployment: the plan, or what each step did and where the alias points."""
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    if planned:
+        arch = f" ({data['architecture']})" if data.get("architecture") else ""
+        console.print(f"plan for {data['function']}{arch}; no calls made:")
+        for number, line in enumerate(data["plan"], 1):
+            console.print(f"  {number}. {line}")
+        return
+    for key, did in data["journal"].get("done", {}).items():
+        console.print(f"{key}: {did}")
+    console.print(f"{data['function']}:{data['alias']} -> version {data['version']}")
+
+
+def delivery_report(data: dict[str, Any]) -> None:
+    """A device delivery, bundle, delta or apply: what was sent or written, and the service's state."""
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    for key, value in data.items():
+        if isinstance(value, dict | list):
+            continue
+        console.print(f"{key}: {value}")
+    for key, did in (data.get("journal") or {}).get("done", {}).items():
+        console.print(f"  {key}: {did}")

@@ -1,0 +1,109 @@
+"""Kubernetes manifests for an image: Deployment + Service + HorizontalPodAutoscaler (autoscaling/v2), with
+liveness/readiness (and, for TensorRT targets, startup) probes, requests and limits, `nvidia.com/gpu` for GPU
+targets, a restrictive securityContext (non-root, read-only root filesystem, no privilege escalation, every
+capability dropped, RuntimeDefault seccomp) and an optional PriorityClass. Every document is checked against the
+Kubernetes JSON schemas shipped by the kubernetes-validate package before it is returned."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlpk.packager.deliver.manifests import LIVE_PATH, READY_PATH, ServiceSpec
+from mlpk.packager.errors import ConfigError, DeployError, missing_extra
+
+KUBERNETES_VERSION = "1.30.0"
+
+
+def _ids(user: str) -> tuple[int, int]:
+    uid, _, gid = user.partition(":")
+    if not uid.isdigit() or (gid and not gid.isdigit()):
+        raise ConfigError(f"the image runs as user '{user}', not a numeric UID[:GID]",
+                          hint="Kubernetes runAsNonRoot needs a numeric user: export with the default user")
+    if int(uid) == 0:
+        raise ConfigError("the image runs as root (UID 0)", hint="export with a non-root user")
+    return int(uid), int(gid or uid)
+
+
+def manifests(spec: ServiceSpec, *, replicas: int = 1, max_replicas: int = 4, cpu_target: int = 70,
+              priority_class: str | None = None, priority_value: int | None = None,
+              namespace: str | None = None) -> list[dict[str, Any]]:
+    """[PriorityClass?, Deployment, Service, HorizontalPodAutoscaler]."""
+    if not 1 <= replicas <= max_replicas:
+        raise ConfigError(f"--replicas {replicas} must be between 1 and --max-replicas {max_replicas}")
+    uid, gid = _ids(spec.user)
+    labels = {"app.kubernetes.io/name": spec.name, "app.kubernetes.io/managed-by": "mlpack"}
+    meta: dict[str, Any] = {"name": spec.name, "labels": labels}
+    if namespace:
+        meta["namespace"] = namespace
+    res = spec.resources
+    resources: dict[str, Any] = {
+        "requests": {"cpu": res["cpu_request"], "memory": f"{res['memory_request_mb']}Mi"},
+        "limits": {"cpu": res["cpu_limit"], "memory": f"{res['memory_limit_mb']}Mi"},
+    }
+    if spec.gpu:
+        resources["limits"]["nvidia.com/gpu"] = 1  # extended resources: the request defaults to the limit
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
+    if spec.engine_cache:
+        mounts.append({"name": "engine-cache", "mountPath": spec.engine_cache})
+        volumes.append({"name": "engine-cache", "emptyDir": {}})
+    probe = {"httpGet": {"path": READY_PATH, "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 5,
+             "failureThreshold": 3}
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+        "readinessProbe": probe,
+        "livenessProbe": {**probe, "httpGet": {"path": LIVE_PATH, "port": "http"}, "periodSeconds": 20},
+        "resources": resources,
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "privileged": False,
+                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": mounts,
+    }
+    if spec.engine_cache:  # the first start builds TensorRT engines: give it up to start_period_s
+        container["startupProbe"] = {**probe, "failureThreshold": spec.start_period_s // 10}
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": gid, "fsGroup": gid,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.gpu == "jetson":
+        pod["runtimeClassName"] = "nvidia"
+    docs: list[dict[str, Any]] = []
+    if priority_class:
+        pod["priorityClassName"] = priority_class
+        if priority_value is not None:
+            docs.append({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                         "metadata": {"name": priority_class, "labels": labels}, "value": priority_value,
+                         "globalDefault": False, "description": f"mlpack service {spec.name}"})
+    docs.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {
+        "replicas": replicas, "selector": {"matchLabels": {"app.kubernetes.io/name": spec.name}},
+        "template": {"metadata": {"labels": labels}, "spec": pod}}})
+    docs.append({"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {
+        "type": "ClusterIP", "selector": {"app.kubernetes.io/name": spec.name},
+        "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}})
+    docs.append({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": meta, "spec": {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
+        "minReplicas": replicas, "maxReplicas": max_replicas,
+        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+            "type": "Utilization", "averageUtilization": cpu_target}}}]}})
+    validate(docs)
+    return docs
+
+
+def validate(docs: list[dict[str, Any]], version: str = KUBERNETES_VERSION) -> None:
+    """Check each document against the Kubernetes schemas (strict: unknown fields are errors)."""
+    try:
+        import kubernetes_validate
+    except ImportError as err:
+        raise missing_extra("kubernetes_validate", "manifest", "checking Kubernetes manifests") from err
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            where = ".".join(str(p) for p in err.path)
+            raise DeployError(f"generated {doc['kind']} fails the Kubernetes {version} schema at {where}: "
+                              f"{err.message}", hint="this is a bug in mlpack: please report it") from err

@@ -1,0 +1,125 @@
+"""What Compose and Kubernetes manifests need to know about an image: its reference, port, user, target kind (GPU
+or not, Jetson or not), engine cache, and the resources to ask for (measured, or defaults)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from mlpk.packager.deliver.images import Resolved, resolve
+from mlpk.packager.errors import ConfigError
+
+READY_PATH = "/v2/health/ready"
+LIVE_PATH = "/v2/health/live"
+# Defaults when no measured run exists: what the small CPU server needs with headroom (requests) and its cap.
+DEFAULT_RESOURCES = {"cpu_request": "250m", "memory_request_mb": 256, "cpu_limit": "2", "memory_limit_mb": 1024}
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """An image as a long-running HTTP service."""
+
+    name: str
+    image: str
+    port: int
+    user: str
+    target: str
+    gpu: str | None  # "jetson" (NVIDIA runtime), "cuda" (GPU reservations) or None
+    engine_cache: str | None  # directory of the TensorRT engine cache in the container
+    resources: dict[str, Any]
+    resources_from: str  # "measured run" | "defaults"
+
+    @property
+    def start_period_s(self) -> int:
+        """TensorRT engines are built on first start and can take minutes (shared DESIGN.md, Targets)."""
+        return 600 if self.engine_cache else 30
+
+
+def ready_command(port: int) -> list[str]:
+    """A health check that needs only the image's python3 (the images carry no curl or wget)."""
+    return ["CMD", "/usr/bin/python3", "-c", ready_script(port)]
+
+
+def ready_script(port: int) -> str:
+    """Python that exits 0 when the server's ready endpoint answers 200 (urlopen raises otherwise: exit 1)."""
+    return f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{READY_PATH}', timeout=3)"
+
+
+def _slug(text: str) -> str:
+    name = re.sub(r"[^a-z0-9-]", "-", text.lower()).strip("-")
+    return re.sub(r"-+", "-", name)[:63].strip("-") or "model"
+
+
+def resources(measured: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """Requests and limits from a measured run (peak memory in MB, peak CPU in cores), else defaults.
+    Requests are the measured peaks. Limits: memory 1.5x the peak but at least 128 MiB above it (a burst of large
+    requests), CPU twice the peak but at least half a core (the first requests pay for session warm-up)."""
+    peak, cores = (measured or {}).get("peak_memory_mb"), (measured or {}).get("cpu_cores")
+    if not peak or cores is None:
+        return dict(DEFAULT_RESOURCES), "defaults"
+    return {"cpu_request": f"{max(50, round(cores * 1000))}m", "memory_request_mb": int(peak) + 1,
+            "cpu_limit": f"{max(500, round(cores * 2000))}m",
+            "memory_limit_mb": int(max(peak * 1.5, peak + 128)) + 1}, "measured run"
+
+
+def dump(docs: list[dict[str, Any]]) -> str:
+    """YAML documents, in the order built, without anchors (repeated label maps are written out each time)."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return yaml.dump_all(docs, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=120)
+
+
+def _measured(image: str, resolved: Resolved, measure: bool) -> dict[str, Any] | None:
+    """A measurement of this image: taken now (`measure`), or kept in the export directory by an earlier one."""
+    from pathlib import Path
+
+    from mlpk.packager.deliver import measure as measuring
+
+    export_dir = Path(image) if resolved.report is not None else None
+    if measure:
+        taken = measuring.measure(resolved)
+        if export_dir is not None:
+            measuring.save(taken, export_dir)
+        return taken.to_dict()
+    kept = export_dir / "measured.json" if export_dir is not None else None
+    if kept is not None and kept.is_file():
+        data = json.loads(kept.read_text())
+        if data.get("image") == str(resolved.image.digest):  # a measurement of another build does not count
+            return data
+    return None
+
+
+def spec(image: str, *, name: str | None = None, ref: str | None = None, platform: str | None = None,
+         measure: bool = False) -> ServiceSpec:
+    """The ServiceSpec for IMAGE|DIR; `ref` is the reference the cluster pulls (default: the pushed reference,
+    else the export's tag, else the argument itself when it is a registry reference); resources from a measured
+    run (`measure` runs one now on the local engine, kept as measured.json in an export directory) or defaults."""
+    resolved = resolve(image, platform)
+    labels = resolved.labels
+    config = resolved.image.config.get("config") or {}
+    target = labels.get("dev.mlpack.target", "")
+    if target.startswith("lambda") or "awslambdaric" in (config.get("Entrypoint") or []):
+        raise ConfigError(f"'{image}' is a Lambda image (target {target or 'lambda'}): it speaks the Lambda runtime "
+                          "API, not HTTP", hint="deploy it with mlpack deploy lambda, or export --target cpu|cuda")
+    report = resolved.report or {}
+    pull = ref or ((report.get("pushed") or {}).get("reference")) or resolved.tag
+    if pull is None:
+        from mlpk.packager.oci import sources
+
+        pull = image if sources.kind_of(image) == "registry" else None
+    if not pull:
+        raise ConfigError(f"'{image}' carries no tag to pull it by", hint="pass --image REGISTRY/REPO:TAG")
+    ports = sorted(int(p.split("/")[0]) for p in (config.get("ExposedPorts") or {"8080/tcp": {}}))
+    env = dict(e.split("=", 1) for e in config.get("Env") or [] if "=" in e)
+    cache = env.get("MLPACK_TRT_CACHE")
+    gpu = "jetson" if target.startswith("jetson") else "cuda" if target.startswith("cuda") else None
+    sized, source = resources(_measured(image, resolved, measure))
+    title = pull.rsplit("/", 1)[-1].split(":")[0].split("@")[0] or labels.get("org.opencontainers.image.title", "")
+    return ServiceSpec(_slug(name or title), pull, ports[0], config.get("User") or "65532:65532", target, gpu,
+                       cache.rsplit("/", 1)[0] if cache else None, sized, source)
