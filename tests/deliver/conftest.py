@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _stop, free_port, require, wait_http
+from tests.conftest import free_port, require, stop_process, wait_http
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +51,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
     require("moto")
     server, proc = start_moto(tmp_path_factory.mktemp("moto"))
     yield server
-    _stop(proc)
+    stop_process(proc)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def moto_with_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
     require("moto")
     server, proc = start_moto(tmp_path_factory.mktemp("moto-auth"), INITIAL_NO_AUTH_ACTION_COUNT="0")
     yield server
-    _stop(proc)
+    stop_process(proc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +121,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     key = (tmp / "host_key.pub").read_text().split()
     (tmp / "known_hosts").write_text(f"[127.0.0.1]:{port} {key[0]} {key[1]}\n")
     yield Sshd(port, tmp / "client_key", tmp / "known_hosts")
-    _stop(proc)
+    stop_process(proc)
 
 
 @pytest.fixture(scope="session")
