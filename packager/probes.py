@@ -10,6 +10,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,9 @@ def lambda_rie() -> Probe:
 
 def moto_server() -> Probe:
     """moto's server, a local AWS emulator for ECR and Lambda management calls."""
-    path = shutil.which("moto_server")
+    # A virtual environment's console scripts sit beside its interpreter, which need not be on PATH.
+    beside = Path(sys.executable).with_name("moto_server")
+    path = str(beside) if os.access(beside, os.X_OK) else shutil.which("moto_server")
     if path:
         return Probe(True, path)
     return Probe(False, "moto_server is not on PATH", "pip install 'mlpack-packager[dev]'  (it brings moto[server])")

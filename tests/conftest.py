@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -49,6 +48,9 @@ PROBES: dict[str, Callable[[], probes.Probe]] = {
     "keras": _module("tf2onnx", "keras"),
     "torch": _module("torch", "torch"),
     "sklearn": _module("skl2onnx", "sklearn"),
+    # Not markers: tools a fixture needs, checked with require() so that CI=true fails instead of skipping.
+    "dpkg": lambda: probes.tool("dpkg-deb", "dpkg"),
+    "apt": lambda: probes.tool("apt-get", "apt"),
 }
 
 
@@ -192,7 +194,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        proc = subprocess.Popen([probes.moto_server().detail, "-H", "127.0.0.1", "-p", str(port)],
                                 stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/moto-api/", proc=proc)

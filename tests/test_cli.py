@@ -54,8 +54,14 @@ def test_version(mlpack) -> None:
 def test_unknown_command_is_a_usage_error(mlpack) -> None:
     done = mlpack("frobnicate")
     assert done.returncode == 2
-    assert "No such command 'frobnicate'" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == "error: No such command 'frobnicate'. Hint: mlpack --help"
+
+
+def test_bad_flag_value_is_one_line_naming_the_value_and_the_command(mlpack) -> None:
+    done = mlpack("quantize", "model.onnx", "--mode", "int4")
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "'int4'" in done.stderr and "Hint: mlpack quantize --help" in done.stderr
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "deploy": "deploy:deploy",
     "deliver": "deliver:deliver",
     "manifest": "manifest:manifest",
+    "bench": "bench:bench",
 }
 
 
@@ -91,6 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
+    except click.UsageError as err:  # a bad flag or argument: one line like every user error, not click's three
+        where = err.ctx.command_path if err.ctx else "mlpack"
+        click.echo(f"error: {err.format_message()} Hint: {where} --help", err=True)
+        sys.exit(err.exit_code)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)

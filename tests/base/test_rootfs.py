@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,8 +11,13 @@ import pytest
 from mlpk.packager.base import rootfs, system
 from mlpk.packager.base.resolve import Package
 from mlpk.packager.errors import BuildError
+from tests.conftest import require
 
-pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (Debian's dpkg)")
+
+
+@pytest.fixture(autouse=True)
+def _dpkg_deb() -> None:
+    require("dpkg")  # the test packages are built with dpkg-deb
 
 
 def _deb(tmp: Path, files: dict[str, bytes], links: dict[str, str] | None = None) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mlpk.packager import probes
 from tests.conftest import free_port, require, stop_process, wait_http
 
 
@@ -38,7 +39,7 @@ def start_moto(tmp: Path, **env: str) -> tuple[Moto, subprocess.Popen[bytes]]:
     port = free_port()
     log = tmp / "moto.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        proc = subprocess.Popen([probes.moto_server().detail, "-H", "127.0.0.1", "-p", str(port)],
                                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/moto-api/", proc=proc)

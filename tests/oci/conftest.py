@@ -12,6 +12,7 @@ import pytest
 
 from mlpk.packager.oci import Entry, Image, Platform, append_layers, empty_image, layer_from_entries, with_config
 from mlpk.packager.oci.cache import BlobCache
+from tests.conftest import require
 
 ARCHES = ("amd64", "arm64")
 
@@ -47,8 +48,8 @@ def _download_busybox(arch: str, work: Path) -> Path:
 @pytest.fixture(scope="session")
 def busybox_base(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Image]:
     """A function arch -> a busybox base image (busybox plus sh/uname/echo/cat/ls symlinks) for that arch."""
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        pytest.skip("apt-get and dpkg-deb are needed to fetch busybox-static")
+    require("apt")  # apt-get and dpkg-deb fetch and unpack busybox-static
+    require("dpkg")
     work = Path(request.config.cache.mkdir("mlpack-busybox"))
     cache = BlobCache(tmp_path_factory.mktemp("busybox-blobs"))
     built: dict[str, Image] = {}
