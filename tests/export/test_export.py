@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from mlpk.packager.assemble import SBOM_PATH
 from mlpk.packager.oci import image_from_layout, layout
 from mlpk.packager.oci.validate import validate
 from tests.export import containers, models
@@ -80,6 +81,15 @@ def test_cpu_index_runs_on_amd64_and_arm64(mlpack, mlp: Path, inputs: np.ndarray
                 tensor.set_data_from_numpy(inputs, binary_data=True)
                 got = client.infer(name, [tensor]).as_numpy("probabilities")
                 np.testing.assert_array_equal(got, expected)
+                # The image's CycloneDX SBOM: the base's Debian packages and every installed distribution.
+                sbom = json.loads(containers.docker("exec", cid, "/usr/bin/python3", "-c",
+                                                    f"print(open('{SBOM_PATH}').read())"))
+                components = {c["name"]: c for c in sbom["components"]}
+                assert sbom["bomFormat"] == "CycloneDX"
+                assert components["onnxruntime"]["version"] == "1.31.1"
+                assert components["onnxruntime"]["purl"].startswith("pkg:pypi/onnxruntime@")
+                assert {"numpy", "starlette", "uvicorn"} <= set(components)
+                assert any(c.get("purl", "").startswith("pkg:deb/debian/python3") for c in sbom["components"])
             else:
                 status, answer = containers.post_json(f"{url}/v2/models/{name}/infer", v2_body(inputs))
                 assert status == 200, answer
