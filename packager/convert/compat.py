@@ -123,3 +123,21 @@ def lower_ir(model: onnx.ModelProto) -> str | None:
         model.ir_version = current  # the model uses something newer IRs added (e.g. float8 types)
         return None
     return f"IR version lowered {current} -> {needed} (the lowest its opsets need)"
+
+
+def merge_opsets(model: onnx.ModelProto) -> str | None:
+    """Keep one opset import per domain (the highest version; "" and "ai.onnx" are one domain); mutates `model`.
+    Some converters list a domain twice (skl2onnx writes "" twice for pipelines), which onnxruntime loads but its
+    quantization tools refuse ("Failed to find proper ai.onnx domain"). Returns a note when entries were merged."""
+    from onnx import helper
+
+    versions: dict[str, int] = {}
+    for entry in model.opset_import:
+        domain = "" if entry.domain == "ai.onnx" else entry.domain
+        versions[domain] = max(versions.get(domain, 0), entry.version)
+    if len(versions) == len(model.opset_import):
+        return None
+    listed = ", ".join(f"{e.domain or 'ai.onnx'} {e.version}" for e in model.opset_import)
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in versions.items())
+    return f"opset imports merged to one per domain (the model listed {listed})"

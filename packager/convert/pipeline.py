@@ -111,8 +111,8 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
     model = conversion.model
     specs.name_batch_axis(model)
     notes = list(conversion.notes)
-    lowered = compat.lower_ir(model)
-    notes.extend([lowered] if lowered else [])
+    for note in (compat.merge_opsets(model), compat.lower_ir(model)):
+        notes.extend([note] if note else [])
     notes.append(compat.check(model, source.name, ort_version))
     inputs, outputs = specs.graph_inputs(model), specs.graph_outputs(model)
 

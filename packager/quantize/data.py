@@ -167,6 +167,8 @@ def _conform(array: np.ndarray, spec: InputSpec, source: str) -> np.ndarray:
                              f"(shape {list(spec.shape)})", hint="reshape the data to the model's input shape")
     if array.dtype.kind in "fiub" and spec.dtype.kind in "fiub":
         return np.ascontiguousarray(array.astype(spec.dtype, copy=False))
+    if spec.dtype == object and array.dtype.kind in "USO":  # string tensors: onnxruntime takes str objects
+        return array.astype(object)
     if array.dtype != spec.dtype:
         raise InputError(f"{source}: array '{spec.name}' is {array.dtype}, the model expects {spec.dtype}",
                          hint="convert the data to the model's input dtype")

@@ -52,14 +52,22 @@ class Agreement:
         return ", ".join(parts)
 
 
-def open_session(path: Path, threads: int | None = None, cpu_layout: bool = True) -> Any:
+def open_session(path: Path, threads: int | None = None, cpu_layout: bool = True, fake_quant: bool = False) -> Any:
     """An onnxruntime CPU session for `path` with all graph optimizations (without the CPU-only layout ones when
-    `cpu_layout` is False); a model that does not load is a QuantizationError."""
+    `cpu_layout` is False); a model that does not load is a QuantizationError.
+
+    `fake_quant` runs a QDQ model unfused: every DequantizeLinear gives exact int8 x scale values and the float
+    kernels accumulate them without rounding, which is what TensorRT computes (int8 products, int32 accumulation).
+    Fused, onnxruntime's x86 QLinearConv/MatMul kernels without VNNI multiply pairs through VPMADDUBSW, whose
+    16-bit saturation (ONNX Runtime quantization guide, "Data type selection") would fail a TensorRT-bound model
+    for an error TensorRT never makes."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    if not cpu_layout:
+    if fake_quant:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    elif not cpu_layout:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     if threads:
         options.intra_op_num_threads = threads

@@ -87,10 +87,14 @@ def int8_types(mode: Mode, backend: Backend, arch: str) -> Int8Types:
     arch = normalized_arch(arch)
     if backend is Backend.TENSORRT:
         return Int8Types(True, True, False, True, "TensorRT: symmetric S8S8 QDQ, per-channel weights")
+    same_cpu = arch == normalized_arch("")
     if mode is Mode.INT8_STATIC:
+        # S8S8 QDQ runs on x86-64 as U8S8 kernels (activations shifted by 128): the same VPMADDUBSW saturation.
+        if arch == "x86_64" and not (same_cpu and host_has_vnni()):
+            return Int8Types(True, True, True, False, "CPU QDQ: S8S8, ONNX Runtime's documented first choice; "
+                             "x86-64 (VNNI not known): reduce_range against VPMADDUBSW saturation")
         return Int8Types(True, True, False, False, "CPU QDQ: S8S8, ONNX Runtime's documented first choice")
     if arch == "x86_64":
-        same_cpu = arch == normalized_arch("")
         if same_cpu and host_has_vnni():
             return Int8Types(False, True, False, False, "x86-64 with VNNI: U8S8 without saturation")
         return Int8Types(False, True, True, False,

@@ -117,8 +117,8 @@ def _ladder(method: Method, options: QuantizeOptions, prepared: Path, work: Path
     first = method.first(options, per_channel)
     trials = [_try(method, first, prepared, work / "candidate-0.onnx", calibration, evaluation, reference, batch,
                    options)]
-    if trials[0].passed or not options.fallbacks:
-        return trials
+    if trials[0].passed or not options.fallbacks or (trials[0].error or "").startswith(NOTHING_QUANTIZED):
+        return trials  # no fallback quantizes a model whose ops have no quantized form
     for attempt in method.fallbacks(first, options):
         trials.append(_try(method, attempt, prepared, work / f"candidate-{len(trials)}.onnx", calibration,
                            evaluation, reference, batch, options))
@@ -155,8 +155,12 @@ def _try(method: Method, attempt: Attempt, prepared: Path, out: Path, calibratio
     cpu = options.backend is Backend.CPU
     try:
         method.apply(prepared, out, attempt, calibration)
+        untouched = _nothing_quantized(out, options.mode)
+        if untouched:
+            return Trial(attempt, None, False, error=untouched)
         gate.check_loads(out, cpu_layout=cpu)
-        got = gate.run(gate.open_session(out, cpu_layout=cpu), evaluation, batch)
+        fake_quant = options.backend is Backend.TENSORRT and options.mode is not Mode.FP16
+        got = gate.run(gate.open_session(out, cpu_layout=cpu, fake_quant=fake_quant), evaluation, batch)
     except MlpackError as err:
         return Trial(attempt, None, False, error=err.message)
     except Exception as err:  # the quantizers and onnxruntime raise untyped errors for unsupported graphs
@@ -164,6 +168,39 @@ def _try(method: Method, attempt: Attempt, prepared: Path, out: Path, calibratio
         return Trial(attempt, None, False, error=f"{type(err).__name__}: {first_line}")
     agreement = gate.compare(reference, got, evaluation.labels)
     return Trial(attempt, agreement, agreement.passes(options.max_drop), size_bytes=measure.model_bytes(out))
+
+
+# What a quantizer leaves in a graph it changed: QDQ pairs (static), DynamicQuantizeLinear / integer kernels
+# (dynamic), the QLinear* and fused contrib ops (onnxruntime's quantization tools' operator lists).
+_INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+                       "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm", "QAttention", "DynamicQuantizeLSTM",
+                       "QEmbedLayerNormalization", "QOrderedMatMul"})
+
+
+NOTHING_QUANTIZED = "nothing was quantized"
+
+
+def _nothing_quantized(candidate: Path, mode: Mode) -> str | None:
+    """Why `candidate` is no quantized model at all (the quantizer found no op it handles), else None. Such a model
+    would pass the gate trivially and be reported as quantized while it is the FP32 model, often larger."""
+    import onnx
+
+    model = onnx.load(str(candidate), load_external_data=False)
+    nodes = list(model.graph.node)
+    if mode is Mode.FP16:
+        # FP16 weights, or an op that computes on a value cast to FP16 (a Cast alone changes nothing but rounding).
+        half = onnx.TensorProto.FLOAT16
+        to_half = {out for n in nodes if n.op_type == "Cast" and any(a.name == "to" and a.i == half
+                                                                      for a in n.attribute) for out in n.output}
+        changed = any(t.data_type == half for t in model.graph.initializer) or any(
+            n.op_type != "Cast" and to_half.intersection(n.input) for n in nodes)
+    else:
+        changed = any(n.op_type in _INT8_OPS or n.op_type.startswith("QLinear") for n in nodes)
+    if changed:
+        return None
+    ops = ", ".join(dict.fromkeys(f"{n.op_type}" + (f" ({n.domain})" if n.domain else "") for n in nodes))
+    return (f"{NOTHING_QUANTIZED}: none of the model's ops has a {mode} form "
+            f"(its ops: {ops[:300]})")
 
 
 def _failure(source: Path, options: QuantizeOptions, trials: list[Trial]) -> GateFailure:

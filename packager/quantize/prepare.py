@@ -98,7 +98,10 @@ def _preprocess_here(source: Path, out: Path, large: bool, quiet: int) -> Step:
 def _name_nodes(path: Path, out: Path, large: bool) -> None:
     import onnx
 
+    from mlpk.packager.convert.compat import merge_opsets
+
     model = onnx.load(str(path))
+    merge_opsets(model)  # onnxruntime's quantizers refuse a domain listed twice
     taken = {n.name for n in model.graph.node if n.name}
     for index, node in enumerate(model.graph.node):
         if not node.name:

@@ -61,7 +61,10 @@ def digits_cnn(out: Path, epochs: int = 10) -> tuple[Path, Path]:
     sys.path.insert(0, str(REPO / "samples"))
     from torch_cnn import DigitsCNN
 
+    import torch
+
     train_x, train_y, test_x, test_y = digits(flat=False)
+    torch.manual_seed(0)  # the initial weights too: the same model every session
     model = DigitsCNN(width=16)
     _train(model, train_x, train_y, epochs)
     onnx_path, data_path = out / "digits_cnn.onnx", out / "digits_test.npz"
@@ -76,6 +79,7 @@ def fragile_mlp(out: Path, outliers: int = 2, epochs: int = 15) -> tuple[Path, P
     from torch import nn
 
     train_x, train_y, test_x, test_y = digits(flat=True)
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
     _train(model, train_x, train_y, epochs)
     with torch.no_grad():

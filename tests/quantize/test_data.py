@@ -29,6 +29,13 @@ def test_single_input_model_accepts_an_alias_or_its_only_array(tmp_path: Path, k
     assert set(got.inputs) == {"image"} and got.labels is not None
 
 
+def test_string_arrays_feed_a_string_input_as_objects(tmp_path: Path) -> None:
+    """numpy saves text as fixed-width unicode (<U..); onnxruntime's string tensors take str objects."""
+    np.savez(tmp_path / "d.npz", input=np.array([["rain today"], ["goal!"]]), labels=np.array([0, 1]))
+    got = data.load(tmp_path / "d.npz", [InputSpec("input", np.dtype(object), (None, 1))])
+    assert got.inputs["input"].dtype == object and got.inputs["input"][1, 0] == "goal!"
+
+
 def test_directory_of_npy_files_one_per_input(tmp_path: Path) -> None:
     np.save(tmp_path / "a.npy", np.ones((4, 3), np.float32))
     np.save(tmp_path / "b.npy", np.arange(4))
