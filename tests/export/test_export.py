@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -254,3 +255,36 @@ def test_user_errors_are_one_line_and_write_nothing(mlpack, tmp_path: Path) -> N
         assert needle in done.stderr and "Hint:" in done.stderr, done.stderr
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
         assert not out.exists()
+
+
+@pytest.mark.registry
+def test_calibrated_int8_on_a_layout_base_pushed_to_a_registry(mlpack, mlp: Path, inputs: np.ndarray,
+                                                               tmp_path: Path, registry) -> None:
+    """The flags the other tests leave at their defaults: --quantize int8-static with --calibration (the QDQ model
+    ships, its figures in the report), --base from an OCI layout (offline bases), and --push to a registry."""
+    from mlpk.packager.base import pipeline
+
+    base_dir = tmp_path / "base"
+    pipeline.write(pipeline.build(pipeline.BaseSpec(suite="bookworm", arch="amd64")), base_dir)
+    base = image_from_layout(base_dir, "linux/amd64")
+    ref = f"{registry.host}/scorer:int8"
+    out = tmp_path / "out"
+    report = export(mlpack, str(mlp), "--target", "lambda", "--quantize", "int8-static", "--calibration",
+                    str(mlp.with_name("mlp-data.npz")), "--base", f"oci:{base_dir}", "--push", ref, "-o", str(out))
+    optimization = report["optimization"]
+    assert optimization["mode"] == "int8-static" and optimization["required"], optimization
+    assert optimization["accuracy"]["cosine"] > 0.99 and optimization["size"]["after_bytes"] > 0  # tiny: QDQ adds bytes
+    ops = {node.op_type for node in onnx.load(str(out / "model" / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops, "the quantized model is the one that ships"
+    img = image_from_layout(out / "oci")
+    assert img.config["config"]["Labels"]["dev.mlpack.base.digest"] == str(base.digest)
+    assert [str(layer.digest) for layer in img.layers[:len(base.layers)]] == [str(la.digest) for la in base.layers]
+    assert report["pushed"]["digest"] == report["digest"] == str(img.digest)
+    remote = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"], check=True,
+                                       capture_output=True, text=True).stdout)
+    assert remote["Digest"] == report["digest"] and remote["Architecture"] == "amd64"
+    expected = ort.InferenceSession(str(out / "model" / "model.onnx")).run(None, {"x": inputs})[0]
+    reference = ort.InferenceSession(str(mlp)).run(None, {"x": inputs})[0]
+    # INT8 of a softmax head: probabilities in steps of 1/255 and a few hundredths off, the same classes
+    np.testing.assert_array_equal(expected.argmax(1), reference.argmax(1))
+    np.testing.assert_allclose(expected, reference, atol=0.15)
