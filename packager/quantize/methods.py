@@ -16,9 +16,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from mlpk.packager.errors import missing_extra
 from mlpk.packager.quantize.data import Dataset
 from mlpk.packager.quantize.options import Backend, Calibration, Int8Types, Mode, QuantizeOptions, int8_types
+from mlpk.packager.quantize.prepare import TWO_GB
 
 if TYPE_CHECKING:
     import onnx
@@ -107,7 +110,7 @@ class Int8Dynamic:
     mode: Mode = Mode.INT8_DYNAMIC
     needs_calibration: bool = False
     neighbours: bool = False
-    op_types: tuple[str, ...] = DYNAMIC_OPS
+    op_types: tuple[str, ...] = (*DYNAMIC_OPS, "Gemm")  # Gemm: quantized as the MatMul it is rewritten to
 
     def first(self, options: QuantizeOptions, per_channel: bool) -> Attempt:
         return Attempt("int8-dynamic" + (" per-channel" if per_channel else ""), per_channel=per_channel)
@@ -117,11 +120,18 @@ class Int8Dynamic:
             yield replace(first, label="per-channel weights", per_channel=True)
 
     def apply(self, prepared: Path, out: Path, attempt: Attempt, calibration: Dataset | None) -> None:
+        import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        source = prepared
+        if prepared.stat().st_size < TWO_GB:
+            model = onnx.load(str(prepared))
+            if gemm_as_matmul(model):
+                source = out.with_name(f"{out.stem}.matmul.onnx")
+                onnx.save(model, str(source))
         with _quiet():
             quantize_dynamic(
-                prepared, out, op_types_to_quantize=list(self.op_types), per_channel=attempt.per_channel,
+                source, out, op_types_to_quantize=list(DYNAMIC_OPS), per_channel=attempt.per_channel,
                 reduce_range=self.types.reduce_range,
                 weight_type=QuantType.QInt8 if self.types.weight_signed else QuantType.QUInt8,
                 nodes_to_exclude=list(attempt.excluded), extra_options={"MatMulConstBOnly": True})
@@ -177,6 +187,50 @@ class Int8Static:
         return {"format": "QDQ", "activations": "int8" if self.types.activation_signed else "uint8",
                 "weights": "int8" if self.types.weight_signed else "uint8", "symmetric": self.types.symmetric,
                 "backend": str(self.backend), "why": self.types.reason}
+
+
+def gemm_as_matmul(model: onnx.ModelProto) -> int:
+    """Rewrite each Gemm with constant weights as MatMul (+ Add for the bias); mutates `model`, returns the count.
+
+    onnxruntime's dynamic quantizer has integer kernels for MatMul but not for Gemm (its IntegerOps registry), and
+    exporters write Gemm for every dense layer on 2-D inputs (torch's nn.Linear, skl2onnx's MLPs): left alone, such
+    models get nothing quantized. Y = alpha * A @ op(B) + beta * C becomes A @ (alpha * op(B)) + beta * C, with the
+    scaled weights folded into new initializers. The MatMul keeps the Gemm's name, so node exclusions still match.
+    """
+    from onnx import helper, numpy_helper
+
+    constants = {t.name: t for t in model.graph.initializer}
+    attrs = lambda node: {a.name: helper.get_attribute_value(a) for a in node.attribute}  # noqa: E731
+    rewritten, nodes = 0, []
+    for node in model.graph.node:
+        a = attrs(node) if node.op_type == "Gemm" and node.domain in ("", "ai.onnx") else {}
+        if (node.op_type != "Gemm" or a.get("transA", 0) or len(node.input) < 2 or node.input[1] not in constants
+                or (len(node.input) > 2 and node.input[2] and node.input[2] not in constants)):
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(constants[node.input[1]])
+        weight = (weight.T if a.get("transB", 0) else weight) * np.asarray(a.get("alpha", 1.0), weight.dtype)
+        name = node.name or f"Gemm_{rewritten}"
+        w_name = f"{name}/weight_for_matmul"
+        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), w_name))
+        has_bias = len(node.input) > 2 and bool(node.input[2])
+        product = f"{node.output[0]}/matmul" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], w_name], [product], name=name))
+        if has_bias:
+            bias = numpy_helper.to_array(constants[node.input[2]])
+            b_name = f"{name}/bias_for_matmul"
+            model.graph.initializer.append(numpy_helper.from_array(
+                (bias * np.asarray(a.get("beta", 1.0), bias.dtype)).astype(bias.dtype), b_name))
+            nodes.append(helper.make_node("Add", [product, b_name], [node.output[0]], name=f"{name}/bias"))
+        rewritten += 1
+    if rewritten:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        kept = [t for t in model.graph.initializer if t.name in used]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
+    return rewritten
 
 
 def _retarget_casts(model: onnx.ModelProto) -> None:
