@@ -217,3 +217,20 @@ def mlpack(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
         return done
 
     return run
+
+
+@pytest.fixture(scope="session")
+def exported_cpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real `mlpack export` of the generated MLP for the cpu target, amd64 only (the export directory), shared
+    by the delivery and bench tests."""
+    import sys
+
+    from tests.deliver import images
+
+    tmp = tmp_path_factory.mktemp("cpu-export")
+    model = images.models.mlp(tmp / "m", seed=0, name="scorer")
+    done = subprocess.run([str(Path(sys.executable).with_name("mlpack")), "--json", "export", str(model), "--target",
+                           str(images.cpu_amd64_profile(tmp)), "--quantize", "none", "-o", str(tmp / "export")],
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr
+    return tmp / "export"

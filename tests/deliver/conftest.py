@@ -1,5 +1,5 @@
-"""Fixtures of the delivery tests: a moto server whose access log counts the AWS calls made, and the image
-exports the tests deliver."""
+"""Fixtures of the delivery tests: a moto server whose access log counts the AWS calls made, and an SSH server
+(the image export they deliver, `exported_cpu`, is shared with other suites in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -123,19 +123,3 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     (tmp / "known_hosts").write_text(f"[127.0.0.1]:{port} {key[0]} {key[1]}\n")
     yield Sshd(port, tmp / "client_key", tmp / "known_hosts")
     stop_process(proc)
-
-
-@pytest.fixture(scope="session")
-def exported_cpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One real `mlpack export` of the generated MLP for the cpu target, amd64 only (the export directory)."""
-    import sys
-
-    from tests.deliver import images
-
-    tmp = tmp_path_factory.mktemp("cpu-export")
-    model = images.models.mlp(tmp / "m", seed=0, name="scorer")
-    done = subprocess.run([str(Path(sys.executable).with_name("mlpack")), "--json", "export", str(model), "--target",
-                           str(images.cpu_amd64_profile(tmp)), "--quantize", "none", "-o", str(tmp / "export")],
-                          capture_output=True, text=True, timeout=900, check=False)
-    assert done.returncode == 0, done.stderr
-    return tmp / "export"
