@@ -1,10 +1,11 @@
 """Benchmark: every sample model in every quantization mode, against its FP32 ONNX, side by side in one run.
 
-For each sample (the torch and keras digits CNNs from samples/, converted with mlpack's converter, and the
-transformer encoder of samples/train_transformer.py) and each mode (fp16, int8-dynamic, int8-static), this runs
-`mlpk.packager.quantize.quantize` with its accuracy gate and fallbacks, each row in a fresh process, and prints:
+For each sample (the torch and keras digits CNNs and the scikit-learn tabular and text pipelines from samples/,
+converted with mlpack's converter, and the transformer encoder of samples/train_transformer.py) and each mode
+(fp16, int8-dynamic, int8-static), this runs `mlpk.packager.quantize.quantize` with its accuracy gate and
+fallbacks, each row in a fresh process, and prints:
 size ratio (quantized / FP32 file), speed ratio (FP32 median latency / quantized median latency, batch 1, the two
-models alternating run by run in this one process), accuracy on the held-out digits before and after, argmax
+models alternating run by run in this one process), accuracy on the held-out split before and after, argmax
 agreement, cosine, and which attempt passed the gate (or the gate's refusal).
 
     python bench/quantize.py [--work DIR] [--runs N] [--threads N]
@@ -36,6 +37,7 @@ def _run(*argv: str) -> None:
 def samples(work: Path) -> dict[str, tuple[Path, Path]]:
     """name -> (FP32 ONNX, held-out .npz), trained and converted into `work` unless already there."""
     from mlpk.packager.convert.pipeline import convert
+    from mlpk.packager.convert.registry import ConvertOptions
 
     found: dict[str, tuple[Path, Path]] = {}
     torch_dir, keras_dir, transformer_dir = work / "torch", work / "keras", work / "transformer"
@@ -54,6 +56,18 @@ def samples(work: Path) -> dict[str, tuple[Path, Path]]:
         found["keras digits CNN"] = (keras_dir / "digits_cnn.onnx", keras_dir / "digits_nhwc_test.npz")
     except (subprocess.CalledProcessError, ImportError) as err:
         print(f"keras digits CNN skipped: {err}", file=sys.stderr)
+    for name, script, stem, data in (("sklearn tabular pipeline", "train_sklearn_tabular.py", "breast_cancer",
+                                      "breast_cancer_test.npz"),
+                                     ("sklearn text pipeline", "train_sklearn_text.py", "text_topics",
+                                      "text_topics_test.npz")):
+        folder = work / "sklearn"
+        if not (folder / f"{stem}.joblib").is_file():
+            _run(f"samples/{script}", "--out", str(folder))
+        if not (folder / f"{stem}.onnx").is_file():
+            # We trained these pickles ourselves a line above, so loading them is safe.
+            convert(folder / f"{stem}.joblib", folder / f"{stem}.onnx", sample_data=folder / data,
+                    options=ConvertOptions(trust_pickle=True))
+        found[name] = (folder / f"{stem}.onnx", folder / data)
     if not (transformer_dir / "transformer.onnx").is_file():
         _run("samples/train_transformer.py", str(transformer_dir))
     found["transformer encoder"] = (transformer_dir / "transformer.onnx", transformer_dir / "transformer-data.npz")
@@ -62,6 +76,7 @@ def samples(work: Path) -> dict[str, tuple[Path, Path]]:
 
 def row(model: Path, data: Path, mode: str, target: str, runs: int, threads: int, out: Path) -> dict[str, Any]:
     """One sample in one mode: the quantization report's figures, or the gate's refusal."""
+    from mlpk.packager.errors import MlpackError
     from mlpk.packager.quantize import Backend, GateFailure, Mode, QuantizeOptions, quantize
 
     options = QuantizeOptions(Mode(mode), Backend(target), calibration=data, latency_runs=runs, threads=threads)
@@ -70,6 +85,8 @@ def row(model: Path, data: Path, mode: str, target: str, runs: int, threads: int
     except GateFailure as err:
         last = err.trials[-1]
         return {"refused": last.error or (last.agreement.summary() if last.agreement else err.message)}
+    except MlpackError as err:  # a mode the model cannot take (e.g. no quantizable op): the row says why
+        return {"refused": err.one_line()}
 
 
 def main() -> int:

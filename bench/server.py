@@ -19,6 +19,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -29,6 +30,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -138,13 +140,18 @@ def load(port: int, path: str, body: bytes, headers: dict[str, str], total: int,
     return latencies, time.perf_counter() - started, errors
 
 
-def summarize(latencies: list[float], seconds: float, errors: int = 0) -> dict[str, float]:
+def summarize(latencies: list[float], seconds: float, errors: int = 0,
+              samples: bool = False) -> dict[str, Any]:
     ordered = sorted(latencies)
-    return {"p50_ms": statistics.median(ordered) * 1000, "p99_ms": ordered[int(len(ordered) * 0.99) - 1] * 1000,
-            "rps": len(ordered) / seconds, "errors": errors}
+    row: dict[str, Any] = {"p50_ms": statistics.median(ordered) * 1000,
+                           "p99_ms": ordered[max(int(len(ordered) * 0.99) - 1, 0)] * 1000,
+                           "rps": len(ordered) / seconds, "errors": errors}
+    if samples:
+        row["latencies_ms"] = [round(v * 1000, 4) for v in latencies]
+    return row
 
 
-def raw(model: Path, x: np.ndarray, total: int) -> dict[str, float]:
+def raw(model: Path, x: np.ndarray, total: int, samples: bool = False) -> dict[str, Any]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # the servers run one request per thread too
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
@@ -156,15 +163,15 @@ def raw(model: Path, x: np.ndarray, total: int) -> dict[str, float]:
         t = time.perf_counter()
         session.run(None, {"x": x})
         latencies.append(time.perf_counter() - t)
-    return summarize(latencies, time.perf_counter() - started)
+    return summarize(latencies, time.perf_counter() - started, samples=samples)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=4000)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per case")
-    args = parser.parse_args()
+RAW, FLASK = "raw session.run (in process)", "flask tutorial app (/predict)"
+
+
+def measure(requests: int = 4000, concurrency: int = 8, rounds: int = 4,
+            samples: bool = False) -> dict[str, dict[str, Any]]:
+    """Every row of the benchmark: name -> p50/p99 ms, req/s, errors (and every latency in ms with `samples`)."""
     workdir = Path(tempfile.mkdtemp(prefix="mlpack-bench-"))
     model = make_model(workdir / "model")
     x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
@@ -175,7 +182,7 @@ def main() -> None:
                                      "parameters": {"binary_data_size": x.nbytes}}],
                          "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode()
 
-    results: dict[str, dict[str, float]] = {"raw session.run (in process)": raw(model, x, args.requests)}
+    results: dict[str, dict[str, Any]] = {RAW: raw(model, x, requests, samples)}
     mlpack_port, flask_port = free_port(), free_port()
     env = {**os.environ, "MLPACK_MODEL_DIR": str(model.parent), "MLPACK_HOST": "127.0.0.1",
            "MLPACK_PORT": str(mlpack_port), "MLPACK_THREADS": "1", "MLPACK_LOG_LEVEL": "warning"}
@@ -188,30 +195,39 @@ def main() -> None:
         wait(f"http://127.0.0.1:{mlpack_port}/v2/health/ready", procs[0])
         wait(f"http://127.0.0.1:{flask_port}/health", procs[1])
         cases = {
-            "flask tutorial app (/predict)": (flask_port, "/predict", instances, {"Content-Type": "application/json"}),
+            FLASK: (flask_port, "/predict", instances, {"Content-Type": "application/json"}),
             "mlpack TF Serving :predict": (mlpack_port, "/v1/models/mlp:predict", instances, {}),
             "mlpack v2 JSON": (mlpack_port, "/v2/models/mlp/infer", v2_json, {}),
             "mlpack v2 binary": (mlpack_port, "/v2/models/mlp/infer", header + x.tobytes(),
                                  {"Inference-Header-Content-Length": str(len(header))}),
         }
         for port, path, body, headers in cases.values():
-            load(port, path, body, headers, min(200, args.requests), args.concurrency)  # warm up
+            load(port, path, body, headers, min(200, requests), concurrency)  # warm up
         # Rounds interleave the cases, so a burst of load from elsewhere on the machine hits them all alike.
-        collected = {name: ([], 0.0, 0) for name in cases}
-        for _ in range(args.rounds):
+        collected: dict[str, tuple[list[float], float, int]] = {name: ([], 0.0, 0) for name in cases}
+        for _ in range(rounds):
             for name, (port, path, body, headers) in cases.items():
-                latencies, seconds, errors = load(port, path, body, headers, args.requests // args.rounds,
-                                                  args.concurrency)
+                latencies, seconds, errors = load(port, path, body, headers, requests // rounds, concurrency)
                 total = collected[name]
                 collected[name] = (total[0] + latencies, total[1] + seconds, total[2] + errors)
         for name, (latencies, seconds, errors) in collected.items():
-            results[name] = summarize(latencies, seconds, errors)
+            results[name] = summarize(latencies, seconds, errors, samples)
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=30)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results
 
-    rawr, flask = results["raw session.run (in process)"], results["flask tutorial app (/predict)"]
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per case")
+    args = parser.parse_args()
+    results = measure(args.requests, args.concurrency, args.rounds)
+    rawr, flask = results[RAW], results[FLASK]
     print(f"{args.requests} requests per row, HTTP at {args.concurrency}-way concurrency, MLP 64-256-256-10, batch 1")
     print(f"{'':32} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}   {'p50 vs raw':>10} "
           f"{'req/s vs flask':>14} {'p50 vs flask':>12}")

@@ -1,0 +1,324 @@
+"""docs/benchmarks.md from bench/run.py's figures: a headline table, one section per measurement with its charts,
+and for every figure the command that reproduces it. Also writes the headline ratios into the README."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = ".venv/bin/python bench/run.py"
+MB = 1e6
+README_START, README_END = "<!-- benchmarks: written by bench/run.py -->", "<!-- /benchmarks -->"
+
+
+def host() -> dict[str, Any]:
+    import onnxruntime
+
+    from mlpk.packager import __version__
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "mlpack": __version__, "date": time.strftime("%Y-%m-%d"),
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                     cwd=REPO, check=False).stdout.strip()}
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _mb(n: float) -> str:
+    return f"{n / MB:,.1f} MB"
+
+
+def _charts(results: dict[str, Any], folder: Path) -> dict[str, str]:
+    """Draw every chart the figures allow; returns name -> file name (relative to docs/)."""
+    from mlpk.packager.bench import charts
+
+    folder.mkdir(parents=True, exist_ok=True)
+    drawn: dict[str, str] = {}
+
+    def keep(name: str, path: Path) -> None:
+        drawn[name] = f"{folder.name}/{path.name}"
+
+    if "size" in results:
+        totals = results["size"]["totals"]
+        keep("size", charts.bars({"floor (base + onnxruntime + numpy + model)": totals["floor"]["uncompressed"] / MB,
+                                  "mlpack export (cpu, amd64)": totals["mlpack"]["uncompressed"] / MB,
+                                  "naive (tensorflow-cpu + tf-keras + Flask)": totals["naive"]["uncompressed"] / MB},
+                                 folder / "image-size.png", title="Image size, uncompressed (same Debian base)",
+                                 unit="MB"))
+    if "start" in results:
+        start = results["start"]
+        keep("start", charts.latency_distribution(
+            {"mlpack server (onnxruntime)": [v * 1000 for v in start["mlpack_s"]],
+             "tutorial app (tf-keras + Flask)": [v * 1000 for v in start["naive_s"]]},
+            folder / "start-to-ready.png", title=f"Process start to ready, {start['runs']} fresh starts each",
+            xlabel="start to ready (ms)", ylabel="starts ready within (%)"))
+    if "export" in results:
+        export = results["export"]
+        keep("export", charts.bars({"cold export": export["cold_s"], "re-export, model-only change":
+                                    export["model_only_s"]}, folder / "export-time.png",
+                                   title="mlpack export, keras CNN -> cpu (amd64 + arm64)", unit="s"))
+    if "server" in results:
+        levels = results["server"]["levels"]
+        names = list(next(iter(levels.values())))
+        # raw session.run is one in-process loop (no HTTP): tens of thousands per second would flatten the servers
+        keep("throughput", charts.throughput_by_concurrency(
+            {name: {int(level): rows[name]["rps"] for level, rows in levels.items()} for name in names
+             if not name.startswith("raw")},
+            folder / "server-throughput.png", title="Throughput against concurrency, MLP, batch 1"))
+        top = max(levels, key=int)
+        keep("latency", charts.latency_distribution(
+            {name: row["latencies_ms"] for name, row in levels[top].items() if "latencies_ms" in row},
+            folder / "server-latency.png", title=f"Request latency at {top}-way concurrency, MLP, batch 1",
+            xlabel="latency (ms)"))
+    if "quantize" in results:
+        rows = [r for r in results["quantize"]["rows"] if "refused" not in r]
+        keep("quantize", charts.bars({f"{r['sample']}, {r['mode']}" + ("" if r["for"] == "cpu" else " (TRT)"):
+                                      r["latency"]["speedup"] for r in rows}, folder / "quantize-speed.png",
+                                     title="Quantized / FP32 speed-up on this CPU, batch 1", unit="x"))
+    if "lambda" in results and results["lambda"]["to_first_answer_s"]:
+        lam = results["lambda"]
+        series = {"container start to first answer": [v * 1000 for v in lam["to_first_answer_s"]]}
+        if lam["init_ms"]:
+            series["init phase (emulator's INIT REPORT)"] = lam["init_ms"]
+        keep("lambda", charts.latency_distribution(series, folder / "lambda-init.png",
+                                                   title=f"Lambda cold starts under the RIE, {lam['runs']} runs",
+                                                   xlabel="time (ms)", ylabel="cold starts within (%)"))
+    return drawn
+
+
+def _headlines(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(figure, mlpack, baseline, ratio, command) rows."""
+    rows = []
+    if "size" in results:
+        t = results["size"]["totals"]
+        rows.append(("image size (uncompressed, amd64)", _mb(t["mlpack"]["uncompressed"]),
+                     f"naive framework image {_mb(t['naive']['uncompressed'])}",
+                     f"{results['size']['naive_vs_mlpack']:.1f}x smaller", f"{RUN} --only size"))
+        rows.append(("image size against the floor", _mb(t["mlpack"]["uncompressed"]),
+                     f"floor {_mb(t['floor']['uncompressed'])}", f"{results['size']['mlpack_vs_floor']:.2f}x the floor",
+                     f"{RUN} --only size"))
+    if "start" in results:
+        s = results["start"]
+        rows.append(("process start to ready (median)", f"{_median(s['mlpack_s']) * 1000:,.0f} ms",
+                     f"tutorial app {_median(s['naive_s']) * 1000:,.0f} ms", f"{s['ratio']:.1f}x faster",
+                     f"{RUN} --only start"))
+    if "export" in results:
+        e = results["export"]
+        rows.append(("re-export after a model-only change", f"{e['model_only_s']:.1f} s",
+                     f"cold export {e['cold_s']:.1f} s", f"{e['ratio']:.1f}x faster", f"{RUN} --only export"))
+    if "server" in results:
+        levels = results["server"]["levels"]
+        top = levels[max(levels, key=int)]
+        best = max((n for n in top if n.startswith("mlpack")), key=lambda n: top[n]["rps"])
+        flask = next(n for n in top if n.startswith("flask"))
+        raw = next(n for n in top if n.startswith("raw"))
+        rows.append((f"throughput at {max(levels, key=int)}-way concurrency ({best})", f"{top[best]['rps']:,.0f} req/s",
+                     f"Flask app {top[flask]['rps']:,.0f} req/s", f"{top[best]['rps'] / top[flask]['rps']:.1f}x",
+                     f"{RUN} --only server"))
+        one = levels[min(levels, key=int)]
+        rows.append(("p50 latency, one client (mlpack v2 binary)", f"{one['mlpack v2 binary']['p50_ms']:.2f} ms",
+                     f"raw session.run {one[raw]['p50_ms']:.3f} ms",
+                     f"+{one['mlpack v2 binary']['p50_ms'] - one[raw]['p50_ms']:.2f} ms of HTTP",
+                     f"{RUN} --only server"))
+    if "quantize" in results:
+        for r in results["quantize"]["rows"]:
+            if r["mode"] == "int8-static" and r["for"] == "cpu" and "refused" not in r and "CNN" in r["sample"]:
+                rows.append((f"INT8 static, {r['sample']} (size)", f"{r['size']['ratio']:.2f}x FP32 file",
+                             f"argmax agreement {r['accuracy']['argmax_agreement']:.1%}",
+                             f"{r['latency']['speedup']:.2f}x speed", f"{RUN} --only quantize"))
+                break
+        for r in results["quantize"]["rows"]:
+            if r["mode"] == "int8-dynamic" and "transformer" in r["sample"] and "refused" not in r:
+                rows.append(("INT8 dynamic, transformer encoder (speed)", f"{r['latency']['candidate_ms']:.2f} ms",
+                             f"FP32 {r['latency']['baseline_ms']:.2f} ms", f"{r['latency']['speedup']:.2f}x faster",
+                             f"{RUN} --only quantize"))
+    if "lambda" in results and results["lambda"]["init_ms"]:
+        lam = results["lambda"]
+        rows.append(("Lambda init (median, RIE)", f"{_median(lam['init_ms']):,.0f} ms",
+                     "Lambda's init cap 10,000 ms", f"{_median(lam['init_ms']) / 10000:.1%} of the cap",
+                     f"{RUN} --only lambda"))
+    return rows
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _sections(results: dict[str, Any], charts: dict[str, str]) -> list[str]:
+    out: list[str] = []
+
+    def image(name: str, alt: str) -> None:
+        if name in charts:
+            out.append(f"\n![{alt}]({charts[name]})\n")
+
+    if "size" in results:
+        size = results["size"]
+        rows = [(f"{image_name}: {layer}", _mb(v["compressed"]), _mb(v["uncompressed"]))
+                for image_name, layers in size["layers"].items() for layer, v in layers.items()]
+        rows += [(f"**{name} total**", _mb(v["compressed"]), _mb(v["uncompressed"])) for name, v in
+                 size["totals"].items()]
+        out += ["## Image size", "",
+                "The `cpu` export of the keras digits CNN (amd64 image of the index) against the floor - the same "
+                f"base with only {', '.join(size['floor_requirements'])} installed the way mlpack installs wheels, "
+                "plus the model - and against the naive image of the classic tutorial on the same base: "
+                f"`pip install {' '.join(size['naive_requirements'])}` for the same platform, the .h5 and a Flask "
+                "app. Sizes are of the layers' tar (uncompressed) and gzip (compressed) bytes.", "",
+                _table(("layer", "compressed", "uncompressed"), rows), "",
+                f"Reproduce: `{RUN} --only size`"]
+        image("size", "image sizes")
+    if "start" in results:
+        s = results["start"]
+        out += ["## Start to ready", "",
+                "Fresh processes on this host, alternating, from `exec` until the health endpoint answers 200: "
+                "mlpack's server (`python -m mlpk.runtimes.server` on the exported model: onnxruntime session, "
+                "warm-up) against the tutorial app (tf-keras loads the .h5, Flask serves it).", "",
+                _table(("server", "median", "min", "max"),
+                       [(name, f"{_median(v) * 1000:,.0f} ms", f"{min(v) * 1000:,.0f} ms", f"{max(v) * 1000:,.0f} ms")
+                        for name, v in (("mlpack", s["mlpack_s"]), ("tutorial app", s["naive_s"]))]), "",
+                f"Ratio of medians: **{s['ratio']:.1f}x**. Reproduce: `{RUN} --only start`"]
+        image("start", "start to ready")
+    if "export" in results:
+        e = results["export"]
+        out += ["## Export time", "",
+                f"`{e['command']}` (convert with parity check, gated INT8 attempt, amd64 + arm64 images, layout "
+                "and archives) from a cold cache that shares only verified downloads (no network in either "
+                "timing), then again with the retrained CNN (a model-only change) on the cache the cold run left.",
+                "", _table(("run", "seconds", "steps (model / build / write)"), [
+                    ("cold", f"{e['cold_s']:.1f}", " / ".join(f"{v:.1f}" for v in e["steps_cold"].values())),
+                    ("model-only change", f"{e['model_only_s']:.1f}",
+                     " / ".join(f"{v:.1f}" for v in e["steps_model_only"].values()))]), "",
+                f"Ratio: **{e['ratio']:.1f}x**; layers that kept their digest: {', '.join(e['layers_kept'])}. "
+                f"Reproduce: `{RUN} --only export`"]
+        image("export", "export time")
+    if "server" in results:
+        srv = results["server"]
+        rows = []
+        lowest = min(srv["levels"], key=int)
+        raw = next(v for n, v in srv["levels"][lowest].items() if n.startswith("raw"))
+        for level, by_name in srv["levels"].items():
+            flask = next(v for n, v in by_name.items() if n.startswith("flask"))
+            for name, row in by_name.items():
+                if name.startswith("raw") and level != lowest:
+                    continue  # one in-process loop whatever the level: shown once
+                rows.append((level, name, f"{row['p50_ms']:.3f}", f"{row['p99_ms']:.3f}", f"{row['rps']:,.0f}",
+                             row["errors"], f"+{row['p50_ms'] - raw['p50_ms']:.3f} ms",
+                             "-" if name.startswith("raw") else f"{row['rps'] / flask['rps']:.2f}x"))
+        out += ["## Server", "",
+                f"{srv['model']}; {srv['requests']} requests per row and level in {srv['rounds']} interleaved "
+                "rounds, keep-alive HTTP clients on loopback (on the same 2 cores as the servers); raw `session.run` in one "
+                "process, one call at a time, is the floor of a request's latency.", "",
+                _table(("concurrency", "row", "p50 ms", "p99 ms", "req/s", "errors", "p50 over raw session.run",
+                        "req/s vs Flask"), rows), "", f"Reproduce: `{RUN} --only server` "
+                f"(or one level: `.venv/bin/python bench/server.py --concurrency 16`)"]
+        image("throughput", "throughput against concurrency")
+        image("latency", "latency distribution")
+    if "quantize" in results:
+        rows = []
+        for r in results["quantize"]["rows"]:
+            mode = r["mode"] + ("" if r["for"] == "cpu" else f" (for {r['for']})")
+            if "refused" in r:
+                rows.append((r["sample"], mode, "-", "-", "-", "-", f"refused: {r['refused'][:80]}"))
+                continue
+            acc = r["accuracy"]
+            accuracy = "-" if acc["accuracy_before"] is None else \
+                f"{acc['accuracy_before']:.2%} -> {acc['accuracy_after']:.2%}"
+            rows.append((r["sample"], mode, f"{r['size']['ratio']:.3f}", f"{r['latency']['speedup']:.2f}x",
+                         accuracy, f"{acc['cosine']:.5f}", r["chosen"]))
+        out += ["## Quantization", "",
+                f"Every sample in every mode through `mlpk.packager.quantize` with its accuracy gate; FP32 and "
+                f"quantized models alternate in one process, median of {results['quantize']['runs']} runs at batch "
+                "1. TensorRT-bound rows are gated on CPU (no GPU here), so their speed is CPU speed.", "",
+                _table(("sample", "mode", "size ratio", "speed-up", "accuracy FP32 -> quantized", "cosine", "gate"),
+                       rows), "", f"Reproduce: `{RUN} --only quantize` (or `.venv/bin/python bench/quantize.py`)"]
+        image("quantize", "quantization speed-up")
+    if "lambda" in results:
+        lam = results["lambda"]
+        out += ["## Lambda init", "",
+                f"`{lam['command']}` ({lam['image_mb']:.1f} MB image), started {lam['runs']} times in Docker with the "
+                "real Runtime Interface Emulator as entrypoint; each start's first invocation is an inference.", "",
+                _table(("measure", "median", "runs"), [
+                    ("container start to first answer", f"{_median(lam['to_first_answer_s']) * 1000:,.0f} ms",
+                     ", ".join(f"{v * 1000:,.0f}" for v in lam["to_first_answer_s"])),
+                    ("init phase (INIT REPORT)", f"{_median(lam['init_ms']):,.0f} ms",
+                     ", ".join(f"{v:,.0f}" for v in lam["init_ms"]))]), "",
+                f"Reproduce: `{RUN} --only lambda`"]
+        image("lambda", "lambda init")
+    if "card" in results:
+        card = results["card"]
+        out += ["## Benchmark card of a build", "",
+                "`mlpack bench` on the exported `cpu` image, as any build can have it (JSON report and charts): "
+                f"`{card.get('command', 'mlpack bench OUT --concurrency 1,4,16')}`.", "",
+                "```json", json.dumps({k: v for k, v in card.items() if k not in ("levels", "raw", "samples")},
+                                      indent=1, default=str)[:3000], "```", "",
+                f"Reproduce: `{RUN} --only card`"]
+        for png in ("latency", "throughput"):
+            image(f"card-{png}", f"mlpack bench {png}")
+    return out
+
+
+def write(results: dict[str, Any], docs: Path, work: Path, readme: Path) -> Path:
+    """Write results.json, the charts, benchmarks.md and the README's headline block (each through a temp file)."""
+    from mlpk.packager.oci.atomic import atomic_file
+
+    folder = docs / "benchmarks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_file(folder / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=1, sort_keys=True))
+    charts = _charts(results, folder)
+    if "card" in results:
+        for png in ("latency", "throughput"):
+            source = work / "card" / f"{png}.png"
+            if source.is_file():
+                with atomic_file(folder / f"card-{png}.png") as tmp:
+                    tmp.write_bytes(source.read_bytes())
+                charts[f"card-{png}"] = f"{folder.name}/card-{png}.png"
+    h = results["host"]
+    headlines = _headlines(results)
+    total = results.get("total_seconds")
+    lines = ["# Benchmarks", "",
+             "<!-- written by bench/run.py: edit that, not this page -->", "",
+             f"Measured on {h['date']} on {h['cpu']} ({h['cores']} cores, {h['machine']}, no GPU), Python "
+             f"{h['python']}, onnxruntime {h['onnxruntime']}, mlpack {h['mlpack']} ({h['commit']}). Each figure is "
+             "a ratio or a distribution from one run, mlpack and its baseline side by side on this machine"
+             + (f"; the whole page took {total / 60:.1f} minutes" if total else "") + ".", "",
+             f"Regenerate everything: `{RUN}`", "",
+             _table(("figure", "mlpack", "baseline", "ratio", "reproduce"),
+                    [(a, b, c, d, f"`{e}`") for a, b, c, d, e in headlines]), ""]
+    lines += _sections(results, charts)
+    page_path = docs / "benchmarks.md"
+    with atomic_file(page_path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    _readme(headlines, readme)
+    return page_path
+
+
+def _readme(headlines: list[tuple[str, str, str, str, str]], readme: Path) -> None:
+    """Replace the README's block between the benchmarks markers with the headline ratios."""
+    from mlpk.packager.oci.atomic import atomic_file
+
+    text = readme.read_text()
+    if README_START not in text:
+        print("README has no benchmarks markers; headline block not written", file=sys.stderr)
+        return
+    block = "\n".join(f"- {figure}: {ratio} ({mlpack} against {baseline})"
+                      for figure, mlpack, baseline, ratio, _ in headlines)
+    text = re.sub(re.escape(README_START) + ".*?" + re.escape(README_END),
+                  lambda _: f"{README_START}\n{block}\n\nAll figures, charts and reproducing commands: "
+                            f"[docs/benchmarks.md](docs/benchmarks.md).\n{README_END}", text, flags=re.S)
+    with atomic_file(readme) as tmp:
+        tmp.write_text(text)
