@@ -57,7 +57,7 @@ def _charts(results: dict[str, Any], folder: Path) -> dict[str, str]:
                                   "mlpack export (cpu, amd64)": totals["mlpack"]["uncompressed"] / MB,
                                   "naive (tensorflow-cpu + tf-keras + Flask)": totals["naive"]["uncompressed"] / MB},
                                  folder / "image-size.png", title="Image size, uncompressed (same Debian base)",
-                                 unit="MB"))
+                                 unit="MB", xlabel="uncompressed image size (MB)"))
     if "start" in results:
         start = results["start"]
         keep("start", charts.latency_distribution(
@@ -69,7 +69,8 @@ def _charts(results: dict[str, Any], folder: Path) -> dict[str, str]:
         export = results["export"]
         keep("export", charts.bars({"cold export": export["cold_s"], "re-export, model-only change":
                                     export["model_only_s"]}, folder / "export-time.png",
-                                   title="mlpack export, keras CNN -> cpu (amd64 + arm64)", unit="s"))
+                                   title="mlpack export, keras CNN -> cpu (amd64 + arm64)", unit="s",
+                                   xlabel="wall-clock time (s)"))
     if "server" in results:
         levels = results["server"]["levels"]
         names = list(next(iter(levels.values())))
@@ -87,7 +88,8 @@ def _charts(results: dict[str, Any], folder: Path) -> dict[str, str]:
         rows = [r for r in results["quantize"]["rows"] if "refused" not in r]
         keep("quantize", charts.bars({f"{r['sample']}, {r['mode']}" + ("" if r["for"] == "cpu" else " (TRT)"):
                                       r["latency"]["speedup"] for r in rows}, folder / "quantize-speed.png",
-                                     title="Quantized / FP32 speed-up on this CPU, batch 1", unit="x"))
+                                     title="Quantized / FP32 speed-up on this CPU, batch 1", unit="x",
+                                     xlabel="speed-up against the FP32 model (x; below 1 is slower)"))
     if "lambda" in results and results["lambda"]["to_first_answer_s"]:
         lam = results["lambda"]
         series = {"container start to first answer": [v * 1000 for v in lam["to_first_answer_s"]]}
@@ -260,11 +262,19 @@ def _sections(results: dict[str, Any], charts: dict[str, str]) -> list[str]:
         image("lambda", "lambda init")
     if "card" in results:
         card = results["card"]
+        levels = [(lv["concurrency"], lv["requests"], lv["errors"], f"{lv['throughput_rps']:,.0f}",
+                   f"{lv['p50_ms']:.2f}", f"{lv['p90_ms']:.2f}", f"{lv['p99_ms']:.2f}") for lv in card["levels"]]
+        size = card["size"]
+        memory = card.get("peak_memory") or {}
         out += ["## Benchmark card of a build", "",
-                "`mlpack bench` on the exported `cpu` image, as any build can have it (JSON report and charts): "
-                f"`{card.get('command', 'mlpack bench OUT --concurrency 1,4,16')}`.", "",
-                "```json", json.dumps({k: v for k, v in card.items() if k not in ("levels", "raw", "samples")},
-                                      indent=1, default=str)[:3000], "```", "",
+                "`mlpack bench` on the exported `cpu` image, as any build can have it (`bench.json` and charts): "
+                f"`{card['command']}`, run in a {card['runs_in']}; {card['duration_s']:g} s per concurrency level.",
+                "", _table(("concurrency", "requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms"), levels), "",
+                _table(("cold start", "peak memory", "image (compressed / uncompressed)"), [(
+                    f"{card['cold_start_s'] * 1000:,.0f} ms ({card['cold_start_measured']})",
+                    f"{memory.get('mb', float('nan')):.1f} MiB ({memory.get('method', 'not readable')})",
+                    f"{_mb(size['compressed'])} / {_mb(size['uncompressed'])}")]), "",
+                *(f"Note: {note}." for note in card.get("notes", [])), "",
                 f"Reproduce: `{RUN} --only card`"]
         for png in ("latency", "throughput"):
             image(f"card-{png}", f"mlpack bench {png}")
@@ -278,7 +288,7 @@ def write(results: dict[str, Any], docs: Path, work: Path, readme: Path) -> Path
     folder = docs / "benchmarks"
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_file(folder / "results.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=1, sort_keys=True))
+        tmp.write_text(json.dumps(results, sort_keys=True, separators=(",", ":")) + "\n")
     charts = _charts(results, folder)
     if "card" in results:
         for png in ("latency", "throughput"):
@@ -303,6 +313,8 @@ def write(results: dict[str, Any], docs: Path, work: Path, readme: Path) -> Path
     page_path = docs / "benchmarks.md"
     with atomic_file(page_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+    for written in (page_path, *folder.iterdir()):
+        written.chmod(0o644)  # atomic_file's temporary files are private (mkstemp)
     _readme(headlines, readme)
     return page_path
 

@@ -289,4 +289,11 @@ def image_card(work: Path, out: Path, duration: float) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     _run([*MLPACK, "bench", str(work / "export-a"), "--concurrency", "1,4,16", "--duration", f"{duration:g}",
           "-o", str(out)])
-    return json.loads((out / "bench.json").read_text())
+    card = json.loads((out / "bench.json").read_text())
+    # The page keeps the figures: the raw samples are drawn in the card's charts already, and the paths are this
+    # run's temporary ones.
+    for level in card["levels"]:
+        level.pop("latencies_ms", None)
+    card.pop("files", None)
+    text = json.dumps(card).replace(str(out), "CARD_DIR").replace(str(work / "export-a"), "EXPORT_DIR")
+    return json.loads(text)

@@ -147,7 +147,7 @@ def summarize(latencies: list[float], seconds: float, errors: int = 0,
                            "p99_ms": ordered[max(int(len(ordered) * 0.99) - 1, 0)] * 1000,
                            "rps": len(ordered) / seconds, "errors": errors}
     if samples:
-        row["latencies_ms"] = [round(v * 1000, 4) for v in latencies]
+        row["latencies_ms"] = [round(v * 1000, 3) for v in latencies]
     return row
 
 

@@ -61,9 +61,9 @@ def throughput_by_concurrency(series: Mapping[str, Mapping[int, float]], path: P
     return _save(throughput_figure(series, title=title, p99_ms=p99_ms), path)
 
 
-def bars(values: Mapping[str, float], path: Path, *, title: str, unit: str) -> Path:
+def bars(values: Mapping[str, float], path: Path, *, title: str, unit: str, xlabel: str | None = None) -> Path:
     """bars_figure, written to `path` as PNG."""
-    return _save(bars_figure(values, title=title, unit=unit), path)
+    return _save(bars_figure(values, title=title, unit=unit, xlabel=xlabel), path)
 
 
 def latency_figure(series: Mapping[str, Sequence[float]], *, title: str, xlabel: str = "latency (ms)",
@@ -83,7 +83,10 @@ def latency_figure(series: Mapping[str, Sequence[float]], *, title: str, xlabel:
         from matplotlib.ticker import FuncFormatter
 
         axes.set_xscale("log")
-        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 0.1, 1, 10 rather than 10^n
+        plain = FuncFormatter(lambda value, _: f"{value:g}")  # 0.1, 1, 10 rather than 10^n
+        axes.xaxis.set_major_formatter(plain)
+        if high / low < 100:  # within two decades the major ticks are few: label the minor ones (2, 3, 4, ...) too
+            axes.xaxis.set_minor_formatter(plain)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_ylim(0, 100)
@@ -129,9 +132,9 @@ def throughput_figure(series: Mapping[str, Mapping[int, float]], *, title: str,
     return figure
 
 
-def bars_figure(values: Mapping[str, float], *, title: str, unit: str) -> Any:
-    """Horizontal bars, one per name (top to bottom in the mapping's order), each labelled with its value and unit.
-    Returns the matplotlib Figure."""
+def bars_figure(values: Mapping[str, float], *, title: str, unit: str, xlabel: str | None = None) -> Any:
+    """Horizontal bars, one per name (top to bottom in the mapping's order), each labelled with its value and unit;
+    the x axis is labelled `xlabel` (default: the unit). Returns the matplotlib Figure."""
     plt = _pyplot()
     names = list(values)
     height = max(2.0, 0.5 * len(names) + 1.2)
@@ -141,7 +144,7 @@ def bars_figure(values: Mapping[str, float], *, title: str, unit: str) -> Any:
     axes.bar_label(drawn, labels=[f"{values[n]:,.4g} {unit}" for n in names], padding=3)
     axes.set_yticks(list(positions), labels=names)
     axes.invert_yaxis()
-    axes.set_xlabel(unit)
+    axes.set_xlabel(xlabel or unit)
     low, high = min([0.0, *values.values()]), max([0.0, *values.values()])
     axes.set_xlim(low * 1.25, high * 1.25 or 1)  # room for the value labels
     axes.set_title(title)

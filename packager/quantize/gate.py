@@ -75,7 +75,8 @@ def open_session(path: Path, threads: int | None = None, cpu_layout: bool = True
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own untyped errors (Fail, InvalidGraph, ...)
-        raise QuantizationError(f"onnxruntime cannot load {path.name}: {str(err).splitlines()[0]}",
+        reason = str(err).splitlines()[0].replace(str(path), path.name)  # the candidate lives in a temporary dir
+        raise QuantizationError(f"onnxruntime cannot load {path.name}: {reason}",
                                 hint="try another --mode, or report the model to mlpack") from err
 
 
@@ -103,7 +104,8 @@ def check_loads(path: Path, timeout: float = 300.0, cpu_layout: bool = True) -> 
                                 hint="try another --mode, or keep the ops named in the report in float")
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        raise QuantizationError(f"onnxruntime cannot load {path.name}: {lines[-1] if lines else done.returncode}",
+        reason = lines[-1].replace(str(path), path.name) if lines else done.returncode
+        raise QuantizationError(f"onnxruntime cannot load {path.name}: {reason}",
                                 hint="try another --mode")
 
 

@@ -199,7 +199,8 @@ def _nothing_quantized(candidate: Path, mode: Mode) -> str | None:
     if changed:
         return None
     ops = ", ".join(dict.fromkeys(f"{n.op_type}" + (f" ({n.domain})" if n.domain else "") for n in nodes))
-    return (f"{NOTHING_QUANTIZED}: none of the model's ops has a {mode} form "
+    article = "an" if str(mode).startswith("int8") else "a"
+    return (f"{NOTHING_QUANTIZED}: none of the model's ops has {article} {mode} form "
             f"(its ops: {ops[:300]})")
 
 
