@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import logging
 from pathlib import Path
 
@@ -16,8 +17,19 @@ from mlpk.runtimes.providers import CPU, CUDA
 from tests.runtime import models
 
 
-def test_warm_up_runs_and_logs_progress_with_heartbeat(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_warm_up_runs_and_logs_progress_with_heartbeat(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each real run is followed by a 50 ms pause, so that a run always outlasts the 1 ms heartbeat: on a fast or
+    busy machine the heartbeat thread could otherwise miss a run that finished before it was scheduled."""
     loaded = model_module.load(config.Settings(model_path=models.heavy(tmp_path / "m", depth=32, width=1024)))
+    real_run = type(loaded).run
+
+    def slow_run(self, *args, **kwargs):  # noqa: ANN001, ANN202 - the real run, then a pause
+        answer = real_run(self, *args, **kwargs)
+        time.sleep(0.05)
+        return answer
+
+    monkeypatch.setattr(type(loaded), "run", slow_run)
     seen: list[int] = []
     with caplog.at_level(logging.INFO, logger=logs.LOGGER):
         times = warmup.warm_up(loaded, 3, heartbeat_s=0.001, progress=lambda i, n, t: seen.append(i))
