@@ -66,14 +66,6 @@ def _run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float =
     return done.stdout
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def keras_models(work: Path) -> dict[str, Path]:
     """The tf-keras digits CNN of samples/ twice: 'a' and a retrained 'b' (the model-only change), with held-out
     data. bench/quantize.py finds 'a' under work/keras too."""
@@ -198,17 +190,18 @@ def _time_to_ready(argv: list[str], url: str, env: dict[str, str]) -> float:
 def cold_start(work: Path, models: dict[str, Path], runs: int) -> dict[str, Any]:
     """Process start to ready on this host, fresh processes alternating: the mlpack server on the exported model
     against the tutorial app (tf-keras loads the .h5, Flask serves it)."""
+    free_port = _script("server").free_port
     mlpack_s, naive_s = [], []
     app = work / "naive-app" / "app.py"
     app.parent.mkdir(exist_ok=True)
     app.write_text(NAIVE_APP)
     for _ in range(runs):
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "MLPACK_MODEL_DIR": str(work / "export-a" / "model"), "MLPACK_HOST": "127.0.0.1",
                "MLPACK_PORT": str(port), "MLPACK_LOG_LEVEL": "warning"}
         mlpack_s.append(_time_to_ready([sys.executable, "-m", "mlpk.runtimes.server"],
                                        f"http://127.0.0.1:{port}/v2/health/ready", env))
-        port = _free_port()
+        port = free_port()
         naive_s.append(_time_to_ready([sys.executable, str(app), str(models["a"]), str(port)],
                                       f"http://127.0.0.1:{port}/health", {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}))
     return {"mlpack_s": mlpack_s, "naive_s": naive_s,
@@ -251,10 +244,11 @@ def lambda_init(work: Path, runs: int) -> dict[str, Any]:
     from mlpk.packager.deliver.measure import body as zeros_request
 
     body = json.dumps(zeros_request(json.loads((out / "model" / "model-card.json").read_text())))
+    free_port = _script("server").free_port
     to_answer, init_ms = [], []
     try:
         for _ in range(runs):
-            port = _free_port()
+            port = free_port()
             started = time.perf_counter()
             cid = _run(["docker", "run", "-d", "-p", f"127.0.0.1:{port}:8080", "-v", f"{rie.parent}:/aws-lambda:ro",
                         "--entrypoint", f"/aws-lambda/{rie.name}", tag, "/usr/bin/python3", "-m", "awslambdaric",
