@@ -8,7 +8,8 @@ The card is a contract between branches (the convert stage writes it; build, qua
      "outputs": [same], "parity": {...} | null, "quantization": {...} | null}
 
 It travels twice: as JSON under the ONNX `metadata_props` key `mlpack.card` (authoritative: it cannot be separated
-from the model) and as `model-card.json` beside the model. Readers are tolerant: unknown keys are ignored, so newer
+from the model) and as `NAME.card.json` beside `NAME.onnx` (`model-card.json` in an image's model directory, which
+holds one model). Readers are tolerant: unknown keys are ignored, so newer
 writers do not break older readers.
 """
 
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 
 SCHEMA = "mlpack.model-card/v1"
 METADATA_KEY = "mlpack.card"
-FILE_NAME = "model-card.json"
+FILE_NAME = "model-card.json"  # the card of the one model in an image's (or export's) model directory
+SUFFIX = ".card.json"  # NAME.card.json beside NAME.onnx: one card per model, never shared by a folder
 
 SourceKind = Literal["onnx", "keras", "torch", "sklearn"]
 Dim = int | str | None
@@ -78,6 +80,7 @@ class ModelCard:
     outputs: tuple[TensorSpec, ...]
     parity: dict[str, Any] | None = None
     quantization: dict[str, Any] | None = None
+    signature: dict[str, Any] | None = None  # signature.Signature.to_dict(): what the model takes, examples that ran
     mlpack_version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)  # keys written by others, kept on round trips
 
@@ -92,6 +95,7 @@ class ModelCard:
             "outputs": [spec.to_dict() for spec in self.outputs],
             "parity": self.parity,
             "quantization": self.quantization,
+            "signature": self.signature,
         }
 
     def to_json(self) -> str:
@@ -105,7 +109,8 @@ class ModelCard:
                              hint="convert the model again with this mlpack version")
         try:
             source = data["source"]
-            known = {"schema", "name", "mlpack_version", "source", "inputs", "outputs", "parity", "quantization"}
+            known = {"schema", "name", "mlpack_version", "source", "inputs", "outputs", "parity", "quantization",
+                     "signature"}
             return cls(
                 name=str(data["name"]),
                 source=Source(source["kind"], str(source["file"]), str(source["sha256"])),
@@ -113,6 +118,7 @@ class ModelCard:
                 outputs=tuple(TensorSpec.from_dict(item) for item in data["outputs"]),
                 parity=data.get("parity"),
                 quantization=data.get("quantization"),
+                signature=data.get("signature"),
                 mlpack_version=str(data.get("mlpack_version", "unknown")),
                 extra={k: v for k, v in data.items() if k not in known},
             )
@@ -158,15 +164,32 @@ def from_model(model: onnx.ModelProto, *, origin: str = "model") -> ModelCard | 
     return None
 
 
+def card_path(model_path: Path) -> Path:
+    """Where the card of `model_path` lives beside it: NAME.card.json."""
+    return model_path.with_name(model_path.stem + SUFFIX)
+
+
+def beside(model_path: Path) -> Path | None:
+    """The card file beside an ONNX file: NAME.card.json, else `model-card.json` when it is the folder's only
+    model (a folder's card never describes another model in it)."""
+    own = card_path(model_path)
+    if own.is_file():
+        return own
+    shared = model_path.parent / FILE_NAME
+    if shared.is_file() and [p.name for p in model_path.parent.glob("*.onnx")] == [model_path.name]:
+        return shared
+    return None
+
+
 def read(model_path: Path) -> ModelCard | None:
-    """The card of an ONNX file: the embedded one, else `model-card.json` beside it, else None."""
+    """The card of an ONNX file: the embedded one, else the card file beside it (see `beside`), else None."""
     import onnx
 
     model = onnx.load(str(model_path), load_external_data=False)
     card = from_model(model, origin=model_path.name)
     if card is not None:
         return card
-    beside = model_path.parent / FILE_NAME
-    if beside.is_file():
-        return ModelCard.from_dict(json.loads(beside.read_text()), origin=str(beside.name))
+    found = beside(model_path)
+    if found is not None:
+        return ModelCard.from_dict(json.loads(found.read_text()), origin=str(found.name))
     return None

@@ -42,6 +42,7 @@ class ExportRequest:
     quantize: str | None = None  # overrides optimize.quantize
     calibration: Path | None = None
     sample_data: Path | None = None
+    tolerance: str | None = None  # the parity gate, as convert's --tolerance (default: the source kind's)
     python: str | None = None
     wheel_index: str | None = None
     budget_mb: float | None = None
@@ -132,7 +133,7 @@ def _mode(target: Target, request: ExportRequest) -> str:
         return mode
     if target.optimize.consumer == "tensorrt":
         return "int8-static" if request.calibration else "fp16"
-    return "int8-dynamic (kept only if it passes the gate, else fp32)"
+    return "int8-dynamic (only on at least 32 real samples, kept only if it passes the gate, else fp32)"
 
 
 def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:

@@ -1,8 +1,13 @@
 """The model half of an export: convert (parity-gated) and optimize per the target, behind the accuracy gate.
 
 Explicit quantization that fails its gate stops the export with the figures (QuantizationError). The profiles'
-`auto` mode is a preference, not a demand: when its quantization fails the gate, the FP32 model ships and the report
-says why — never a silently broken model, and never a failed export for a default the user did not ask for.
+`auto` mode is a preference, not a demand: it runs only on real evidence (the user's samples, at least
+`MIN_AUTO_SAMPLES` of them: on fewer, or on synthetic data, an agreement figure proves nothing), and when its
+quantization fails the gate, the FP32 model ships and the report says why — never a silently broken model, and
+never a failed export for a default the user did not ask for.
+
+The model layer also carries `warmup.npz`, one of the user's own samples, which the server runs before it reports
+ready (runtimes/warmup.py); without samples the card's signature says which shapes run.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mlpk.packager import card as cards
 from mlpk.packager.errors import QuantizationError
 
@@ -21,6 +28,8 @@ if TYPE_CHECKING:
     from mlpk.packager.export import ExportRequest
     from mlpk.packager.targets import Target
 
+MIN_AUTO_SAMPLES = 32
+WARMUP_FILE = "warmup.npz"
 _ORT = re.compile(r"^onnxruntime(?:-gpu)?(?:\[[^\]]*\])?\s*(?:==|>=|~=)\s*([0-9]+\.[0-9]+(?:\.[0-9]+)?)")
 
 
@@ -64,12 +73,15 @@ def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callabl
     options = ConvertOptions(model_class=request.model_class, model_args=request.model_args,
                              trust_pickle=request.trust_pickle)
     converted = convert(request.model, workdir / "model.onnx", options=options, sample_data=request.sample_data,
-                        ort_version=runtime_ort_version(target))
+                        tolerance=request.tolerance, ort_version=runtime_ort_version(target))
     card = converted.card
-    files = {f.name: f for f in converted.files}
+    files = {f.name: f for f in converted.files if not f.name.endswith(cards.SUFFIX)}
     mode, required = chosen_mode(target, request.quantize, request.calibration is not None)
     optimization: dict[str, Any] = {"mode": "none", "requested": mode, "required": required}
-    if mode != "none":
+    thin = None if required or mode == "none" else thin_evidence(request, card)
+    if thin:
+        optimization["kept_fp32_because"] = thin
+    elif mode != "none":
         step(f"quantizing: {mode}")
         try:
             optimization = _quantize(converted.output, workdir, mode, target, request) | {"requested": mode,
@@ -82,13 +94,35 @@ def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callabl
         else:
             files = {"model.onnx": workdir / "quantized.onnx"}
             card = cards.read(files["model.onnx"]) or card
+    if converted.evidence is not None and not converted.evidence.synthetic:
+        warmup = workdir / WARMUP_FILE
+        first = converted.evidence.first()
+        np.savez(warmup, **{k: v.astype(str) if v.dtype == object else v for k, v in first.items()})
+        files[WARMUP_FILE] = warmup
+        card = card.with_(extra={**card.extra, "warmup": {"file": WARMUP_FILE, "origin": converted.evidence.source}})
     card_path = workdir / cards.FILE_NAME
     card_path.write_text(json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n")
     files[cards.FILE_NAME] = card_path
     summary = {"name": card.name, "source": card.source.to_dict(), "exporter": converted.exporter,
                "inputs": [s.to_dict() for s in card.inputs], "outputs": [s.to_dict() for s in card.outputs],
-               "parity": converted.parity.to_dict() if converted.parity else None}
+               "parity": converted.parity.to_dict() if converted.parity else None, "signature": card.signature}
     return PreparedModel(card.name, card.source.sha256, card.source.kind, files, summary, optimization)
+
+
+def thin_evidence(request: ExportRequest, card: cards.ModelCard) -> str | None:
+    """Why `auto` must not quantize on the evidence at hand, or None when there is enough of it."""
+    from mlpk.packager import feeds
+    from mlpk.packager.signature import Signature
+
+    path = request.calibration or request.sample_data
+    if path is None:
+        return (f"auto quantizes only on real inputs, and none were given (pass --sample-data or --calibration "
+                f"with at least {MIN_AUTO_SAMPLES} representative samples, or choose with --quantize MODE)")
+    count = len(feeds.load(path, Signature.from_dict(card.signature or {})))
+    if count < MIN_AUTO_SAMPLES:
+        return (f"auto quantizes only on at least {MIN_AUTO_SAMPLES} real samples, and {path.name} holds {count} "
+                f"(too few to tell a faithful model from a broken one; pass more, or choose with --quantize MODE)")
+    return None
 
 
 def _quantize(model: Path, workdir: Path, mode: str, target: Target, request: ExportRequest) -> dict[str, Any]:

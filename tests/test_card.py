@@ -20,7 +20,8 @@ CARD = cards.ModelCard(
 
 def test_round_trip_and_contract_keys() -> None:
     data = json.loads(CARD.to_json())
-    assert set(data) == {"schema", "name", "mlpack_version", "source", "inputs", "outputs", "parity", "quantization"}
+    assert set(data) == {"schema", "name", "mlpack_version", "source", "inputs", "outputs", "parity", "quantization",
+                         "signature"}
     assert data["inputs"] == [{"name": "image", "dtype": "float32", "shape": ["batch", 8, 8, 1]}]
     assert cards.ModelCard.from_dict(data) == CARD
 
@@ -51,6 +52,20 @@ def test_embed_replaces_and_read_prefers_embedded(tmp_path: Path) -> None:
     bare = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
     onnx.save_model(bare, str(tmp_path / "m.onnx"))
     assert cards.read(tmp_path / "m.onnx").name == "beside"
+
+
+def test_a_folder_card_never_describes_another_model(tmp_path: Path) -> None:
+    """Two models converted into one folder each keep their own NAME.card.json; a folder's model-card.json is
+    read only for the folder's one model."""
+    bare = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
+    for name in ("a", "b"):
+        onnx.save_model(bare, str(tmp_path / f"{name}.onnx"))
+    cards.card_path(tmp_path / "a.onnx").write_text(CARD.with_(name="a").to_json())
+    (tmp_path / cards.FILE_NAME).write_text(CARD.with_(name="shared").to_json())
+    assert cards.read(tmp_path / "a.onnx").name == "a"
+    assert cards.read(tmp_path / "b.onnx") is None, "model-card.json is not b's: the folder holds two models"
+    (tmp_path / "a.onnx").unlink()
+    assert cards.read(tmp_path / "b.onnx").name == "shared"
 
 
 def test_sha256_of_directory_is_stable(tmp_path: Path) -> None:

@@ -20,7 +20,9 @@ from mlpk.packager.cli import report, wants_json
 @click.option("--quantize", type=click.Choice(["auto", "none", "fp16", "int8-dynamic", "int8-static"]),
               help="Override the profile's optimization (auto: the target's default behind the gate).")
 @click.option("--calibration", type=click.Path(path_type=Path, exists=True), help="Calibration data (.npz or dir).")
-@click.option("--sample-data", type=click.Path(path_type=Path, exists=True), help="Inputs for the parity check.")
+@click.option("--sample-data", type=click.Path(path_type=Path, exists=True),
+              help="Real inputs (.npz or a directory of .npz, one feed each) for parity, the gate and the warm-up.")
+@click.option("--tolerance", metavar="atol=…,rtol=…,agreement=…", help="Raise the parity gate explicitly.")
 @click.option("--python", help="Override the target's Python (major.minor).")
 @click.option("--wheel-index", metavar="URL", help="Extra wheel index (Jetson GPU wheels).")
 @click.option("--budget-mb", type=float, help="Override the target's size budget.")
@@ -34,7 +36,8 @@ from mlpk.packager.cli import report, wants_json
 @click.pass_context
 def export(ctx: click.Context, model: Path, target: str, out: Path | None, tag: str | None, push: str | None,
            base: str | None, quantize: str | None, calibration: Path | None, sample_data: Path | None,
-           python: str | None, wheel_index: str | None, budget_mb: float | None, model_class: str | None,
+           tolerance: str | None, python: str | None, wheel_index: str | None, budget_mb: float | None,
+           model_class: str | None,
            model_args: str, trust_pickle: bool, no_archive: bool, prebuild_engine: bool, dry_run: bool) -> None:
     """Convert, validate, optimize and package MODEL into a verified image for TARGET."""
     from mlpk.packager import export as exporting
@@ -47,7 +50,8 @@ def export(ctx: click.Context, model: Path, target: str, out: Path | None, tag: 
         raise ConfigError(f"--model-args is not JSON: {err}", hint='e.g. --model-args \'{"classes": 10}\'') from err
     request = exporting.ExportRequest(
         model=model, target=target, out=out or Path(f"mlpack-{Path(target).stem}"), tag=tag, push=push, base=base,
-        quantize=quantize, calibration=calibration, sample_data=sample_data, python=python, wheel_index=wheel_index,
+        quantize=quantize, calibration=calibration, sample_data=sample_data, tolerance=tolerance, python=python,
+        wheel_index=wheel_index,
         budget_mb=budget_mb, model_class=model_class, model_args=args, trust_pickle=trust_pickle,
         archive=not no_archive, prebuild_engine=prebuild_engine)
     if dry_run:

@@ -7,6 +7,7 @@ with their tensors in an external data file `NAME.onnx.data` beside the model.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ EXTERNAL_TENSOR_MIN = 1024
 def staging(destination: Path) -> Iterator[Path]:
     """A temporary directory on the destination's file system, removed afterwards whatever happens."""
     parent = destination.parent
+    created = [p for p in (parent, *parent.parents) if not p.exists()]  # removed again if nothing is published
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -39,6 +41,9 @@ def staging(destination: Path) -> Iterator[Path]:
         yield stage
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        for folder in created:  # innermost first; a folder something else was written to stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def save(model: onnx.ModelProto, path: Path) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -9,14 +10,16 @@ from typing import Any
 import numpy as np
 
 from mlpk.packager import card as cards
-from mlpk.packager import parity
-from mlpk.packager.convert import compat, output, specs
+from mlpk.packager import feeds, parity, signature
+from mlpk.packager.convert import compat, output, rewrite, specs
 from mlpk.packager.convert.detect import Format, detect
 from mlpk.packager.convert.registry import Conversion, ConvertOptions, for_format
 from mlpk.packager.errors import ConfigError, ConversionError, InputError, ValidationError
-from mlpk.packager.sample_data import SampleData, bind, generate, load_npz
+from mlpk.packager.feeds import Feeds
+from mlpk.packager.signature import Signature
 
 MAX_PARITY_SAMPLES = 1024
+GENERATED_SAMPLES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +27,13 @@ class ConvertResult:
     """What was written and why it can be trusted."""
 
     output: Path
-    files: tuple[Path, ...]  # the model (+ external data) and model-card.json
+    files: tuple[Path, ...]  # the model (+ external data) and its card, NAME.card.json
     format: Format
     card: cards.ModelCard
     parity: parity.ParityReport | None
     exporter: str
     notes: tuple[str, ...]
+    evidence: Feeds | None = None  # the data parity ran on (the user's samples, or synthetic)
 
     def to_dict(self) -> dict[str, Any]:
         return {"output": str(self.output), "files": [str(f) for f in self.files], "format": self.format,
@@ -46,45 +50,77 @@ def default_output(source: Path) -> Path:
 def _session(path: Path, name: str) -> Any:
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)  # its coloured E: lines would precede mlpack's one-line error
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # onnxruntime's own error lines would precede mlpack's one-line error
     try:
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own Fail/NotImplemented/InvalidGraph types
-        text = " ".join(str(err).split())
+        text = " ".join(str(err).replace(str(path), path.name).split())
         raise ConversionError(f"{name}: onnxruntime {ort.__version__} cannot load the converted model ({text[:400]})",
                               hint="an op or type the runtime lacks: try another --opset") from err
 
 
-def _run_onnx(session: Any, data: SampleData) -> dict[str, np.ndarray]:
-    names = [o.name for o in session.get_outputs()]
+def _raw_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of the sample data (its first file, for a directory), for input specs before a graph exists."""
+    if path.is_dir():
+        npy = sorted(path.glob("*.npy"))
+        if npy:
+            return {file.stem: np.load(file, allow_pickle=False) for file in npy}
+        files = sorted(path.glob("*.npz"))
+        if not files:
+            raise InputError(f"sample data {path.name} holds no .npy or .npz files",
+                             hint="pass an .npz written with numpy.savez, or a directory of them")
+        path = files[0]
+    elif not path.is_file():
+        raise InputError(f"sample data {path} does not exist", hint="pass an .npz written with numpy.savez")
+    arrays = feeds.read_npz(path)
+    return {k: v for k, v in arrays.items() if k not in feeds.LABEL_KEYS} or arrays
+
+
+def _evidence(sig: Signature, session: Any, sample_data: Path | None, model: Any,
+              name: str) -> tuple[Feeds, Signature]:
+    """The data parity runs on, and the signature with example shapes that ran: the user's samples, else
+    synthetic data shaped by a probed signature (the last resort, labelled as such)."""
+    if sample_data is not None:
+        data = feeds.load(sample_data, sig).head(MAX_PARITY_SAMPLES)
+        return data, sig.with_examples(data.first(), data.source)
+    outputs = [o.name for o in session.get_outputs()]
+    probed, error = signature.probe(sig, lambda feed: session.run(outputs, feed), signature.suggested_sizes(model))
+    if not probed.runnable:
+        raise InputError(f"{name}: found no input shapes the model runs with ({sig.describe()}); the last try "
+                         f"failed with: {error}",
+                         hint="pass --sample-data with real inputs (an .npz keyed by input name, or a directory "
+                              "of .npz files, one feed each)")
+    return feeds.synthesize(probed, GENERATED_SAMPLES), probed
+
+
+def _run_source(conversion: Conversion, data: Feeds, batch: int, names: list[str],
+                classes: Mapping[str, list[Any]]) -> list[Any] | dict[str, Any]:
+    """The source model's outputs on `data`, batch by batch, joined like the ONNX model's; maps of a rewritten
+    ZipMap output become columns in its class order (onnxruntime hands the maps out sorted by key)."""
+    def tensor(value: Any, name: str | None) -> np.ndarray:
+        if name in classes and isinstance(value, list) and value and isinstance(value[0], dict):
+            return np.array([[row[k] for k in classes[name]] for row in value], dtype=np.float32)
+        return feeds.as_array(value)
+
+    runs = [conversion.run_source(feed) for feed in data.batches(batch)]
+    if isinstance(runs[0], Mapping):
+        return {key: feeds.join([tensor(run[key], key) for run in runs]) for key in runs[0]}
+    return [feeds.join([tensor(run[i], names[i] if i < len(names) else None) for run in runs])
+            for i in range(len(runs[0]))]
+
+
+def _parity(conversion: Conversion, session: Any, data: Feeds, tolerance: parity.Tolerance, name: str, batch: int,
+            classes: Mapping[str, list[Any]]) -> parity.ParityReport:
+    onnx_out = feeds.run(session, data, batch)
     try:
-        results = session.run(names, data.inputs)
-    except Exception as err:  # noqa: BLE001 - shape/dtype mismatches surface here
-        raise InputError(f"onnxruntime rejected {data.origin}: {' '.join(str(err).split())[:400]}",
-                         hint="match the arrays to the model inputs (names, shapes, dtypes)") from err
-    return dict(zip(names, (_tensor(r) for r in results), strict=True))
-
-
-def _tensor(result: Any) -> np.ndarray:
-    """An output as an array; ZipMap outputs (a list of {class: probability}) become a (n, classes) matrix."""
-    if isinstance(result, list) and result and isinstance(result[0], dict):
-        keys = sorted(result[0])
-        return np.array([[row[k] for k in keys] for row in result], dtype=np.float32)
-    return np.asarray(result)
-
-
-def _parity(kind: str, conversion: Conversion, session: Any, data: SampleData, tolerance: parity.Tolerance,
-            name: str) -> tuple[parity.ParityReport | None, tuple[str, ...]]:
-    onnx_out = _run_onnx(session, data)
-    try:
-        source_out = conversion.run_source(data.inputs)
+        source_out = _run_source(conversion, data, batch, list(onnx_out), classes)
     except Exception as err:  # noqa: BLE001 - the source framework may raise anything on these inputs
         text = " ".join(str(err).split())[:300]
-        if kind == "onnx":
-            return None, (f"parity skipped: the ONNX reference evaluator cannot run this model ({text})",)
-        raise ValidationError(f"{name}: the source model failed on {data.origin} ({type(err).__name__}: {text})",
+        raise ValidationError(f"{name}: the source model failed on {data.describe()} ({type(err).__name__}: {text})",
                               hint="check the inputs (--sample-data / --input) against the model") from err
-    report = parity.compare(onnx_out, source_out, tolerance, samples=data.count, inputs_from=data.origin)
-    return report, ()
+    return parity.compare(onnx_out, source_out, tolerance, samples=data.count, inputs_from=data.source)
 
 
 def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | None = None,
@@ -92,8 +128,9 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
             ort_version: str | None = None) -> ConvertResult:
     """Convert `source` to ONNX at `out` (default: NAME.onnx here), gate it on parity, write it with its card.
 
-    `tolerance` replaces the source kind's default (a Tolerance, or `atol=…,rtol=…,agreement=…` text applied to
-    the default); `ort_version` is the onnxruntime the model must load in (default: the installed one).
+    `tolerance` replaces the default (a Tolerance, or `atol=…,rtol=…,agreement=…` text applied to the default): the
+    source kind's, or for an ONNX model mlpack converted before, the tolerance chosen then (it travels in the card).
+    `ort_version` is the onnxruntime the model must load in (default: the installed one).
     """
     options = options or ConvertOptions()
     fmt = detect(source)
@@ -102,44 +139,56 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
         raise ConfigError(f"output {destination.name} must end in .onnx", hint="-o NAME.onnx")
     if destination.exists() and source.exists() and destination.resolve() == source.resolve():
         raise ConfigError(f"output {destination} is the source model itself", hint="pass another -o OUT.onnx")
-    samples = load_npz(sample_data) if sample_data else None
-    if samples is not None and not options.inputs:
-        options = replace(options, sample_inputs=specs.from_arrays(samples.inputs))
+    if sample_data is not None and not options.inputs:
+        options = replace(options, sample_inputs=specs.from_arrays(_raw_arrays(sample_data)))
 
     converter = for_format(fmt)
     conversion = converter.convert(source, fmt, options)
     model = conversion.model
+    upstream = cards.from_model(model, origin=source.name)  # an ONNX model mlpack converted before
     specs.name_batch_axis(model)
     notes = list(conversion.notes)
-    for note in (compat.merge_opsets(model), compat.lower_ir(model)):
+    classes: dict[str, Any] = {}
+    if not options.zipmap:
+        note, classes = rewrite.tensor_zipmaps(model)
+        notes.extend([note] if note else [])
+    for note in (rewrite.drop_initializer_inputs(model), compat.merge_opsets(model), compat.lower_ir(model)):
         notes.extend([note] if note else [])
     notes.append(compat.check(model, source.name, ort_version))
     inputs, outputs = specs.graph_inputs(model), specs.graph_outputs(model)
+    sig = signature.from_model(model)
 
     default = parity.DEFAULT_TOLERANCE[converter.kind]
+    if upstream is not None and upstream.parity and isinstance(upstream.parity.get("tolerance"), dict):
+        default = parity.Tolerance(**{k: float(v) for k, v in upstream.parity["tolerance"].items()
+                                      if k in ("atol", "rtol", "agreement")})
     if isinstance(tolerance, str):
         tolerance = default.updated(tolerance)
     tolerance = tolerance or default
-    data = (bind(samples, inputs) if samples is not None else generate(inputs)).head(MAX_PARITY_SAMPLES)
 
     with output.staging(destination) as stage:
         staged = stage / destination.name
         output.save(model, staged)
-        report, parity_notes = _parity(converter.kind, conversion, _session(staged, source.name), data, tolerance,
-                                       source.name)
-        notes.extend(parity_notes)
-        if report is not None:
-            report.check(source.name)
+        session = _session(staged, source.name)
+        data, sig = _evidence(sig, session, sample_data, model, source.name)
+        report = _parity(conversion, session, data, tolerance, source.name, sig.fixed_batch or MAX_PARITY_SAMPLES,
+                         classes)
+        report.check(source.name)
+        extra: dict[str, Any] = {"conversion": {
+            "format": fmt, "exporter": conversion.exporter, "notes": notes, "ir_version": model.ir_version,
+            "opset": next((e.version for e in model.opset_import if e.domain in ("", "ai.onnx")), None)}}
+        if classes:
+            extra["class_labels"] = classes
+        if upstream is not None:
+            extra["upstream"] = {"source": upstream.source.to_dict(), "parity": upstream.parity}
         card = cards.ModelCard(
             name=destination.stem,
             source=cards.Source(converter.kind, source.name, cards.sha256_of(source)),
-            inputs=inputs, outputs=outputs,
-            parity=None if report is None else {**report.to_dict(), "exporter": conversion.exporter, "notes": notes},
-            extra={"conversion": {"format": fmt, "exporter": conversion.exporter, "notes": notes,
-                                  "opset": next((e.version for e in model.opset_import if e.domain in ("", "ai.onnx")),
-                                                None), "ir_version": model.ir_version}})
+            inputs=inputs, outputs=outputs, signature=sig.to_dict(),
+            parity={**report.to_dict(), "exporter": conversion.exporter, "notes": notes}, extra=extra)
         cards.embed(model, card)
         written = output.save(model, staged)
-        (stage / cards.FILE_NAME).write_text(card.to_json())
-        files = output.publish([*written, stage / cards.FILE_NAME], destination.parent)
-    return ConvertResult(destination, tuple(files), fmt, card, report, conversion.exporter, tuple(notes))
+        card_file = cards.card_path(staged)
+        card_file.write_text(card.to_json())
+        files = output.publish([*written, card_file], destination.parent)
+    return ConvertResult(destination, tuple(files), fmt, card, report, conversion.exporter, tuple(notes), data)

@@ -1,14 +1,21 @@
 """The accuracy gate: how far a quantized model's outputs are from the FP32 model's on the same evaluation data.
 
-Figures (per output, the worst output counts): max absolute error, mean per-sample cosine similarity, argmax
-agreement for classifier-shaped outputs (rank >= 2, last axis > 1), and, when labels are given, the accuracy before
-and after. The gate's single `drop` is, in that order of preference: the accuracy drop (with labels), 1 - argmax
-agreement, or 1 - cosine. A non-finite output is an infinite drop: a silent NaN model never passes.
+The gated figure depends on what an output is (`output_kind`), since one metric means nothing for another kind:
+- labels (integer, string, boolean outputs): exact agreement;
+- class scores (a classifier head: probability rows, or named like scores/logits, or with labels given): argmax
+  agreement, and with labels the accuracy before and after;
+- values (embeddings, regressions, detections, masks, states): the worst row's cosine similarity and relative L2
+  error, a drop of max(1 - cosine, error^2 / 2) (the two agree when the norms do; the second also sees a change of
+  scale). A speaker embedding at cosine 0.7 fails here, whatever its argmax does;
+- ambiguous 2-D float outputs that could be either: both, the worse counts.
+The worst output counts. A non-finite output is an infinite drop: a silent NaN model never passes. `samples` and
+the data's origin travel with the figures, so thin or synthetic evidence is visible wherever they are shown.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -18,10 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from mlpk.packager.errors import InputError, QuantizationError
-from mlpk.packager.quantize.data import Dataset, InputSpec
+from mlpk.packager import feeds
+from mlpk.packager.errors import QuantizationError
+from mlpk.packager.quantize.data import Dataset
+from mlpk.packager.signature import Signature
 
-Outputs = dict[str, np.ndarray]
+Outputs = dict[str, "np.ndarray | list[np.ndarray]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,23 +39,25 @@ class Agreement:
 
     samples: int
     max_abs_error: float
-    cosine: float
+    cosine: float  # mean per-sample cosine over the float outputs
     argmax_agreement: float | None
     accuracy_before: float | None
     accuracy_after: float | None
     drop: float
-    drop_kind: str  # accuracy | argmax | cosine
+    drop_kind: str  # accuracy | argmax | agreement | cosine | relative error | non-finite output
+    outputs: tuple[OutputFigures, ...] = ()
 
     def passes(self, max_drop: float) -> bool:
-        return math.isfinite(self.drop) and self.drop <= max_drop
+        return bool(math.isfinite(self.drop) and self.drop <= max_drop)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in asdict(self).items()}
+        data = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in asdict(self).items()
+                if k != "outputs"}
+        return {**data, "outputs": [f.to_dict() for f in self.outputs]}
 
     def summary(self) -> str:
-        parts = [f"max error {self.max_abs_error:.3g}", f"cosine {self.cosine:.5f}"]
-        if self.argmax_agreement is not None:
-            parts.append(f"argmax agreement {self.argmax_agreement:.2%}")
+        parts = [f"max error {self.max_abs_error:.3g}"]
+        parts.extend(f.summary() for f in self.outputs)
         if self.accuracy_after is not None and self.accuracy_before is not None:
             parts.append(f"accuracy {self.accuracy_before:.2%} -> {self.accuracy_after:.2%}")
         return ", ".join(parts)
@@ -63,6 +74,7 @@ def open_session(path: Path, threads: int | None = None, cpu_layout: bool = True
     for an error TensorRT never makes."""
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)  # its coloured E: lines would precede mlpack's one-line error
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if fake_quant:
@@ -109,34 +121,20 @@ def check_loads(path: Path, timeout: float = 300.0, cpu_layout: bool = True) -> 
                                 hint="try another --mode")
 
 
-def batch_size(specs: list[InputSpec]) -> int:
+def batch_size(sig: Signature) -> int:
     """The evaluation batch: the fixed batch dimension if the model has one, else 64."""
-    fixed = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
-    return fixed.pop() if len(fixed) == 1 else 64
+    return sig.fixed_batch or 64
 
 
 def run(session: Any, data: Dataset, batch: int, names: list[str] | None = None) -> Outputs:
-    """All outputs (or `names`) of `session` on `data`, concatenated along the sample axis."""
-    names = names or [o.name for o in session.get_outputs()]
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    try:
-        for feed in data.batches(batch):
-            for name, value in zip(names, session.run(names, feed), strict=True):
-                parts[name].append(np.asarray(value))
-    except Exception as err:  # onnxruntime's own error types
-        raise InputError(f"the model does not run on {data.source}: {str(err).splitlines()[0]}",
-                         hint="check the data's shapes and dtypes against the model's inputs") from err
-    return {n: np.concatenate(p) if p[0].ndim else p[0] for n, p in parts.items()}
-
-
-def _classifier(output: np.ndarray) -> bool:
-    return output.dtype.kind == "f" and output.ndim >= 2 and output.shape[-1] > 1
+    """All outputs (or `names`) of `session` on `data` (see feeds.run)."""
+    return feeds.run(session, data, batch, names)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Mean per-sample cosine similarity of float outputs (1.0 where both samples are all zeros)."""
-    a = a.reshape(len(a), -1).astype(np.float64)
-    b = b.reshape(len(b), -1).astype(np.float64)
+    a = a.reshape(len(a), -1).astype(np.float64) if a.ndim else a.reshape(1, 1).astype(np.float64)
+    b = b.reshape(len(b), -1).astype(np.float64) if b.ndim else b.reshape(1, 1).astype(np.float64)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = (a * b).sum(axis=1)
     both_zero = (norms == 0) & (np.abs(a).sum(axis=1) == 0) & (np.abs(b).sum(axis=1) == 0)
@@ -144,33 +142,165 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(cos.mean())
 
 
+# --- output kinds --------------------------------------------------------------------------------------------------
+
+_SCORE_NAME = re.compile(r"(prob|logit|score|class|softmax|label|pred)", re.IGNORECASE)
+_VALUE_NAME = re.compile(r"(embed|feat|vec|hidden|enc|state|box|mask|coord|emb|pool|repr|latent)", re.IGNORECASE)
+_TINY_ROW = 1e-3  # rows whose reference norm is below this share of the median row norm carry no direction
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFigures:
+    """One output's gated figures: `kind` decides which metric is gated (see the module docstring)."""
+
+    name: str
+    kind: str  # labels | scores | ambiguous | values
+    agreement: float | None  # labels: exact; scores: argmax
+    min_cosine: float | None  # the worst row's cosine (values, ambiguous)
+    max_rel_error: float | None  # the worst row's relative L2 error (values, ambiguous)
+    drop: float
+    metric: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in asdict(self).items()}
+
+    def summary(self) -> str:
+        parts = []
+        if self.agreement is not None:
+            parts.append(f"{'argmax ' if self.kind != 'labels' else ''}agreement {self.agreement:.2%}")
+        if self.min_cosine is not None:
+            parts.append(f"worst-row cosine {self.min_cosine:.4f}")
+        if self.max_rel_error is not None:
+            parts.append(f"worst-row relative error {self.max_rel_error:.3g}")
+        return f"{self.name} ({self.kind}): " + ", ".join(parts)
+
+
+def output_kind(name: str, ref: np.ndarray, labelled: bool = False) -> str:
+    """labels (integers, strings, booleans: exact agreement), scores (a classifier head: argmax agreement), values
+    (embeddings, regressions, detections, masks, states: per-row cosine and relative error), or ambiguous (a 2-D
+    float output that may be either: both are gated)."""
+    if ref.dtype.kind not in "fc":
+        return "labels"
+    if ref.ndim != 2 or ref.shape[-1] < 2 or _VALUE_NAME.search(name):
+        return "values"
+    rows = ref.astype(np.float64)
+    probabilities = bool(rows.size) and rows.min() >= 0 and rows.max() <= 1 and bool(
+        np.allclose(rows.sum(axis=-1), 1.0, atol=1e-3))
+    if probabilities or labelled or _SCORE_NAME.search(name):
+        return "scores"
+    return "ambiguous"
+
+
+def _rows(value: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
+    """Per-sample vectors: axis-0 rows of each run (a run's whole output when rows hold one number each)."""
+    runs = value if isinstance(value, list) else [value]
+    out: list[np.ndarray] = []
+    for run_value in runs:
+        array = np.asarray(run_value, dtype=np.float64)
+        if array.ndim == 0 or array.size == len(array):
+            out.append(array.reshape(-1))  # one number per row: the column is the vector (regressions, scores)
+        else:
+            out.extend(array.reshape(len(array), -1))
+    return out
+
+
+def _value_figures(ref: np.ndarray | list[np.ndarray], got: np.ndarray | list[np.ndarray]) -> tuple[float, float]:
+    """(worst-row cosine, worst-row relative L2 error) of `got` against `ref`; rows with almost no reference
+    magnitude are left out (their direction is noise), unless every row is such."""
+    ref_rows, got_rows = _rows(ref), _rows(got)
+    if len(ref_rows) != len(got_rows) or any(a.shape != b.shape for a, b in zip(ref_rows, got_rows, strict=True)):
+        return -1.0, math.inf
+    norms = np.array([np.linalg.norm(r) for r in ref_rows])
+    if not len(norms):
+        return 1.0, 0.0
+    keep = norms > _TINY_ROW * float(np.median(norms)) if float(np.median(norms)) > 0 else norms >= 0
+    worst_cos, worst_rel = 1.0, 0.0
+    for a, b, norm, kept in zip(ref_rows, got_rows, norms, keep, strict=True):
+        diff = float(np.linalg.norm(a - b))
+        if not kept:
+            continue
+        other = float(np.linalg.norm(b))
+        cos = float(np.dot(a, b) / (norm * other)) if norm > 0 and other > 0 else (1.0 if diff == 0 else 0.0)
+        worst_cos = min(worst_cos, cos)
+        worst_rel = max(worst_rel, diff / norm if norm > 0 else (0.0 if diff == 0 else math.inf))
+    return worst_cos, worst_rel
+
+
+def _figures(name: str, ref: np.ndarray | list[np.ndarray], got: np.ndarray | list[np.ndarray],
+             labelled: bool) -> OutputFigures:
+    if isinstance(ref, list) or isinstance(got, list):
+        kind = "values" if all(np.asarray(r).dtype.kind in "fc" for r in (ref if isinstance(ref, list) else [ref])) \
+            else "labels"
+    else:
+        kind = output_kind(name, ref, labelled)
+    if kind == "labels":
+        same = [np.array_equal(np.asarray(a), np.asarray(b)) if isinstance(ref, list) else None
+                for a, b in zip(ref, got, strict=False)] if isinstance(ref, list) else None
+        if same is not None:
+            agreement = float(np.mean(same)) if same else 1.0
+        else:
+            agreement = float((ref == got).mean()) if ref.shape == np.shape(got) and ref.size else float(
+                ref.shape == np.shape(got))
+        return OutputFigures(name, kind, agreement, None, None, 1.0 - agreement, "agreement")
+    agreement = None
+    if kind in ("scores", "ambiguous"):
+        agreement = float((ref.argmax(-1) == np.asarray(got).argmax(-1)).mean())
+    cosine = rel = None
+    drop, metric = (1.0 - agreement, "argmax") if agreement is not None else (0.0, "cosine")
+    if kind in ("values", "ambiguous"):
+        cosine, rel = _value_figures(ref, got)
+        # 1 - cos for the direction; rel^2 / 2 equals 1 - cos when the norms agree and also catches a scale error.
+        value_drop = round(min(1.0, max(1.0 - cosine, rel * rel / 2)), 12)  # float noise is no drop
+        if value_drop > drop or agreement is None:
+            drop, metric = value_drop, ("cosine" if 1.0 - cosine >= rel * rel / 2 else "relative error")
+    return OutputFigures(name, kind, agreement, cosine, rel, max(0.0, drop), metric)
+
+
 def compare(reference: Outputs, candidate: Outputs, labels: np.ndarray | None) -> Agreement:
     """The gate's figures for `candidate` against `reference` (same output names, same samples)."""
-    max_error, cosine, agreement = 0.0, 1.0, None
-    first_classifier = next((n for n, v in reference.items() if _classifier(v)), None)
+    figures: list[OutputFigures] = []
+    max_error, mean_cosine = 0.0, 1.0
     for name, ref in reference.items():
         got = candidate[name]
-        if ref.dtype.kind not in "fc":
-            equal = float((ref == got).mean()) if ref.shape == got.shape else 0.0
-            cosine = min(cosine, equal)
-            continue
-        if not np.all(np.isfinite(got)):
-            return Agreement(len(ref), math.inf, math.nan, None, None, None, math.inf, "non-finite output")
-        max_error = max(max_error, float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64)))))
-        cosine = min(cosine, _cosine(ref, got))
-        if _classifier(ref):
-            same = float((ref.argmax(-1) == got.argmax(-1)).mean())
-            agreement = same if agreement is None else min(agreement, same)
+        ref_runs = ref if isinstance(ref, list) else [ref]
+        got_runs = got if isinstance(got, list) else [got]
+        floats = all(np.asarray(r).dtype.kind in "fc" for r in ref_runs)
+        if floats and not all(np.all(np.isfinite(np.asarray(g))) for g in got_runs):
+            return Agreement(_count(reference), math.inf, math.nan, None, None, None, math.inf, "non-finite output",
+                             (OutputFigures(name, "values", None, None, None, math.inf, "non-finite output"),))
+        if floats and all(np.shape(a) == np.shape(b) for a, b in zip(ref_runs, got_runs, strict=False)):
+            for a, b in zip(ref_runs, got_runs, strict=True):
+                if np.size(a):
+                    max_error = max(max_error, float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b)))))
+            if not isinstance(ref, list):
+                mean_cosine = min(mean_cosine, _cosine(ref, np.asarray(got)))
+        figures.append(_figures(name, ref, got, labels is not None))
+    scored = [f for f in figures if f.kind in ("scores", "ambiguous")]
+    agreement = min((f.agreement for f in scored if f.agreement is not None), default=None)
     before = after = None
-    if labels is not None and first_classifier is not None:
+    worst = max(figures, key=lambda f: f.drop) if figures else None
+    drop, kind = (worst.drop, worst.metric) if worst else (0.0, "cosine")
+    first_scores = next((f.name for f in scored), None)
+    if labels is not None and first_scores is not None and not isinstance(reference[first_scores], list):
         truth = labels.reshape(len(labels), -1)[:, 0] if labels.ndim > 1 else labels
-        ref_pred = reference[first_classifier].reshape(len(truth), -1).argmax(-1)
-        got_pred = candidate[first_classifier].reshape(len(truth), -1).argmax(-1)
-        before, after = float((ref_pred == truth).mean()), float((got_pred == truth).mean())
-        drop, kind = before - after, "accuracy"
-    elif agreement is not None:
-        drop, kind = 1.0 - agreement, "argmax"
-    else:
-        drop, kind = 1.0 - cosine, "cosine"
-    samples = len(next(iter(reference.values())))
-    return Agreement(samples, max_error, cosine, agreement, before, after, max(0.0, drop), kind)
+        ref_scores = np.asarray(reference[first_scores])
+        if len(ref_scores) == len(truth):
+            ref_pred = ref_scores.reshape(len(truth), -1).argmax(-1)
+            got_pred = np.asarray(candidate[first_scores]).reshape(len(truth), -1).argmax(-1)
+            before, after = float((ref_pred == truth).mean()), float((got_pred == truth).mean())
+            others = [f.drop for f in figures if f.name != first_scores]
+            others += [f.drop for f in figures if f.name == first_scores and f.kind == "ambiguous" and
+                       f.metric != "argmax"]
+            drop, kind = before - after, "accuracy"
+            if others and max(others) > max(0.0, drop):
+                worst_other = max((f for f in figures if f.drop == max(others)), key=lambda f: f.drop)
+                drop, kind = worst_other.drop, worst_other.metric
+    return Agreement(_count(reference), max_error, mean_cosine, agreement, before, after, max(0.0, drop), kind,
+                     tuple(figures))
+
+
+def _count(outputs: Outputs) -> int:
+    first = next(iter(outputs.values()), None)
+    if first is None:
+        return 0
+    return sum(len(np.atleast_1d(r)) for r in first) if isinstance(first, list) else len(np.atleast_1d(first))

@@ -2,12 +2,14 @@
 
 A `Method` turns the prepared FP32 model into a candidate for one `Attempt` (a frozen set of settings: per-channel,
 calibration method, nodes kept in float) and lists its own fallback settings. The pipeline adds the fallback that
-is common to all three: keeping the most sensitive nodes in float.
+is common to all three: keeping the most sensitive nodes in float. `apply` returns the attempt as made: FP16 adds the
+ops it had to keep in float32 so that onnxruntime loads the candidate (`KeptInFloat`, with onnxruntime's reason).
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import io
 import logging
 import warnings
@@ -18,18 +20,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from mlpk.packager.errors import missing_extra
+from mlpk.packager.errors import QuantizationError
+from mlpk.packager.quantize import gate, refusals
 from mlpk.packager.quantize.data import Dataset
 from mlpk.packager.quantize.options import Backend, Calibration, Int8Types, Mode, QuantizeOptions, int8_types
+from mlpk.packager.quantize.refusals import KeptInFloat, Refusal
 from mlpk.packager.quantize.prepare import TWO_GB
 
 if TYPE_CHECKING:
     import onnx
 
-# Ops kept in FP32 by the FP16 conversion beyond onnxconverter-common's DEFAULT_OP_BLOCK_LIST (ML ops, Resize,
-# Range, TopK, ...): their FP16 results overflow or lose too much (exp above 11.1 overflows FP16's 65504; sums of
-# squares and log-sum-exp overflow on ordinary activations).
+# Ops kept in FP32 by the FP16 conversion beyond onnxruntime's float16.DEFAULT_OP_BLOCK_LIST (ML ops, Range, TopK,
+# ...): their FP16 results overflow or lose too much (exp above 11.1 overflows FP16's 65504; sums of squares and
+# log-sum-exp overflow on ordinary activations).
 FP16_EXTRA_BLOCK = ("Exp", "Pow", "ReduceSumSquare", "ReduceLogSumExp", "ReduceL2")
+FP16_LOAD_ROUNDS = 8  # conversions tried per attempt, each keeping in float what onnxruntime refused in the last
 DYNAMIC_OPS = ("MatMul", "Attention", "LSTM", "Gather")  # ORT's IntegerOps; Conv is left to static QDQ
 STATIC_OPS: tuple[str, ...] = ()  # () = every op ORT's QDQ quantizer supports
 SENSITIVE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Attention", "LSTM", "Gather")
@@ -43,10 +48,11 @@ class Attempt:
     per_channel: bool
     calibration: Calibration | None = None
     excluded: tuple[str, ...] = field(default=())
+    kept_in_float: tuple[KeptInFloat, ...] = field(default=())  # added by Fp16.apply so that the candidate loads
 
     def settings(self) -> dict[str, Any]:
         return {"per_channel": self.per_channel, "calibration": self.calibration and str(self.calibration),
-                "excluded_nodes": list(self.excluded)}
+                "excluded_nodes": list(self.excluded), "kept_in_float": [k.to_dict() for k in self.kept_in_float]}
 
 
 class Method(Protocol):
@@ -61,15 +67,26 @@ class Method(Protocol):
 
     def fallbacks(self, first: Attempt, options: QuantizeOptions) -> Iterator[Attempt]: ...
 
-    def apply(self, prepared: Path, out: Path, attempt: Attempt, calibration: Dataset | None) -> None: ...
+    def apply(self, prepared: Path, out: Path, attempt: Attempt, calibration: Dataset | None) -> Attempt:
+        """Write the candidate for `attempt` to `out`; returns the attempt as made (FP16 adds what it kept in
+        float); raises QuantizationError when no candidate that loads can be made."""
+        ...
 
     def describe(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Fp16:
-    """onnxconverter-common's float16 conversion with FP32 inputs and outputs (keep_io_types)."""
+    """onnxruntime's float16 converter with FP32 inputs and outputs (keep_io_types), kept only once onnxruntime loads
+    the candidate: what it refuses in float16 (an op without a float16 kernel or schema, a type clash at a node) is
+    kept in float32 and the model converted again, up to FP16_LOAD_ROUNDS times.
 
+    onnxruntime's converter (onnxruntime.transformers.float16) replaced onnxconverter-common's: on graphs whose
+    outputs come straight from a blocked op (TopK, Resize, CumSum) onnxconverter-common 1.16 fails outright ("The
+    downstream node of the second cast node should be graph output"), and on IR-3 graphs it retypes initializers
+    listed as inputs ("Tensor element type mismatch"); onnxruntime's loaded every such test graph."""
+
+    backend: Backend = Backend.CPU
     mode: Mode = Mode.FP16
     needs_calibration: bool = False
     neighbours: bool = True
@@ -81,25 +98,85 @@ class Fp16:
     def fallbacks(self, first: Attempt, options: QuantizeOptions) -> Iterator[Attempt]:
         return iter(())
 
-    def apply(self, prepared: Path, out: Path, attempt: Attempt, calibration: Dataset | None) -> None:
+    def apply(self, prepared: Path, out: Path, attempt: Attempt, calibration: Dataset | None) -> Attempt:
         import onnx
 
-        try:
-            from onnxconverter_common import float16
-        except ImportError as err:
-            raise missing_extra("onnxconverter_common", "quantize", "--mode fp16") from err
-
         model = onnx.load(str(prepared))
-        with warnings.catch_warnings():  # one UserWarning per weight truncated to FP16's range: the gate judges
-            warnings.simplefilter("ignore", UserWarning)
-            converted = float16.convert_float_to_float16(
-                model, keep_io_types=True, op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *FP16_EXTRA_BLOCK],
-                node_block_list=list(attempt.excluded) or None)
-        _retarget_casts(converted)
-        onnx.save(converted, str(out))
+        for _ in range(FP16_LOAD_ROUNDS):
+            _convert_fp16(model, attempt, out)
+            try:
+                gate.check_loads(out, cpu_layout=self.backend is Backend.CPU)
+                return attempt
+            except QuantizationError as err:
+                refused = refusals.read(err.message)
+                kept = refusals.keep_in_float(model, refused)
+                if not kept or set(kept) <= set(attempt.kept_in_float):
+                    raise QuantizationError(_not_loading(refused, attempt)) from err
+                attempt = replace(attempt, kept_in_float=(*attempt.kept_in_float, *kept))
+        raise QuantizationError(f"the fp16 candidate still does not load after {FP16_LOAD_ROUNDS} conversions "
+                                f"keeping {_kept_names(attempt)} in float32")
 
     def describe(self) -> dict[str, Any]:
-        return {"io_types": "float32 (kept)", "op_block_list_extra": list(FP16_EXTRA_BLOCK)}
+        return {"converter": "onnxruntime.transformers.float16", "io_types": "float32 (kept)",
+                "op_block_list_extra": list(FP16_EXTRA_BLOCK)}
+
+
+def _convert_fp16(model: onnx.ModelProto, attempt: Attempt, out: Path) -> None:
+    """Convert a copy of `model` for `attempt` (its excluded nodes and what it keeps in float) and save it."""
+    import onnx
+    from onnxruntime.transformers import float16
+
+    ops = [k.op_type for k in attempt.kept_in_float if k.node is None]
+    nodes = [*attempt.excluded, *(k.node for k in attempt.kept_in_float if k.node)]
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    with warnings.catch_warnings():  # one UserWarning per weight truncated to FP16's range: the gate judges
+        warnings.simplefilter("ignore", UserWarning)
+        converted = float16.convert_float_to_float16(
+            copy, keep_io_types=True, op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *FP16_EXTRA_BLOCK, *ops],
+            node_block_list=nodes)
+    sort_nodes(converted.graph)
+    large = converted.ByteSize() > TWO_GB  # protobuf's limit: the weights go to OUT.data beside the candidate
+    onnx.save(converted, str(out), save_as_external_data=large, location=out.name + ".data")
+
+
+def _not_loading(refused: Refusal, attempt: Attempt) -> str:
+    kept = f" (already kept in float32: {_kept_names(attempt)})" if attempt.kept_in_float else ""
+    where = f" at {refused.op_type or 'node'} '{refused.node}'" if refused.node else (
+        f" at {refused.op_type}" if refused.op_type else "")
+    return f"onnxruntime does not load the fp16 candidate{where}: {refused.reason}{kept}"
+
+
+def _kept_names(attempt: Attempt) -> str:
+    return ", ".join(k.describe() for k in attempt.kept_in_float) or "nothing"
+
+
+def sort_nodes(graph: onnx.GraphProto) -> None:
+    """Put `graph`'s nodes in topological order, otherwise keeping their order: the ONNX spec requires it (TensorRT's
+    parser and onnx.checker rely on it), and onnxruntime's converter appends the casts it inserts at the end. A
+    node that holds subgraphs also depends on the outer values they read."""
+    nodes = list(graph.node)
+    produced = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    needs = [{produced[x] for x in (*n.input, *refusals.outer_reads(n)) if x in produced} - {i}
+             for i, n in enumerate(nodes)]
+    users: dict[int, list[int]] = {}
+    for i, wanted in enumerate(needs):
+        for j in wanted:
+            users.setdefault(j, []).append(i)
+    waiting = [len(w) for w in needs]
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for user in users.get(i, ()):
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, user)
+    if len(order) == len(nodes):  # a cycle (an invalid graph) is left for onnxruntime to report
+        del graph.node[:]
+        graph.node.extend(nodes[i] for i in order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +196,7 @@ class Int8Dynamic:
         if not first.per_channel:
             yield replace(first, label="per-channel weights", per_channel=True)
 
-    def apply(self, prepared: Path, out: Path, attempt: Attempt, calibration: Dataset | None) -> None:
+    def apply(self, prepared: Path, out: Path, attempt: Attempt, calibration: Dataset | None) -> Attempt:
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -135,6 +212,7 @@ class Int8Dynamic:
                 reduce_range=self.types.reduce_range,
                 weight_type=QuantType.QInt8 if self.types.weight_signed else QuantType.QUInt8,
                 nodes_to_exclude=list(attempt.excluded), extra_options={"MatMulConstBOnly": True})
+        return attempt
 
     def describe(self) -> dict[str, Any]:
         return {"activations": "uint8 (dynamic)", "weights": "int8" if self.types.weight_signed else "uint8",
@@ -166,7 +244,7 @@ class Int8Static:
                 yield replace(first, label=f"{method} calibration" + (" per-channel" if per_channel else ""),
                               calibration=method, per_channel=per_channel)
 
-    def apply(self, prepared: Path, out: Path, attempt: Attempt, calibration: Dataset | None) -> None:
+    def apply(self, prepared: Path, out: Path, attempt: Attempt, calibration: Dataset | None) -> Attempt:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         assert calibration is not None, "static quantization needs calibration data"
@@ -182,6 +260,7 @@ class Int8Static:
                 activation_type=QuantType.QInt8 if self.types.activation_signed else QuantType.QUInt8,
                 weight_type=QuantType.QInt8 if self.types.weight_signed else QuantType.QUInt8,
                 nodes_to_exclude=list(attempt.excluded), calibrate_method=method, extra_options=extra)
+        return attempt
 
     def describe(self) -> dict[str, Any]:
         return {"format": "QDQ", "activations": "int8" if self.types.activation_signed else "uint8",
@@ -233,28 +312,10 @@ def gemm_as_matmul(model: onnx.ModelProto) -> int:
     return rewritten
 
 
-def _retarget_casts(model: onnx.ModelProto) -> None:
-    """Make Cast-to-FLOAT nodes that the converter moved into the FP16 region cast to FLOAT16.
-
-    onnxconverter-common 1.16 retypes a Cast's output to float16 in value_info but leaves its `to` attribute at
-    FLOAT, and onnxruntime then refuses the model ("Type (tensor(float16)) of output arg ... does not match expected
-    type (tensor(float))"); exported attention blocks cast shape arithmetic to float this way.
-    """
-    from onnx import TensorProto
-
-    fp16 = {v.name for v in model.graph.value_info if v.type.tensor_type.elem_type == TensorProto.FLOAT16}
-    outputs = {o.name for o in model.graph.output}  # keep_io_types' own casts back to FP32 stay as they are
-    for node in model.graph.node:
-        if node.op_type == "Cast" and node.output[0] in fp16 and node.output[0] not in outputs:
-            for attribute in node.attribute:
-                if attribute.name == "to" and attribute.i == TensorProto.FLOAT:
-                    attribute.i = TensorProto.FLOAT16
-
-
 def method_for(options: QuantizeOptions) -> Method:
     """The Method for the options' mode and backend."""
     if options.mode is Mode.FP16:
-        return Fp16()
+        return Fp16(options.backend)
     types = int8_types(options.mode, options.backend, options.arch)
     if options.mode is Mode.INT8_DYNAMIC:
         return Int8Dynamic(types)

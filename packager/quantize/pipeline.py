@@ -24,7 +24,9 @@ from mlpk.packager.quantize.data import Dataset
 from mlpk.packager.quantize.methods import Attempt, Method, method_for
 from mlpk.packager.quantize.options import Backend, Mode, QuantizeOptions, default_per_channel
 from mlpk.packager.quantize.prepare import TWO_GB, prepare
-from mlpk.packager.quantize.report import QuantizationReport, Trial
+from mlpk.packager.quantize.refusals import ort_reason
+from mlpk.packager.quantize.report import NOTHING_QUANTIZED, Outcome, QuantizationReport, Trial
+from mlpk.packager.signature import Signature
 
 SYNTHETIC_SAMPLES = 64
 SENSITIVITY_SAMPLES = 16
@@ -32,11 +34,13 @@ MAX_EXCLUDED = 16
 
 
 class GateFailure(QuantizationError):
-    """No setting kept the quantized model within the accuracy gate; `trials` holds every try's figures."""
+    """No candidate was kept: nothing was quantized, no candidate loaded, or none stayed within the accuracy gate.
+    `kind` is the best outcome any try reached (report.Outcome); `trials` holds every try's figures or error."""
 
-    def __init__(self, message: str, *, hint: str, trials: tuple[Trial, ...]) -> None:
+    def __init__(self, message: str, *, hint: str, trials: tuple[Trial, ...], kind: Outcome = Outcome.GATED) -> None:
         super().__init__(message, hint=hint)
         self.trials = trials
+        self.kind = kind
 
 
 def default_output(source: Path, mode: Mode) -> Path:
@@ -48,9 +52,9 @@ def quantize(source: Path, options: QuantizeOptions, output: Path | None = None)
     output = output or default_output(source, options.mode)
     _check(source, options, output)
     method = method_for(options)
-    specs = datasets.input_specs(source)
-    calibration, evaluation = _data(source, specs, options, method)
-    batch = gate.batch_size(specs)
+    sig = datasets.model_signature(source)
+    calibration, evaluation = _data(source, sig, options, method)
+    batch = gate.batch_size(sig)
     with tempfile.TemporaryDirectory(prefix="mlpack-quantize-") as tmp:
         work = Path(tmp)
         prepared = prepare(source, work, evaluation.select(slice(0, 32)), batch)
@@ -92,17 +96,21 @@ def _check(source: Path, options: QuantizeOptions, output: Path) -> None:
                          hint="re-export it, or check the file is complete") from err
 
 
-def _data(source: Path, specs: list[datasets.InputSpec], options: QuantizeOptions,
-          method: Method) -> tuple[Dataset | None, Dataset]:
-    """(calibration data or None, evaluation data) as the options and the model's sample data allow."""
+def _data(source: Path, sig: Signature, options: QuantizeOptions, method: Method) -> tuple[Dataset | None, Dataset]:
+    """(calibration data or None, evaluation data) as the options and the model's sample data allow; synthetic
+    evaluation data (FP16 and dynamic INT8 only) is shaped by the signature and labelled synthetic."""
     path = options.calibration or datasets.sample_data(source)
-    data = datasets.load(path, specs) if path else None
-    evaluation = datasets.load(options.evaluation, specs) if options.evaluation else None
+    data = datasets.load(path, sig) if path else None
+    evaluation = datasets.load(options.evaluation, sig) if options.evaluation else None
     if data is None:
         if method.needs_calibration:
             raise InputError(f"{options.mode} needs calibration data, and {source.name} has no sample data beside it",
                              hint="pass --calibration DATA.npz (a few hundred representative inputs)")
-        data = evaluation or datasets.synthetic(specs, SYNTHETIC_SAMPLES)
+        if evaluation is None and not sig.runnable:
+            raise InputError(f"{source.name}: no input shapes were found that the model runs with "
+                             f"({sig.describe()}), so no synthetic data can be made for the gate",
+                             hint="pass --calibration DATA.npz (or --eval) with real inputs")
+        data = evaluation or datasets.synthetic(sig, SYNTHETIC_SAMPLES)
     if not method.needs_calibration:
         return None, evaluation or data
     if evaluation is None:
@@ -154,7 +162,7 @@ def _try(method: Method, attempt: Attempt, prepared: Path, out: Path, calibratio
     TensorRT the CPU-only layout optimizations (NCHWc) are left out, since the model will never meet them there."""
     cpu = options.backend is Backend.CPU
     try:
-        method.apply(prepared, out, attempt, calibration)
+        attempt = method.apply(prepared, out, attempt, calibration)  # as made: FP16 adds what it kept in float
         untouched = _nothing_quantized(out, options.mode)
         if untouched:
             return Trial(attempt, None, False, error=untouched)
@@ -162,12 +170,12 @@ def _try(method: Method, attempt: Attempt, prepared: Path, out: Path, calibratio
         fake_quant = options.backend is Backend.TENSORRT and options.mode is not Mode.FP16
         got = gate.run(gate.open_session(out, cpu_layout=cpu, fake_quant=fake_quant), evaluation, batch)
     except MlpackError as err:
-        return Trial(attempt, None, False, error=err.message)
+        return Trial(attempt, None, False, error=ort_reason(err.message))
     except Exception as err:  # the quantizers and onnxruntime raise untyped errors for unsupported graphs
-        first_line = str(err).splitlines()[0] if str(err) else ""
-        return Trial(attempt, None, False, error=f"{type(err).__name__}: {first_line}")
+        return Trial(attempt, None, False, error=f"{type(err).__name__}: {ort_reason(str(err))}"[:500])
     agreement = gate.compare(reference, got, evaluation.labels)
-    return Trial(attempt, agreement, agreement.passes(options.max_drop), size_bytes=measure.model_bytes(out))
+    return Trial(attempt, agreement, bool(agreement.passes(options.max_drop)), size_bytes=measure.model_bytes(out),
+                 evaluated_on=evaluation.source)
 
 
 # What a quantizer leaves in a graph it changed: QDQ pairs (static), DynamicQuantizeLinear / integer kernels
@@ -175,9 +183,6 @@ def _try(method: Method, attempt: Attempt, prepared: Path, out: Path, calibratio
 _INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
                        "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm", "QAttention", "DynamicQuantizeLSTM",
                        "QEmbedLayerNormalization", "QOrderedMatMul"})
-
-
-NOTHING_QUANTIZED = "nothing was quantized"
 
 
 def _nothing_quantized(candidate: Path, mode: Mode) -> str | None:
@@ -198,32 +203,69 @@ def _nothing_quantized(candidate: Path, mode: Mode) -> str | None:
         changed = any(n.op_type in _INT8_OPS or n.op_type.startswith("QLinear") for n in nodes)
     if changed:
         return None
-    ops = ", ".join(dict.fromkeys(f"{n.op_type}" + (f" ({n.domain})" if n.domain else "") for n in nodes))
+    ops = ", ".join(dict.fromkeys(f"{n.op_type}" + (f" ({n.domain})" if n.domain else "") for n in nodes
+                                  if n.op_type != "Cast" or mode is not Mode.FP16))
     article = "an" if str(mode).startswith("int8") else "a"
     return (f"{NOTHING_QUANTIZED}: none of the model's ops has {article} {mode} form "
             f"(its ops: {ops[:300]})")
 
 
+_RANK = (Outcome.NOTHING_QUANTIZED, Outcome.BROKEN, Outcome.GATED)  # how far a try got, worst first
+
+
 def _failure(source: Path, options: QuantizeOptions, trials: list[Trial]) -> GateFailure:
-    lines = []
-    for trial in trials:
-        if trial.agreement is None:
-            lines.append(f"'{trial.attempt.label}': {trial.error}")
-        else:
-            lines.append(f"'{trial.attempt.label}': {trial.agreement.drop_kind} drop {trial.agreement.drop:.4f} "
-                         f"({trial.agreement.summary()})")
-    return GateFailure(
-        f"{options.mode} of {source.name} failed the accuracy gate (max drop {options.max_drop}) in "
-        f"{len(trials)} attempt(s): " + "; ".join(lines),
-        hint=_HINTS[options.mode], trials=tuple(trials))
+    """The refusal for the best outcome any trial reached: nothing quantized, nothing that loads, or the gate."""
+    kind = max((t.outcome for t in trials), key=_RANK.index)
+    tries = "; ".join(_trial_line(t) for t in trials)
+    if kind is Outcome.NOTHING_QUANTIZED:
+        message = f"{options.mode} of {source.name}: {trials[0].error}"
+    elif kind is Outcome.BROKEN:
+        message = (f"{options.mode} of {source.name} made no candidate that onnxruntime loads and runs in "
+                   f"{len(trials)} attempt(s): {tries}")
+    else:
+        gated = next(t for t in trials if t.outcome is Outcome.GATED)
+        assert gated.agreement is not None
+        message = (f"{options.mode} of {source.name} failed the accuracy gate (max drop {options.max_drop}) in "
+                   f"{len(trials)} attempt(s), on {gated.agreement.samples} samples of {gated.evaluated_on}: {tries}")
+    return GateFailure(message, hint=_hint(kind, options, trials), trials=tuple(trials), kind=kind)
 
 
+def _trial_line(trial: Trial) -> str:
+    if trial.agreement is None:
+        return f"'{trial.attempt.label}': {trial.error}"
+    figures = trial.agreement  # its summary gives each output's gated figures
+    return f"'{trial.attempt.label}': {figures.drop_kind} drop {figures.drop:.4f} ({figures.summary()})"
+
+
+_FP32 = "ship the model in FP32 (mlpack export --quantize none, or no mlpack quantize)"
 _HINTS = {
-    Mode.INT8_STATIC: "give more representative --calibration data, raise --max-drop if the loss is acceptable, "
-                      "or use --mode int8-dynamic / fp16",
-    Mode.INT8_DYNAMIC: "raise --max-drop if the loss is acceptable, or use --mode fp16",
-    Mode.FP16: "keep the model in FP32 (skip quantization), or raise --max-drop if the loss is acceptable",
+    (Outcome.NOTHING_QUANTIZED, Mode.FP16): f"the model has no float tensors to halve: {_FP32}",
+    (Outcome.NOTHING_QUANTIZED, Mode.INT8_DYNAMIC): "int8-dynamic covers MatMul, Gemm, Attention, LSTM and Gather "
+                                                    f"only: try --mode int8-static or --mode fp16, or {_FP32}",
+    (Outcome.NOTHING_QUANTIZED, Mode.INT8_STATIC): f"the model has no op with an INT8 form: try --mode fp16, or "
+                                                   f"{_FP32}",
+    (Outcome.BROKEN, Mode.FP16): "ops onnxruntime refuses in float16 are kept in float32 automatically, and the one "
+                                 f"named could not be: try --mode int8-dynamic or --mode int8-static, or {_FP32}",
+    (Outcome.BROKEN, Mode.INT8_DYNAMIC): f"try --mode int8-static or --mode fp16, or {_FP32}",
+    (Outcome.BROKEN, Mode.INT8_STATIC): f"try --mode fp16 or --mode int8-dynamic, or {_FP32}",
+    (Outcome.GATED, Mode.INT8_STATIC): "give more representative --calibration data, raise --max-drop if the loss "
+                                       "is acceptable, or use --mode int8-dynamic / fp16",
+    (Outcome.GATED, Mode.INT8_DYNAMIC): "raise --max-drop if the loss is acceptable, or use --mode fp16",
+    (Outcome.GATED, Mode.FP16): f"raise --max-drop if the loss is acceptable, or {_FP32}",
 }
+
+
+def _hint(kind: Outcome, options: QuantizeOptions, trials: list[Trial]) -> str:
+    """The hint for `kind`; flags are mlpack quantize's unless another command is named. A gate run on synthetic
+    inputs measured no real accuracy, so real data comes first; TensorRT takes no int8-dynamic."""
+    hint = _HINTS[kind, options.mode]
+    if options.backend is Backend.TENSORRT:
+        hint = hint.replace(" or --mode int8-dynamic", "").replace("--mode int8-dynamic or ", "").replace(
+            "int8-dynamic / fp16", "fp16")
+    synthetic = any("synthetic" in (t.evaluated_on or "") for t in trials)
+    if kind is Outcome.GATED and synthetic:
+        hint = f"the gate ran on synthetic inputs: pass real samples with --eval DATA.npz; or {hint}"
+    return hint
 
 
 def _write(candidate: Path, output: Path, result: QuantizationReport) -> None:
@@ -247,13 +289,13 @@ def _write(candidate: Path, output: Path, result: QuantizationReport) -> None:
         json_tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         os.replace(model_tmp, output)
         os.replace(json_tmp, json_path)
-        if has_card and output.parent.resolve() != result.source.parent.resolve():
-            # model-card.json beside the output describes the output; beside the source it describes the source
+        if has_card:  # NAME.card.json beside the output describes the output (one card per model)
             card = cards.from_model(model)
             assert card is not None
-            card_tmp = output.parent / f".{cards.FILE_NAME}.{os.getpid()}.tmp"
+            card_file = cards.card_path(output)
+            card_tmp = card_file.with_name(f".{card_file.name}.{os.getpid()}.tmp")
             card_tmp.write_text(card.to_json())
-            os.replace(card_tmp, output.parent / cards.FILE_NAME)
+            os.replace(card_tmp, card_file)
     finally:
         model_tmp.unlink(missing_ok=True)
         json_tmp.unlink(missing_ok=True)

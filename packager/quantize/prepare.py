@@ -1,5 +1,10 @@
 """Preparation before quantization: ONNX Runtime's pre-processing, then graph simplification kept only on parity.
 
+0. Initializers listed as graph inputs (IR 3 required it; the ONNX project's ImageNet test models and old Caffe2 /
+   CNTK exports carry them) are removed from the inputs, as ONNX Runtime's docs recommend
+   (tools/python/remove_initializer_from_input.py): otherwise the pre-processing treats them as overridable inputs,
+   folds nothing, and its output asks for them (`Required inputs ([...__SHAPE]) are missing`). IR 3 is raised to 4,
+   the first version that allows an initializer that is not an input.
 1. `onnxruntime.quantization.shape_inference.quant_pre_process`: symbolic shape inference, ONNX Runtime's basic
    graph optimization (constant folding, Conv+BatchNorm fusion, ...) and ONNX shape inference, which the quantizer
    needs to see every tensor's type. Optimization is skipped for models over 2 GB, which protobuf cannot write in
@@ -25,6 +30,7 @@ from mlpk.packager.quantize import gate
 from mlpk.packager.quantize.data import Dataset
 
 TWO_GB = 2**31
+FIRST_IR_WITHOUT_INPUT_INITIALIZERS = 4  # onnx/IR.md: from IR 4 an initializer need not be a graph input
 PARITY_TOLERANCE = 1e-4  # max abs error relative to the output range; simplification must be (near) exact
 
 
@@ -47,6 +53,11 @@ def prepare(source: Path, workdir: Path, probe: Dataset, batch: int) -> Prepared
     """Pre-process and simplify `source` into `workdir`; `probe` is the data the simplification is checked on."""
     steps = []
     large = source.stat().st_size > TWO_GB
+    fixed = workdir / "inputs" / source.name  # the source's name: errors below name the user's model
+    inputs = _initializers_off_inputs(source, fixed)
+    if inputs is not None:
+        steps.append(inputs)
+        source = fixed
     pre = workdir / "preprocessed.onnx"
     steps.append(_preprocess(source, pre, large))
     named = workdir / "named.onnx"
@@ -59,6 +70,27 @@ def prepare(source: Path, workdir: Path, probe: Dataset, batch: int) -> Prepared
     if step.kept:
         _name_nodes(slim, slim, large)
     return Prepared(slim if step.kept else named, tuple(steps))
+
+
+def _initializers_off_inputs(source: Path, out: Path) -> Step | None:
+    """Write `source` to `out` without the graph inputs that are initializers; None (nothing written) if it has none."""
+    import onnx
+
+    model = onnx.load(str(source), load_external_data=False)
+    constants = {t.name for t in model.graph.initializer}
+    listed = [i.name for i in model.graph.input if i.name in constants]
+    if not listed:
+        return None
+    model = onnx.load(str(source))  # with any external weights: they travel to `out` with the model
+    kept = [i for i in model.graph.input if i.name not in constants]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    ir = model.ir_version
+    model.ir_version = max(ir, FIRST_IR_WITHOUT_INPUT_INITIALIZERS)
+    out.parent.mkdir(exist_ok=True)
+    onnx.save(model, str(out), save_as_external_data=model.ByteSize() > TWO_GB, location=out.name + ".data")
+    raised = f", IR {ir} -> {model.ir_version}" if model.ir_version != ir else ""
+    return Step("initializers as inputs", True, f"removed {len(listed)} initializers from the graph inputs{raised}")
 
 
 def _preprocess(source: Path, out: Path, large: bool) -> Step:

@@ -7,6 +7,7 @@ card (metadata key `mlpack.card`, the shared model-card contract).
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,22 +24,41 @@ if TYPE_CHECKING:
 
 METADATA_KEY = "mlpack.quantization"
 SCHEMA = "mlpack.quantization/v1"
+NOTHING_QUANTIZED = "nothing was quantized"  # how a Trial's error starts when the quantizer changed no op
+
+
+class Outcome(enum.StrEnum):
+    """How far one attempt got, worst first: nothing to quantize, no candidate that loads and runs, gated."""
+
+    NOTHING_QUANTIZED = "nothing quantized"
+    BROKEN = "does not load or run"
+    GATED = "gated"
 
 
 @dataclass(frozen=True, slots=True)
 class Trial:
-    """One attempt and its outcome: the gate's figures, or the error that stopped it."""
+    """One attempt and its outcome: the gate's figures on the data named `evaluated_on`, or the error that
+    stopped it."""
 
     attempt: Attempt
     agreement: Agreement | None
     passed: bool
     size_bytes: int | None = None
     error: str | None = None
+    evaluated_on: str | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.agreement is not None:
+            return Outcome.GATED
+        nothing = (self.error or "").startswith(NOTHING_QUANTIZED)
+        return Outcome.NOTHING_QUANTIZED if nothing else Outcome.BROKEN
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.attempt.label, "settings": self.attempt.settings(), "passed": self.passed,
-                "size_bytes": self.size_bytes, "error": self.error,
-                "gate": self.agreement.to_dict() if self.agreement else None}
+                "outcome": str(self.outcome), "size_bytes": self.size_bytes, "error": self.error,
+                "gate": self.agreement.to_dict() if self.agreement else None,
+                "evaluated_on": self.evaluated_on}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +95,7 @@ class QuantizationReport:
             "preparation": [{"step": s.name, "kept": s.kept, "detail": s.detail} for s in self.preparation],
             "calibration_data": self.calibration_source, "evaluation_data": self.evaluation_source,
             "chosen": chosen.attempt.label, "fallback": chosen is not self.trials[0],
+            "kept_in_float": [k.to_dict() for k in chosen.attempt.kept_in_float],
             "size": {"before_bytes": self.size_before, "after_bytes": self.size_after,
                      "ratio": round(self.size_ratio, 4)},
             "latency": self.latency.to_dict(),

@@ -60,7 +60,7 @@ def rank(reference: Path, candidate: Path, probe: Dataset, op_types: tuple[str, 
         watched.update(i for i in node.input if i and i not in initializers and (i in produced or i in graph_inputs))
     ref_out = _run_exposed(ref_model, watched, probe, batch, workdir / "sens-ref.onnx")
     cand_out = _run_exposed(cand_model, watched, probe, batch, workdir / "sens-cand.onnx")
-    feeds = probe.inputs
+    feeds = probe.parts[0]  # the input names
 
     def error(name: str) -> float:
         if name in feeds:

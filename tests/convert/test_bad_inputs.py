@@ -106,7 +106,7 @@ def test_format_is_detected_from_content_not_suffix(mlpack, tmp_path: Path) -> N
     linear(tmp_path / "model.bin")
     done = mlpack("--json", "convert", "model.bin", "-o", str(tmp_path / "out" / "m.onnx"), check=True)
     assert '"format": "onnx"' in done.stdout
-    assert (tmp_path / "out" / "m.onnx").is_file() and (tmp_path / "out" / "model-card.json").is_file()
+    assert (tmp_path / "out" / "m.onnx").is_file() and (tmp_path / "out" / "m.card.json").is_file()
 
 
 def test_bad_flags_are_config_errors(mlpack, tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ def _check(result, source: Path, npz: Path, kind: str) -> None:  # noqa: ANN001 
     assert card is not None and card.source.kind == kind and card.source.file == source.name
     assert card.source.sha256 == cards.sha256_of(source)
     assert card.parity is not None and card.parity["passed"]
-    beside = json.loads((result.output.parent / cards.FILE_NAME).read_text())
+    beside = json.loads(cards.card_path(result.output).read_text())
     assert beside == card.to_dict()
     session = ort.InferenceSession(str(result.output), providers=["CPUExecutionProvider"])
     data = np.load(npz)

@@ -86,5 +86,5 @@ def test_fp16_keeps_the_model_card(mlpack, digits_cnn: tuple[Path, Path], tmp_pa
     written = cards.read(tmp_path / "out" / "carded.fp16.onnx")
     assert written is not None and written.quantization is not None
     assert written.quantization["mode"] == "fp16" and written.quantization["size"]["ratio"] < 0.6
-    beside = json.loads((tmp_path / "out" / cards.FILE_NAME).read_text())
+    beside = json.loads(cards.card_path(tmp_path / "out" / "carded.fp16.onnx").read_text())
     assert beside["quantization"] == written.quantization and beside["name"] == "digits"

@@ -27,7 +27,7 @@ def test_fp16_digits_cnn(digits_cnn: tuple[Path, Path], tmp_path: Path) -> None:
     assert figures is not None and figures.argmax_agreement == 1.0
     # outputs within 1e-2 of FP32, relative to the logits' magnitude (FP16 keeps ~3 significant digits)
     with np.load(data) as arrays:
-        held_out = Dataset({"image": arrays["image"]}, None, data.name)
+        held_out = Dataset(({"image": arrays["image"]},), None, data.name)
     reference = gate.run(gate.open_session(model), held_out, 64)["logits"]
     assert figures.max_abs_error <= 1e-2 * max(1.0, float(np.abs(reference).max()))
     assert figures.max_abs_error < 0.05

@@ -20,17 +20,62 @@ def test_identical_outputs_pass_with_zero_drop() -> None:
 
 
 def test_argmax_disagreement_is_the_drop_without_labels() -> None:
+    """Named like class scores: argmax agreement is the gated figure."""
+    swapped = LOGITS.copy()
+    rows = np.arange(20)
+    top = LOGITS.argmax(1)[:20]
+    swapped[rows, top] = LOGITS.min(1)[:20] - 1  # the top class of 20 rows falls to the bottom
+    got = gate.compare({"logits": LOGITS}, {"logits": swapped}, None)
+    assert got.argmax_agreement is not None and got.argmax_agreement <= 0.9
+    assert math.isclose(got.drop, 1 - got.argmax_agreement) and got.drop_kind == "argmax" and not got.passes(0.01)
+
+
+def test_an_ambiguous_2d_output_is_gated_on_argmax_and_cosine() -> None:
+    """A 2-D float output that is not known to be class scores: both figures count, the worse one gates."""
     flipped = LOGITS.copy()
     flipped[:20] = -flipped[:20]
     got = gate.compare({"y": LOGITS}, {"y": flipped}, None)
-    assert got.argmax_agreement is not None and got.argmax_agreement <= 0.9
-    assert math.isclose(got.drop, 1 - got.argmax_agreement) and not got.passes(0.01)
+    assert got.outputs[0].kind == "ambiguous" and got.drop_kind == "cosine" and got.drop == 1.0
+
+
+def test_an_embedding_is_gated_on_the_worst_row_not_on_argmax() -> None:
+    """A speaker embedding whose rows keep their largest component (argmax agrees) but turn by 45 degrees
+    (cosine 0.7, the broken INT8 model of issue 13) fails; a near-identical one passes."""
+    emb = np.abs(RNG.standard_normal((17, 64))) + 0.1
+    emb[:, 0] = 10.0
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    noise = np.abs(RNG.standard_normal(emb.shape))
+    noise[:, 0] = 0
+    noise = noise / np.linalg.norm(noise, axis=1, keepdims=True)
+    rest = emb - emb[:, :1] * np.eye(64)[0]
+    turned = emb * 0.7 + noise * 0.7 * np.linalg.norm(emb, axis=1, keepdims=True)
+    got = gate.compare({"embedding": emb}, {"embedding": turned}, None)
+    assert got.outputs[0].kind == "values" and got.outputs[0].min_cosine is not None
+    assert got.outputs[0].min_cosine < 0.95 and not got.passes(0.01)
+    assert (emb.argmax(1) == turned.argmax(1)).all() and rest.shape == emb.shape
+    close = gate.compare({"embedding": emb}, {"embedding": emb * (1 + 1e-4)}, None)
+    assert close.passes(0.01) and close.drop_kind in ("cosine", "relative error")
+
+
+def test_a_scale_error_fails_even_when_the_direction_is_kept() -> None:
+    values = RNG.standard_normal((40, 8))
+    got = gate.compare({"features": values}, {"features": values * 1.5}, None)
+    assert got.drop_kind == "relative error" and not got.passes(0.01)
+
+
+def test_outputs_of_different_shapes_per_feed_are_compared_row_by_row() -> None:
+    """A detector fed images of several sizes: the runs' outputs cannot be concatenated; each is compared."""
+    ref = [RNG.standard_normal((1, 5, 20)), RNG.standard_normal((1, 5, 30))]
+    got = gate.compare({"boxes": ref}, {"boxes": [r.copy() for r in ref]}, None)
+    assert got.passes(0.0) and got.samples == 2
+    bad = gate.compare({"boxes": ref}, {"boxes": [ref[0], -ref[1]]}, None)
+    assert not bad.passes(0.5)
 
 
 def test_labels_make_the_drop_an_accuracy_drop() -> None:
     labels = LOGITS.argmax(1)
     noisy = LOGITS + RNG.standard_normal(LOGITS.shape).astype(np.float32) * 0.5
-    got = gate.compare({"y": LOGITS}, {"y": noisy}, labels)
+    got = gate.compare({"logits": LOGITS}, {"logits": noisy}, labels)
     assert got.drop_kind == "accuracy" and got.accuracy_before == 1.0
     assert got.accuracy_after is not None and math.isclose(got.drop, 1.0 - got.accuracy_after)
 
@@ -45,7 +90,7 @@ def test_non_finite_output_never_passes() -> None:
 def test_regression_outputs_use_cosine() -> None:
     values = RNG.standard_normal((50, 1)).astype(np.float32)
     got = gate.compare({"y": values}, {"y": values * 1.001}, None)
-    assert got.drop_kind == "cosine" and got.drop < 1e-6 and got.max_abs_error > 0
+    assert got.drop_kind in ("cosine", "relative error") and got.drop < 1e-6 and got.max_abs_error > 0
 
 
 def test_data_types_follow_the_target() -> None:
