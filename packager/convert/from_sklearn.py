@@ -4,6 +4,10 @@ Classifiers give plain tensors — `label` and `probabilities` — rather than Z
 serving stacks can read), unless ConvertOptions.zipmap asks for them. Text vectorizers get `locale: "C.UTF-8"`:
 ONNX Runtime's StringNormalizer otherwise asks for en_US.UTF-8, which slim images and many machines lack, and the
 session then fails to load (DESIGN.md, Verified). Pickles run code when loaded: only with trust_pickle.
+
+A ColumnTransformer over mixed columns (strings and numbers, fitted on a DataFrame or an object array) becomes one
+(batch, 1) input per column, typed by what its encoders saw (skl2onnx's usual approach); parity rebuilds the table
+the source was fitted on from those columns (a DataFrame needs pandas, part of the `sklearn` extra).
 """
 
 from __future__ import annotations
@@ -57,27 +61,94 @@ def _is_text(model: Any) -> bool:
     return isinstance(first, (CountVectorizer, HashingVectorizer))
 
 
-def _initial_types(source: Path, model: Any, options: ConvertOptions) -> list[tuple[str, Any]]:
+def _column_transformer(model: Any) -> Any | None:
+    """The ColumnTransformer that first sees the data (the model, or its pipeline's first step), if any."""
+    from sklearn.compose import ColumnTransformer
+
+    first = model.steps[0][1] if hasattr(model, "steps") else model
+    return first if isinstance(first, ColumnTransformer) else None
+
+
+def _kind(values: Any) -> str | None:
+    """`str` for string categories, `int64` for integer ones, None (float32) otherwise."""
+    values = np.asarray(values)
+    if values.dtype.kind in "USO" and any(isinstance(v, str) for v in values.tolist()):
+        return "str"
+    return "int64" if values.dtype.kind in "iu" else None
+
+
+def _column_kinds(ct: Any) -> dict[int, str]:
+    """Column position -> dtype for the columns an encoder or a text vectorizer takes: an encoder's `categories_[j]`
+    tells what its j-th column holds; every other column is numeric (float32)."""
+    from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer
+
+    kinds: dict[int, str] = {}
+    for name, transformer, _ in ct.transformers_:
+        if isinstance(transformer, str):  # "drop" / "passthrough"
+            continue
+        positions = list(ct._transformer_to_input_indices.get(name, ()))  # sklearn >= 1.2 resolves columns here
+        for step in [s for _, s in transformer.steps] if hasattr(transformer, "steps") else [transformer]:
+            if isinstance(step, (CountVectorizer, HashingVectorizer)):
+                kinds.update(dict.fromkeys(positions, "str"))
+                break
+            categories = getattr(step, "categories_", None)
+            if categories is not None:
+                kinds.update({pos: kind for pos, values in zip(positions, categories, strict=False)
+                              if (kind := _kind(values)) is not None})
+                break
+    return kinds
+
+
+def _column_specs(model: Any) -> list[TensorSpec] | None:
+    """One (batch, 1) input per column, as skl2onnx converts ColumnTransformers over mixed columns: named after the
+    DataFrame's columns (`feature_names_in_`) or, for an array, x0, x1, ... (scikit-learn's own default names).
+    None where one array does: no ColumnTransformer, or one over an all-numeric array."""
+    ct = _column_transformer(model)
+    if ct is None or not isinstance(getattr(ct, "n_features_in_", None), int):
+        return None
+    kinds = _column_kinds(ct)
+    names = [str(n) for n in getattr(ct, "feature_names_in_", ())]
+    if not names and not kinds:
+        return None
+    names = names or [f"x{i}" for i in range(ct.n_features_in_)]
+    return [TensorSpec(name, kinds.get(i, "float32"), (None, 1)) for i, name in enumerate(names)]
+
+
+def _input_specs(source: Path, model: Any, options: ConvertOptions) -> tuple[list[TensorSpec], tuple[str, ...]]:
+    """The model's inputs (--input first, then what the model tells, then --sample-data) and a note on their origin."""
+    if options.inputs:
+        specs = list(options.inputs)
+        if len(specs) > 1 and _column_transformer(model) is None:
+            raise ConfigError(f"{source.name}: {type(model).__name__} takes one array, but {len(specs)} inputs were "
+                              f"given ({[s.name for s in specs]})", hint="pass one --input NAME:batch,N:float32 "
+                              "(one input per column needs a ColumnTransformer that picks the columns)")
+        return specs, ()
+    columns = _column_specs(model)
+    if columns is not None:
+        by_name = hasattr(_column_transformer(model), "feature_names_in_")
+        named = "the DataFrame's columns (feature_names_in_)" if by_name else "column positions"
+        return columns, (f"one input per column, named after {named}: "
+                         f"{', '.join(f'{s.name}:{s.dtype}' for s in columns)}",)
+    if _is_text(model):
+        return [TensorSpec(INPUT_NAME, "str", (None, 1))], ()
+    width = getattr(model, "n_features_in_", None)
+    if isinstance(width, int):
+        first = model.steps[0][1] if hasattr(model, "steps") else model
+        if _kind(getattr(first, "categories_", [[]])[0]) == "str":  # an encoder over string columns
+            return [TensorSpec(INPUT_NAME, "str", (None, width))], ()
+        return [TensorSpec(INPUT_NAME, "float32", (None, width))], ()
+    if options.sample_inputs:
+        return list(options.sample_inputs), ()
+    raise ConfigError(f"{source.name}: cannot tell the model's input width",
+                      hint="pass --input input:batch,N:float32 or --sample-data FILE.npz")
+
+
+def _initial_types(specs: list[TensorSpec]) -> list[tuple[str, Any]]:
     from skl2onnx.common.data_types import (BooleanTensorType, DoubleTensorType, FloatTensorType,
                                             Int64TensorType, StringTensorType)
 
     kinds = {"float32": FloatTensorType, "float64": DoubleTensorType, "int64": Int64TensorType,
              "bool": BooleanTensorType, "str": StringTensorType}
-    specs = list(options.inputs)
-    if not specs:
-        if _is_text(model):
-            specs = [TensorSpec(INPUT_NAME, "str", (None, 1))]
-        elif isinstance(getattr(model, "n_features_in_", None), int):
-            specs = [TensorSpec(INPUT_NAME, "float32", (None, model.n_features_in_))]
-        elif options.sample_inputs:
-            specs = list(options.sample_inputs)
-        else:
-            raise ConfigError(f"{source.name}: cannot tell the model's input width",
-                              hint="pass --input input:batch,N:float32 or --sample-data FILE.npz")
-    if len(specs) != 1:
-        # Several named inputs mean a ColumnTransformer over a DataFrame; parity would need pandas to feed it.
-        raise ConfigError(f"{source.name}: scikit-learn models with several inputs ({[s.name for s in specs]}) are "
-                          f"not supported", hint="convert a model that takes one array (or one text column)")
     types = []
     for spec in specs:
         if spec.dtype not in kinds:
@@ -111,12 +182,40 @@ def _options(model: Any, zipmap: bool) -> dict[int, dict[str, Any]]:
     return options
 
 
-def _runner(model: Any, types: list[tuple[str, Any]]):  # noqa: ANN202 - a SourceRunner
+def _table(model: Any, specs: list[TensorSpec]):  # noqa: ANN202 - inputs -> what the source model was fitted on
+    """Per-column arrays back into one table: a DataFrame where the model was fitted on one (columns by name, in
+    training order), else an object array with the columns in input order."""
+    names_in = [str(n) for n in getattr(_column_transformer(model), "feature_names_in_", ())]
+
+    def column(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+        flat = array.reshape(len(array), -1)[:, 0]
+        return flat.astype(str) if spec.dtype == "str" else flat
+
+    def table(inputs: Mapping[str, np.ndarray]) -> Any:
+        columns = {spec.name: column(inputs[spec.name], spec) for spec in specs}
+        if names_in:
+            try:
+                import pandas as pd
+            except ImportError as err:
+                raise missing_extra("pandas", "sklearn", "running a scikit-learn model fitted on a DataFrame") from err
+            return pd.DataFrame({name: columns[name] for name in names_in if name in columns})
+        rows = len(next(iter(columns.values())))
+        x = np.empty((rows, len(specs)), dtype=object)
+        for i, values in enumerate(columns.values()):
+            x[:, i] = values
+        return x
+
+    return table
+
+
+def _runner(model: Any, specs: list[TensorSpec]):  # noqa: ANN202 - a SourceRunner
     from sklearn.base import is_classifier
 
+    table = _table(model, specs) if len(specs) > 1 else None
+
     def run(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        x = inputs[types[0][0]]
-        if x.dtype.kind in "USO" and x.ndim == 2 and x.shape[1] == 1:
+        x = table(inputs) if table is not None else inputs[specs[0].name]
+        if table is None and x.dtype.kind in "USO" and x.ndim == 2 and x.shape[1] == 1:
             x = x.ravel().tolist()  # text pipelines take a list of documents
         if is_classifier(model):
             outputs = [np.asarray(model.predict(x))]
@@ -128,8 +227,8 @@ def _runner(model: Any, types: list[tuple[str, Any]]):  # noqa: ANN202 - a Sourc
             return outputs
         if hasattr(model, "predict"):
             return [np.asarray(model.predict(x))]
-        return [np.asarray(model.transform(x).toarray() if hasattr(model.transform(x), "toarray")
-                           else model.transform(x))]
+        transformed = model.transform(x)
+        return [np.asarray(transformed.toarray() if hasattr(transformed, "toarray") else transformed)]
 
     return run
 
@@ -156,17 +255,22 @@ class SklearnConverter:
         if not isinstance(model, BaseEstimator):
             raise InputError(f"{source.name} holds a {type(model).__module__}.{type(model).__name__}, not a "
                              f"scikit-learn estimator", hint="save the fitted estimator or Pipeline itself")
-        types = _initial_types(source, model, options)
+        specs, notes = _input_specs(source, model, options)
+        types = _initial_types(specs)
         try:
             proto = skl2onnx.to_onnx(model, initial_types=types, options=_options(model, options.zipmap),
                                      target_opset={"": options.target_opset, "ai.onnx.ml": 3})
         except Exception as err:  # noqa: BLE001 - skl2onnx raises RuntimeError/ValueError/MissingShapeCalculator
+            missing = type(err).__name__ in ("MissingConverter", "MissingShapeCalculator")
             raise ConversionError(f"{source.name}: skl2onnx {skl2onnx.__version__} cannot convert "
-                                  f"{type(model).__name__}: {_first_line(err)}; nothing written",
-                                  hint="every step needs an skl2onnx converter (see skl2onnx's supported list)",
+                                  f"{type(model).__name__} with inputs {[s.render() for s in specs]}: "
+                                  f"{_first_line(err)}; nothing written",
+                                  hint="every step needs an skl2onnx converter (see skl2onnx's supported list)"
+                                  if missing else "if those inputs are wrong, pass --input NAME:SHAPE:DTYPE for "
+                                  "each (one per column for a ColumnTransformer, e.g. --input color:batch,1:str)",
                                   ) from err
         check_ops(proto, source.name, f"skl2onnx {skl2onnx.__version__}")
-        return Conversion(proto, _runner(model, types), f"skl2onnx {skl2onnx.__version__}")
+        return Conversion(proto, _runner(model, specs), f"skl2onnx {skl2onnx.__version__}", notes)
 
 
 CONVERTER = SklearnConverter()

@@ -127,7 +127,8 @@ class TorchConverter:
 
     def convert(self, source: Path, fmt: Format, options: ConvertOptions) -> Conversion:
         torch = import_torch()
-        model = load(source, fmt, options)
+        loaded = load(source, fmt, options)
+        model = loaded.model
         specs = _specs(source, model, fmt, options)
         module = model.module() if fmt == "torch-export" else model
         example = generate(specs, batch=_EXAMPLE_BATCH).inputs
@@ -147,7 +148,7 @@ class TorchConverter:
             with torch.no_grad():
                 return _flatten(module(*_to_tensors(inputs, specs)))
 
-        return Conversion(proto, run, exporter, notes)
+        return Conversion(proto, run, exporter, (*loaded.notes, *notes))
 
 
 CONVERTER = TorchConverter()
