@@ -92,15 +92,77 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
     raise NotFound(f"no endpoint {method} {path}; see GET /openapi.json")
 
 
+class Readiness:
+    """Whether the model serves, and if not, why: warming up (runs done of total), a failed warm-up that blocks
+    serving (a TensorRT engine that cannot be built), or draining. Thread-safe; the readiness endpoints answer it.
+
+    The v2 protocol's health endpoints carry the answer in the status code (200 true, anything else false;
+    tritonclient's is_server_ready / is_model_ready test `status_code == 200`); the body is ours, so a 503 says
+    why in `{"ready": false, "error": ...}` (and `warmup` progress while warming up)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready = False
+        self._error: str | None = None
+        self._progress: tuple[int, int] | None = None
+        self._state = "starting"  # starting | warming | ready | failed | draining
+
+    def warming(self, done: int, total: int) -> None:
+        with self._lock:
+            if self._state != "draining":  # a warm-up finishing during a drain must not turn it ready again
+                self._ready, self._state, self._progress = False, "warming", (done, total)
+
+    def ready(self) -> None:
+        with self._lock:
+            if self._state != "draining":  # a warm-up finishing during a drain must not turn it ready again
+                self._ready, self._state, self._error = True, "ready", None
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            if self._state != "draining":  # a warm-up finishing during a drain must not turn it ready again
+                self._ready, self._state, self._error = False, "failed", reason
+
+    def draining(self) -> None:
+        with self._lock:
+            self._ready, self._state = False, "draining"
+
+    def is_set(self) -> bool:
+        return self._ready
+
+    @property
+    def error(self) -> str | None:
+        """Why the model cannot serve, when a warm-up failure keeps it from it."""
+        return self._error
+
+    def answer(self, model: str) -> tuple[int, dict[str, Any]]:
+        """The status and JSON body of a readiness endpoint."""
+        with self._lock:
+            state, error, progress = self._state, self._error, self._progress
+        if state == "ready":
+            return 200, {"ready": True}
+        body: dict[str, Any] = {"ready": False}
+        if state == "failed":
+            body["error"] = error
+        elif state == "warming" and progress is not None:
+            done, total = progress
+            body["error"] = f"model '{model}' is warming up: {done} of {total} runs done"
+            body["warmup"] = {"runs_done": done, "runs": total}
+        elif state == "draining":
+            body["error"] = "the server is shutting down (draining requests in flight)"
+        else:
+            body["error"] = f"model '{model}' is loaded; its warm-up has not started yet"
+        return 503, body
+
+
 class Api:
-    """The endpoints over one loaded model. `ready` turns true after warm-up and false again when draining."""
+    """The endpoints over one loaded model. `readiness` turns ready after warm-up and not ready when draining."""
 
     def __init__(self, model: Model, max_elements: int,
                  observe_inference: Callable[[float], None] | None = None) -> None:
         self.model = model
         self.max_elements = max_elements
         self.observe_inference = observe_inference
-        self.ready_flag = threading.Event()
+        self.readiness = Readiness()
 
     def call(self, route: Route, params: Mapping[str, str], body: bytes, headers: Mapping[str, str]) -> Reply:
         """Run `route`'s handler; client errors become their 4xx reply."""
@@ -124,8 +186,8 @@ class Api:
         return json_reply({"live": True})
 
     def ready(self, **_: Any) -> Reply:
-        ready = self.ready_flag.is_set()
-        return json_reply({"ready": ready}, 200 if ready else 503)
+        status, body = self.readiness.answer(self.model.name)
+        return json_reply(body, status)
 
     def model_ready(self, model: str, version: str | None = None, **_: Any) -> Reply:
         self._model(model, version)
@@ -135,7 +197,9 @@ class Api:
         served = self._model(model, version)
 
         def tensors(specs: Any) -> list[dict[str, Any]]:
-            return [{"name": s.name, "datatype": s.datatype, "shape": s.v2_shape} for s in specs]
+            return [{"name": s.name, "datatype": s.datatype, "shape": s.v2_shape,
+                     **({"parameters": {"content": s.content, "onnx_type": s.onnx_type}} if s.is_json else {})}
+                    for s in specs]
 
         return json_reply({"name": served.name, "versions": [served.version], "platform": "onnxruntime_onnx",
                            "inputs": tensors(served.inputs), "outputs": tensors(served.outputs)})
@@ -154,9 +218,11 @@ class Api:
 
     def repository_index(self, **_: Any) -> Reply:
         """Triton's model repository extension, read-only: the one served model and its state."""
-        state = "READY" if self.ready_flag.is_set() else "LOADING"
-        return Reply(200, json.dumps([{"name": self.model.name, "version": self.model.version,
-                                       "state": state}]).encode())
+        entry = {"name": self.model.name, "version": self.model.version,
+                 "state": "READY" if self.readiness.is_set() else "LOADING"}
+        if self.readiness.error is not None:
+            entry.update(state="UNAVAILABLE", reason=self.readiness.error)  # Triton's fields for a failed load
+        return Reply(200, json.dumps([entry]).encode())
 
     def _run(self, feeds: dict[str, Any], outputs: Any) -> list[Any]:
         started = time.perf_counter()
@@ -189,9 +255,11 @@ class Api:
 
     def tf_status(self, model: str, **_: Any) -> Reply:
         served = self._model(model)
-        state = "AVAILABLE" if self.ready_flag.is_set() else "LOADING"
-        return json_reply({"model_version_status": [{"version": served.version, "state": state,
-                                                     "status": {"error_code": "OK", "error_message": ""}}]})
+        state = "AVAILABLE" if self.readiness.is_set() else "LOADING"
+        error = self.readiness.error
+        status = {"error_code": "UNAVAILABLE", "error_message": error} if error else {"error_code": "OK",
+                                                                                       "error_message": ""}
+        return json_reply({"model_version_status": [{"version": served.version, "state": state, "status": status}]})
 
     def openapi(self, **_: Any) -> Reply:
         return Reply(200, openapi_document())

@@ -5,6 +5,10 @@ Spec: KServe "Open Inference Protocol (V2)", sections "Inference Request JSON Ob
 many bytes followed by the raw tensors, in input order, for each input with `parameters.binary_data_size`. The same
 layout is used for outputs asked for with `parameters.binary_data` (or request-level `binary_data_output`).
 Every check raises a ClientError that names the tensor and what the model expects.
+
+A non-tensor output (a ZipMap's class probabilities) is a BYTES tensor of JSON texts, one per row: in JSON answers
+its `data` holds those texts (`"{\"0\": 0.9, \"1\": 0.1}"`); asked for as binary, it is sent as the extension
+sends any BYTES tensor (each JSON text length-prefixed), so `binary_data` is honoured for it like for any output.
 """
 
 from __future__ import annotations
@@ -219,12 +223,32 @@ def _requested_outputs(model: Model, request: Mapping[str, Any]) -> tuple[tuple[
     return tuple(dict.fromkeys(names_list)), frozenset(binary)
 
 
+def _json_item(item: Any) -> Any:
+    if isinstance(item, bytes):
+        return item.decode("utf-8", "replace")
+    if isinstance(item, (dict, list)):  # a non-tensor output's plain JSON value (model.plain): kept as JSON
+        return item
+    return str(item)
+
+
 def json_ready(array: np.ndarray) -> list[Any]:
-    """An output as nested Python lists for JSON (bytes elements decoded as UTF-8, replacing invalid bytes)."""
+    """An output as nested Python lists for JSON (bytes elements decoded as UTF-8, replacing invalid bytes; the
+    JSON values of a non-tensor output, such as a ZipMap row's `{"0": 0.9, "1": 0.1}`, as themselves)."""
     if array.dtype.kind == "S" or array.dtype == object:
-        return np.vectorize(lambda item: item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item),
-                            otypes=[object])(array).tolist() if array.size else array.tolist()
+        if not array.size:
+            return array.tolist()
+        items = np.empty(array.size, dtype=object)
+        for index, item in enumerate(array.reshape(-1)):  # one by one: numpy would broadcast list elements
+            items[index] = _json_item(item)
+        return items.reshape(array.shape).tolist()
     return array.tolist()
+
+
+def json_texts(array: np.ndarray) -> np.ndarray:
+    """A non-tensor output's JSON values as JSON texts, the elements of its BYTES tensor."""
+    texts = np.empty(array.shape, dtype=object)
+    texts.reshape(-1)[:] = [json.dumps(item, separators=(",", ":")) for item in array.reshape(-1)]
+    return texts
 
 
 def encode_response(model: Model, request: InferRequest, results: Sequence[np.ndarray]) -> tuple[bytes, int | None]:
@@ -234,6 +258,8 @@ def encode_response(model: Model, request: InferRequest, results: Sequence[np.nd
     for name, array in zip(request.outputs, results, strict=True):
         spec = model.output(name)
         assert spec is not None
+        if spec.is_json:
+            array = json_texts(array)
         entry: dict[str, Any] = {"name": name, "datatype": spec.datatype, "shape": list(array.shape)}
         if name in request.binary:
             raw = encode_bytes(array) if spec.datatype == "BYTES" else np.ascontiguousarray(array).tobytes()

@@ -35,8 +35,7 @@ SETTINGS = config.from_env(base=LAMBDA_DEFAULTS)
 logs.setup(SETTINGS.log_level)
 MODEL = model_module.load(SETTINGS)
 API = Api(MODEL, SETTINGS.max_tensor_elements)
-warmup.warm_up(MODEL, SETTINGS.warmup_runs)
-API.ready_flag.set()
+warmup.settle(MODEL, SETTINGS.warmup_runs, API.readiness)  # CPU: a failed warm-up is logged once, then served
 INIT_SECONDS = time.perf_counter() - _STARTED
 logs.info("lambda init done", model=MODEL.name, init_s=round(INIT_SECONDS, 3))
 

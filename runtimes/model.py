@@ -3,6 +3,14 @@
 Loaded once at start (or at Lambda init), from the image's model layer: `model.onnx` with `model-card.json` beside
 it, or the same card stored in the ONNX metadata under `mlpack.card`. The card is read tolerantly (unknown keys are
 ignored); onnxruntime's view of the graph is authoritative for names, datatypes and shapes.
+
+Files that belong to one model sit beside it (`beside`): `STEM.card.json` and `STEM.warmup.npz` for `STEM.onnx`
+first; the shared names `model-card.json` and `warmup.npz` only when that model is the only .onnx file in its folder
+(an image's model layer), so two models in one folder never take each other's card or warm-up feed.
+
+Outputs that are not tensors (scikit-learn's ZipMap `seq(map(int64, tensor(float)))`, a sequence or map of any kind)
+are served as BYTES tensors whose elements are JSON texts, one per sequence item (`{"0": 0.9, "1": 0.1}` per row);
+`Model.run` returns them as object arrays of plain JSON values (dicts with string keys, lists, numbers).
 """
 
 from __future__ import annotations
@@ -25,17 +33,29 @@ from mlpk.runtimes.dtypes import ORT_TO_V2, V2_TO_NUMPY
 from mlpk.runtimes.errors import ClientError, ModelLoadError
 
 CARD_FILE = "model-card.json"
+CARD_SUFFIX = ".card.json"
 MODEL_FILE = "model.onnx"
 CARD_METADATA_KEY = "mlpack.card"
+TENSOR = "tensor"
+JSON_MAPS = "json-maps"  # a sequence of maps: one JSON object per row
+JSON_VALUES = "json"  # any other non-tensor value: one JSON value per sequence item (or one for the whole value)
 
 
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
-    """One input or output: its name, v2 datatype and shape (None for a dynamic or symbolic axis)."""
+    """One input or output: its name, v2 datatype and shape (None for a dynamic or symbolic axis). `content` is
+    TENSOR for tensors; JSON_MAPS or JSON_VALUES for a non-tensor output served as BYTES of JSON texts, whose
+    onnxruntime type (`seq(map(int64,tensor(float)))`) is `onnx_type`."""
 
     name: str
     datatype: str
     shape: tuple[int | None, ...]
+    content: str = TENSOR
+    onnx_type: str | None = None
+
+    @property
+    def is_json(self) -> bool:
+        return self.content != TENSOR
 
     @property
     def dtype(self) -> np.dtype:
@@ -66,10 +86,45 @@ def _spec(arg: Any) -> TensorSpec | None:
     return TensorSpec(arg.name, datatype, shape)
 
 
+def _json_spec(arg: Any) -> TensorSpec:
+    """A non-tensor output as a BYTES tensor of JSON texts: [items] for a sequence, [1] for one map or value."""
+    kind = JSON_MAPS if arg.type.startswith("seq(map(") else JSON_VALUES
+    return TensorSpec(arg.name, "BYTES", (None,), kind, arg.type)
+
+
+def plain(value: Any) -> Any:
+    """An onnxruntime non-tensor value as plain JSON values: dict keys as strings (JSON object keys are strings; a
+    ZipMap's int64 class labels become "0", "1"), arrays as lists, numpy scalars as Python numbers."""
+    if isinstance(value, Mapping):
+        return {key if isinstance(key, str) else str(plain(key)): plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def _json_items(value: Any) -> np.ndarray:
+    """A non-tensor result as a 1-D object array of JSON values: one per item of a sequence, else one."""
+    items = [plain(item) for item in value] if isinstance(value, (list, tuple)) else [plain(value)]
+    array = np.empty(len(items), dtype=object)
+    for index, item in enumerate(items):  # one by one: numpy would broadcast list items into a 2-D array
+        array[index] = item
+    return array
+
+
+_QUIET = ort.RunOptions()
+_QUIET.log_severity_level = 4  # fatal only
+
+
 @dataclass(frozen=True, slots=True)
 class Model:
-    """A loaded model, ready to run. `outputs` holds the tensor outputs only (a non-tensor output such as
-    scikit-learn's ZipMap dictionaries has no v2 datatype; it is logged at load and never returned)."""
+    """A loaded model, ready to run. `outputs` holds every output; non-tensor ones (scikit-learn's ZipMap
+    dictionaries) as BYTES specs whose `content` says they carry JSON (see the module docstring)."""
 
     name: str
     version: str
@@ -90,11 +145,13 @@ class Model:
         """The inputs as one phrase for error messages: `'x' FP32 [-1, 4], 'ids' INT64 [-1]`."""
         return ", ".join(spec.describe() for spec in self.inputs)
 
-    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str], *, quiet: bool = False) -> list[np.ndarray]:
         """Run the session. onnxruntime's errors about the inputs (a value it rejects after our checks, a kernel
-        that fails on these values) are client errors; anything else is a bug and propagates."""
+        that fails on these values) are client errors; anything else is a bug and propagates. `quiet` keeps
+        onnxruntime from printing a failing kernel's error as a plain-text line of its own (the warm-up logs the
+        reason once, as JSON)."""
         try:
-            return self.session.run(list(outputs), dict(feeds))
+            results = self.session.run(list(outputs), dict(feeds), _QUIET if quiet else None)
         except (_ort_errors.InvalidArgument, _ort_errors.InvalidGraph) as err:
             raise ClientError(f"onnxruntime rejected the inputs: {str(err).splitlines()[0][:300]}; the model "
                               f"expects {self.signature()}") from err
@@ -103,6 +160,8 @@ class Model:
             # Triton and KServe answer these 400 too, since the same model runs other inputs fine.
             raise ClientError(f"inference failed on these inputs: {str(err).splitlines()[0][:300]}; the model "
                               f"expects {self.signature()}") from err
+        return [_json_items(result) if (spec := self.output(name)) is not None and spec.is_json else result
+                for name, result in zip(outputs, results, strict=True)]
 
 
 def model_file(path: Path) -> Path:
@@ -120,9 +179,24 @@ def model_file(path: Path) -> Path:
     raise ModelLoadError(f"{path} holds {len(candidates)} .onnx files and no {MODEL_FILE}; expected exactly one")
 
 
+def only_model(file: Path) -> bool:
+    """Whether `file` is the only .onnx file in its folder (then the folder's shared file names are its own)."""
+    return [path.name for path in file.parent.glob("*.onnx")] == [file.name]
+
+
+def beside(file: Path, suffix: str, shared: str) -> Path | None:
+    """The file of this model with `suffix` (`STEM.card.json` for `STEM.onnx`), else the folder's `shared` file
+    (`model-card.json`) when `file` is the folder's only model; None when neither exists."""
+    own = file.with_suffix(suffix)
+    if own.is_file():
+        return own
+    common = file.with_name(shared)
+    return common if common.is_file() and only_model(file) else None
+
+
 def _card(file: Path, session: ort.InferenceSession) -> dict[str, Any]:
-    beside = file.with_name(CARD_FILE)
-    text = beside.read_text() if beside.is_file() else session.get_modelmeta().custom_metadata_map.get(
+    found = beside(file, CARD_SUFFIX, CARD_FILE)
+    text = found.read_text() if found is not None else session.get_modelmeta().custom_metadata_map.get(
         CARD_METADATA_KEY)
     if not text:
         return {}
@@ -208,13 +282,11 @@ def load(settings: Settings) -> Model:
     inputs = tuple(s for s in (_spec(arg) for arg in session.get_inputs()) if s is not None)
     if len(inputs) != len(session.get_inputs()):
         raise ModelLoadError(f"{file} has an input that is not a tensor; the server feeds tensors only")
-    outputs = []
-    for arg in session.get_outputs():
-        spec = _spec(arg)
-        if spec is None:
-            logs.warning("output is not a tensor and is not served", output=arg.name, type=arg.type)
-        else:
-            outputs.append(spec)
+    outputs = [_spec(arg) or _json_spec(arg) for arg in session.get_outputs()]
+    for spec in outputs:
+        if spec.is_json:
+            logs.info("output is not a tensor; served as BYTES holding JSON", output=spec.name, type=spec.onnx_type,
+                      content=spec.content)
     name = settings.model_name or str(card.get("name") or file.stem)
     logs.info("model loaded", model=name, file=str(file), threads=threads,
               providers_requested=list(settings.providers), providers_available=available,

@@ -9,7 +9,9 @@ bring tens of megabytes more. Routing is done by api.ROUTES, shared with the Lam
 alike; Starlette provides requests, responses, the lifespan and the 500 safety net.
 
 Lifecycle: the model loads before the port opens; the warm-up runs in the background while liveness already
-answers; readiness turns true after it. On SIGTERM readiness turns false, the listening socket closes, requests in
+answers (readiness answers 503 with the runs done so far); readiness turns true after it, or after a failed warm-up
+that needs no engine build (logged once), and stays false with its reason when TensorRT could not build its engine.
+On SIGTERM readiness turns false, the listening socket closes, requests in
 flight finish (up to MLPACK_GRACEFUL_TIMEOUT seconds), then the process exits 0.
 """
 
@@ -131,7 +133,7 @@ def build_app(api: Api, settings: Settings, metrics: Metrics, *, warm: bool = Tr
         if warm:
             threading.Thread(target=_warm, args=(api, settings, metrics), name="warmup", daemon=True).start()
         yield
-        api.ready_flag.clear()
+        api.readiness.draining()
         metrics.set_ready(False)
         logs.info("server stopped", model=api.model.name)
 
@@ -152,13 +154,14 @@ def build_app(api: Api, settings: Settings, metrics: Metrics, *, warm: bool = Tr
 
 def _warm(api: Api, settings: Settings, metrics: Metrics) -> None:
     try:
-        warmup.warm_up(api.model, settings.warmup_runs)
-    except Exception:  # noqa: BLE001 - a failed warm-up leaves the server live but never ready, and says why
-        logs.get().exception("warm-up failed; the server stays not ready")
+        ready = warmup.settle(api.model, settings.warmup_runs, api.readiness)
+    except Exception as err:  # noqa: BLE001 - a bug in the warm-up itself: not ready, and the endpoints say why
+        logs.get().exception("warm-up crashed; the server stays not ready")
+        api.readiness.failed(f"the warm-up of model '{api.model.name}' crashed: {err}; see the server's log")
         return
-    api.ready_flag.set()
-    metrics.set_ready(True)
-    logs.info("ready", model=api.model.name)
+    if ready:
+        metrics.set_ready(True)
+        logs.info("ready", model=api.model.name)
 
 
 class DrainingServer(uvicorn.Server):
@@ -185,7 +188,7 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit:
-            self.api.ready_flag.clear()
+            self.api.readiness.draining()
             self.metrics.set_ready(False)
             logs.info("draining: no new connections, finishing requests in flight", signal=int(sig))
         super().handle_exit(sig, frame)

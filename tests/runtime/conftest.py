@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -29,6 +30,10 @@ class Served:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def log_lines(self) -> list[dict]:
+        """The server's log as JSON objects (a line that is not JSON fails the parse: the log must be all JSON)."""
+        return [json.loads(line) for line in self.log_text().splitlines() if line.strip()]
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:

@@ -4,6 +4,12 @@
 - `mixed`: several inputs and outputs of different datatypes doing real arithmetic (MatMul+Add in fp32, Mul in
   fp16, Add in int64, Not on bool, Identity on strings), dynamic batch axis.
 - `heavy`: a chain of MatMuls whose run time grows with the batch size, for draining and concurrency tests.
+- `vad`: a voice-activity-shaped model (`input [B,N]`, `state [2,B,128]`, scalar int64 `sr` that must be 8000 or
+  16000: any other rate indexes past a 2-entry table), with or without the card's signature hints.
+- `grid32`: a detector-shaped model whose H and W must be multiples of 32 (it reshapes them into 32-pixel cells),
+  with or without the card's `example_shape`.
+- `zipmap`: a scikit-learn LogisticRegression on iris through skl2onnx with ZipMap (`output_probability` is a
+  `seq(map(int64, tensor(float)))`, or string keys with `string_labels`).
 """
 
 from __future__ import annotations
@@ -25,14 +31,15 @@ OPSET = [helper.make_opsetid("", 17)]
 IR_VERSION = 9  # onnxruntime 1.31 reads IR <= 13; onnx 1.23 writes 14 by default
 
 
-def _save(model: onnx.ModelProto, directory: Path, name: str, card: bool = True) -> Path:
+def _save(model: onnx.ModelProto, directory: Path, name: str, card: bool = True, **card_keys: object) -> Path:
     onnx.checker.check_model(model)
     directory.mkdir(parents=True, exist_ok=True)
     onnx.save(model, directory / "model.onnx")
     if card:
         (directory / "model-card.json").write_text(json.dumps({
             "schema": "mlpack.model-card/v1", "name": name, "mlpack_version": "0", "source": None,
-            "inputs": [], "outputs": [], "parity": None, "quantization": None, "unknown_key_is_ignored": 1}))
+            "inputs": [], "outputs": [], "parity": None, "quantization": None, "unknown_key_is_ignored": 1,
+            **card_keys}))
     return directory
 
 
@@ -92,3 +99,77 @@ def heavy(directory: Path, depth: int = 64, width: int = 512) -> Path:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
                               [numpy_helper.from_array(weight, "W")])
     return _save(helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), directory, "heavy")
+
+
+VAD_GAIN = {16000: 2.0, 8000: 1.0}
+
+
+def vad(directory: Path, *, hints: bool = True) -> Path:
+    """out[b] = mean(input[b]) * gain(sr) + mean(state[:, b]); state_out = state + mean(input[b]) * gain(sr).
+    gain(sr) = table[2 - sr // 8000]: 16000 -> 2.0, 8000 -> 1.0, and sr = 0 (a zero warm-up) is index 2 of 2."""
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", "samples"]),
+              helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 128]),
+              helper.make_tensor_value_info("sr", TensorProto.INT64, [])]
+    outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch"]),
+               helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, "batch", 128])]
+    init = [numpy_helper.from_array(np.array([VAD_GAIN[16000], VAD_GAIN[8000]], np.float32), "gains"),
+            numpy_helper.from_array(np.array(8000, np.int64), "c8000"),
+            numpy_helper.from_array(np.array(2, np.int64), "c2")]
+    nodes = [
+        helper.make_node("Div", ["sr", "c8000"], ["k"]),
+        helper.make_node("Sub", ["c2", "k"], ["index"]),
+        helper.make_node("Gather", ["gains", "index"], ["gain"]),
+        helper.make_node("ReduceMean", ["input"], ["level"], axes=[1], keepdims=1),
+        helper.make_node("Mul", ["level", "gain"], ["scaled"]),
+        helper.make_node("Add", ["state", "scaled"], ["stateN"]),  # [2,B,128] + [B,1]: the batch axes must agree
+        helper.make_node("ReduceMean", ["stateN"], ["output"], axes=[0, 2], keepdims=0),
+    ]
+    graph = helper.make_graph(nodes, "vad", inputs, outputs, init)
+    signature = {"inputs": [
+        {"name": "input", "dtype": "float32", "shape": ["batch", "samples"], "example_shape": [1, 512],
+         "values": None},
+        {"name": "state", "dtype": "float32", "shape": [2, "batch", 128], "example_shape": [2, 1, 128],
+         "values": None},
+        {"name": "sr", "dtype": "int64", "shape": [], "example_shape": [], "values": [16000, 8000]}]}
+    return _save(helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), directory, "vad",
+                 **({"signature": signature} if hints else {}))
+
+
+def grid32(directory: Path, *, hints: bool = True) -> Path:
+    """images [N,3,H,W] -> cells [N,3,H/32,W/32], the mean of each 32x32 cell: a Reshape to
+    [N, 3, H/32, 32, W/32, 32] (allowzero), which fails unless H and W are multiples of 32 (and at least 32)."""
+    inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, "H", "W"])]
+    outputs = [helper.make_tensor_value_info("cells", TensorProto.FLOAT, ["N", 3, "h", "w"])]
+    init = [numpy_helper.from_array(np.array([32, 32], np.int64), "c32x2"),
+            numpy_helper.from_array(np.array([32], np.int64), "c32"),
+            numpy_helper.from_array(np.array([0], np.int64), "i0"),
+            numpy_helper.from_array(np.array([1], np.int64), "i1"),
+            numpy_helper.from_array(np.array([2], np.int64), "i2")]
+    nodes = [
+        helper.make_node("Shape", ["images"], ["nc"], start=0, end=2),
+        helper.make_node("Shape", ["images"], ["hw"], start=2, end=4),
+        helper.make_node("Div", ["hw", "c32x2"], ["cells_hw"]),
+        helper.make_node("Slice", ["cells_hw", "i0", "i1"], ["h"]),
+        helper.make_node("Slice", ["cells_hw", "i1", "i2"], ["w"]),
+        helper.make_node("Concat", ["nc", "h", "c32", "w", "c32"], ["blocks"], axis=0),
+        helper.make_node("Reshape", ["images", "blocks"], ["tiles"], allowzero=1),
+        helper.make_node("ReduceMean", ["tiles"], ["cells"], axes=[3, 5], keepdims=0),
+    ]
+    graph = helper.make_graph(nodes, "grid32", inputs, outputs, init)
+    signature = {"inputs": [{"name": "images", "dtype": "float32", "shape": ["N", 3, "H", "W"],
+                             "example_shape": [1, 3, 64, 96], "values": None}]}
+    return _save(helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), directory, "grid32",
+                 **({"signature": signature} if hints else {}))
+
+
+def zipmap(directory: Path, *, string_labels: bool = False) -> Path:
+    """A scikit-learn classifier converted by skl2onnx with its default ZipMap (no text ops, so no locale)."""
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    labels = np.array(["setosa", "versicolor", "virginica"])[y] if string_labels else y
+    classifier = LogisticRegression(max_iter=500).fit(x.astype(np.float32), labels)
+    proto = to_onnx(classifier, x[:1].astype(np.float32), target_opset={"": 17, "ai.onnx.ml": 3})
+    return _save(proto, directory, "iris")

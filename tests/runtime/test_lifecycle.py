@@ -41,6 +41,7 @@ def test_live_before_ready_until_warm_up_ends(tmp_path: Path) -> None:
     url, proc = spawn(model_dir, tmp_path / "log", MLPACK_WARMUP_RUNS="120")
     try:
         seen_not_ready = False
+        progress: list[int] = []
         states: set[str] = set()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -52,13 +53,18 @@ def test_live_before_ready_until_warm_up_ends(tmp_path: Path) -> None:
             assert live.status_code == 200
             ready = httpx.get(url + "/v2/health/ready")
             if ready.status_code == 503:
-                assert ready.json() == {"ready": False}
+                body = ready.json()  # says why: the warm-up's progress (or that it has not started yet)
+                assert body["ready"] is False and "warm" in body["error"]
+                if "warmup" in body:
+                    assert body["warmup"]["runs"] == 120 and 0 <= body["warmup"]["runs_done"] < 120
+                    progress.append(body["warmup"]["runs_done"])
                 states.add(httpx.get(url + "/v1/models/heavy").json()["model_version_status"][0]["state"])
                 seen_not_ready = True
             elif ready.status_code == 200:
                 break
             time.sleep(0.05)
         assert seen_not_ready, "readiness was never false during a 120-run warm-up"
+        assert progress and progress == sorted(progress), progress
         assert "LOADING" in states  # TF Serving's status follows readiness too
         assert httpx.get(url + "/v2/health/ready").status_code == 200
         lines = log_lines(tmp_path / "log")  # every line is JSON (a non-JSON line would fail to parse)
