@@ -169,12 +169,13 @@ def _is_state(spec: TensorSpec, outputs: Sequence[TensorSpec]) -> bool:
 
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Small constant tensors of the main graph and its subgraphs, by name (initializers and Constant nodes)."""
+    import onnx
     from onnx import numpy_helper
 
     found: dict[str, np.ndarray] = {}
     for graph in _graphs(model.graph):
         for init in graph.initializer:
-            if _small(init.dims):
+            if _small(init.dims) and init.data_location != onnx.TensorProto.EXTERNAL:  # weights stay where they are
                 found[init.name] = numpy_helper.to_array(init)
         for node in graph.node:
             if node.op_type == "Constant":
