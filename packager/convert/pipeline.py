@@ -83,7 +83,8 @@ def _evidence(sig: Signature, session: Any, sample_data: Path | None, model: Any
     """The data parity runs on, and the signature with example shapes that ran: the user's samples, else
     synthetic data shaped by a probed signature (the last resort, labelled as such)."""
     if sample_data is not None:
-        data = feeds.load(sample_data, sig).head(MAX_PARITY_SAMPLES)
+        loaded = feeds.load(sample_data, sig).head(MAX_PARITY_SAMPLES)
+        data = replace(loaded, source=f"sample data {loaded.source}")
         return data, sig.with_examples(data.first(), data.source)
     outputs = [o.name for o in session.get_outputs()]
     probed, error = signature.probe(sig, lambda feed: session.run(outputs, feed), signature.suggested_sizes(model))

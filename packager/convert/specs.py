@@ -54,7 +54,9 @@ def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
     tensor = value.type.tensor_type
     shape: tuple[Dim, ...] | None = None
     if tensor.HasField("shape"):
-        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
+        # A negative dim_value (some exporters write -1 for "any") is no size: it is an unknown dimension.
+        shape = tuple((d.dim_value if d.dim_value >= 0 else None) if d.HasField("dim_value") else (d.dim_param or None)
+                      for d in tensor.shape.dim)
     return TensorSpec(value.name, _dtype_name(tensor.elem_type), shape)
 
 

@@ -239,6 +239,11 @@ def _from_checkpoint(source: Path, obj: Any, options: ConvertOptions) -> LoadedM
             raise ConfigError(f"{source.name} holds a state dict (weights only, {len(states[0].value)} tensors at "
                               f"{source.name}{states[0].where}); rebuilding the model needs its class",
                               hint=f"pass --model-class and --model-args: {_CLASS_HINT}")
+    if not candidates and isinstance(obj, Mapping) and not obj and options.model_class:
+        empty = _instantiate(options)  # a module without parameters saves an empty state dict
+        if not empty.state_dict():
+            return LoadedModel(empty.eval(), (f"{source.name} is an empty state dict; {options.model_class} has "
+                                              f"no parameters",))
     if not candidates:
         looked = f"; looked into {', '.join(source.name + w for w in opened)}" if opened else ""
         raise InputError(f"{source.name} holds no state dict of tensors ({_top_keys(obj)}{looked})",

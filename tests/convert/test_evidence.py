@@ -37,7 +37,7 @@ def test_one_feed_per_file_and_feeds_stacked_on_a_new_axis(tmp_path: Path) -> No
            "sr": np.array(16000)}
     np.savez(tmp_path / "one.npz", **one)
     result = convert(model, tmp_path / "a" / "vad.onnx", sample_data=tmp_path / "one.npz")
-    assert result.parity is not None and result.parity.samples == 1 and result.parity.inputs_from == "one.npz"
+    assert result.parity is not None and result.parity.samples == 1 and result.parity.inputs_from == "sample data one.npz"
     (tmp_path / "feeds").mkdir()
     for i, sr in enumerate((16000, 8000, 16000)):
         np.savez(tmp_path / "feeds" / f"{i}.npz", **{**one, "sr": np.array(sr)})
