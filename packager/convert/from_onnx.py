@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlpk.packager import onnxrt
 from mlpk.packager.convert.detect import Format
 from mlpk.packager.convert.registry import Conversion, ConvertOptions
 from mlpk.packager.errors import ConversionError, InputError
@@ -86,9 +87,7 @@ def _source_runner(source: Path):  # noqa: ANN202 - a SourceRunner
         import onnxruntime as ort
 
         if session is None:
-            ort.set_default_logger_severity(3)  # its coloured E: lines would precede mlpack's one-line error
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
+            options = onnxrt.session_options()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             session = ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
         return list(session.run(None, dict(inputs)))

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mlpk.packager import card as cards
-from mlpk.packager import feeds, parity, signature
+from mlpk.packager import feeds, onnxrt, parity, signature
 from mlpk.packager.convert import compat, output, rewrite, specs
 from mlpk.packager.convert.detect import Format, detect
 from mlpk.packager.convert.registry import Conversion, ConvertOptions, for_format
@@ -50,9 +50,7 @@ def default_output(source: Path) -> Path:
 def _session(path: Path, name: str) -> Any:
     import onnxruntime as ort
 
-    ort.set_default_logger_severity(3)  # its coloured E: lines would precede mlpack's one-line error
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # onnxruntime's own error lines would precede mlpack's one-line error
+    options = onnxrt.session_options()
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own Fail/NotImplemented/InvalidGraph types

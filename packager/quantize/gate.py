@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mlpk.packager import feeds
+from mlpk.packager import feeds, onnxrt
 from mlpk.packager.errors import QuantizationError
 from mlpk.packager.quantize.data import Dataset
 from mlpk.packager.signature import Signature
@@ -74,9 +74,7 @@ def open_session(path: Path, threads: int | None = None, cpu_layout: bool = True
     for an error TensorRT never makes."""
     import onnxruntime as ort
 
-    ort.set_default_logger_severity(3)  # its coloured E: lines would precede mlpack's one-line error
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options = onnxrt.session_options()
     if fake_quant:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     elif not cpu_layout:
