@@ -85,14 +85,14 @@ def render(results: dict[str, Any], source: Path) -> str:
         f"({len(MODELS) - ran} not run).",
         "",
         "| model | package (registry) | what it checks | export s | image MB (amd64) | optimization chosen | "
-        "served vs source | result |",
-        "|---|---|---|---:|---:|---|---|---|",
+        "served vs source | FP16 candidate (mlpack quantize --mode fp16) | result |",
+        "|---|---|---|---:|---:|---|---|---|---|",
     ]
     for model in MODELS:
         row = rows.get(model.id)
         if row is None:
             lines.append(f"| {model.id} | {model.package} ({model.registry}) | {_cell(model.checks)} | — | — | — | — | "
-                         "not run |")
+                         "— | not run |")
             continue
         result = "pass" if row.get("passed") else "fail: " + _cell(row.get("failure", "unknown"))[:300]
         if row.get("refused"):  # not exported: the expected one-line refusal held (an open gap, not a success)
@@ -100,7 +100,8 @@ def render(results: dict[str, Any], source: Path) -> str:
         export_s = f"{row['export_s']:.0f}" if isinstance(row.get("export_s"), (int, float)) else "—"
         image = f"{row['image_mb']:.1f}" if isinstance(row.get("image_mb"), (int, float)) else "—"
         lines.append(f"| {model.id} | {model.package} ({model.registry}) | {_cell(model.checks)} | {export_s} | "
-                     f"{image} | {_cell(_optimization(row))} | {_cell(_served(row))} | {result} |")
+                     f"{image} | {_cell(_optimization(row))} | {_cell(_served(row))} | {_cell(row.get('fp16', '—'))[:200]} | "
+                     f"{result} |")
     lines += ["", f"Members: {', '.join(f'`{m.member}`' for m in MODELS)}.", "",
               "Reproduce: `.venv/bin/python bench/corpus.py --run` (needs a Docker engine and the keras, torch and "
               "sklearn extras; the packages are fetched once into mlpack's cache).", ""]

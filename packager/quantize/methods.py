@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from mlpk.packager.errors import QuantizationError
-from mlpk.packager.quantize import gate, refusals
+from mlpk.packager.quantize import gate, refusals, subgraphs
 from mlpk.packager.quantize.data import Dataset
 from mlpk.packager.quantize.options import Backend, Calibration, Int8Types, Mode, QuantizeOptions, int8_types
 from mlpk.packager.quantize.refusals import KeptInFloat, Refusal
@@ -130,11 +130,13 @@ def _convert_fp16(model: onnx.ModelProto, attempt: Attempt, out: Path) -> None:
     nodes = [*attempt.excluded, *(k.node for k in attempt.kept_in_float if k.node)]
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
+    subgraphs.unique_initializers(copy)
     with warnings.catch_warnings():  # one UserWarning per weight truncated to FP16's range: the gate judges
         warnings.simplefilter("ignore", UserWarning)
         converted = float16.convert_float_to_float16(
             copy, keep_io_types=True, op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *FP16_EXTRA_BLOCK, *ops],
             node_block_list=nodes)
+    subgraphs.hoisted_casts(converted)
     sort_nodes(converted.graph)
     large = converted.ByteSize() > TWO_GB  # protobuf's limit: the weights go to OUT.data beside the candidate
     onnx.save(converted, str(out), save_as_external_data=large, location=out.name + ".data")
@@ -154,7 +156,14 @@ def _kept_names(attempt: Attempt) -> str:
 def sort_nodes(graph: onnx.GraphProto) -> None:
     """Put `graph`'s nodes in topological order, otherwise keeping their order: the ONNX spec requires it (TensorRT's
     parser and onnx.checker rely on it), and onnxruntime's converter appends the casts it inserts at the end. A
-    node that holds subgraphs also depends on the outer values they read."""
+    node that holds subgraphs also depends on the outer values they read; the subgraphs (If / Loop / Scan bodies,
+    where the converter appends casts too) are sorted the same way."""
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                sort_nodes(attr.g)
+            for sub in attr.graphs:
+                sort_nodes(sub)
     nodes = list(graph.node)
     produced = {o: i for i, n in enumerate(nodes) for o in n.output if o}
     needs = [{produced[x] for x in (*n.input, *refusals.outer_reads(n)) if x in produced} - {i}

@@ -223,4 +223,21 @@ def _export_serve_compare(model: models.CorpusModel, mlpack, tmp_path: Path, row
             row["served"] = figures
     finally:
         containers.docker("rmi", "-f", tag)
+    row["fp16"] = _fp16_candidate(mlpack, out / "model" / "model.onnx", samples, tmp_path)
     row["passed"] = True
+
+
+def _fp16_candidate(mlpack, model: Path, samples: Path, tmp_path: Path) -> str:
+    """Issue 13's acceptance: an FP16 candidate of every corpus model with float tensors loads in onnxruntime and
+    is gated on the realistic inputs (it passes, or fails the gate with its figures), or the refusal says that the
+    model has nothing FP16 could change. A candidate that does not load fails the test."""
+    done = mlpack("--json", "quantize", str(model), "--mode", "fp16", "--eval", str(samples), "-o",
+                  str(tmp_path / "fp16" / "model.onnx"), timeout=600)
+    if done.returncode == 0:
+        figures = json.loads(done.stdout)["accuracy"]
+        return f"loads; passes the gate (drop {figures['drop']:.2g}, {figures['drop_kind']})"
+    line = _error_line(done.stderr)
+    assert done.returncode == 6 and "Traceback" not in done.stderr, f"fp16: exit {done.returncode}: {line}"
+    assert "failed the accuracy gate" in line or "nothing was quantized" in line, f"fp16 does not load: {line}"
+    verdict = "loads; fails the gate" if "failed the accuracy gate" in line else "nothing FP16 could change"
+    return f"{verdict}: {line.removeprefix('error: ')[:160]}"
