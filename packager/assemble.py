@@ -242,5 +242,6 @@ def check_budget(target: Target, platform: str, layer_parts: list[Part]) -> floa
         table = ", ".join(f"{p.name} {p.uncompressed / 1e6:.1f} MB" for p in layer_parts)
         raise BuildError(f"the {target.name} image for {platform} is {total:.1f} MB, over its budget of "
                          f"{target.budget_mb:g} MB (layers: {table})",
-                         hint="quantize the model, slim the base, or raise budget_mb in a profile of your own")
+                         hint="quantize the model (mlpack export --quantize MODE), give a slimmer --base, or "
+                              "raise the budget with --budget-mb MB")
     return total

@@ -25,7 +25,10 @@ def export_report(result: Any) -> None:
     parity = (data["model"].get("parity") or {})
     if parity:
         worst = max((o.get("max_abs") or 0.0 for o in parity.get("outputs", [])), default=0.0)
-        console.print(f"parity: max abs error {worst:.3g} over {parity.get('samples', '?')} samples")
+        origin = parity.get("inputs_from", "?")
+        note = " (no --sample-data: inputs made from the model's signature)" if "synthetic" in origin else ""
+        console.print(f"parity: max abs error {worst:.3g} over {parity.get('samples', '?')} samples of "
+                      f"{origin}{note}")
     opt = data["optimization"]
     line = f"optimization: {opt.get('mode')}"
     if opt.get("kept_fp32_because"):
