@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mlpk.packager.errors import ConfigError, InputError, MlpackError, QuantizationError
 from mlpk.packager.quantize import data as datasets
-from mlpk.packager.quantize import gate, measure, report, sensitivity
+from mlpk.packager.quantize import gate, measure, report, sensitivity, subgraphs
 from mlpk.packager.quantize.data import Dataset
 from mlpk.packager.quantize.methods import Attempt, Method, method_for
 from mlpk.packager.quantize.options import Backend, Mode, QuantizeOptions, default_per_channel
@@ -191,13 +191,14 @@ def _nothing_quantized(candidate: Path, mode: Mode) -> str | None:
     import onnx
 
     model = onnx.load(str(candidate), load_external_data=False)
-    nodes = list(model.graph.node)
+    graphs = list(subgraphs.walk(model.graph))  # If / Loop bodies count: a VAD's whole network may live in them
+    nodes = [n for g in graphs for n in g.node]
     if mode is Mode.FP16:
         # FP16 weights, or an op that computes on a value cast to FP16 (a Cast alone changes nothing but rounding).
         half = onnx.TensorProto.FLOAT16
         to_half = {out for n in nodes if n.op_type == "Cast" and any(a.name == "to" and a.i == half
                                                                       for a in n.attribute) for out in n.output}
-        changed = any(t.data_type == half for t in model.graph.initializer) or any(
+        changed = any(t.data_type == half for g in graphs for t in g.initializer) or any(
             n.op_type != "Cast" and to_half.intersection(n.input) for n in nodes)
     else:
         changed = any(n.op_type in _INT8_OPS or n.op_type.startswith("QLinear") for n in nodes)

@@ -19,6 +19,13 @@ if TYPE_CHECKING:
     import onnx
 
 
+def walk(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """`graph` and every subgraph in it, outermost first."""
+    yield graph
+    for child in _children(graph):
+        yield from walk(child)
+
+
 def _children(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     for node in graph.node:
         for attr in node.attribute:

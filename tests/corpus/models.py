@@ -212,6 +212,25 @@ def titanic_inputs(_: Files) -> Inputs:
     return out
 
 
+ADULT = {  # six adults of UCI Adult as dice-ml bins them (dice_ml/utils/helpers.py: get_adult_data_info)
+    "age": [39.0, 50.0, 38.0, 53.0, 28.0, 37.0], "workclass": ["Government", "Self-Employed", "Private", "Private",
+                                                               "Private", "Private"],
+    "education": ["Bachelors", "Bachelors", "HS-grad", "School", "Bachelors", "Masters"],
+    "marital_status": ["Single", "Married", "Divorced", "Married", "Married", "Married"],
+    "occupation": ["White-Collar", "White-Collar", "Blue-Collar", "Blue-Collar", "Professional", "White-Collar"],
+    "race": ["White", "White", "White", "Other", "Other", "White"],
+    "gender": ["Male", "Male", "Male", "Male", "Female", "Female"],
+    "hours_per_week": [40.0, 13.0, 40.0, 40.0, 40.0, 40.0],
+}
+
+
+def adult_inputs(_: Files) -> Inputs:
+    """Rows of the 8 columns the pipeline was fitted on, one [N, 1] column each: strings for the 6 categorical ones,
+    float32 for age and hours_per_week (which its ColumnTransformer drops: remainder='drop')."""
+    return {name: np.array(values, dtype=np.str_ if isinstance(values[0], str) else np.float32).reshape(-1, 1)
+            for name, values in ADULT.items()}
+
+
 # ---- source-side references -----------------------------------------------------------------------------------------
 
 def keras_reference(files: Files, inputs: Inputs) -> list[np.ndarray]:
@@ -266,23 +285,27 @@ np.savez(sys.argv[3], label=np.asarray(model.predict(frame)), probabilities=np.a
 """
 
 
-def sklearn_reference(files: Files, inputs: Inputs) -> list[np.ndarray]:
-    """predict and predict_proba on a DataFrame of the rows, in a child process whose sys.path has the package and
-    its pinned dependencies (pydantic 1 among them, which must not replace this process's pydantic)."""
-    import os
-    import subprocess
-    import tempfile
+def sklearn_reference(model_id: str) -> Callable[[Files, Inputs], list[np.ndarray]]:
+    """predict and predict_proba on a DataFrame of the rows, in a child process whose sys.path has the entry
+    `model_id`'s python_path (its package, its scikit-learn and pinned dependencies: pydantic 1 or numpy 1 among
+    them, which must not replace this process's)."""
+    def run(files: Files, inputs: Inputs) -> list[np.ndarray]:
+        import os
+        import subprocess
+        import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
-        feeds, out = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-        np.savez(feeds, **inputs)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(with_python_path(TITANIC_PIPELINE))}
-        done = subprocess.run([sys.executable, "-c", _SKLEARN_RUNNER, str(files.model), str(feeds), str(out)],
-                              capture_output=True, text=True, env=env, timeout=300, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"the scikit-learn reference failed: {done.stderr.strip().splitlines()[-1:]}")
-        with np.load(out) as answer:
-            return [answer["label"], answer["probabilities"]]
+        with tempfile.TemporaryDirectory() as tmp:
+            feeds, out = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+            np.savez(feeds, **inputs)
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(with_python_path(BY_ID[model_id]))}
+            done = subprocess.run([sys.executable, "-c", _SKLEARN_RUNNER, str(files.model), str(feeds), str(out)],
+                                  capture_output=True, text=True, env=env, timeout=300, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"the scikit-learn reference failed: {done.stderr.strip().splitlines()[-1:]}")
+            with np.load(out) as answer:
+                return [answer["label"], answer["probabilities"]]
+
+    return run
 
 
 # ---- the corpus -------------------------------------------------------------------------------------------------------
@@ -302,7 +325,18 @@ TITANIC_PIPELINE = CorpusModel(
     # Its own transformers (no skl2onnx converter exists for them) run before the ColumnTransformer.
     refusal=(4, "cannot convert Pipeline"),
     python_path=("charbel-titanic-classification-model==1.0.3", "strictyaml==1.7.3", "pydantic==1.10.24",
-                 "scikit-learn==1.6.0"), reference=sklearn_reference)
+                 "scikit-learn==1.6.0"), reference=sklearn_reference("titanic-pipeline"))
+
+# Pickled with scikit-learn 1.1.1: its trees lack missing_go_to_left, which scikit-learn >= 1.3 requires; 1.1.3 is
+# the oldest release with cp311 wheels, and needs numpy 1 (so pandas 2, and pytz) ahead of the venv's.
+DICE_ADULT = CorpusModel(
+    "dice-adult-income", "dice-ml==0.12", "pypi", "dice_ml/utils/sample_trained_models/adult.pkl",
+    "dcb330b048cfc85ef32e1116e1d5ce66426d8c0f320ca8a6bbe277f487153d7e", "sklearn-pickle",
+    "stock scikit-learn only: ColumnTransformer one-hot over 6 string columns, 2 numeric columns dropped "
+    "(remainder='drop'), a 100-tree random forest; a DataFrame of 8 named columns, from scikit-learn 1.1.1",
+    adult_inputs, flags=("--trust-pickle", *_SAMPLES),
+    python_path=("scikit-learn==1.1.3", "numpy==1.26.4", "pandas==2.2.3", "pytz==2025.2"),
+    reference=sklearn_reference("dice-adult-income"))
 
 MODELS: tuple[CorpusModel, ...] = (
     CorpusModel("silero-vad-v5", "silero-vad==6.2.3", "pypi", "silero_vad/data/silero_vad.onnx",
@@ -365,6 +399,7 @@ MODELS: tuple[CorpusModel, ...] = (
                 aux=(Aux(_MINILM + "tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),),
                 reference=_torch_reference("MiniLMSentenceEncoder", _safetensors_state)),
     TITANIC_PIPELINE,
+    DICE_ADULT,
 )
 
 BY_ID = {m.id: m for m in MODELS}
