@@ -224,6 +224,15 @@ def _value_figures(ref: np.ndarray | list[np.ndarray], got: np.ndarray | list[np
     return worst_cos, worst_rel
 
 
+def _label_agreement(ref: np.ndarray | list[np.ndarray], got: np.ndarray | list[np.ndarray]) -> float:
+    """The share of equal elements, run by run (a run whose shape changed agrees on nothing)."""
+    pairs = list(zip(ref, got, strict=False)) if isinstance(ref, list) else [(ref, got)]
+    shares = []
+    for a, b in ((np.asarray(x), np.asarray(y)) for x, y in pairs):
+        shares.append(float((a == b).mean()) if a.shape == b.shape and a.size else float(a.shape == b.shape))
+    return float(np.mean(shares)) if shares else 1.0
+
+
 def _figures(name: str, ref: np.ndarray | list[np.ndarray], got: np.ndarray | list[np.ndarray],
              labelled: bool) -> OutputFigures:
     if isinstance(ref, list) or isinstance(got, list):
@@ -232,13 +241,7 @@ def _figures(name: str, ref: np.ndarray | list[np.ndarray], got: np.ndarray | li
     else:
         kind = output_kind(name, ref, labelled)
     if kind == "labels":
-        same = [np.array_equal(np.asarray(a), np.asarray(b)) if isinstance(ref, list) else None
-                for a, b in zip(ref, got, strict=False)] if isinstance(ref, list) else None
-        if same is not None:
-            agreement = float(np.mean(same)) if same else 1.0
-        else:
-            agreement = float((ref == got).mean()) if ref.shape == np.shape(got) and ref.size else float(
-                ref.shape == np.shape(got))
+        agreement = _label_agreement(ref, got)
         return OutputFigures(name, kind, agreement, None, None, 1.0 - agreement, "agreement")
     agreement = None
     if kind in ("scores", "ambiguous"):
