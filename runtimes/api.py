@@ -42,7 +42,10 @@ def json_reply(data: Any, status: int = 200) -> Reply:
 
 
 def error_reply(err: ClientError) -> Reply:
-    return json_reply({"error": err.message}, err.status)
+    reply = json_reply({"error": err.message}, err.status)
+    if isinstance(err, MethodNotAllowed):
+        return Reply(reply.status, reply.body, reply.content_type, (("Allow", ", ".join(err.allowed)),))
+    return reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +91,8 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
                 return route, found.groupdict()
             allowed.append(route.method)
     if allowed:
-        raise MethodNotAllowed(f"method {method} is not allowed on {path}; use {', '.join(allowed)}")
+        methods = tuple(dict.fromkeys(allowed))
+        raise MethodNotAllowed(f"method {method} is not allowed on {path}; use {', '.join(methods)}", methods)
     raise NotFound(f"no endpoint {method} {path}; see GET /openapi.json")
 
 

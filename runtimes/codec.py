@@ -9,12 +9,20 @@ Every check raises a ClientError that names the tensor and what the model expect
 A non-tensor output (a ZipMap's class probabilities) is a BYTES tensor of JSON texts, one per row: in JSON answers
 its `data` holds those texts (`"{\"0\": 0.9, \"1\": 0.1}"`); asked for as binary, it is sent as the extension
 sends any BYTES tensor (each JSON text length-prefixed), so `binary_data` is honoured for it like for any output.
+
+JSON is strict (RFC 8259), both ways. Requests holding `NaN` / `Infinity` literals are refused, naming the input;
+nesting deeper than the parser's stack is refused as too deep. A NaN or infinite output value is answered in JSON as
+the string "NaN", "Infinity" or "-Infinity", as the protobuf JSON mapping writes non-finite floats (and so KServe's
+gRPC/JSON gateway): the body stays valid JSON, and `np.array(data, dtype=np.float32)` (what tritonclient.http's
+`as_numpy` does) reads those strings back as the same values. Binary outputs carry them exactly, as ever.
+Parameters are strictly typed: `binary_data_output` and `binary_data` must be JSON booleans.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +36,7 @@ from mlpk.runtimes.model import Model, TensorSpec
 # numpy kinds a JSON array may arrive as, per v2 datatype family (an int literal is a fine FP32 value; a float is
 # not an INT64; a bool is only a BOOL).
 _JSON_KINDS = {"BOOL": "b", "INT": "iu", "UINT": "iu", "FP": "iuf"}
+MAX_DIMS = 64  # numpy's limit on the rank of an array
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +49,28 @@ class InferRequest:
     binary: frozenset[str]
 
 
+class NonFinite:
+    """A `NaN`, `Infinity` or `-Infinity` literal of a request: not JSON; kept so the error can name its input."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
 def loads(raw: bytes | str, model: Model, what: str = "inference request") -> Any:
     """Parse JSON, or raise a ClientError that says where it broke and what the model expects."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=NonFinite)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ClientError(f"malformed JSON in the {what}: {err}; the model '{model.name}' expects inputs "
                           f"{model.signature()}") from err
+    except RecursionError:  # the C scanner recurses once per nesting level
+        raise ClientError(f"the {what} JSON is nested too deep to parse (over {sys.getrecursionlimit()} levels); "
+                          f"tensors need no more than {MAX_DIMS} levels") from None
 
 
 def _family(datatype: str) -> str:
@@ -62,11 +86,14 @@ def from_json(value: Any, spec: TensorSpec, limit: int) -> np.ndarray:
     try:
         if family == "BYTES":
             array = np.array(value, dtype=object)
+            _refuse_non_finite(array, spec)
             if not all(isinstance(item, str) for item in array.reshape(-1)):
                 raise ClientError(f"input '{spec.name}' is BYTES and must hold strings; the model expects "
                                   f"{spec.describe()}")
             return array
         array = np.asarray(value)
+        if array.dtype == object:
+            _refuse_non_finite(array, spec)
         if family in ("INT", "UINT") and array.dtype.kind in "fO":
             array = _big_integers(value, spec)
     except ValueError as err:  # ragged nesting
@@ -83,7 +110,20 @@ def from_json(value: Any, spec: TensorSpec, limit: int) -> np.ndarray:
         if array.min() < info.min or array.max() > info.max:
             raise ClientError(f"input '{spec.name}' has values outside the range of {spec.datatype} "
                               f"[{info.min}, {info.max}]; the model expects {spec.describe()}")
-    return array.astype(spec.dtype, copy=False)
+    converted = array.astype(spec.dtype, copy=False)
+    if array.size and family == "FP" and not np.isfinite(converted).all():  # past the float type's range
+        value = array.reshape(-1)[np.argmin(np.isfinite(converted).reshape(-1))]
+        limit_value = np.finfo(spec.dtype).max
+        raise ClientError(f"input '{spec.name}' has value {value} outside the range of {spec.datatype} "
+                          f"[{-limit_value}, {limit_value}]; the model expects {spec.describe()}")
+    return converted
+
+
+def _refuse_non_finite(array: np.ndarray, spec: TensorSpec) -> None:
+    found = next((item for item in array.reshape(-1) if isinstance(item, NonFinite)), None)
+    if found is not None:
+        raise ClientError(f"input '{spec.name}' holds {found.text}, which is not JSON (RFC 8259 has no NaN or "
+                          f"Infinity); send finite numbers, or binary data; the model expects {spec.describe()}")
 
 
 def _big_integers(value: Any, spec: TensorSpec) -> np.ndarray:
@@ -158,7 +198,8 @@ def parse_request(model: Model, body: bytes, header_length: int | None, max_elem
         parameters = entry.get("parameters") or {}
         size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
         if size is not None:
-            if header_length is None or not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            if (header_length is None or not isinstance(size, int) or isinstance(size, bool) or size < 0
+                    or offset + size > len(binary)):
                 raise ClientError(f"input '{name}' declares binary_data_size {size!r}, but the request carries "
                                   f"{len(binary) - offset} binary bytes for it (binary data needs the "
                                   "Inference-Header-Content-Length header)")
@@ -201,7 +242,9 @@ def _from_binary(chunk: memoryview, spec: TensorSpec, shape: list[int], count: i
 
 def _requested_outputs(model: Model, request: Mapping[str, Any]) -> tuple[tuple[str, ...], frozenset[str]]:
     parameters = request.get("parameters")
-    all_binary = bool(parameters.get("binary_data_output")) if isinstance(parameters, dict) else False
+    if parameters is not None and not isinstance(parameters, dict):
+        raise ClientError(f"request 'parameters' must be an object, got {parameters!r:.80}")
+    all_binary = _flag(parameters or {}, "binary_data_output", "request parameter") or False
     wanted = request.get("outputs")
     if wanted is None:
         names = tuple(spec.name for spec in model.outputs)
@@ -217,10 +260,20 @@ def _requested_outputs(model: Model, request: Mapping[str, Any]) -> tuple[tuple[
                               f"{', '.join(spec.describe() for spec in model.outputs)}")
         names_list.append(name)
         params = entry.get("parameters")
-        flag = params.get("binary_data") if isinstance(params, dict) else None
+        if params is not None and not isinstance(params, dict):
+            raise ClientError(f"output '{name}' 'parameters' must be an object, got {params!r:.80}")
+        flag = _flag(params or {}, "binary_data", f"output '{name}' parameter")
         if flag if flag is not None else all_binary:
             binary.add(name)
     return tuple(dict.fromkeys(names_list)), frozenset(binary)
+
+
+def _flag(parameters: Mapping[str, Any], key: str, where: str) -> bool | None:
+    """A boolean parameter, None when absent; a string "false" is refused rather than read as true."""
+    value = parameters.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ClientError(f"{where} '{key}' must be a JSON boolean (true or false), got {value!r:.80}")
+    return value
 
 
 def _json_item(item: Any) -> Any:
@@ -241,6 +294,13 @@ def json_ready(array: np.ndarray) -> list[Any]:
         for index, item in enumerate(array.reshape(-1)):  # one by one: numpy would broadcast list elements
             items[index] = _json_item(item)
         return items.reshape(array.shape).tolist()
+    if array.dtype.kind == "f" and not np.isfinite(array).all():  # see the module docstring
+        items = array.astype(object)
+        flat = items.reshape(-1)
+        source = array.reshape(-1)
+        for index in np.flatnonzero(~np.isfinite(source)):
+            flat[index] = "NaN" if np.isnan(source[index]) else "Infinity" if source[index] > 0 else "-Infinity"
+        return items.tolist()
     return array.tolist()
 
 

@@ -37,4 +37,10 @@ class ModelLoadError(Exception):
 
 
 class MethodNotAllowed(ClientError):
+    """Answered with an `Allow` header listing `allowed` (RFC 9110 section 15.5.6)."""
+
     status = 405
+
+    def __init__(self, message: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allowed = allowed

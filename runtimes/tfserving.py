@@ -4,7 +4,10 @@
 Spec: TensorFlow Serving "RESTful API", section "Predict API": `instances` is a list of rows (a bare value per row
 when the model has one input, else an object per row); `inputs` is the batched value (or an object of them);
 answers are `{"predictions": ...}` and `{"outputs": ...}` in the same shapes; binary strings arrive as
-`{"b64": "..."}`.
+`{"b64": "..."}`, also as a whole row or the whole `inputs` value of a model with one BYTES input. The row answer
+needs every output to share its 0-th (batch) dimension, as TF Serving's does; when they do not, the request is
+refused with 400, as TF Serving refuses it, and the message says to send `inputs` for the columnar answer.
+Non-finite values are answered as codec answers them ("NaN", "Infinity", "-Infinity").
 """
 
 from __future__ import annotations
@@ -16,19 +19,25 @@ from typing import Any
 
 import numpy as np
 
-from mlpk.runtimes.codec import from_json, json_ready, loads
+from mlpk.runtimes.codec import MAX_DIMS, from_json, json_ready, loads
 from mlpk.runtimes.errors import ClientError
 from mlpk.runtimes.model import Model, TensorSpec
 
 
-def _unb64(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str)
+
+
+def _unb64(value: Any, depth: int = 0) -> Any:
+    if depth > MAX_DIMS:
+        raise ClientError(f"a BYTES value is nested {depth} lists deep; tensors have at most {MAX_DIMS} dimensions")
+    if _is_b64(value):
         try:
             return base64.b64decode(value["b64"], validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError) as err:
             raise ClientError(f"a {{'b64': ...}} value is not base64 of UTF-8 text: {err}") from err
     if isinstance(value, list):
-        return [_unb64(item) for item in value]
+        return [_unb64(item, depth + 1) for item in value]
     return value
 
 
@@ -49,7 +58,7 @@ def parse(model: Model, body: bytes, limit: int) -> tuple[dict[str, np.ndarray],
         rows = request["instances"]
         if not isinstance(rows, list) or not rows:
             raise ClientError("'instances' must be a non-empty list of rows")
-        if single and not all(isinstance(row, dict) for row in rows):
+        if single and not all(isinstance(row, dict) and not _is_b64(row) for row in rows):
             return {model.inputs[0].name: _tensor(rows, model.inputs[0], limit)}, "instances"
         if not all(isinstance(row, dict) for row in rows):
             raise ClientError(f"with several inputs each instance is an object keyed by input name; the model "
@@ -59,7 +68,7 @@ def parse(model: Model, body: bytes, limit: int) -> tuple[dict[str, np.ndarray],
         columns = {spec.name: [row.get(spec.name) for row in rows] for spec in model.inputs}
         return _named(model, columns, limit, missing, unknown), "instances"
     value = request["inputs"]
-    if single and not isinstance(value, dict):
+    if single and (not isinstance(value, dict) or _is_b64(value)):
         return {model.inputs[0].name: _tensor(value, model.inputs[0], limit)}, "inputs"
     if not isinstance(value, dict):
         raise ClientError(f"with several inputs 'inputs' is an object keyed by input name; the model expects "
@@ -79,6 +88,15 @@ def _named(model: Model, values: dict[str, Any], limit: int, missing: list[Tenso
     return {spec.name: _tensor(values[spec.name], spec, limit) for spec in model.inputs}
 
 
+def _check_rows(names: list[str], results: list[np.ndarray]) -> None:
+    """Rows can be zipped only when every output has the same 0-th dimension (TF Serving's rule for `instances`)."""
+    batches = [array.shape[0] if array.ndim else None for array in results]
+    if any(batch is None for batch in batches) or len(set(batches)) > 1:
+        sizes = ", ".join(f"'{name}' {list(array.shape)}" for name, array in zip(names, results, strict=True))
+        raise ClientError(f"the outputs do not share a 0-th (batch) dimension ({sizes}), so they cannot be answered "
+                          "as rows of 'predictions'; send 'inputs' instead of 'instances' for the columnar answer")
+
+
 def render(model: Model, results: list[np.ndarray], form: str) -> bytes:
     """The :predict answer for `results` (one per model output, in order)."""
     names = [spec.name for spec in model.outputs]
@@ -86,6 +104,7 @@ def render(model: Model, results: list[np.ndarray], form: str) -> bytes:
         if len(results) == 1:
             answer: Any = {"predictions": json_ready(results[0])}
         else:
+            _check_rows(names, results)
             columns = [json_ready(array) for array in results]
             answer = {"predictions": [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]}
     elif len(results) == 1:
