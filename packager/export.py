@@ -275,9 +275,35 @@ def _run_hints(target: Target, tag: str, builds: list[PlatformBuild], out: Path)
 
 
 def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (not (out / "report.json").is_file() and any(out.iterdir()))):
+    """Refuse an --out that is not an earlier export, or where nothing can be written, before any work starts; the
+    probe creates what export would (missing parents, a temporary directory beside `out`) and removes it again."""
+    try:
+        taken = out.exists() and (not out.is_dir() or (not (out / "report.json").is_file() and any(out.iterdir())))
+    except OSError as err:
+        raise ConfigError(f"--out {out} cannot be inspected: {err.strerror}",
+                          hint="choose an --out directory you can read and write") from err
+    if taken:
         raise ConfigError(f"--out {out} exists and is not an earlier mlpack export",
                           hint="choose an empty or new directory")
+    parent = out.absolute().parent
+    existing = next(place for place in (parent, *parent.parents) if place.exists() or place.is_symlink())
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out} is under {existing}, which is a file, not a directory",
+                          hint="choose an --out path whose parents are directories (or new)")
+    created: list[Path] = []
+    where = existing
+    try:
+        for place in reversed([parent, *parent.parents][:len(parent.parents) - len(existing.parents)]):
+            place.mkdir()
+            created.append(place)
+            where = place
+        os.rmdir(tempfile.mkdtemp(prefix=".mlpack-export-", dir=parent))
+    except OSError as err:
+        raise ConfigError(f"--out {out} cannot be written: {err.strerror} (in {where})",
+                          hint="choose an --out directory in a place you can write to") from err
+    finally:
+        for place in reversed(created):
+            place.rmdir()
 
 
 def _replace(staging: Path, out: Path) -> None:

@@ -16,20 +16,30 @@ from mlpk.packager import locations
 from mlpk.packager.errors import ConfigError, InputError
 
 
+# Settings fields whose `mlpack serve` flag is not the field's name with dashes.
+FLAGS = {"model_name": "--name"}
+
+
+def flag_for(field: str) -> str:
+    """The `mlpack serve` flag that sets the Settings field `field`."""
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
 def settings_for(model: Path, **overrides: Any) -> Any:
     """The runtime settings for serving `model` here: loopback by default, the TensorRT cache under mlpack's
-    cache directory, then the environment, then the non-None `overrides` (flag values)."""
+    cache directory, then the environment, then the non-None `overrides` (flag values). Flags are checked by the
+    same rules as the MLPACK_* variables (mlpk.runtimes.config.RULES)."""
     from mlpk.runtimes import config
-    from mlpk.runtimes.providers import parse_order
 
     base = config.Settings(model_path=model, host="127.0.0.1", trt_cache=locations.cache_dir() / "trt")
     try:
         settings = config.from_env(base=base)
     except ValueError as err:
         raise ConfigError(str(err), hint="fix or unset that environment variable") from err
-    if isinstance(overrides.get("providers"), str):
-        overrides["providers"] = parse_order(overrides["providers"])
-    return dataclasses.replace(settings, model_path=model, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return config.with_values(dataclasses.replace(settings, model_path=model), overrides, flag_for)
+    except ValueError as err:
+        raise ConfigError(str(err), hint="see mlpack serve --help") from err
 
 
 def _check_port(host: str, port: int) -> None:
@@ -37,6 +47,10 @@ def _check_port(host: str, port: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
+        except socket.gaierror as err:
+            raise ConfigError(f"cannot listen on {host}:{port}: {host!r} is not an address of this host "
+                              f"({err.strerror})", hint="pass --host 127.0.0.1, 0.0.0.0 or one of this host's "
+                              "addresses") from err
         except OSError as err:
             raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror}",
                               hint="choose another --port, or stop what listens there") from err
@@ -54,5 +68,7 @@ def serve(model: Path, **overrides: Any) -> None:
     try:
         server.serve(settings)
     except ModelLoadError as err:
+        if model.is_dir():
+            raise InputError(str(err), hint="pass an .onnx file, or a directory that holds model.onnx") from err
         raise InputError(str(err), hint="check the file with `python -c \"import onnx; onnx.checker.check_model("
                          "'MODEL.onnx')\"`") from err

@@ -1,12 +1,17 @@
 """The runtime's settings, read from environment variables (the image config sets them; `mlpack serve` passes
-flags). Every variable is optional; a malformed value stops the start with its name and the expected form."""
+flags). Every variable is optional; a malformed value stops the start with its name and the expected form.
+
+Each setting has one rule (`RULES`), used for its MLPACK_* variable and for the flag `mlpack serve` takes for it, so
+a value the image would refuse at start is refused on the command line too, with the same words."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlpk.runtimes.providers import DEFAULT_ORDER, PRECISIONS, parse_order
 
@@ -34,45 +39,103 @@ class Settings:
     log_level: str = "info"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+Rule = Callable[[str, Any], Any]  # (label for messages, raw value: text from a variable, or a flag's value) -> value
+
+
+def integer(minimum: int = 0, maximum: int | None = None) -> Rule:
+    """A whole number in [minimum, maximum]."""
+
+    def rule(label: str, raw: Any) -> int:
+        if isinstance(raw, bool) or isinstance(raw, float) and not raw.is_integer():
+            raise ValueError(f"{label}={raw!r} is not an integer")
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{label}={raw!r} is not an integer") from None
+        if value < minimum or maximum is not None and value > maximum:
+            bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise ValueError(f"{label}={value} must be {bound}")
+        return value
+
+    return rule
+
+
+def _number(label: str, raw: Any) -> float:
     try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ValueError(f"{name}={value} must be at least {minimum}")
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{label}={raw!r} is not a number") from None
+    if not value >= 0:  # also refuses nan
+        raise ValueError(f"{label}={value} must be at least 0")
     return value
 
 
-def from_env(env: Mapping[str, str] | None = None, base: Settings | None = None) -> Settings:
-    """Settings from MLPACK_* variables over `base` (default: the image defaults)."""
-    env = os.environ if env is None else env
-    base = base or Settings()
-    precision = env.get("MLPACK_PRECISION") or base.precision
-    if precision is not None and precision not in PRECISIONS:
-        raise ValueError(f"MLPACK_PRECISION={precision!r} is not one of {', '.join(PRECISIONS)}")
-    threads = _int(env, "MLPACK_THREADS", base.threads or 0)
+def _threads(label: str, raw: Any) -> int | None:
+    return integer(0)(label, raw) or None  # 0: the default (the cgroup CPU quota)
+
+
+def _precision(label: str, raw: Any) -> str:
+    if raw not in PRECISIONS:
+        raise ValueError(f"{label}={raw!r} is not one of {', '.join(PRECISIONS)}")
+    return str(raw)
+
+
+def _providers(label: str, raw: Any) -> tuple[str, ...]:
+    text = raw if isinstance(raw, str) else ",".join(raw)
+    order = parse_order(text)
     try:
-        graceful = float(env.get("MLPACK_GRACEFUL_TIMEOUT") or base.graceful_timeout_s)
-    except ValueError:
-        raise ValueError(f"MLPACK_GRACEFUL_TIMEOUT={env['MLPACK_GRACEFUL_TIMEOUT']!r} is not a number") from None
-    return Settings(
-        model_path=Path(env.get("MLPACK_MODEL_DIR") or base.model_path),
-        model_name=env.get("MLPACK_MODEL_NAME") or base.model_name,
-        host=env.get("MLPACK_HOST") or base.host,
-        port=_int(env, "MLPACK_PORT", base.port, 1),
-        providers=parse_order(env["MLPACK_PROVIDERS"]) if env.get("MLPACK_PROVIDERS") else base.providers,
-        trt_cache=Path(env.get("MLPACK_TRT_CACHE") or base.trt_cache),
-        trt_max_batch=_int(env, "MLPACK_TRT_MAX_BATCH", base.trt_max_batch),
-        precision=precision,
-        threads=threads or None,
-        warmup_runs=_int(env, "MLPACK_WARMUP_RUNS", base.warmup_runs),
-        max_body_bytes=_int(env, "MLPACK_MAX_BODY_BYTES", base.max_body_bytes, 1),
-        max_tensor_elements=_int(env, "MLPACK_MAX_TENSOR_ELEMENTS", base.max_tensor_elements, 1),
-        graceful_timeout_s=graceful,
-        access_log=(env.get("MLPACK_ACCESS_LOG", "1" if base.access_log else "0") not in ("0", "", "false")),
-        log_level=(env.get("MLPACK_LOG_LEVEL") or base.log_level).lower(),
-    )
+        import onnxruntime
+    except ImportError:  # nothing to check against; the session reports what it cannot use
+        return order
+    known = onnxruntime.get_all_providers()
+    unknown = [name for name in order if name not in known]
+    if unknown:
+        raise ValueError(f"{label}={text!r} names unknown execution provider(s) {', '.join(unknown)}; expected "
+                         f"tensorrt, cuda, cpu or an onnxruntime provider name such as OpenVINOExecutionProvider")
+    return order
+
+
+def _flag(label: str, raw: Any) -> bool:
+    return raw if isinstance(raw, bool) else str(raw).strip().lower() not in ("0", "", "false", "no", "off")
+
+
+def _text(label: str, raw: Any) -> str:
+    return str(raw)
+
+
+def _path(label: str, raw: Any) -> Path:
+    return Path(raw)
+
+
+# field -> (environment variable, rule)
+RULES: dict[str, tuple[str, Rule]] = {
+    "model_path": ("MLPACK_MODEL_DIR", _path),
+    "model_name": ("MLPACK_MODEL_NAME", _text),
+    "host": ("MLPACK_HOST", _text),
+    "port": ("MLPACK_PORT", integer(1, 65535)),
+    "providers": ("MLPACK_PROVIDERS", _providers),
+    "trt_cache": ("MLPACK_TRT_CACHE", _path),
+    "trt_max_batch": ("MLPACK_TRT_MAX_BATCH", integer(0)),
+    "precision": ("MLPACK_PRECISION", _precision),
+    "threads": ("MLPACK_THREADS", _threads),
+    "warmup_runs": ("MLPACK_WARMUP_RUNS", integer(0)),
+    "max_body_bytes": ("MLPACK_MAX_BODY_BYTES", integer(1)),
+    "max_tensor_elements": ("MLPACK_MAX_TENSOR_ELEMENTS", integer(1)),
+    "graceful_timeout_s": ("MLPACK_GRACEFUL_TIMEOUT", _number),
+    "access_log": ("MLPACK_ACCESS_LOG", _flag),
+    "log_level": ("MLPACK_LOG_LEVEL", lambda label, raw: str(raw).lower()),
+}
+
+
+def with_values(base: Settings, values: Mapping[str, Any], label: Callable[[str], str]) -> Settings:
+    """`base` with `values` (field -> raw value; None: keep base's), each checked by its field's rule; a refused
+    value raises ValueError naming it as `label(field)`."""
+    checked = {field: RULES[field][1](label(field), raw) for field, raw in values.items() if raw is not None}
+    return dataclasses.replace(base, **checked)
+
+
+def from_env(env: Mapping[str, str] | None = None, base: Settings | None = None) -> Settings:
+    """Settings from MLPACK_* variables over `base` (default: the image defaults); an empty variable is unset."""
+    env = os.environ if env is None else env
+    values = {field: env.get(variable) or None for field, (variable, _) in RULES.items()}
+    return with_values(base or Settings(), values, lambda field: RULES[field][0])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -42,12 +41,9 @@ def export(ctx: click.Context, model: Path, target: str, out: Path | None, tag: 
     """Convert, validate, optimize and package MODEL into a verified image for TARGET."""
     from mlpk.packager import export as exporting
     from mlpk.packager.cli.render import export_report
-    from mlpk.packager.errors import ConfigError
+    from mlpk.packager.convert.specs import parse_model_args
 
-    try:
-        args = json.loads(model_args)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--model-args is not JSON: {err}", hint='e.g. --model-args \'{"classes": 10}\'') from err
+    args = parse_model_args(model_args)
     request = exporting.ExportRequest(
         model=model, target=target, out=out or Path(f"mlpack-{Path(target).stem}"), tag=tag, push=push, base=base,
         quantize=quantize, calibration=calibration, sample_data=sample_data, tolerance=tolerance, python=python,

@@ -1,0 +1,121 @@
+"""User mistakes in `mlpack serve`, `export` and `convert` flags: each is one line `error: … Hint: …` naming the
+value, with its class's exit code (2 for flags, 3 for inputs), never exit 70 with a traceback. Export refuses an
+--out it cannot write before any conversion or build work starts, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mlpk.packager import export
+from mlpk.packager.errors import ConfigError
+from mlpk.runtimes import config
+from tests.conftest import free_port
+from tests.runtime import models
+
+
+def _one_line_error(done: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and " Hint: " in lines[0], done.stderr
+    for word in words:
+        assert word in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return models.mixed(tmp_path / "m") / "model.onnx"
+
+
+# --- export --out -------------------------------------------------------------------------------------------------
+
+def test_export_to_an_unwritable_place_is_a_config_error(mlpack, model: Path) -> None:
+    done = mlpack("export", str(model), "--target", "cpu", "-o", "/proc/x")
+    _one_line_error(done, 2, "--out /proc/x", "cannot be written", "(in /proc)")
+
+
+def test_export_under_a_regular_file_is_refused_before_the_model_is_read(mlpack, tmp_path: Path) -> None:
+    (tmp_path / "FILE").write_text("x")
+    (tmp_path / "empty.onnx").write_bytes(b"")  # an input error, if the model were read first
+    before = sorted(tmp_path.iterdir())
+    done = mlpack("export", "empty.onnx", "--target", "cpu", "-o", "FILE/sub/out")
+    _one_line_error(done, 2, "--out FILE/sub/out", f"{tmp_path / 'FILE'}, which is a file")
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_out_check_creates_nothing_it_leaves(tmp_path: Path) -> None:
+    export._check_out(tmp_path / "new" / "deeper" / "out")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="exists and is not an earlier mlpack export"):
+        export._check_out(tmp_path / "taken")
+
+
+def test_export_model_args_must_be_a_json_object(mlpack, model: Path) -> None:
+    done = mlpack("export", str(model), "--target", "cpu", "--model-args", "[1]")
+    _one_line_error(done, 2, "--model-args '[1]'")
+
+
+# --- serve flags: the MLPACK_* variables' rules ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(("flag", "value", "words"), [
+    ("--port", "99999", "--port=99999 must be between 1 and 65535"),
+    ("--port", "0", "--port=0 must be between 1 and 65535"),
+    ("--port", "-5", "--port=-5 must be between 1 and 65535"),
+    ("--max-body-bytes", "-1", "--max-body-bytes=-1 must be at least 1"),
+    ("--threads", "-1", "--threads=-1 must be at least 0"),
+    ("--warmup-runs", "-3", "--warmup-runs=-3 must be at least 0"),
+    ("--providers", "gpu9", "--providers='gpu9' names unknown execution provider(s) gpu9"),
+])
+def test_serve_flag_out_of_range_is_a_config_error(mlpack, model: Path, flag: str, value: str, words: str) -> None:
+    _one_line_error(mlpack("serve", str(model), flag, value), 2, words, "mlpack serve --help")
+
+
+@pytest.mark.parametrize(("variable", "value", "words"), [
+    ("MLPACK_PORT", "99999", "MLPACK_PORT=99999 must be between 1 and 65535"),
+    ("MLPACK_PROVIDERS", "gpu9", "MLPACK_PROVIDERS='gpu9' names unknown execution provider(s) gpu9"),
+])
+def test_serve_environment_gets_the_same_rules(mlpack, model: Path, variable: str, value: str, words: str) -> None:
+    _one_line_error(mlpack("serve", str(model), env={variable: value}), 2, words, "environment variable")
+
+
+def test_serve_threads_not_a_number_is_a_usage_error(mlpack, model: Path) -> None:
+    _one_line_error(mlpack("serve", str(model), "--threads", "abc"), 2, "'abc' is not a valid integer")
+
+
+def test_serve_unknown_host_is_a_config_error(mlpack, model: Path) -> None:
+    done = mlpack("serve", str(model), "--host", "nosuchhost.invalid", "--port", str(free_port()))
+    _one_line_error(done, 2, "'nosuchhost.invalid' is not an address of this host", "--host")
+
+
+def test_serve_directory_without_a_model_is_an_input_error(mlpack, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    done = mlpack("serve", str(tmp_path / "empty"), "--port", str(free_port()))
+    _one_line_error(done, 3, str(tmp_path / "empty"), "directory that holds model.onnx")
+
+
+def test_flags_and_variables_share_one_rule_each() -> None:
+    base = config.Settings()
+    for field, (variable, _) in config.RULES.items():
+        if field in ("port", "threads", "warmup_runs", "max_body_bytes", "max_tensor_elements", "trt_max_batch"):
+            with pytest.raises(ValueError) as from_env:
+                config.from_env({variable: "-7"})
+            with pytest.raises(ValueError) as from_flag:
+                config.with_values(base, {field: -7}, lambda name: f"--{name}")
+            assert str(from_env.value).replace(variable, "--" + field) == str(from_flag.value)
+    settings = config.with_values(base, {"threads": 0, "providers": "cuda", "port": None}, str)
+    assert (settings.threads, settings.providers[-1], settings.port) == (None, "CPUExecutionProvider", 8080)
+
+
+# --- convert: inputs that are not models ----------------------------------------------------------------------------
+
+def test_convert_empty_onnx_and_plain_directory_are_input_errors(mlpack, tmp_path: Path) -> None:
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    (tmp_path / "dir").mkdir()
+    _one_line_error(mlpack("convert", "empty.onnx"), 3, "empty.onnx is empty")
+    _one_line_error(mlpack("convert", "dir"), 3, "dir/ is a directory")
