@@ -17,6 +17,7 @@ import numpy as np
 from mlpk.packager.errors import ConfigError, InternalError, ValidationError
 
 _TINY = 1e-12
+_TOLERANCE_HINT = "e.g. --tolerance atol=1e-3,rtol=1e-2,agreement=0.99"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +38,14 @@ class Tolerance:
             key, sep, value = item.partition("=")
             if not sep or key.strip() not in ("atol", "rtol", "agreement"):
                 raise ConfigError(f"--tolerance {text!r}: {item!r} is not KEY=VALUE with KEY atol, rtol or agreement",
-                                  hint="e.g. --tolerance atol=1e-3,rtol=1e-2,agreement=0.99")
+                                  hint=_TOLERANCE_HINT)
             try:
                 number = float(value)
             except ValueError as err:
-                raise ConfigError(f"--tolerance {text!r}: {value!r} is not a number") from err
-            if number < 0 or (key.strip() == "agreement" and number > 1):
-                raise ConfigError(f"--tolerance {text!r}: {key.strip()} must be >= 0 (agreement at most 1)")
+                raise ConfigError(f"--tolerance {text!r}: {value!r} is not a number", hint=_TOLERANCE_HINT) from err
+            if not number >= 0 or (key.strip() == "agreement" and number > 1):  # NaN fails too
+                raise ConfigError(f"--tolerance {text!r}: {key.strip()} must be >= 0 (agreement at most 1)",
+                                  hint=_TOLERANCE_HINT)
             changes[key.strip()] = number
         return replace(self, **changes)
 

@@ -119,3 +119,16 @@ def test_convert_empty_onnx_and_plain_directory_are_input_errors(mlpack, tmp_pat
     (tmp_path / "dir").mkdir()
     _one_line_error(mlpack("convert", "empty.onnx"), 3, "empty.onnx is empty")
     _one_line_error(mlpack("convert", "dir"), 3, "dir/ is a directory")
+
+
+def test_a_bad_tolerance_is_one_line_with_a_hint() -> None:
+    """Every --tolerance mistake names the value and shows the form (NaN, which compares false, included)."""
+    import pytest
+
+    from mlpk.packager.errors import ConfigError
+    from mlpk.packager.parity import Tolerance
+
+    for text in ("atol=-1", "atol=nan", "x=1", "atol=abc", "agreement=2"):
+        with pytest.raises(ConfigError) as err:
+            Tolerance().updated(text)
+        assert repr(text) in err.value.message and err.value.hint and "--tolerance atol=" in err.value.hint
