@@ -25,6 +25,7 @@ from mlpk.packager import card as cards
 from mlpk.packager.errors import QuantizationError
 
 if TYPE_CHECKING:
+    from mlpk.packager.feeds import Feeds
     from mlpk.packager.export import ExportRequest
     from mlpk.packager.targets import Target
 
@@ -78,7 +79,7 @@ def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callabl
     files = {f.name: f for f in converted.files if not f.name.endswith(cards.SUFFIX)}
     mode, required = chosen_mode(target, request.quantize, request.calibration is not None)
     optimization: dict[str, Any] = {"mode": "none", "requested": mode, "required": required}
-    thin = None if required or mode == "none" else thin_evidence(request, card)
+    thin = None if required or mode == "none" else thin_evidence(request, card, converted.evidence)
     if thin:
         optimization["kept_fp32_because"] = thin
     elif mode != "none":
@@ -109,7 +110,7 @@ def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callabl
     return PreparedModel(card.name, card.source.sha256, card.source.kind, files, summary, optimization)
 
 
-def thin_evidence(request: ExportRequest, card: cards.ModelCard) -> str | None:
+def thin_evidence(request: ExportRequest, card: cards.ModelCard, parity_data: Feeds | None = None) -> str | None:
     """Why `auto` must not quantize on the evidence at hand, or None when there is enough of it."""
     from mlpk.packager import feeds
     from mlpk.packager.signature import Signature
@@ -118,7 +119,10 @@ def thin_evidence(request: ExportRequest, card: cards.ModelCard) -> str | None:
     if path is None:
         return (f"auto quantizes only on real inputs, and none were given (pass --sample-data or --calibration "
                 f"with at least {MIN_AUTO_SAMPLES} representative samples, or choose with --quantize MODE)")
-    count = len(feeds.load(path, Signature.from_dict(card.signature or {})))
+    if request.calibration is None and parity_data is not None and not parity_data.synthetic:
+        count = len(parity_data)  # the sample data convert already read (capped at 1024: far above the minimum)
+    else:
+        count = len(feeds.load(path, Signature.from_dict(card.signature or {})))
     if count < MIN_AUTO_SAMPLES:
         return (f"auto quantizes only on at least {MIN_AUTO_SAMPLES} real samples, and {path.name} holds {count} "
                 f"(too few to tell a faithful model from a broken one; pass more, or choose with --quantize MODE)")

@@ -12,7 +12,6 @@ A member whose sha256 differs from the one recorded in tests/corpus/models.py is
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 from typing import Protocol
+
+from mlpk.packager.card import sha256_of
 
 
 class Fetchable(Protocol):
@@ -45,11 +46,7 @@ def _split(package: str) -> tuple[str, str]:
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(path)  # the project's one file hash (mlpk.packager.card)
 
 
 def archive(package: str, registry: str = "pypi") -> Path:
