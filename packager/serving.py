@@ -17,7 +17,7 @@ from mlpk.packager.errors import ConfigError, InputError
 
 
 # Settings fields whose `mlpack serve` flag is not the field's name with dashes.
-FLAGS = {"model_name": "--name"}
+FLAGS = {"model_name": "--name", "body_timeout_s": "--body-timeout"}
 
 
 def flag_for(field: str) -> str:

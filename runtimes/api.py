@@ -17,7 +17,8 @@ from importlib import resources
 from typing import Any
 
 from mlpk.runtimes import codec, tfserving
-from mlpk.runtimes.errors import ClientError, MethodNotAllowed, NotFound
+from mlpk.runtimes.budget import Lease
+from mlpk.runtimes.errors import ClientError, MethodNotAllowed, NotFound, Overloaded
 from mlpk.runtimes.model import Model
 
 SERVER_NAME = "mlpack"
@@ -45,6 +46,8 @@ def error_reply(err: ClientError) -> Reply:
     reply = json_reply({"error": err.message}, err.status)
     if isinstance(err, MethodNotAllowed):
         return Reply(reply.status, reply.body, reply.content_type, (("Allow", ", ".join(err.allowed)),))
+    if isinstance(err, Overloaded):
+        return Reply(reply.status, reply.body, reply.content_type, (("Retry-After", str(err.retry_after_s)),))
     return reply
 
 
@@ -168,10 +171,13 @@ class Api:
         self.observe_inference = observe_inference
         self.readiness = Readiness()
 
-    def call(self, route: Route, params: Mapping[str, str], body: bytes, headers: Mapping[str, str]) -> Reply:
-        """Run `route`'s handler; client errors become their 4xx reply."""
+    def call(self, route: Route, params: Mapping[str, str], body: bytes, headers: Mapping[str, str],
+             lease: Lease | None = None) -> Reply:
+        """Run `route`'s handler; client errors become their 4xx reply. `lease` holds the memory its JSON takes to
+        parse on the server's budget (the Lambda handler has none: its function's memory is its bound)."""
         try:
-            return getattr(self, route.handler)(body=body, headers=headers, **params)
+            return getattr(self, route.handler)(body=body, headers=headers, hold=lease.hold if lease else None,
+                                                **params)
         except ClientError as err:
             return error_reply(err)
 
@@ -236,14 +242,14 @@ class Api:
         return results
 
     def infer(self, model: str, body: bytes, headers: Mapping[str, str], version: str | None = None,
-              **_: Any) -> Reply:
+              hold: Callable[[int, str], None] | None = None, **_: Any) -> Reply:
         served = self._model(model, version)
         raw_length = headers.get(HEADER_LENGTH)
         try:
             header_length = None if raw_length is None else int(raw_length)
         except ValueError:
             raise ClientError(f"Inference-Header-Content-Length {raw_length!r} is not an integer") from None
-        request = codec.parse_request(served, body, header_length, self.max_elements)
+        request = codec.parse_request(served, body, header_length, self.max_elements, hold)
         results = self._run(request.feeds, request.outputs)
         payload, json_length = codec.encode_response(served, request, results)
         if json_length is None:
@@ -251,9 +257,9 @@ class Api:
         return Reply(200, payload, "application/octet-stream",
                      (("Inference-Header-Content-Length", str(json_length)),))
 
-    def predict(self, model: str, body: bytes, **_: Any) -> Reply:
+    def predict(self, model: str, body: bytes, hold: Callable[[int, str], None] | None = None, **_: Any) -> Reply:
         served = self._model(model)
-        feeds, form = tfserving.parse(served, body, self.max_elements)
+        feeds, form = tfserving.parse(served, body, self.max_elements, hold)
         results = self._run(feeds, [spec.name for spec in served.outputs])
         return Reply(200, tfserving.render(served, results, form))
 

@@ -23,12 +23,13 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from mlpk.runtimes import budget
 from mlpk.runtimes.dtypes import decode_bytes, encode_bytes
 from mlpk.runtimes.errors import ClientError
 from mlpk.runtimes.model import Model, TensorSpec
@@ -61,16 +62,60 @@ class NonFinite:
         return self.text
 
 
-def loads(raw: bytes | str, model: Model, what: str = "inference request") -> Any:
-    """Parse JSON, or raise a ClientError that says where it broke and what the model expects."""
+def loads(raw: bytes | str, model: Model, what: str = "inference request", *,
+          hold: Callable[[int, str], None] | None = None, max_numbers: int | None = None) -> Any:
+    """Parse JSON, or raise a ClientError that says where it broke and what the model expects.
+
+    `hold(size, what)` is called first with the most memory the parsed values can take (budget.json_cost), so the
+    server's budget refuses a body of millions of numbers before parsing it. When the body may hold more than
+    `max_numbers` numbers (max_numbers()), they are counted as they are parsed and the parse stops past it."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    bound = budget.json_values_bound(data)
+    if hold is not None:
+        hold(budget.PER_JSON_VALUE * bound, f"parsing the {what} JSON ({len(data)} bytes, up to {bound} values)")
+    hooks: dict[str, Callable[[str], Any]] = {}
+    if max_numbers is not None and bound > max_numbers:
+        hooks = _counting_hooks(max_numbers, model, what)
     try:
-        return json.loads(raw, parse_constant=NonFinite)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ClientError(f"malformed JSON in the {what}: {err}; the model '{model.name}' expects inputs "
+        return json.loads(data, parse_constant=NonFinite, **hooks)
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError; an integer past Python's 4300 digits
+        raise ClientError(f"malformed JSON in the {what}: {str(err)[:200]}; the model '{model.name}' expects inputs "
                           f"{model.signature()}") from err
     except RecursionError:  # the C scanner recurses once per nesting level
         raise ClientError(f"the {what} JSON is nested too deep to parse (over {sys.getrecursionlimit()} levels); "
                           f"tensors need no more than {MAX_DIMS} levels") from None
+
+
+# Numbers a request holds besides tensor data: shape dimensions, binary_data_size and other parameters.
+_NUMBERS_PER_TENSOR = MAX_DIMS + 16
+_NUMBERS_BESIDES = 1024
+
+
+def max_numbers(model: Model, max_elements: int) -> int:
+    """The most numbers a valid request for `model` holds: every input at its fixed size (or at `max_elements`
+    where an axis is dynamic), and the numbers of shapes and parameters."""
+    data = sum(math.prod(spec.shape) if all(dim is not None for dim in spec.shape) else max_elements  # type: ignore[arg-type]
+               for spec in model.inputs)
+    return data + _NUMBERS_PER_TENSOR * (len(model.inputs) + len(model.outputs)) + _NUMBERS_BESIDES
+
+
+def _counting_hooks(limit: int, model: Model, what: str) -> dict[str, Callable[[str], Any]]:
+    """json.loads hooks that convert numbers as the parser would, refusing the body past `limit` of them."""
+    count = 0
+
+    def counted(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+        def hook(text: str) -> Any:
+            nonlocal count
+            count += 1
+            if count > limit:
+                raise ClientError(f"the {what} holds more than {limit} numbers, more than the model '{model.name}' "
+                                  f"takes (inputs {model.signature()}; at most MLPACK_MAX_TENSOR_ELEMENTS values "
+                                  "for an input with a dynamic axis)")
+            return convert(text)
+
+        return hook
+
+    return {"parse_int": counted(int), "parse_float": counted(float)}
 
 
 def _family(datatype: str) -> str:
@@ -161,8 +206,9 @@ def _shape(entry: Mapping[str, Any], spec: TensorSpec) -> list[int]:
     return shape
 
 
-def parse_request(model: Model, body: bytes, header_length: int | None, max_elements: int) -> InferRequest:
-    """Decode a v2 inference request for `model` (see the module docstring for the layout)."""
+def parse_request(model: Model, body: bytes, header_length: int | None, max_elements: int,
+                  hold: Callable[[int, str], None] | None = None) -> InferRequest:
+    """Decode a v2 inference request for `model` (see the module docstring for the layout); `hold` as loads()."""
     if header_length is None:
         header_raw, binary = body, memoryview(b"")
     else:
@@ -170,7 +216,7 @@ def parse_request(model: Model, body: bytes, header_length: int | None, max_elem
             raise ClientError(f"Inference-Header-Content-Length is {header_length}, but the body has {len(body)} "
                               "bytes; it must be the length of the JSON header that starts the body")
         header_raw, binary = body[:header_length], memoryview(body)[header_length:]
-    request = loads(header_raw, model)
+    request = loads(header_raw, model, hold=hold, max_numbers=max_numbers(model, max_elements))
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise ClientError(f"an inference request is a JSON object with an 'inputs' list; the model '{model.name}' "
                           f"expects inputs {model.signature()}")

@@ -34,6 +34,8 @@ class Settings:
     warmup_runs: int = 2
     max_body_bytes: int = 64 * 1024 * 1024
     max_tensor_elements: int = 16 * 1024 * 1024
+    max_buffered_bytes: int = 512 * 1024 * 1024  # bodies and their parsed JSON, all requests together (budget.py)
+    body_timeout_s: float = 60.0  # a body not all received by then is answered 408
     graceful_timeout_s: float = 30.0
     access_log: bool = False
     log_level: str = "info"
@@ -67,6 +69,13 @@ def _number(label: str, raw: Any) -> float:
         raise ValueError(f"{label}={raw!r} is not a number") from None
     if not value >= 0:  # also refuses nan
         raise ValueError(f"{label}={value} must be at least 0")
+    return value
+
+
+def _positive(label: str, raw: Any) -> float:
+    value = _number(label, raw)
+    if value == 0 or value == float("inf"):
+        raise ValueError(f"{label}={value} must be a positive number of seconds")
     return value
 
 
@@ -121,6 +130,8 @@ RULES: dict[str, tuple[str, Rule]] = {
     "warmup_runs": ("MLPACK_WARMUP_RUNS", integer(0)),
     "max_body_bytes": ("MLPACK_MAX_BODY_BYTES", integer(1)),
     "max_tensor_elements": ("MLPACK_MAX_TENSOR_ELEMENTS", integer(1)),
+    "max_buffered_bytes": ("MLPACK_MAX_BUFFERED_BYTES", integer(1)),
+    "body_timeout_s": ("MLPACK_BODY_TIMEOUT", _positive),
     "graceful_timeout_s": ("MLPACK_GRACEFUL_TIMEOUT", _number),
     "access_log": ("MLPACK_ACCESS_LOG", _flag),
     "log_level": ("MLPACK_LOG_LEVEL", lambda label, raw: str(raw).lower()),

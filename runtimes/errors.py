@@ -3,7 +3,9 @@
     ClientError        400  the request is wrong: shape, datatype, missing input, malformed JSON, a bad binary layout
     ├── NotFound       404  an unknown model, version or route
     ├── MethodNotAllowed 405 a known path with the wrong method
-    └── TooLarge       413  a body over the configured limit
+    ├── TooLarge       413  a body over the configured limit, or a request needing more memory than the server has
+    ├── BodyTimeout    408  a body that did not arrive within MLPACK_BODY_TIMEOUT seconds
+    └── Overloaded     503  a request that would fit once others finish (answered with Retry-After)
     ModelLoadError          the model directory cannot be served (raised at start, never to a client)
 
 Every message names the value involved and what was expected, because the client is usually a program whose author
@@ -30,6 +32,17 @@ class NotFound(ClientError):
 
 class TooLarge(ClientError):
     status = 413
+
+
+class BodyTimeout(ClientError):
+    status = 408
+
+
+class Overloaded(ClientError):
+    """Not the client's mistake, but answered like one (a JSON error, no traceback): retry after `retry_after_s`."""
+
+    status = 503
+    retry_after_s = 1
 
 
 class ModelLoadError(Exception):

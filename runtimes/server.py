@@ -17,6 +17,7 @@ flight finish (up to MLPACK_GRACEFUL_TIMEOUT seconds), then the process exits 0.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import sys
@@ -40,29 +41,48 @@ from mlpk.runtimes import bodies, config, logs, warmup
 from mlpk.runtimes import model as model_module
 from mlpk.runtimes.api import Api, Reply
 from mlpk.runtimes.config import Settings
-from mlpk.runtimes.errors import ClientError, ModelLoadError, TooLarge
+from mlpk.runtimes.budget import Budget, Lease
+from mlpk.runtimes.errors import BodyTimeout, ClientError, ModelLoadError, TooLarge
 from mlpk.runtimes.metrics import Metrics
 
 ROUTE_KEY = "mlpack.route"
 _SLOW = frozenset({"infer", "predict"})  # handlers that run the model: off the event loop
 
 
-async def read_body(request: Request, limit: int, signature: str) -> bytes:
-    """The request body, refused with 413 as soon as it is known to pass `limit` bytes (from Content-Length, or
-    while streaming a chunked body), so an oversized upload is never held in memory whole."""
+async def read_body(request: Request, settings: Settings, lease: Lease, signature: str) -> bytes:
+    """The request body, held on `lease` as it arrives (all of a declared Content-Length before any byte is read),
+    refused with 413 as soon as it is known to pass the body limit, and with 408 when it has not all arrived
+    within the body deadline, so neither an oversized nor a stalled upload pins memory for long."""
+    limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     too_large = (f"request body of {{size}} bytes is over the limit of {limit} bytes (MLPACK_MAX_BODY_BYTES); "
                  f"send smaller batches; the model expects {signature}")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    expected = int(declared) if declared is not None and declared.isdigit() else None
+    if expected is not None and expected > limit:
         raise TooLarge(too_large.format(size=declared))
-    chunks: list[bytes] = []
+    if expected is not None:
+        lease.hold(expected, f"a request body of {expected} bytes")
+    body = bytearray(expected or 0)
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(too_large.format(size=f"more than {limit}"))
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            async for chunk in request.stream():
+                end = size + len(chunk)
+                if end > limit:
+                    raise TooLarge(too_large.format(size=f"more than {limit}"))
+                if expected is None:
+                    lease.hold(len(chunk), f"a request body of over {size} bytes")
+                    body += chunk
+                elif end <= expected:
+                    body[size:end] = chunk
+                size = end
+    except TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {settings.body_timeout_s:g} s "
+                          f"({size} of {declared or 'an unknown number of'} bytes received; MLPACK_BODY_TIMEOUT); "
+                          "send it at once, or in smaller requests") from None
+    if expected is not None and size != expected:  # the server (h11/httptools) refuses this first; never trust it
+        raise ClientError(f"the request body has {size} bytes, but its Content-Length says {expected}")
+    return bytes(body) if expected is None else body  # type: ignore[return-value] - bytearray reads as bytes
 
 
 class Instrumented:
@@ -106,22 +126,36 @@ def _response(reply: Reply) -> Response:
 def build_app(api: Api, settings: Settings, metrics: Metrics, *, warm: bool = True) -> ASGIApp:
     """The ASGI application over `api`. With `warm`, the lifespan starts the warm-up and then marks it ready."""
 
+    budget = Budget(settings.max_buffered_bytes)
+
     async def dispatch(request: Request) -> Response:
+        lease = budget.lease()
+        try:
+            return await answer(request, lease)
+        finally:
+            lease.release()
+
+    async def answer(request: Request, lease: Lease) -> Response:
         try:
             if request.url.path == "/metrics" and request.method == "GET":
                 request.scope[ROUTE_KEY] = "/metrics"
                 return Response(metrics.render(), media_type=metrics.content_type)
             route, params = api_module.match(request.method, request.url.path)
             request.scope[ROUTE_KEY] = route.template
-            body = await read_body(request, settings.max_body_bytes, api.model.signature()) \
+            body = await read_body(request, settings, lease, api.model.signature()) \
                 if request.method == "POST" else b""
-            body = bodies.decode(body, request.headers.get("content-encoding"), settings.max_body_bytes)
+            decoded = bodies.decode(body, request.headers.get("content-encoding"), settings.max_body_bytes)
+            if decoded is not body:
+                lease.hold(len(decoded), f"a request body of {len(decoded)} bytes once decompressed")
         except ClientError as err:
-            return _response(api_module.error_reply(err))
+            response = _response(api_module.error_reply(err))
+            if request.method == "POST":  # its body may be partly unread: the connection cannot carry another request
+                response.headers["connection"] = "close"
+            return response
         if route.handler in _SLOW:
-            reply = await run_in_threadpool(api.call, route, params, body, request.headers)
+            reply = await run_in_threadpool(api.call, route, params, decoded, request.headers, lease)
         else:
-            reply = api.call(route, params, body, request.headers)
+            reply = api.call(route, params, decoded, request.headers, lease)
         return _response(reply)
 
     async def server_error(request: Request, exc: Exception) -> Response:

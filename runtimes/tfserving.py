@@ -15,11 +15,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from mlpk.runtimes.codec import MAX_DIMS, from_json, json_ready, loads
+from mlpk.runtimes.codec import MAX_DIMS, from_json, json_ready, loads, max_numbers
 from mlpk.runtimes.errors import ClientError
 from mlpk.runtimes.model import Model, TensorSpec
 
@@ -47,9 +48,10 @@ def _tensor(value: Any, spec: TensorSpec, limit: int) -> np.ndarray:
     return array
 
 
-def parse(model: Model, body: bytes, limit: int) -> tuple[dict[str, np.ndarray], str]:
-    """The feeds of a :predict request and its format ("instances" or "inputs")."""
-    request = loads(body, model, "predict request")
+def parse(model: Model, body: bytes, limit: int,
+          hold: Callable[[int, str], None] | None = None) -> tuple[dict[str, np.ndarray], str]:
+    """The feeds of a :predict request and its format ("instances" or "inputs"); `hold` as codec.loads()."""
+    request = loads(body, model, "predict request", hold=hold, max_numbers=max_numbers(model, limit))
     if not isinstance(request, dict) or ("instances" in request) == ("inputs" in request):
         raise ClientError(f"a predict request is a JSON object with exactly one of 'instances' or 'inputs'; the "
                           f"model '{model.name}' expects {model.signature()}")

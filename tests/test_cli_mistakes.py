@@ -71,6 +71,9 @@ def test_export_model_args_must_be_a_json_object(mlpack, model: Path) -> None:
     ("--threads", "-1", "--threads=-1 must be at least 0"),
     ("--warmup-runs", "-3", "--warmup-runs=-3 must be at least 0"),
     ("--providers", "gpu9", "--providers='gpu9' names unknown execution provider(s) gpu9"),
+    ("--max-buffered-bytes", "0", "--max-buffered-bytes=0 must be at least 1"),
+    ("--body-timeout", "0", "--body-timeout=0.0 must be a positive number of seconds"),
+    ("--body-timeout", "-2", "--body-timeout=-2.0 must be at least 0"),
 ])
 def test_serve_flag_out_of_range_is_a_config_error(mlpack, model: Path, flag: str, value: str, words: str) -> None:
     _one_line_error(mlpack("serve", str(model), flag, value), 2, words, "mlpack serve --help")
@@ -79,6 +82,8 @@ def test_serve_flag_out_of_range_is_a_config_error(mlpack, model: Path, flag: st
 @pytest.mark.parametrize(("variable", "value", "words"), [
     ("MLPACK_PORT", "99999", "MLPACK_PORT=99999 must be between 1 and 65535"),
     ("MLPACK_PROVIDERS", "gpu9", "MLPACK_PROVIDERS='gpu9' names unknown execution provider(s) gpu9"),
+    ("MLPACK_BODY_TIMEOUT", "soon", "MLPACK_BODY_TIMEOUT='soon' is not a number"),
+    ("MLPACK_MAX_BUFFERED_BYTES", "1.5", "MLPACK_MAX_BUFFERED_BYTES='1.5' is not an integer"),
 ])
 def test_serve_environment_gets_the_same_rules(mlpack, model: Path, variable: str, value: str, words: str) -> None:
     _one_line_error(mlpack("serve", str(model), env={variable: value}), 2, words, "environment variable")

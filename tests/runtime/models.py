@@ -8,6 +8,7 @@
   16000: any other rate indexes past a 2-entry table), with or without the card's signature hints.
 - `grid32`: a detector-shaped model whose H and W must be multiples of 32 (it reshapes them into 32-pixel cells),
   with or without the card's `example_shape`.
+- `row30`: one fixed-shape input `x FP32 [1, 30]` summed into `y FP32 [1, 1]`, for the memory-bound tests.
 - `zipmap`: a scikit-learn LogisticRegression on iris through skl2onnx with ZipMap (`output_probability` is a
   `seq(map(int64, tensor(float)))`, or string keys with `string_labels`).
 """
@@ -99,6 +100,13 @@ def heavy(directory: Path, depth: int = 64, width: int = 512) -> Path:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
                               [numpy_helper.from_array(weight, "W")])
     return _save(helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), directory, "heavy")
+
+
+def row30(directory: Path) -> Path:
+    graph = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["y"], keepdims=1)], "row30",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 30])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])])
+    return _save(helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), directory, "row30")
 
 
 VAD_GAIN = {16000: 2.0, 8000: 1.0}

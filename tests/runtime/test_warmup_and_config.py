@@ -81,3 +81,19 @@ def test_settings_from_env() -> None:
         config.from_env({"MLPACK_PORT": "http"})
     with pytest.raises(ValueError, match="MLPACK_PRECISION='bf16'"):
         config.from_env({"MLPACK_PRECISION": "bf16"})
+
+
+def test_every_setting_is_documented_with_its_flag() -> None:
+    """docs/serving.md's table names every MLPACK_* variable once, with the `mlpack serve` flag that sets it (or
+    none where serve has no such flag)."""
+    from mlpk.packager import serving
+    from mlpk.packager.cli.serve import serve
+
+    table = (Path(__file__).parents[2] / "docs" / "serving.md").read_text()
+    rows = {cells[0].strip("` "): cells[1].strip("` ") for line in table.splitlines()
+            if line.startswith("| `MLPACK_") for cells in [line.strip("|").split("|")]}
+    flags = {opt for param in serve.params for opt in param.opts if opt.startswith("--")}
+    expected = {variable: serving.flag_for(field) if serving.flag_for(field) in flags
+                else "MODEL (argument)" if field == "model_path" else ""
+                for field, (variable, _) in config.RULES.items()}
+    assert rows == expected
