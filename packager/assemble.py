@@ -14,17 +14,17 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
-from mlpk.packager import __version__, locations, wheels
+from mlpk.packager import __version__, locations, locks, wheels
 from mlpk.packager.errors import BuildError
 from mlpk.packager.oci import BlobLayer, Digest, Entry, Image, Layer, Platform, append_layers, layer_from_entries, \
     with_config
 from mlpk.packager.oci.cache import default_cache
-from mlpk.packager.oci.validate import check_layer
+from mlpk.packager.oci.validate import LayerReport, check_layer
 from mlpk.packager.targets import Target
 
 PREFIX = "/opt/mlpack"
@@ -70,23 +70,31 @@ def runtime_layer(python: str) -> Layer:
         return layer_from_entries(entries)
 
 
-def deps_layer(target: Target, platform: str, workdir: Path, *, sbom: object | None = None) -> tuple[Layer, wheels.Deps]:
+def deps_layer(target: Target, platform: str, workdir: Path, *, sbom: object | None = None,
+               lock: locks.Lock | None = None) -> tuple[Layer, wheels.Deps]:
     """The target's requirements for `platform`, installed from wheels at SITE, with the image's CycloneDX SBOM
     (the base's packages when mlpack built the base, plus every installed distribution) at SBOM_PATH.
 
-    The finished layer is remembered under a key of everything that decides its bytes (the requirements, indexes,
-    platform, Python, glibc, the wheel files available offline and the base's SBOM identity), so a re-export whose
-    deps did not change reuses it without installing anything: the model-only change is the fast path.
+    The wheels are the ones `lock` pins while it answers the target's requirements, else a fresh resolution
+    (wheels.lock_for); the returned Deps carries the lock used. The finished layer is remembered under a key of
+    everything that decides its bytes (the lock's pins, platform, Python, glibc and the base's SBOM identity), so a
+    re-export whose deps did not change reuses it without installing anything: the model-only change is the fast
+    path. The remembered blob is hashed before it is reused; one that no longer matches is evicted and the layer
+    rebuilt.
     """
-    wheelhouse = wheels.wheelhouse(platform, target.python, target.base.glibc)
+    lock, relock = wheels.lock_for(target.wheels.requirements, platform=platform, python=target.python,
+                                   glibc=target.base.glibc, index=target.wheels.index,
+                                   extra_index=target.wheels.extra_index, previous=lock)
     base_id = str(getattr(sbom, "serial_number", "")) if sbom is not None else ""
-    key = _deps_key(target, platform, wheelhouse, base_id)
-    cached = _cached_deps(key, platform, target.python)
+    key = _deps_key(target, platform, lock, base_id)
+    cached = _cached_deps(key, platform, target.python, lock, relock)
     if cached is not None:
         return cached
     deps = wheels.install(target.wheels.requirements, workdir / f"site-{platform.replace('/', '-')}",
                           platform=platform, python=target.python, glibc=target.base.glibc,
-                          index=target.wheels.index, extra_index=target.wheels.extra_index, image_path=SITE)
+                          index=target.wheels.index, extra_index=target.wheels.extra_index, image_path=SITE,
+                          lock=lock)
+    deps = replace(deps, relock=relock)
     entries = [Entry(SITE, "dir", mode=0o755)]
     for path in sorted(deps.root.rglob("*")):
         image_path = f"{SITE}/{path.relative_to(deps.root).as_posix()}"
@@ -101,20 +109,17 @@ def deps_layer(target: Target, platform: str, workdir: Path, *, sbom: object | N
     sbom_file.write_text(image_sbom(sbom, deps.distributions, target, platform))
     entries.append(Entry(SBOM_PATH, "file", source=sbom_file, mode=0o644))
     layer = layer_from_entries(entries)
-    # Downloads change the wheelhouse: remember the layer under the key a later run will compute.
-    _remember_deps(_deps_key(target, platform, wheelhouse, base_id), layer, deps)
+    _remember_deps(key, layer, deps)
     return layer, deps
 
 
 DEPS_CACHE_VERSION = "1"
 
 
-def _deps_key(target: Target, platform: str, wheelhouse: Path, base_id: str) -> str:
-    files = sorted((p.name, p.stat().st_size) for p in wheelhouse.glob("*") if p.is_file()) \
-        if wheelhouse.is_dir() else []
+def _deps_key(target: Target, platform: str, lock: locks.Lock, base_id: str) -> str:
     ident = [DEPS_CACHE_VERSION, __version__, list(target.wheels.requirements), target.wheels.index,
              target.wheels.extra_index, platform, target.python, target.base.glibc, SITE, SBOM_PATH, base_id,
-             target.name, files, sorted(wheels.PRUNED)]
+             target.name, lock.text(), sorted(wheels.PRUNED)]
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
 
 
@@ -122,7 +127,8 @@ def _deps_record(key: str) -> Path:
     return locations.cache_dir() / "layers" / f"deps-{key}.json"
 
 
-def _cached_deps(key: str, platform: str, python: str) -> tuple[Layer, wheels.Deps] | None:
+def _cached_deps(key: str, platform: str, python: str, lock: locks.Lock,
+                 relock: str) -> tuple[Layer, wheels.Deps] | None:
     record = _deps_record(key)
     try:
         data = json.loads(record.read_text())
@@ -130,11 +136,13 @@ def _cached_deps(key: str, platform: str, python: str) -> tuple[Layer, wheels.De
         return None
     store = default_cache()
     digest = Digest.parse(data["digest"])
-    if not store.has(digest):
+    if not store.intact(digest, int(data["size"])):
+        store.evict(digest)  # a corrupted blob is never reused: the caller builds the layer again
         return None
     layer = BlobLayer(store.path(digest), digest, Digest.parse(data["diff_id"]), int(data["size"]))
     found = tuple(wheels.Distribution(**d) for d in data["distributions"])
-    return layer, wheels.Deps(Path(SITE), platform, python, found, int(data["pruned_bytes"]), bool(data["compiled"]))
+    return layer, wheels.Deps(Path(SITE), platform, python, found, int(data["pruned_bytes"]), bool(data["compiled"]),
+                              lock, relock)
 
 
 def _remember_deps(key: str, layer: Layer, deps: wheels.Deps) -> None:
@@ -225,13 +233,21 @@ def assemble(base: Image, target: Target, platform: str, *, deps: Layer, runtime
     return configure(img, target, labels=labels)
 
 
-def parts(img: Image, names: tuple[str, ...] = ("deps", "runtime", "model")) -> list[Part]:
-    """The image's layers named for the report: the top ones by `names`, everything below as base."""
+def parts(img: Image, names: tuple[str, ...] = ("deps", "runtime", "model"),
+          checked: Sequence[LayerReport] = ()) -> list[Part]:
+    """The image's layers named for the report: the top ones by `names`, everything below as base. Each layer is
+    checked (digest, members, diff_id) unless `checked` already holds its report (the base's, from its check)."""
+    known = {report.digest: report.uncompressed_size for report in checked}
+
+    def size(layer: Layer) -> int:
+        found = known.get(layer.digest)
+        return found if found is not None else check_layer(layer).uncompressed_size
+
     layers = list(img.layers)
     top = len(names)
-    out = [Part("base" if len(layers) - top == 1 else f"base[{i}]", layer, check_layer(layer).uncompressed_size)
+    out = [Part("base" if len(layers) - top == 1 else f"base[{i}]", layer, size(layer))
            for i, layer in enumerate(layers[:-top])]
-    out += [Part(name, layer, check_layer(layer).uncompressed_size) for name, layer in zip(names, layers[-top:])]
+    out += [Part(name, layer, size(layer)) for name, layer in zip(names, layers[-top:])]
     return out
 
 

@@ -4,8 +4,9 @@
       ->  per platform: base + deps layer + runtime layer + model layer + config  ->  budget check
       ->  OCI layout (an index when the target has several platforms) + docker-archive per platform + push
 
-Nothing is written to `out` until everything has been built: the outputs are assembled in a temporary sibling and
-renamed into place, so a failed export leaves `out` as it was (absent, or the previous export).
+Nothing is written to `out` until everything has been built: the outputs are assembled in the run's folder beside
+`out` (`runs.folder`) and renamed into place, so a failed export leaves `out` as it was (absent, or the previous
+export), and a killed one leaves a folder that the next run of mlpack sweeps.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlpk.packager import assemble, targets
+from mlpk.packager import assemble, locks, runs, targets
 from mlpk.packager.errors import ConfigError
-from mlpk.packager.oci import Image, Index, Platform, index
+from mlpk.packager.oci import Image, Index, Platform, index, sources
 from mlpk.packager.targets import Target
 
 Step = Callable[[str], None]
@@ -74,6 +74,8 @@ class PlatformBuild:
     layers: list[dict[str, Any]]
     size_mb: float
     archive: str | None
+    # file (in out), status (re-used | resolved: why) and refetched (cached wheels that failed their sha256)
+    wheels_lock: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +100,30 @@ class ExportReport:
         return data
 
 
+def _check_names(request: ExportRequest) -> None:
+    """Refuse a --tag or --push that is no image reference, and a --wheel-index that is no URL, before any work."""
+    from urllib.parse import urlsplit
+
+    from mlpk.packager.oci.reference import Reference
+
+    for flag, value in (("--tag", request.tag), ("--push", request.push)):
+        if value is None:
+            continue
+        try:
+            Reference.parse(value)
+        except ConfigError:
+            raise ConfigError(f"{flag} {value!r} is not an image reference",
+                              hint=f"give {flag} [HOST[:PORT]/]NAME[:TAG] with a lowercase NAME, e.g. "
+                                   "mlpack/model:cpu") from None
+    if request.wheel_index is not None:
+        url = urlsplit(request.wheel_index)
+        if url.scheme not in ("http", "https", "file") or (url.scheme != "file" and not url.netloc):
+            raise ConfigError(f"--wheel-index {request.wheel_index!r} is not an http(s) or file URL",
+                              hint="give --wheel-index the URL of a PEP 503 index, e.g. https://HOST/simple/")
+
+
 def resolve_target(request: ExportRequest) -> Target:
+    _check_names(request)
     target = targets.load(request.target, request.overrides())
     if target.wheels.extra_index_required and not target.wheels.extra_index:
         raise ConfigError(f"target {target.name} installs {target.wheels.requirements[0]}, which is not on PyPI for "
@@ -149,8 +174,7 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
         for platform in target.platforms:  # before any work: a missing toolchain is known now
             tensorrt.check_available(target, platform)
     request.out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".mlpack-export-", dir=request.out.parent) as tmp:
-        work = Path(tmp)
+    with runs.folder("export", near=request.out.parent) as work:  # beside out: the result is renamed into place
         started = time.perf_counter()
         step("converting the model")
         prepared = modelprep.prepare(request, target, work / "model", step)
@@ -172,9 +196,13 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
             step(f"{platform}: base image")
             base, base_sbom = _base(request, target, platform)
             step(f"{platform}: installing {target.abi} wheels")
-            deps, installed = assemble.deps_layer(target, platform, work, sbom=base_sbom)
-            img = assemble.assemble(base, target, platform, deps=deps, runtime=runtime, model=model,
-                                    labels={**labels, "dev.mlpack.base.digest": str(base.digest)})
+            lock_file = locks.file_name(platform)  # re-used from the previous export to `out` while it still fits
+            previous = locks.read(request.out / lock_file) if (request.out / lock_file).is_file() else None
+            deps, installed = assemble.deps_layer(target, platform, work, sbom=base_sbom, lock=previous)
+            (staging / lock_file).parent.mkdir(exist_ok=True)
+            (staging / lock_file).write_text(installed.lock.text())
+            img = assemble.assemble(base.image, target, platform, deps=deps, runtime=runtime, model=model,
+                                    labels={**labels, "dev.mlpack.base.digest": str(base.image.digest)})
             names: tuple[str, ...] = ("deps", "runtime", "model")
             if request.prebuild_engine:
                 from mlpk.packager import tensorrt
@@ -186,11 +214,12 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
                 img = append_layers(img, engine, created_by="mlpack: TensorRT engine (prebuilt)")
                 names += ("engine",)
             step(f"{platform}: checking the size budget")
-            parts = assemble.parts(img, names)
+            parts = assemble.parts(img, names, checked=base.layers)
             size = assemble.check_budget(target, platform, parts)
             builds.append(PlatformBuild(platform, str(img.digest), [
                 {"name": p.name, "digest": str(p.layer.digest), "compressed": p.layer.size,
-                 "uncompressed": p.uncompressed} for p in parts], round(size, 2), None))
+                 "uncompressed": p.uncompressed} for p in parts], round(size, 2), None,
+                {"file": lock_file, "status": installed.relock or "re-used", "refetched": list(installed.refetched)}))
             images.append(img)
         clock["build"] = time.perf_counter() - started
 
@@ -214,7 +243,7 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
             budget_mb=target.budget_mb, pushed=pushed, run=_run_hints(target, tag, builds, request.out),
             seconds={k: round(v, 2) for k, v in clock.items()})
         (staging / "report.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))
-        _replace(staging, request.out)
+        _replace(staging, request.out, work / "previous")
     return report
 
 
@@ -223,27 +252,23 @@ def _slug(name: str) -> str:
     return text or "model"
 
 
-def _base(request: ExportRequest, target: Target, platform: str) -> tuple[Image, Any]:
-    """The base image for `platform` and, when mlpack built it, its SBOM."""
-    from mlpk.packager import oci
-
+def _base(request: ExportRequest, target: Target, platform: str) -> tuple[sources.Base, Any]:
+    """The base image for `platform`, through the layer-safety check whatever its source, and, when mlpack built
+    it, its SBOM."""
     ref = request.base
     if ref is None and target.base.kind == "debian":
         from mlpk.packager.base import pipeline
 
+        suite = target.base.suite or "bookworm"
         arch = Platform.parse(platform).architecture
-        built = pipeline.build(pipeline.BaseSpec(suite=target.base.suite or "bookworm", arch=arch))
-        return built.image, built.sbom()
+        built = pipeline.build(pipeline.BaseSpec(suite=suite, arch=arch))
+        return sources.Base.checked(built.image, f"debian:{suite} ({arch})"), built.sbom()
     ref = ref or target.base.ref or ""
-    if ref.startswith("oci:") or (Path(ref).is_dir() and not ref.startswith("docker-archive:")):
-        return oci.image_from_layout(Path(ref.removeprefix("oci:")), platform), None
-    if ref.startswith("docker-archive:") or ref.endswith(".tar"):
-        img = oci.image_from_tarball(Path(ref.removeprefix("docker-archive:")))
-        if img.platform != Platform.parse(platform):
-            raise ConfigError(f"base {ref} is for {img.platform}, but target {target.name} builds {platform}",
-                              hint="a docker-archive holds one platform: give an OCI layout or registry index")
-        return img, None
-    return oci.image_from_registry(ref, platform), None
+    if sources.kind_of(ref) == "scratch":
+        raise ConfigError(f"--base {ref} has no Python, which the {target.runtime} runtime of {target.name} runs on",
+                          hint="give a base with python3 (a registry ref, oci:DIR or docker-archive:FILE.tar), or "
+                               "leave --base out for the target's own")
+    return sources.base(ref, Platform.parse(platform)), None
 
 
 def _write(result: Image | Index, images: list[Image], builds: list[PlatformBuild], staging: Path, tag: str,
@@ -258,7 +283,7 @@ def _write(result: Image | Index, images: list[Image], builds: list[PlatformBuil
         arch = Platform.parse(build.platform).architecture
         name = f"image-{arch}.tar"
         tarball.write(img, staging / name, tag if len(images) == 1 else f"{tag}-{arch}")
-        out.append(PlatformBuild(build.platform, build.digest, build.layers, build.size_mb, name))
+        out.append(PlatformBuild(build.platform, build.digest, build.layers, build.size_mb, name, build.wheels_lock))
     return out
 
 
@@ -297,7 +322,8 @@ def _check_out(out: Path) -> None:
             place.mkdir()
             created.append(place)
             where = place
-        os.rmdir(tempfile.mkdtemp(prefix=".mlpack-export-", dir=parent))
+        with runs.folder("export", near=parent):  # what the export will make there (a killed probe is swept too)
+            pass
     except OSError as err:
         raise ConfigError(f"--out {out} cannot be written: {err.strerror} (in {where})",
                           hint="choose an --out directory in a place you can write to") from err
@@ -306,9 +332,9 @@ def _check_out(out: Path) -> None:
             place.rmdir()
 
 
-def _replace(staging: Path, out: Path) -> None:
-    """Put `staging` at `out`, replacing a previous export there as a whole (rename, then remove the old)."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+def _replace(staging: Path, out: Path, old: Path) -> None:
+    """Put `staging` at `out`, replacing a previous export there as a whole: the previous one is renamed to `old`
+    (in the run's folder, so a run killed right then leaves nothing beside `out`), then removed."""
     if out.exists():
         os.replace(out, old)
     os.replace(staging, out)

@@ -30,7 +30,7 @@ from mlpk.packager.signature import InputSignature, Signature, make_feed
 
 LABEL_KEYS = ("y", "labels", "label", "y_test", "targets")
 SINGLE_INPUT_KEYS = ("x", "X", "inputs", "input", "x_test", "data")
-_HINT = "write it with numpy.savez(path, INPUT_NAME=array, labels=array): the sample axis first, or one feed"
+NPZ_HINT = "write it with numpy.savez(path, INPUT_NAME=array, labels=array): the sample axis first, or one feed"
 
 Feed = dict[str, np.ndarray]
 Outputs = dict[str, "np.ndarray | list[np.ndarray]"]  # per output: the runs joined, or one array per run
@@ -136,11 +136,16 @@ def load(path: Path, signature: Signature) -> Feeds:
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not zipfile.is_zipfile(path):  # numpy would look for a .npy or a pickle and say so
+        with path.open("rb") as handle:
+            npy = handle.read(6) == b"\x93NUMPY"
+        what = "a single .npy array" if npy else "not a zip archive"
+        raise InputError(f"{path.name} is not a readable .npz archive ({what})", hint=NPZ_HINT)
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise InputError(f"{path.name} is not a readable .npz archive ({err})", hint=_HINT) from err
+        raise InputError(f"{path.name} is not a readable .npz archive ({err})", hint=NPZ_HINT) from err
 
 
 def combine(items: Sequence[Feeds], source: str) -> Feeds:
@@ -173,7 +178,7 @@ def interpret(arrays: Mapping[str, np.ndarray], signature: Signature, source: st
     label_key = next((k for k in LABEL_KEYS if k in arrays and k not in names), None)
     labels = arrays.pop(label_key) if label_key else None
     if not arrays:
-        raise InputError(f"{source} holds no input arrays (only labels or nothing)", hint=_HINT)
+        raise InputError(f"{source} holds no input arrays (only labels or nothing)", hint=NPZ_HINT)
     if len(names) == 1 and names[0] not in arrays:
         alias = next((k for k in SINGLE_INPUT_KEYS if k in arrays), None)
         if alias is None and len(arrays) == 1:
@@ -217,7 +222,7 @@ def interpret(arrays: Mapping[str, np.ndarray], signature: Signature, source: st
     want = items[bad]
     raise InputError(f"{source}: array {bad!r} has shape {list(arrays[bad].shape)}, the model expects "
                      f"{want.spec.render()} (one feed), or that shape with the samples on a first axis",
-                     hint=_HINT)
+                     hint=NPZ_HINT)
 
 
 def _stackable(array: np.ndarray, item: InputSignature) -> np.ndarray | None:

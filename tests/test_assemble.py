@@ -4,28 +4,27 @@ from __future__ import annotations
 
 import marshal
 import tarfile
-from pathlib import Path
 
 import pytest
 
-from mlpk.packager import assemble, targets
+from mlpk.packager import assemble, locks, targets
 from mlpk.packager.errors import BuildError
 from mlpk.packager.oci.layer import read_members
 
 
-def test_deps_key_follows_what_decides_the_layer(tmp_path: Path) -> None:
+def test_deps_key_follows_what_decides_the_layer() -> None:
     lam = targets.load("lambda")
-    house = tmp_path / "wheels"
-    house.mkdir()
-    (house / "numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"x" * 10)
-    key = assemble._deps_key(lam, "linux/amd64", house, "base-1")
-    assert key == assemble._deps_key(lam, "linux/amd64", house, "base-1")
+    numpy = locks.Pin("numpy", "2.4.6", "numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl", "a" * 64)
+    lock = locks.Lock("linux/amd64", "3.11", "2.36", lam.wheels.requirements, (numpy,))
+    key = assemble._deps_key(lam, "linux/amd64", lock, "base-1")
+    assert key == assemble._deps_key(lam, "linux/amd64", lock, "base-1")
     other_reqs = targets.load("lambda", {"wheels": {"requirements": ["onnxruntime==1.31.1"]}})
-    assert key != assemble._deps_key(other_reqs, "linux/amd64", house, "base-1")
-    assert key != assemble._deps_key(lam, "linux/arm64", house, "base-1")
-    assert key != assemble._deps_key(lam, "linux/amd64", house, "base-2"), "another base SBOM"
-    (house / "onnxruntime-1.31.1-cp311-cp311-manylinux_2_27_x86_64.whl").write_bytes(b"y")
-    assert key != assemble._deps_key(lam, "linux/amd64", house, "base-1"), "a new wheel may change resolution"
+    assert key != assemble._deps_key(other_reqs, "linux/amd64", lock, "base-1")
+    assert key != assemble._deps_key(lam, "linux/arm64", lock, "base-1")
+    assert key != assemble._deps_key(lam, "linux/amd64", lock, "base-2"), "another base SBOM"
+    rebuilt = locks.Lock(lock.platform, lock.python, lock.glibc, lock.requirements,
+                         (locks.Pin(numpy.name, numpy.version, numpy.filename, "b" * 64),))
+    assert key != assemble._deps_key(lam, "linux/amd64", rebuilt, "base-1"), "other wheel bytes, another layer"
 
 
 def test_runtime_layer_ships_the_runtime_with_image_paths() -> None:

@@ -56,6 +56,20 @@ def test_out_check_creates_nothing_it_leaves(tmp_path: Path) -> None:
         export._check_out(tmp_path / "taken")
 
 
+@pytest.mark.parametrize(("flags", "words"), [
+    (("--tag", "Mlpack/Model:cpu"), "--tag 'Mlpack/Model:cpu' is not an image reference"),
+    (("--push", "localhost:5000/a b"), "--push 'localhost:5000/a b' is not an image reference"),
+    (("--wheel-index", "notaurl"), "--wheel-index 'notaurl' is not an http(s) or file URL"),
+    (("--wheel-index", "https://"), "--wheel-index 'https://' is not an http(s) or file URL"),
+])
+def test_export_names_and_urls_are_checked_before_any_work(mlpack, model: Path, tmp_path: Path,
+                                                           flags: tuple[str, str], words: str) -> None:
+    for argv in (("-o", str(tmp_path / "out")), ("--plan",)):
+        done = mlpack("export", str(model), "--target", "cpu", *argv, *flags)
+        _one_line_error(done, 2, words)
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_model_args_must_be_a_json_object(mlpack, model: Path) -> None:
     done = mlpack("export", str(model), "--target", "cpu", "--model-args", "[1]")
     _one_line_error(done, 2, "--model-args '[1]'")

@@ -2,8 +2,10 @@
 
 The chain of trust is apt's: `InRelease` (or `Release` + `Release.gpg`) is verified with `gpgv` against the
 archive keyring; it lists the SHA256 of every index; each `Packages` index lists the SHA256 of every .deb. Every
-byte mlpack unpacks is checked against that chain before it is used, and downloads land in a content-addressed
-store only after their checksum matched, so a tampered file never reaches the cache or the output.
+byte mlpack unpacks is checked against that chain before it is used: downloads land in a content-addressed store
+only after their checksum matched, and a stored file is hashed again on every use (the store is a cache on a disk
+anyone with the user's rights can change), so a tampered file never reaches the output. A stored file that no
+longer matches is evicted and fetched once more; a second mismatch is the archive's fault and stops the build.
 """
 
 from __future__ import annotations
@@ -16,15 +18,21 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from mlpk.packager.base.sources import Repo
 from mlpk.packager.errors import BuildError, ConfigError, ToolchainError
+from mlpk.packager.oci.cache import remove_stale
+from mlpk.packager.oci.digest import sha256_stream
 
 TIMEOUT_S = 60
+PARTIAL = ".partial-"  # the prefix of a download being written
 
 
 class NotFound(BuildError):
@@ -149,8 +157,20 @@ def verified_release(repo: Repo, *, now: datetime | None = None, check_valid_unt
     return Release(repo, hashlib.sha256(text.encode()).hexdigest(), release.get("Date", ""), indices)
 
 
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A file of the store, open, whose bytes were just hashed: the handle is rewound and is what to read, so a
+    later change of the path (a rename over it) cannot change what the caller reads."""
+
+    path: Path
+    file: BinaryIO
+    sha256: str  # measured on `file`, equal to the signed one
+    size: int
+
+
 class Store:
-    """A content-addressed store of verified downloads: a file lands here only after its SHA256 matched."""
+    """A content-addressed store of verified downloads: a file lands here only after its SHA256 matched, and is
+    hashed again each time it is used."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -159,10 +179,42 @@ class Store:
         return self.root / sha256[:2] / f"{sha256}{suffix}"
 
     def get(self, urls: list[str], sha256: str, size: int, *, suffix: str = "") -> Path:
-        """The verified file with this checksum, fetched from the first of `urls` that has it when not stored."""
+        """The verified file with this checksum (see `open`); for callers that read it at once."""
+        with self.open(urls, sha256, size, suffix=suffix) as found:
+            return found.path
+
+    @contextmanager
+    def open(self, urls: list[str], sha256: str, size: int, *, suffix: str = "") -> Iterator[Verified]:
+        """The stored file with this checksum, hashed now; a stored copy that does not match is evicted, and a
+        missing or evicted one is fetched from the first of `urls` that has it (once: wrong bytes from the
+        archive are a BuildError and nothing is stored)."""
         target = self.path(sha256, suffix)
-        if target.is_file():
-            return target
+        found = self._verified(target, sha256, size)
+        if found is None:
+            self._download(urls, sha256, size, target)
+            found = self._verified(target, sha256, size)
+        if found is None:
+            raise BuildError(f"{target} does not hash to sha256 {sha256} ({size} bytes) right after it was stored",
+                             hint="another process is changing mlpack's cache; run `mlpack cache verify --fix` "
+                                  "and build again")
+        with found.file:
+            yield found
+
+    @staticmethod
+    def _verified(target: Path, sha256: str, size: int) -> Verified | None:
+        try:
+            handle = target.open("rb")
+        except FileNotFoundError:
+            return None
+        digest, length = sha256_stream(handle)
+        if digest.hex == sha256 and length == size:
+            handle.seek(0)
+            return Verified(target, handle, sha256, size)
+        handle.close()
+        target.unlink(missing_ok=True)  # evicted: a corrupted or tampered copy is never used, nor kept
+        return None
+
+    def _download(self, urls: list[str], sha256: str, size: int, target: Path) -> None:
         data: bytes | None = None
         source = urls[-1]
         for source in urls:
@@ -179,11 +231,28 @@ class Store:
                              f"{digest} ({len(data)} bytes)", hint="the mirror or a proxy served a corrupted or "
                              "tampered file; nothing was written. Retry, or use another mirror")
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, target)
-        return target
+
+    def entries(self) -> list[Path]:
+        """Every stored file (not the partial downloads of writers that were killed)."""
+        return sorted(p for p in self.root.glob("??/*") if p.is_file() and not p.name.startswith(PARTIAL))
+
+    def check(self) -> list[Path]:
+        """Every stored file whose bytes no longer hash to the checksum it is named by."""
+        bad = []
+        for path in self.entries():
+            with path.open("rb") as handle:
+                digest, _ = sha256_stream(handle)
+            if path.name.split(".", 1)[0] != digest.hex:
+                bad.append(path)
+        return bad
+
+    def prune_partial(self, older_than_s: float = 3600.0) -> int:
+        """Remove partial downloads left by killed writers (older than `older_than_s`); returns how many."""
+        return remove_stale(self.root.glob(f"??/{PARTIAL}*"), older_than_s)
 
 
 def read_index(ref: IndexRef, store: Store) -> bytes:

@@ -5,10 +5,19 @@
     root   = assemble(plan, dir)             verified .debs -> data unpacked -> pruned -> dpkg db, users, CAs
     image  = build(spec)                     one deterministic layer on an empty image, with config
 
-Caching (issue 6): the plan is cached by the Packages indices' checksums and the request, the image by the
-resolved package set (name, version, .deb checksum) and the builder's version; a rebuild of the same set only
-re-checks the signed Release files (to notice archive updates) and reads the cached OCI layout. Nothing is
+Caching (issue 6): the plan is cached by the Packages indices' checksums and the request; a rebuild of the same set
+only re-checks the signed Release files (to notice archive updates) and reads the cached OCI layout. Nothing is
 written outside the cache until a sink writes the image, and the cache only receives verified, complete entries.
+
+The image cache is keyed by content (issue 18). Each .deb is unpacked from an open handle whose bytes the download
+store hashed just before (`archive.Store.open`), and the digests so measured, not the ones the plan expects, make
+the key an image is stored under (`image_key`; with the builder's version, suite, architecture and prune rules).
+A plan looks its image up under the key of the signed index's digests, so the two meet only when the bytes
+unpacked were the signed ones: a base built from other bytes can never be found by a plan. A cached entry is also
+re-proved on every use: its record must name the plan's packages with those digests, and the layout's manifest
+and every layer blob must hash to the digests recorded when it was built. An entry that fails (a corrupted blob,
+or one written before these records existed, when a tampered .deb could reach a base) is evicted and the base is
+built again; the .debs it needs are re-verified then (and re-fetched once when the stored copy is bad).
 """
 
 from __future__ import annotations
@@ -17,9 +26,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +37,14 @@ from typing import Any
 from mlpk.packager import __version__, locations
 from mlpk.packager.base import archive, resolve, rootfs, sbom, sources, system
 from mlpk.packager.base.resolve import Package
-from mlpk.packager.errors import BuildError, ConfigError
+from mlpk.packager.errors import BuildError, ConfigError, MlpackError
 
 ARCHES = ("amd64", "arm64")
 PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
 # Bumped whenever the bytes a plan turns into change (prune rules, system files, config).
 BUILDER_VERSION = "1"
+# The version of the image cache's records (IMAGE_RECORD below); entries of other versions are rebuilt.
+IMAGE_RECORD = 2
 # Dependencies that only maintainer scripts use (see resolve's docstring); the scripts never run here.
 DEFAULT_EXCLUDE = ("dpkg", "debconf", "debconf-2.0", "awk", "openssl", "perl-base")
 PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -75,6 +87,23 @@ class BaseSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Input:
+    """A .deb of a base: its name and version, and the digest and size of its bytes."""
+
+    name: str
+    version: str
+    sha256: str
+    size: int
+
+
+def image_key(spec: BaseSpec, inputs: Iterable[Input]) -> str:
+    """The identity of the image built from `inputs`: builder version, suite, architecture, prune rules, .debs."""
+    ident = [BUILDER_VERSION, spec.suite, spec.arch, list(rootfs.PRUNE)]
+    ident += [[i.name, i.version, i.sha256] for i in inputs]
+    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """A resolved base: the verified indices it came from and the exact packages."""
 
@@ -82,12 +111,14 @@ class Plan:
     indices: tuple[tuple[str, str], ...]  # (index URL, sha256) of every verified Packages index
     packages: tuple[Package, ...]
 
+    def inputs(self) -> tuple[Input, ...]:
+        """The .debs as the signed index lists them."""
+        return tuple(Input(p.name, p.version, p.sha256, p.size) for p in self.packages)
+
     @property
     def key(self) -> str:
-        """The identity of the image this plan becomes: builder version, architecture, exact .debs."""
-        ident = [BUILDER_VERSION, self.spec.suite, self.spec.arch, list(rootfs.PRUNE)]
-        ident += [[p.name, p.version, p.sha256] for p in self.packages]
-        return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
+        """The key of the image this plan becomes when every .deb unpacked is the one the index signs."""
+        return image_key(self.spec, self.inputs())
 
     def installed_size(self) -> int:
         """The packages' declared Installed-Size, in bytes (before pruning)."""
@@ -96,11 +127,13 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Assembly:
-    """What assembling a root did: bytes kept and pruned, certificates bundled."""
+    """What assembling a root did: bytes kept and pruned, certificates bundled, and the .debs unpacked (with the
+    digests measured on the bytes read)."""
 
     files_bytes: int
     pruned_bytes: int
     certificates: int
+    inputs: tuple[Input, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +182,7 @@ class Cache:
 
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=archive.PARTIAL)
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle, sort_keys=True)
     os.replace(tmp, path)
@@ -187,17 +220,21 @@ def download(plan: Plan, cache: Cache) -> list[Path]:
 
 
 def assemble(plan: Plan, root: Path, cache: Cache | None = None) -> Assembly:
-    """Write the plan's root file system into the empty directory `root`."""
+    """Write the plan's root file system into the empty directory `root`; each .deb is read from the handle the
+    store verified it on (see the module docstring)."""
     cache = cache or Cache()
-    debs = download(plan, cache)
+    download(plan, cache)  # every download (and re-fetch) before any unpacking
     rootfs.prepare(root, plan.spec.arch)
     done = []
-    for package, deb in zip(plan.packages, debs, strict=True):
-        done.append((package, rootfs.unpack(deb, root)))
+    inputs = []
+    for package in plan.packages:
+        with cache.downloads.open([package.url], package.sha256, package.size, suffix=".deb") as deb:
+            done.append((package, rootfs.unpack(deb.path, root, file=deb.file)))
+            inputs.append(Input(package.name, package.version, deb.sha256, deb.size))
     system.write_dpkg_db(root, done)
     system.write_accounts(root)
     certs = system.write_ca_bundle(root)
-    return Assembly(rootfs.tree_size(root), sum(u.pruned_bytes for _, u in done), certs)
+    return Assembly(rootfs.tree_size(root), sum(u.pruned_bytes for _, u in done), certs, tuple(inputs))
 
 
 def _entries(root: Path) -> Iterator[Any]:
@@ -209,7 +246,7 @@ def _entries(root: Path) -> Iterator[Any]:
         yield entry
 
 
-def _image(plan: Plan, root: Path, cache: Cache) -> Any:
+def _image(plan: Plan, root: Path, cache: Cache, key: str) -> Any:
     from mlpk.packager import oci
     from mlpk.packager.oci.layer import layer_from_entries
 
@@ -217,14 +254,60 @@ def _image(plan: Plan, root: Path, cache: Cache) -> Any:
     layer = layer_from_entries(_entries(root), cache=cache.blobs())
     img = oci.append_layers(oci.empty_image(f"linux/{spec.arch}"), layer,
                             created_by=f"mlpack base build --suite {spec.suite} --arch {spec.arch}",
-                            comment=f"{len(plan.packages)} Debian packages, key {plan.key[:12]}")
+                            comment=f"{len(plan.packages)} Debian packages, key {key[:12]}")
     return oci.with_config(
         img, cmd=[f"/usr/bin/python{PYTHON[spec.suite]}"], user=f"{system.NONROOT_UID}:{system.NONROOT_UID}",
         workdir="/home/nonroot",
         env={"PATH": PATH_ENV, "LANG": "C.UTF-8", "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"},
         labels={"dev.mlpack.base.suite": spec.suite, "dev.mlpack.base.arch": spec.arch,
-                "dev.mlpack.base.python": PYTHON[spec.suite], "dev.mlpack.base.key": plan.key,
+                "dev.mlpack.base.python": PYTHON[spec.suite], "dev.mlpack.base.key": key,
                 "dev.mlpack.version": __version__})
+
+
+def _record(inputs: Iterable[Input]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(i) for i in inputs]
+
+
+def evict(stored: Path) -> None:
+    """Remove a cached base image (its layout and its record)."""
+    stored.with_suffix(".json").unlink(missing_ok=True)
+    shutil.rmtree(stored, ignore_errors=True)
+
+
+def proven(stored: Path) -> tuple[Any, dict[str, Any]]:
+    """The cached image at `stored` and its record, once the layout's manifest and every layer blob hashed to the
+    digests recorded when it was built; ValueError or an MlpackError names what does not."""
+    from mlpk.packager import oci
+    from mlpk.packager.oci.digest import sha256_stream
+
+    try:
+        meta = json.loads(stored.with_suffix(".json").read_text())
+    except OSError as err:
+        raise ValueError(f"its record cannot be read ({err.strerror})") from err
+    if not isinstance(meta, dict) or meta.get("record") != IMAGE_RECORD:
+        raise ValueError(f"its record is not of version {IMAGE_RECORD} (written before .debs were re-verified)")
+    image = oci.image_from_layout(stored)
+    if str(image.digest) != meta.get("digest") or [str(la.digest) for la in image.layers] != meta.get("layers"):
+        raise ValueError(f"the layout holds {image.digest}, but the record says {meta.get('digest')}")
+    for layer in image.layers:  # the layer's reader checks the digest and size at the end
+        with layer.open() as raw:
+            sha256_stream(raw)
+    return image, meta
+
+
+def reusable(plan: Plan, stored: Path) -> tuple[Any, dict[str, Any]] | None:
+    """The cached image at `stored` and its record when it is `proven` and its record names the plan's .debs with
+    the signed digests; else None, and an entry that fails is evicted."""
+    if not stored.with_suffix(".json").exists() and not stored.exists():
+        return None
+    try:
+        image, meta = proven(stored)
+        if meta.get("inputs") != _record(plan.inputs()):
+            raise ValueError("its record names other .debs than the plan")
+    except (ValueError, KeyError, TypeError, MlpackError):
+        evict(stored)
+        return None
+    return image, meta
 
 
 def build(spec: BaseSpec, cache: Cache | None = None) -> BaseImage:
@@ -235,11 +318,9 @@ def build(spec: BaseSpec, cache: Cache | None = None) -> BaseImage:
     started = time.perf_counter()
     cache = cache or Cache()
     the_plan = plan(spec, cache)
-    stored = cache.image_path(the_plan.key)
-    meta_path = stored.with_suffix(".json")
-    if meta_path.is_file() and (stored / "index.json").is_file():
-        meta = json.loads(meta_path.read_text())
-        image = oci.image_from_layout(stored)
+    hit = reusable(the_plan, cache.image_path(the_plan.key))
+    if hit is not None:
+        image, meta = hit
         return BaseImage(image, the_plan, meta["files_bytes"], meta["pruned_bytes"], True,
                          time.perf_counter() - started, meta)
     with tempfile.TemporaryDirectory(prefix="mlpack-base-") as tmp:
@@ -249,11 +330,14 @@ def build(spec: BaseSpec, cache: Cache | None = None) -> BaseImage:
         if done.certificates == 0 and "ca-certificates" in spec.wanted():
             raise BuildError("ca-certificates was unpacked but holds no certificates under "
                              "/usr/share/ca-certificates", hint="report this with the suite and architecture")
-        image = _image(the_plan, root, cache)
+        key = image_key(spec, done.inputs)  # what was unpacked names the entry
+        image = _image(the_plan, root, cache, key)
+    stored = cache.image_path(key)
     layout.write(image, stored)
     meta = {"files_bytes": done.files_bytes, "pruned_bytes": done.pruned_bytes, "certificates": done.certificates,
-            "digest": str(image.digest)}
-    _write_json(meta_path, meta)
+            "digest": str(image.digest), "layers": [str(la.digest) for la in image.layers],
+            "record": IMAGE_RECORD, "inputs": _record(done.inputs)}
+    _write_json(stored.with_suffix(".json"), meta)
     return BaseImage(oci.image_from_layout(stored), the_plan, done.files_bytes, done.pruned_bytes, False,
                      time.perf_counter() - started, meta)
 
@@ -271,7 +355,7 @@ def write(base: BaseImage, output: Path, *, tag: str | None = None, sbom_path: P
                               hint="create the folder first, or write elsewhere")
     staged = None
     if sbom_path is not None:
-        fd, staged = tempfile.mkstemp(dir=Path(sbom_path).parent, prefix=".partial-")
+        fd, staged = tempfile.mkstemp(dir=Path(sbom_path).parent, prefix=archive.PARTIAL)
         with os.fdopen(fd, "w") as handle:
             handle.write(sbom.to_json(base.sbom()))
     try:

@@ -19,6 +19,7 @@ import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from mlpk.packager.errors import BuildError
 
@@ -106,18 +107,19 @@ def _remove(target: Path) -> None:
         target.unlink()
 
 
-def unpack(deb: Path, root: Path, *, rules: Iterable[str] = PRUNE) -> Unpacked:
-    """Extract the data member of `deb` into `root` (see the module docstring); pruned paths are skipped."""
+def unpack(deb: Path, root: Path, *, rules: Iterable[str] = PRUNE, file: BinaryIO | None = None) -> Unpacked:
+    """Extract the data member of `deb` into `root` (see the module docstring); pruned paths are skipped. With
+    `file` (an open handle on `deb` whose bytes were verified) the package is read from it, not from the path."""
     from debian.debfile import DebError, DebFile
 
     rules = tuple(rules)
     try:
-        package = DebFile(str(deb))
+        package = DebFile(fileobj=file) if file is not None else DebFile(str(deb))
         md5sums = package.control.get_content("md5sums") or b""
         data = package.data.tgz()
     except (DebError, OSError, tarfile.TarError, KeyError) as err:
-        raise BuildError(f"cannot read {deb.name}: {err}", hint="the package file is damaged; clear the cache "
-                         "entry and rebuild") from err
+        raise BuildError(f"cannot read {deb.name}: {err}", hint="the package file is damaged; run "
+                         "`mlpack cache verify --fix` and build again") from err
     listed: list[str] = []
     dropped = 0
     for member in data.getmembers():

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "deliver": "deliver:deliver",
     "manifest": "manifest:manifest",
     "bench": "bench:bench",
+    "cache": "cache:cache",
 }
 
 

@@ -45,6 +45,7 @@ def build(ctx: click.Context, base: str, platforms: str, adds: tuple[str, ...], 
           tar: Path | None, push: str | None, load: str | None, tag: str | None) -> None:
     """Build an image without a Docker daemon: a base, one deterministic layer per --add, a config; then write
     it as an OCI layout, a docker-archive, push it, or load it."""
+    from mlpk.packager import runs
     from mlpk.packager.oci.build import Add, BuildSpec, build as run_build, write_outputs
     from mlpk.packager.oci.platform import Platform
 
@@ -54,5 +55,6 @@ def build(ctx: click.Context, base: str, platforms: str, adds: tuple[str, ...], 
     spec = BuildSpec(base, tuple(Platform.parse(p) for p in platforms.split(",")), tuple(Add.parse(a) for a in adds),
                      int(uid), int(gid), entrypoint or None, cmd or None, _pairs(env, "--env"), user, workdir,
                      _pairs(labels, "--label"), expose)
-    result = write_outputs(run_build(spec), layout_dir=layout_dir, tar=tar, push=push, load=load, tag=tag)
+    with runs.folder("build"):  # sweeps what killed runs left; holds this run's temporary files
+        result = write_outputs(run_build(spec), layout_dir=layout_dir, tar=tar, push=push, load=load, tag=tag)
     report(ctx, result, lambda: click.echo("\n".join(f"{k}: {v}" for k, v in result.items())))

@@ -19,7 +19,7 @@ from mlpk.packager.cli import report, wants_json
 @click.option("--quantize", type=click.Choice(["auto", "none", "fp16", "int8-dynamic", "int8-static"]),
               help="Override the profile's optimization (auto: the target's default behind the gate).")
 @click.option("--calibration", type=click.Path(path_type=Path, exists=True), help="Calibration data (.npz or dir).")
-@click.option("--sample-data", type=click.Path(path_type=Path, exists=True),
+@click.option("--sample-data", type=click.Path(path_type=Path),
               help="Real inputs (.npz or a directory of .npz, one feed each) for parity, the gate and the warm-up.")
 @click.option("--tolerance", metavar="atol=…,rtol=…,agreement=…", help="Raise the parity gate explicitly.")
 @click.option("--python", help="Override the target's Python (major.minor).")

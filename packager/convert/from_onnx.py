@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlpk.packager import onnxrt
+from mlpk.packager.convert import compat, ops
 from mlpk.packager.convert.detect import Format
 from mlpk.packager.convert.registry import Conversion, ConvertOptions
 from mlpk.packager.errors import ConversionError, InputError
@@ -50,10 +51,36 @@ def load(source: Path) -> tuple[onnx.ModelProto, int]:
         onnx.load_external_data_for_model(bare, str(source.parent))
     except (onnx.checker.ValidationError, FileNotFoundError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, onnx.checker.ValidationError):
+            _refuse_unknown_ops(bare, source, size)
         raise InputError(f"{source.name} is not a valid ONNX model (checker: {first}); expected a complete model "
                          f"with its external data beside it",
                          hint="the file may be truncated: export it again") from err
     return bare, size
+
+
+def _refuse_unknown_ops(model: onnx.ModelProto, source: Path, size: int) -> None:
+    """A ConversionError naming the ops of the standard domain that neither ONNX nor onnxruntime knows, when that is
+    why the checker refused the model (not a truncated file: the file parsed, its ops are the problem)."""
+    import onnxruntime as ort
+
+    unknown = ops.unknown_ops(model)
+    if not unknown:
+        return
+    if size <= _LARGE:  # make sure onnxruntime, which may be newer than the onnx package, does not know them either
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001, S110 - onnxruntime's own error types: it refused, as expected
+            pass
+        else:
+            return
+    opset = ops.opset(model)
+    supported = compat.probe_installed().opset
+    raise ConversionError(f"{source.name} uses the op(s) {ops.listing(unknown)}, unknown to onnxruntime "
+                          f"{ort.__version__}: no ONNX operator of that name exists (the model imports opset "
+                          f"{opset}; this onnxruntime runs opsets up to {supported})",
+                          hint="export the model again with standard ONNX operators only (a custom operator needs a "
+                               "domain of its own and a runtime library that implements it)")
 
 
 def infer_shapes(model: onnx.ModelProto, source: Path, size: int) -> onnx.ModelProto:

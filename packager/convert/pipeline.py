@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 
 from mlpk.packager import card as cards
 from mlpk.packager import feeds, onnxrt, parity, signature
-from mlpk.packager.convert import compat, output, rewrite, specs
+from mlpk.packager.convert import compat, ops, output, rewrite, specs
 from mlpk.packager.convert.detect import Format, detect
 from mlpk.packager.convert.registry import Conversion, ConvertOptions, for_format
 from mlpk.packager.errors import ConfigError, ConversionError, InputError, ValidationError
@@ -47,16 +48,28 @@ def default_output(source: Path) -> Path:
     return Path.cwd() / f"{stem or 'model'}.onnx"
 
 
-def _session(path: Path, name: str) -> Any:
+def _session(path: Path, name: str, model: Any, kind: str) -> Any:
+    """An onnxruntime session on the staged model at `path`; errors name the user's model `name`, never the
+    staging path (which is gone by the time the message is read), and custom-domain ops by name."""
     import onnxruntime as ort
 
     options = onnxrt.session_options()
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own Fail/NotImplemented/InvalidGraph types
-        text = " ".join(str(err).replace(str(path), path.name).split())
-        raise ConversionError(f"{name}: onnxruntime {ort.__version__} cannot load the converted model ({text[:400]})",
-                              hint="an op or type the runtime lacks: try another --opset") from err
+        custom = ops.custom_ops(model)
+        if custom:
+            domains = sorted({op.split(":", 1)[0] for op in custom})
+            raise ConversionError(f"{name} uses the op(s) {ops.listing(custom)} of the custom domain(s) "
+                                  f"{', '.join(domains)}, which onnxruntime {ort.__version__} does not implement",
+                                  hint="mlpack runs stock onnxruntime, here and in its images, without custom-op "
+                                       "libraries: export the model again with standard ONNX operators only") from err
+        text = re.sub(r"Load model from .*? failed:\s*", "", str(err)).replace(str(path.parent), "")
+        hint = "an op or type this onnxruntime lacks: change that node of the model (e.g. to float32 tensors)" \
+            if kind == "onnx" else ("an op or type this onnxruntime lacks; another opset may map it differently: "
+                                    "mlpack convert MODEL --opset N, then use the .onnx it writes")
+        raise ConversionError(f"{name}: onnxruntime {ort.__version__} cannot load the converted model "
+                              f"({' '.join(text.split())[:400]})", hint=hint) from err
 
 
 def _raw_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -67,13 +80,33 @@ def _raw_arrays(path: Path) -> dict[str, np.ndarray]:
             return {file.stem: np.load(file, allow_pickle=False) for file in npy}
         files = sorted(path.glob("*.npz"))
         if not files:
-            raise InputError(f"sample data {path.name} holds no .npy or .npz files",
+            raise InputError(f"{path.name} holds no .npy or .npz files",
                              hint="pass an .npz written with numpy.savez, or a directory of them")
         path = files[0]
     elif not path.is_file():
-        raise InputError(f"sample data {path} does not exist", hint="pass an .npz written with numpy.savez")
+        raise InputError(f"{path} does not exist", hint="pass an .npz written with numpy.savez")
     arrays = feeds.read_npz(path)
     return {k: v for k, v in arrays.items() if k not in feeds.LABEL_KEYS} or arrays
+
+
+def _bad_sample_data(err: InputError, expected: str | None) -> InputError:
+    """`err` (about the --sample-data file) with a hint naming the flag and the inputs the model expects."""
+    wanted = f"one array per model input ({expected})" if expected else "one array per model input, named after it"
+    return InputError(f"--sample-data: {err.message}",
+                      hint=f"--sample-data takes an .npz written by numpy.savez with {wanted}, the samples on the "
+                           "first axis (or a directory of such files)")
+
+
+def _declared_inputs(source: Path) -> str | None:
+    """The inputs an ONNX file declares (`x: float32[batch, 16]`), read without its weights; None if it cannot be
+    read (the converter then says why)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(source), load_external_data=False)
+    except Exception:  # noqa: BLE001 - any unreadable file: the converter reports it
+        return None
+    return ", ".join(spec.render() for spec in specs.graph_inputs(model)) or None
 
 
 def _evidence(sig: Signature, session: Any, sample_data: Path | None, model: Any,
@@ -81,7 +114,10 @@ def _evidence(sig: Signature, session: Any, sample_data: Path | None, model: Any
     """The data parity runs on, and the signature with example shapes that ran: the user's samples, else
     synthetic data shaped by a probed signature (the last resort, labelled as such)."""
     if sample_data is not None:
-        loaded = feeds.load(sample_data, sig).head(MAX_PARITY_SAMPLES)
+        try:
+            loaded = feeds.load(sample_data, sig).head(MAX_PARITY_SAMPLES)
+        except InputError as err:
+            raise _bad_sample_data(err, sig.describe()) from err
         data = replace(loaded, source=f"sample data {loaded.source}")
         return data, sig.with_examples(data.first(), data.source)
     outputs = [o.name for o in session.get_outputs()]
@@ -139,7 +175,11 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
     if destination.exists() and source.exists() and destination.resolve() == source.resolve():
         raise ConfigError(f"output {destination} is the source model itself", hint="pass another -o OUT.onnx")
     if sample_data is not None and not options.inputs:
-        options = replace(options, sample_inputs=specs.from_arrays(_raw_arrays(sample_data)))
+        try:
+            raw = _raw_arrays(sample_data)
+        except InputError as err:
+            raise _bad_sample_data(err, _declared_inputs(source) if fmt == "onnx" else None) from err
+        options = replace(options, sample_inputs=specs.from_arrays(raw))
 
     converter = for_format(fmt)
     conversion = converter.convert(source, fmt, options)
@@ -168,7 +208,7 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
     with output.staging(destination) as stage:
         staged = stage / destination.name
         output.save(model, staged)
-        session = _session(staged, source.name)
+        session = _session(staged, source.name, model, converter.kind)
         data, sig = _evidence(sig, session, sample_data, model, source.name)
         report = _parity(conversion, session, data, tolerance, source.name, sig.fixed_batch or MAX_PARITY_SAMPLES,
                          classes)

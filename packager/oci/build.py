@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlpk.packager.errors import BuildError, ConfigError
+from mlpk.packager.errors import ConfigError
 from mlpk.packager.oci import daemon, layout, remote, sources, tarball
 from mlpk.packager.oci.image import Image, Index, index
 from mlpk.packager.oci.layer import Layer, layer_from_dir
@@ -57,10 +57,7 @@ def build(spec: BuildSpec) -> Image | Index:
                            for add in spec.adds]
     images = []
     for platform in spec.platforms:
-        base = sources.image(spec.base, platform)
-        if not platform.matches(base.platform):
-            raise BuildError(f"base '{spec.base}' is for {base.platform}, not {platform}",
-                             hint="give a base for that platform or a multi-platform index")
+        base = sources.base(spec.base, platform).image  # refused unless every layer passes the safety check
         img = append_layers(base, *layers, created_by="mlpack build --add")
         img = with_config(img, entrypoint=spec.entrypoint, cmd=spec.cmd, env=spec.env, user=spec.user,
                           workdir=spec.workdir, labels=spec.labels, exposed_ports=spec.exposed_ports)

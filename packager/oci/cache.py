@@ -4,22 +4,27 @@ Blobs live at `ROOT/sha256/<hex>`. A blob is written to a unique temporary file 
 checked against its digest, and only then renamed into place (rename is atomic on POSIX), so a reader sees either
 no blob or a complete one, two writers of the same blob both succeed, and a killed writer leaves only a temporary
 file that `prune_tmp` later removes. Reads are verified against the digest as they stream.
+
+A blob that a caller can fetch again (from the registry it came from) or rebuild goes through `ensure`: the cached
+copy is hashed before it is used, one that does not match its name is evicted, and the blob is written once more
+from its source; only a source that also gives wrong bytes is an error. `mlpack cache verify` checks every blob.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from mlpk.packager import locations
-from mlpk.packager.errors import RegistryError
-from mlpk.packager.oci.digest import CHUNK, Digest, HashingReader
+from mlpk.packager.errors import MlpackError, RegistryError
+from mlpk.packager.oci.digest import CHUNK, Digest, HashingReader, sha256_stream
 
 
 @dataclass
@@ -70,7 +75,10 @@ class BlobCache:
         tmpdir = self.root / "tmp"
         tmpdir.mkdir(parents=True, exist_ok=True)
         (self.root / "sha256").mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=tmpdir, prefix=f"{os.getpid()}-")
+        from mlpk.packager import runs
+
+        fd, name = tempfile.mkstemp(dir=tmpdir, prefix=f"{runs.Owner.current().token}-")
+        runs.lock(fd)  # held until the file is closed: prune_tmp never takes the file of a writer that lives
         pending = PendingBlob(os.fdopen(fd, "wb"), Path(name), self)
         try:
             yield pending
@@ -90,29 +98,91 @@ class BlobCache:
             reader.verify()
             return pending.commit(digest)
 
+    def intact(self, digest: Digest, size: int | None = None) -> bool:
+        """Whether the blob is cached and its bytes hash to `digest` (and number `size`), read now."""
+        try:
+            with self.path(digest).open("rb") as blob:
+                found, length = sha256_stream(blob)
+        except FileNotFoundError:
+            return False
+        return found == digest and (size is None or length == size)
+
+    def evict(self, digest: Digest) -> bool:
+        """Remove a cached blob; returns whether there was one."""
+        try:
+            self.path(digest).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def ensure(self, digest: Digest, size: int | None, fill: Callable[[BinaryIO], None], *,
+               source: str = "its source") -> Path:
+        """The cached blob, checked now: a copy that does not match `digest` is evicted, and a missing or evicted
+        one is written by `fill` (from `source`, named in the error) and checked before it is committed."""
+        if self.intact(digest, size):
+            return self.path(digest)
+        self.evict(digest)
+        with self.writer() as pending:
+            fill(pending.file)
+            pending.file.flush()
+            with pending.tmp.open("rb") as written:
+                found, length = sha256_stream(written)
+            if found != digest or (size is not None and length != size):
+                raise RegistryError(f"blob {digest} fetched again from {source} hashes to {found} ({length} bytes)",
+                                    hint=f"{source} serves bytes that do not match the digest; nothing was cached. "
+                                         "Fix or rebuild the source, then run the command again")
+            return pending.commit(digest)
+
+    def entries(self) -> list[Path]:
+        """Every file under the cache's sha256 folder (a name that is no digest is a bad entry too)."""
+        return sorted(p for p in (self.root / "sha256").glob("*") if p.is_file())
+
     def prune_tmp(self, older_than_s: float = 3600.0) -> int:
-        """Remove temporary files left by interrupted writers; returns how many."""
-        removed = 0
-        now = time.time()
-        for tmp in (self.root / "tmp").glob("*"):
-            try:
-                if now - tmp.stat().st_mtime > older_than_s:
-                    tmp.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                continue
-        return removed
+        """Remove temporary files left by interrupted writers; returns how many. A file named by its writer
+        (`runs.Owner`: pid and start time) goes as soon as that process is gone and no lock is held on it, so a
+        live writer's file is never taken, however slow; one without (older mlpack versions) once it is
+        `older_than_s` seconds untouched."""
+        from mlpk.packager import runs
+
+        paths = sorted((self.root / "tmp").glob("*"))
+        named = [p for p in paths if runs.Owner.from_name(p.name) is not None]
+        return runs.remove_orphans(named) + remove_stale([p for p in paths if p not in named], older_than_s)
 
     def check(self) -> list[Digest]:
         """Every cached blob whose bytes do not match its name (an empty list means the cache is valid)."""
-        bad = []
-        for path in sorted((self.root / "sha256").glob("*")):
-            digest = Digest(path.name)
+        return [Digest(p.name) for p in self.bad()]
+
+    def bad(self) -> list[Path]:
+        """The files of `entries` whose bytes do not hash to their name, or whose name is not a digest."""
+        out = []
+        for path in self.entries():
             try:
-                self.verify(digest)
-            except RegistryError:
-                bad.append(digest)
-        return bad
+                digest = Digest(path.name)
+            except MlpackError:
+                out.append(path)
+                continue
+            if not self.intact(digest):
+                out.append(path)
+        return out
+
+
+def remove_stale(paths: Iterable[Path], older_than_s: float) -> int:
+    """Remove the files or folders among `paths` last changed more than `older_than_s` seconds ago (what killed
+    writers left: a live writer keeps changing its file); returns how many went."""
+    removed = 0
+    now = time.time()
+    for path in paths:
+        try:
+            if now - path.lstat().st_mtime <= older_than_s:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def default_cache() -> BlobCache:

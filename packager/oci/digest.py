@@ -89,7 +89,8 @@ class HashingReader:
     def _fail(self, what: str) -> None:
         raise RegistryError(
             f"{self._what} {self._expected} {what}: its bytes do not match its digest",
-            hint="the source is corrupt or was tampered with; delete it (or `mlpack cache clean`) and fetch again",
+            hint="the source is corrupt or was tampered with; fetch or build it again (for mlpack's own cache: "
+                 "mlpack cache verify --fix)",
         )
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """Registries as a source (`image_from_registry`, `read`) and a sink (`push`), over the distribution API.
 
 Pulled layers are lazy: their bytes are fetched into the blob cache (verified against their digest) the first time
-they are opened. A pushed blob is HEADed first and skipped when present; a layer that came from another repository
-of the same registry is mounted from there instead of uploaded.
+they are opened, and the cached copy is checked on every open (a corrupted one is evicted and pulled again). A
+pushed blob is HEADed first and skipped when present; a layer that came from another repository of the same
+registry is mounted from there instead of uploaded.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ class RemoteLayer:
         return self.client.registry
 
     def open(self) -> BinaryIO:
-        if not self.cache.has(self.digest):
-            with self.cache.writer() as pending:
-                for chunk in self.client.blob(self.repository, self.digest, self.size):
-                    pending.file.write(chunk)
-                pending.commit(self.digest)
+        """The blob from the cache; a cached copy that no longer matches its digest is evicted and pulled again."""
+
+        def pull(out: BinaryIO) -> None:
+            for chunk in self.client.blob(self.repository, self.digest, self.size):
+                out.write(chunk)
+
+        self.cache.ensure(self.digest, self.size, pull, source=f"{self.registry}/{self.repository}")
         return self.cache.open(self.digest, self.size)
 
 

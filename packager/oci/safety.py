@@ -1,8 +1,9 @@
 """Path-traversal checks for layer members, applied wherever mlpack writes, reads or rewrites a layer or archive.
 
 A member is refused when its name is absolute or climbs out of the root (`..`), when a hard link points outside
-the root, or when a relative symlink resolves above the root from where it sits. Absolute symlink targets are
-allowed: they are resolved inside the container's root filesystem (that is what `/bin/sh -> /bin/busybox` means).
+the root, when a relative symlink resolves above the root from where it sits, or when it is a device file (a base
+has no business creating `/dev` nodes; the runtime provides them). Absolute symlink targets are allowed: they are
+resolved inside the container's root filesystem (that is what `/bin/sh -> /bin/busybox` means).
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def check_member(info: tarfile.TarInfo) -> None:
         if _escapes(resolved):
             raise InputError(f"symlink '{name}' -> '{info.linkname}' resolves outside the image root",
                              hint="the layer is malformed or malicious; rebuild it from a trusted source")
+    elif info.ischr() or info.isblk():
+        kind = "character" if info.ischr() else "block"
+        raise InputError(f"layer member '{name}' is a {kind} device ({info.devmajor}:{info.devminor})",
+                         hint="the layer is malformed or malicious; rebuild it from a trusted source")
 
 
 def check_archive_name(name: str, archive: str) -> None:

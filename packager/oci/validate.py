@@ -3,7 +3,8 @@ image-producing test, and by `mlpack inspect --verify`.
 
 Checks that every blob matches its digest and size, that each layer's uncompressed bytes hash to the diff_id the
 config records, that no layer member escapes the root, that the manifest's media types are of one family, and
-that the config names a platform.
+that the config names a platform. `check_base` is the one layer-safety check every base goes through, in `build`
+and `export` alike, whatever its source.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import gzip
 import hashlib
 import tarfile
 from dataclasses import dataclass
+from typing import BinaryIO
 
-from mlpk.packager.errors import BuildError
+from mlpk.packager.errors import BuildError, InputError, MlpackError
 from mlpk.packager.oci import mediatype
 from mlpk.packager.oci.digest import CHUNK, Digest
 from mlpk.packager.oci.image import Image, Index
@@ -31,10 +33,14 @@ class LayerReport:
     members: int
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
 class _Tee:
     """A stream that hashes and counts the decompressed bytes tarfile reads."""
 
-    def __init__(self, raw: gzip.GzipFile) -> None:
+    def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
         self.hash = hashlib.sha256()
         self.count = 0
@@ -46,18 +52,50 @@ class _Tee:
         return data
 
 
+class _Prefixed:
+    """`head` (bytes already read from `rest`), then the rest of the stream."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self.head, self.rest = head, rest
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.head:
+            return self.rest.read(n)
+        if n < 0:
+            data, self.head = self.head + self.rest.read(), b""
+            return data
+        data, self.head = self.head[:n], self.head[n:]
+        return data
+
+
+def _uncompressed(raw: BinaryIO, layer: Layer) -> BinaryIO:
+    """The tar stream of a layer blob, gzip or plain (told apart by the bytes, not by the declared media type)."""
+    head = raw.read(4)
+    stream = _Prefixed(head, raw)
+    if head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[arg-type, return-value]
+    if head.startswith(ZSTD_MAGIC):
+        raise InputError(f"layer {layer.digest} is zstd-compressed ({layer.media_type}), which mlpack does not read",
+                         hint="give a base with gzip or uncompressed layers (skopeo copy --dest-compress-format "
+                              "gzip converts one)")
+    return stream  # type: ignore[return-value]
+
+
 def check_layer(layer: Layer) -> LayerReport:
     """Verify one layer's digest, size, diff_id and members; raise BuildError or InputError on a problem."""
     members = 0
     with layer.open() as raw:
-        gz = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
-        tee = _Tee(gz)
-        with tarfile.open(fileobj=tee, mode="r|") as tar:  # type: ignore[call-overload]
-            for info in tar:
-                check_member(info)
-                members += 1
-        while tee.read(CHUNK):  # the tar's end-of-archive padding belongs to the diff_id too
-            pass
+        tee = _Tee(_uncompressed(raw, layer))
+        try:
+            with tarfile.open(fileobj=tee, mode="r|") as tar:  # type: ignore[call-overload]
+                for info in tar:
+                    check_member(info)
+                    members += 1
+            while tee.read(CHUNK):  # the tar's end-of-archive padding belongs to the diff_id too
+                pass
+        except (tarfile.TarError, OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+            raise InputError(f"layer {layer.digest} is not a readable tar ({err})",
+                             hint="the layer is truncated or not a layer; rebuild it") from err
         while raw.read(CHUNK):
             pass
     if Digest(tee.hash.hexdigest()) != layer.diff_id:
@@ -101,3 +139,20 @@ def validate(item: Image | Index) -> None:
             validate_image(img)
         return
     validate_image(item)
+
+
+def check_base(img: Image, source: str) -> tuple[LayerReport, ...]:
+    """The layer-safety check of a base image, whatever it came from (a registry, an OCI layout, a docker-archive,
+    gzip or plain layers, a base mlpack built): every blob matches its digest, no member is absolute, climbs out
+    with `..`, links outside the root or is a device file, and every layer hashes to the diff_id its config records
+    (which `docker load` checks too). An error names the base and the layer; returns a report per layer."""
+    reports = []
+    for number, layer in enumerate(img.layers, 1):
+        try:
+            reports.append(check_layer(layer))
+        except MlpackError as err:
+            which = "" if str(layer.digest) in err.message else f" ({layer.digest})"
+            raise type(err)(f"base '{source}', layer {number} of {len(img.layers)}{which}: {err.message}",
+                            hint="the base is corrupt, malformed or malicious; give another --base, or rebuild "
+                                 "this one from a trusted source") from err
+    return tuple(reports)

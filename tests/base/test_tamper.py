@@ -1,41 +1,14 @@
 """A tampered archive stops the build with a clear error and writes nothing (issue 6, acceptance).
 
 The archive is a real copy: Debian's signed InRelease, the Packages index it vouches for and the .debs of a base,
-served from a `file:` mirror; one .deb or the InRelease is then altered, and the real `mlpack` CLI is run on it.
+served from a `file:` mirror (conftest's `mirror_copy`); one .deb or the InRelease is then altered, and the real
+`mlpack` CLI is run on it.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
-
-import pytest
-
-from mlpk.packager.base import BaseSpec, Cache, pipeline
-from mlpk.packager.base.archive import fetch, verified_release
-
-
-@pytest.fixture(scope="module")
-def mirror_copy(tmp_path_factory: pytest.TempPathFactory, debian_archive: str, downloads: Path) -> Path:
-    """A file: copy of the archive with what a bookworm/amd64 base needs (from the verified download store)."""
-    spec = BaseSpec(mirror=debian_archive)
-    cache = Cache(tmp_path_factory.mktemp("plan-cache"), downloads=downloads)
-    plan = pipeline.plan(spec, cache)
-    pipeline.download(plan, cache)
-    root = tmp_path_factory.mktemp("mirror")
-    (repo,) = spec.repos()
-    dists = root / "dists" / "bookworm"
-    dists.mkdir(parents=True)
-    (dists / "InRelease").write_bytes(fetch(repo.dists("InRelease")))
-    ref = verified_release(repo).packages("amd64")
-    (dists / ref.path).parent.mkdir(parents=True)
-    shutil.copy(cache.downloads.path(ref.sha256, ".xz"), dists / ref.path)
-    for package in plan.packages:
-        target = root / package.url[len(debian_archive) + 1:]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(cache.downloads.path(package.sha256, ".deb"), target)
-    return root
 
 
 def _corrupt(path: Path, offset: int) -> bytes:
