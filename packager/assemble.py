@@ -32,8 +32,8 @@ LIB = f"{PREFIX}/lib"  # the runtime code: LIB/mlpk/runtimes
 SITE = f"{PREFIX}/site-packages"  # the deps
 MODEL_DIR = f"{PREFIX}/model"
 SBOM_PATH = f"{PREFIX}/sbom.cdx.json"  # model.onnx, model-card.json (and external data, when the model has it)
-# Files of mlpk.runtimes that ship in images (code and the OpenAPI document it serves).
-RUNTIME_SUFFIXES = (".py", ".json", ".yaml")
+# Files of mlpk.runtimes that ship in images (code, the OpenAPI document it serves, the gRPC descriptor set).
+RUNTIME_SUFFIXES = (".py", ".json", ".yaml", ".binpb")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +207,8 @@ def configure(img: Image, target: Target, *, labels: dict[str, str]) -> Image:
         "MLPACK_MODEL_DIR": MODEL_DIR,
         "MLPACK_PROVIDERS": ",".join(target.providers),
     }
+    if target.runtime == "server":
+        env["MLPACK_GRPC_PORT"] = str(target.grpc_port)
     if target.tensorrt is not None:
         env["MLPACK_TRT_CACHE"] = target.tensorrt.engine_cache
     env.update(target.env)
@@ -218,13 +220,13 @@ def configure(img: Image, target: Target, *, labels: dict[str, str]) -> Image:
         **labels,
     }
     return with_config(img, entrypoint=entrypoint, cmd=cmd, env=env, user=target.user, workdir="/tmp",
-                       labels=all_labels, exposed_ports=[str(p) for p in target.ports])
+                       labels=all_labels, exposed_ports=[str(p) for p in target.exposed_ports])
 
 
 def assemble(base: Image, target: Target, platform: str, *, deps: Layer, runtime: Layer, model: Layer,
              labels: dict[str, str]) -> Image:
     """base + deps + runtime + model, configured for `target`."""
-    if Platform.parse(platform) != base.platform:
+    if not Platform.parse(platform).matches(base.platform):  # arm64 is arm64/v8, however the base records it
         raise BuildError(f"the base image is for {base.platform}, but {target.name} builds {platform}",
                          hint="give a base for that platform (an index, or --base for each platform)")
     img = append_layers(base, deps, created_by="mlpack: deps (wheels)")

@@ -37,6 +37,7 @@ class ExportRequest:
     target: str  # a built-in name or a profile TOML
     out: Path
     tag: str | None = None
+    name: str | None = None  # the model's name in URLs (default: the model file's name, as `mlpack serve` gives it)
     push: str | None = None
     base: str | None = None  # registry ref | oci:DIR | docker-archive:FILE.tar (one platform) | DIR | FILE.tar
     quantize: str | None = None  # overrides optimize.quantize
@@ -46,11 +47,19 @@ class ExportRequest:
     python: str | None = None
     wheel_index: str | None = None
     budget_mb: float | None = None
+    grpc_port: int | None = None  # overrides grpc_port (0: no gRPC in the image)
     model_class: str | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
     trust_pickle: bool = False
     archive: bool = True  # write docker-archive tars beside the layout
     prebuild_engine: bool = False  # build the TensorRT engine here (needs TensorRT and the fleet's GPU)
+
+    def model_name(self) -> str:
+        """The name the image answers under: --name, else the name `mlpack serve MODEL` gives the model's file (or
+        folder), so a client written against one answers against the other."""
+        from mlpk.runtimes.config import name_from_file
+
+        return self.name or name_from_file(self.model.name if self.model.is_dir() else self.model.stem)
 
     def overrides(self) -> dict[str, Any]:
         over: dict[str, Any] = {}
@@ -64,6 +73,8 @@ class ExportRequest:
             over["optimize"] = {"quantize": self.quantize}
         if self.budget_mb is not None:
             over["budget_mb"] = self.budget_mb
+        if self.grpc_port is not None:
+            over["grpc_port"] = self.grpc_port
         return over
 
 
@@ -101,8 +112,11 @@ class ExportReport:
 
 
 def _check_names(request: ExportRequest) -> None:
-    """Refuse a --tag or --push that is no image reference, and a --wheel-index that is no URL, before any work."""
+    """Refuse a --tag or --push that is no image reference, a --name that is no model name, and a --wheel-index
+    that is no URL, before any work."""
     from urllib.parse import urlsplit
+
+    from mlpk.runtimes.config import model_name
 
     from mlpk.packager.oci.reference import Reference
 
@@ -115,6 +129,12 @@ def _check_names(request: ExportRequest) -> None:
             raise ConfigError(f"{flag} {value!r} is not an image reference",
                               hint=f"give {flag} [HOST[:PORT]/]NAME[:TAG] with a lowercase NAME, e.g. "
                                    "mlpack/model:cpu") from None
+    if request.name is not None:
+        try:
+            model_name("--name", request.name)
+        except ValueError as err:
+            raise ConfigError(str(err), hint="give --name letters, digits, '.', '_' and '-', e.g. --name scorer-v2") \
+                from None
     if request.wheel_index is not None:
         url = urlsplit(request.wheel_index)
         if url.scheme not in ("http", "https", "file") or (url.scheme != "file" and not url.netloc):

@@ -74,7 +74,8 @@ def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callabl
     options = ConvertOptions(model_class=request.model_class, model_args=request.model_args,
                              trust_pickle=request.trust_pickle)
     converted = convert(request.model, workdir / "model.onnx", options=options, sample_data=request.sample_data,
-                        tolerance=request.tolerance, ort_version=runtime_ort_version(target))
+                        tolerance=request.tolerance, ort_version=runtime_ort_version(target),
+                        name=request.model_name())
     card = converted.card
     files = {f.name: f for f in converted.files if not f.name.endswith(cards.SUFFIX)}
     mode, required = chosen_mode(target, request.quantize, request.calibration is not None)

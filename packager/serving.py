@@ -42,7 +42,7 @@ def settings_for(model: Path, **overrides: Any) -> Any:
         raise ConfigError(str(err), hint="see mlpack serve --help") from err
 
 
-def _check_port(host: str, port: int) -> None:
+def _check_port(host: str, port: int, flag: str = "--port") -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -53,7 +53,7 @@ def _check_port(host: str, port: int) -> None:
                               "addresses") from err
         except OSError as err:
             raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror}",
-                              hint="choose another --port, or stop what listens there") from err
+                              hint=f"choose another {flag}, or stop what listens there") from err
 
 
 def serve(model: Path, **overrides: Any) -> None:
@@ -65,8 +65,16 @@ def serve(model: Path, **overrides: Any) -> None:
         raise InputError(f"model {model} does not exist", hint="pass an .onnx file or a directory with model.onnx")
     settings = settings_for(model, **overrides)
     _check_port(settings.host, settings.port)
+    if settings.grpc_port:
+        if settings.grpc_port == settings.port:
+            raise ConfigError(f"--grpc-port {settings.grpc_port} is the HTTP --port too",
+                              hint="give --grpc-port another port (8081 in images), or 0 for no gRPC")
+        _check_port(settings.host, settings.grpc_port, "--grpc-port")
     try:
         server.serve(settings)
+    except ValueError as err:  # gRPC asked for where it cannot run (no grpcio, or its port went)
+        raise ConfigError(str(err).replace("MLPACK_GRPC_PORT", "--grpc-port"), hint="give another --grpc-port, or "
+                          "leave it out") from err
     except ModelLoadError as err:
         if model.is_dir():
             raise InputError(str(err), hint="pass an .onnx file, or a directory that holds model.onnx") from err

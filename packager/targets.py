@@ -14,6 +14,7 @@ import copy
 import difflib
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -22,7 +23,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from mlpk.packager import locks
 from mlpk.packager.errors import ConfigError
+
+# What the server's gRPC API (mlpk.runtimes.grpc_server) needs in an image, added to a server target's wheels when its
+# grpc_port is set: the versions the tests run (pyproject.toml's serve extra), which need CPython 3.9 or newer.
+GRPC_REQUIREMENTS = ("grpcio>=1.78", "protobuf>=6.31")
+GRPC_DEFAULT_PORT = 8081
+GRPC_MIN_PYTHON = (3, 9)
 
 JETSON_INDEX_ENV = "MLPACK_JETSON_WHEEL_INDEX"
 
@@ -82,7 +90,8 @@ class Target:
     budget_mb: float
     env: Mapping[str, str]
     user: str
-    ports: tuple[int, ...]
+    ports: tuple[int, ...]  # HTTP
+    grpc_port: int  # the Open Inference Protocol over gRPC; 0: none
     labels: Mapping[str, str]
     run_hint: str
     compat: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -91,6 +100,11 @@ class Target:
     def abi(self) -> str:
         """The CPython ABI tag of wheels for this target, e.g. cp311."""
         return "cp" + self.python.replace(".", "")
+
+    @property
+    def exposed_ports(self) -> tuple[int, ...]:
+        """Every port the image listens on: HTTP's, then gRPC's when it has one."""
+        return self.ports + ((self.grpc_port,) if self.grpc_port else ())
 
     @property
     def uses_tensorrt(self) -> bool:
@@ -214,6 +228,17 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
         found.append(f"platforms: a single_arch target takes exactly one platform, not {raw.get('platforms')}")
     if raw.get("runtime") == "lambda" and not raw.get("single_arch"):
         found.append("single_arch: must be true for runtime = 'lambda' (Lambda rejects image indexes)")
+    grpc_port = raw.get("grpc_port", 0)
+    if grpc_port and raw.get("runtime") == "lambda":
+        found.append(f"grpc_port: {grpc_port} is for runtime = 'server'; Lambda images speak only the Lambda runtime "
+                     "API (set 0 or remove it)")
+    elif grpc_port and grpc_port in raw.get("ports", [8080]):
+        found.append(f"grpc_port: {grpc_port} is one of the HTTP ports {raw.get('ports', [8080])}; give gRPC its own")
+    if raw.get("runtime") == "server" and raw.get("grpc_port", GRPC_DEFAULT_PORT) and raw.get("python") and \
+            tuple(int(part) for part in raw["python"].split(".")) < GRPC_MIN_PYTHON:
+        found.append(f"grpc_port: gRPC needs Python {'.'.join(map(str, GRPC_MIN_PYTHON))} or newer in the image "
+                     f"(grpcio {GRPC_REQUIREMENTS[0].split('>=')[1]}), this target has {raw['python']}; set "
+                     "grpc_port = 0")
     providers = raw.get("providers", [])
     if providers and providers[-1] != "CPUExecutionProvider":
         found.append("providers: must end with CPUExecutionProvider, the fallback every onnxruntime build has")
@@ -252,6 +277,7 @@ def resolve(raw: Mapping[str, Any], source: str | None = None) -> Target:
     extra = wheels.get("extra_index", "") or (os.environ.get(JETSON_INDEX_ENV, "") if release else "")
     opt = raw.get("optimize", {})
     trt = raw.get("tensorrt")
+    grpc_port = int(raw.get("grpc_port", GRPC_DEFAULT_PORT if raw["runtime"] == "server" else 0))
     uses_trt = "TensorrtExecutionProvider" in raw["providers"]
     return Target(
         name=raw["name"],
@@ -263,7 +289,8 @@ def resolve(raw: Mapping[str, Any], source: str | None = None) -> Target:
         base=Base(kind=base["kind"], suite=base.get("suite"), ref=base.get("ref"),
                   glibc=base.get("glibc") or suite.get("glibc") or (release or {}).get("glibc", "2.28"),
                   jetpack=base.get("jetpack")),
-        wheels=Wheels(requirements=tuple(wheels.get("requirements", ())), index=wheels.get("index", ""),
+        wheels=Wheels(requirements=_with_grpc(tuple(wheels.get("requirements", ())), grpc_port),
+                      index=wheels.get("index", ""),
                       extra_index=extra, extra_index_required=bool(wheels.get("extra_index_required"))),
         providers=tuple(raw["providers"]),
         optimize=Optimize(quantize=opt.get("quantize", "auto"), max_drop=float(opt.get("max_drop", 0.01)),
@@ -275,10 +302,23 @@ def resolve(raw: Mapping[str, Any], source: str | None = None) -> Target:
         env=MappingProxyType(dict(raw.get("env", {}))),
         user=raw.get("user", "65532:65532"),
         ports=tuple(raw.get("ports", (8080,) if raw["runtime"] == "server" else ())),
+        grpc_port=grpc_port,
         labels=MappingProxyType(dict(raw.get("labels", {}))),
         run_hint=raw.get("run_hint", "docker run --rm {image}"),
         compat=MappingProxyType({k: str(v) for k, v in (release or {}).items()}),
     )
+
+
+def _with_grpc(requirements: tuple[str, ...], grpc_port: int) -> tuple[str, ...]:
+    """A server's requirements with what gRPC needs when it serves gRPC (those the profile names itself kept)."""
+    if not grpc_port:
+        return requirements
+
+    def name(requirement: str) -> str:
+        return locks.canonical(re.split(r"[\s\[<>=!~;@(]", requirement.strip(), maxsplit=1)[0])
+
+    named = {name(r) for r in requirements}
+    return requirements + tuple(r for r in GRPC_REQUIREMENTS if name(r) not in named)
 
 
 def load(name_or_path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> Target:

@@ -181,7 +181,8 @@ class Api:
         except ClientError as err:
             return error_reply(err)
 
-    def _model(self, model: str, version: str | None = None) -> Model:
+    def served(self, model: str, version: str | None = None) -> Model:
+        """The model a request names (and its version); NotFound otherwise."""
         if model != self.model.name:
             raise NotFound(f"unknown model '{model}'; this server serves '{self.model.name}' with inputs "
                            f"{self.model.signature()}")
@@ -200,11 +201,11 @@ class Api:
         return json_reply(body, status)
 
     def model_ready(self, model: str, version: str | None = None, **_: Any) -> Reply:
-        self._model(model, version)
+        self.served(model, version)
         return self.ready()
 
     def model_metadata(self, model: str, version: str | None = None, **_: Any) -> Reply:
-        served = self._model(model, version)
+        served = self.served(model, version)
 
         def tensors(specs: Any) -> list[dict[str, Any]]:
             return [{"name": s.name, "datatype": s.datatype, "shape": s.v2_shape,
@@ -217,7 +218,7 @@ class Api:
     def model_config(self, model: str, version: str | None = None, **_: Any) -> Reply:
         """Triton's model configuration extension (tritonclient's get_model_config, perf_analyzer): the model as
         an onnxruntime model without Triton-side batching (max_batch_size 0: the batch axis is in the dims)."""
-        served = self._model(model, version)
+        served = self.served(model, version)
 
         def tensors(specs: Any) -> list[dict[str, Any]]:
             return [{"name": s.name, "data_type": "TYPE_STRING" if s.datatype == "BYTES" else f"TYPE_{s.datatype}",
@@ -234,7 +235,8 @@ class Api:
             entry.update(state="UNAVAILABLE", reason=self.readiness.error)  # Triton's fields for a failed load
         return Reply(200, json.dumps([entry]).encode())
 
-    def _run(self, feeds: dict[str, Any], outputs: Any) -> list[Any]:
+    def run(self, feeds: dict[str, Any], outputs: Any) -> list[Any]:
+        """Run the model, timing it for the metrics."""
         started = time.perf_counter()
         results = self.model.run(feeds, outputs)
         if self.observe_inference is not None:
@@ -243,14 +245,14 @@ class Api:
 
     def infer(self, model: str, body: bytes, headers: Mapping[str, str], version: str | None = None,
               hold: Callable[[int, str], None] | None = None, **_: Any) -> Reply:
-        served = self._model(model, version)
+        served = self.served(model, version)
         raw_length = headers.get(HEADER_LENGTH)
         try:
             header_length = None if raw_length is None else int(raw_length)
         except ValueError:
             raise ClientError(f"Inference-Header-Content-Length {raw_length!r} is not an integer") from None
         request = codec.parse_request(served, body, header_length, self.max_elements, hold)
-        results = self._run(request.feeds, request.outputs)
+        results = self.run(request.feeds, request.outputs)
         payload, json_length = codec.encode_response(served, request, results)
         if json_length is None:
             return Reply(200, payload)
@@ -258,13 +260,13 @@ class Api:
                      (("Inference-Header-Content-Length", str(json_length)),))
 
     def predict(self, model: str, body: bytes, hold: Callable[[int, str], None] | None = None, **_: Any) -> Reply:
-        served = self._model(model)
+        served = self.served(model)
         feeds, form = tfserving.parse(served, body, self.max_elements, hold)
-        results = self._run(feeds, [spec.name for spec in served.outputs])
+        results = self.run(feeds, [spec.name for spec in served.outputs])
         return Reply(200, tfserving.render(served, results, form))
 
     def tf_status(self, model: str, **_: Any) -> Reply:
-        served = self._model(model)
+        served = self.served(model)
         state = "AVAILABLE" if self.readiness.is_set() else "LOADING"
         error = self.readiness.error
         status = {"error_code": "UNAVAILABLE", "error_message": error} if error else {"error_code": "OK",

@@ -196,14 +196,42 @@ def _field(entry: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wh
     return value
 
 
-def _shape(entry: Mapping[str, Any], spec: TensorSpec) -> list[int]:
-    shape = entry.get("shape")
+def input_spec(model: Model, name: str, datatype: str, shape: Any, max_elements: int) -> tuple[TensorSpec, int]:
+    """The spec of input `name` and its element count, once its datatype, shape and size are what the model takes
+    (the checks every transport makes: HTTP's JSON header and gRPC's message alike)."""
+    spec = model.input(name)
+    if spec is None:
+        raise ClientError(f"unknown input '{name}'; the model '{model.name}' expects inputs {model.signature()}")
+    if datatype != spec.datatype:
+        raise ClientError(f"input '{name}' has datatype {datatype}, but the model expects datatype "
+                          f"{spec.datatype} with shape {spec.v2_shape}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):
         raise ClientError(f"input '{spec.name}' needs 'shape' as a list of non-negative integers, got {shape!r:.80}; "
                           f"the model expects shape {spec.v2_shape} with datatype {spec.datatype}")
     spec.check_shape(shape)
-    return shape
+    count = math.prod(shape)
+    if count > max_elements:
+        raise ClientError(f"input '{name}' has {count} elements (shape {shape}), over the limit of "
+                          f"{max_elements} (MLPACK_MAX_TENSOR_ELEMENTS)")
+    return spec, count
+
+
+def output_spec(model: Model, name: Any) -> TensorSpec:
+    """The spec of a requested output; an unknown name is a ClientError listing the model's outputs."""
+    spec = model.output(name) if isinstance(name, str) else None
+    if spec is None:
+        raise ClientError(f"unknown output {name!r}; the model '{model.name}' has outputs "
+                          f"{', '.join(spec.describe() for spec in model.outputs)}")
+    return spec
+
+
+def raw_output(spec: TensorSpec, array: np.ndarray) -> tuple[list[int], bytes]:
+    """An output's shape and its bytes in the binary tensor layout (BYTES length-prefixed, JSON outputs as texts)."""
+    if spec.is_json:
+        array = json_texts(array)
+    raw = encode_bytes(array) if spec.datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
+    return list(array.shape), raw
 
 
 def parse_request(model: Model, body: bytes, header_length: int | None, max_elements: int,
@@ -227,20 +255,11 @@ def parse_request(model: Model, body: bytes, header_length: int | None, max_elem
             raise ClientError(f"each item of 'inputs' is an object with name, datatype, shape and data; got "
                               f"{entry!r:.80}")
         name = _field(entry, "name", str, "an input")
-        spec = model.input(name)
-        if spec is None:
-            raise ClientError(f"unknown input '{name}'; the model '{model.name}' expects inputs {model.signature()}")
         if name in feeds:
             raise ClientError(f"input '{name}' appears twice in the request")
         datatype = _field(entry, "datatype", str, f"input '{name}'")
-        if datatype != spec.datatype:
-            raise ClientError(f"input '{name}' has datatype {datatype}, but the model expects datatype "
-                              f"{spec.datatype} with shape {spec.v2_shape}")
-        shape = _shape(entry, spec)
-        count = math.prod(shape)
-        if count > max_elements:
-            raise ClientError(f"input '{name}' has {count} elements (shape {shape}), over the limit of "
-                              f"{max_elements} (MLPACK_MAX_TENSOR_ELEMENTS)")
+        spec, count = input_spec(model, name, datatype, entry.get("shape"), max_elements)
+        shape = entry["shape"]
         parameters = entry.get("parameters") or {}
         size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
         if size is not None:
@@ -251,7 +270,7 @@ def parse_request(model: Model, body: bytes, header_length: int | None, max_elem
                                   "Inference-Header-Content-Length header)")
             chunk = binary[offset:offset + size]
             offset += size
-            feeds[name] = _from_binary(chunk, spec, shape, count)
+            feeds[name] = from_binary(chunk, spec, shape, count)
         else:
             if "data" not in entry:
                 raise ClientError(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
@@ -263,16 +282,22 @@ def parse_request(model: Model, body: bytes, header_length: int | None, max_elem
     if offset != len(binary):
         raise ClientError(f"the request carries {len(binary) - offset} binary bytes that no input's "
                           "binary_data_size accounts for")
-    missing = [spec for spec in model.inputs if spec.name not in feeds]
-    if missing:
-        raise ClientError(f"missing input {', '.join(spec.describe() for spec in missing)}; the request has "
-                          f"{', '.join(repr(name) for name in feeds) or 'no inputs'}")
+    check_complete(model, feeds)
     outputs, binary_outputs = _requested_outputs(model, request)
     request_id = request.get("id")
     return InferRequest(request_id if isinstance(request_id, str) else None, feeds, outputs, binary_outputs)
 
 
-def _from_binary(chunk: memoryview, spec: TensorSpec, shape: list[int], count: int) -> np.ndarray:
+def check_complete(model: Model, feeds: Mapping[str, np.ndarray]) -> None:
+    """Refuse a request that lacks an input the model takes."""
+    missing = [spec for spec in model.inputs if spec.name not in feeds]
+    if missing:
+        raise ClientError(f"missing input {', '.join(spec.describe() for spec in missing)}; the request has "
+                          f"{', '.join(repr(name) for name in feeds) or 'no inputs'}")
+
+
+def from_binary(chunk: memoryview | bytes, spec: TensorSpec, shape: list[int], count: int) -> np.ndarray:
+    """An input tensor from its bytes in the binary tensor layout (the extension's, and gRPC's raw contents)."""
     if spec.datatype == "BYTES":
         try:
             items = decode_bytes(chunk, count)
@@ -300,10 +325,7 @@ def _requested_outputs(model: Model, request: Mapping[str, Any]) -> tuple[tuple[
     names_list: list[str] = []
     binary: set[str] = set()
     for entry in wanted:
-        name = entry.get("name") if isinstance(entry, dict) else None
-        if not isinstance(name, str) or model.output(name) is None:
-            raise ClientError(f"unknown output {name!r}; the model '{model.name}' has outputs "
-                              f"{', '.join(spec.describe() for spec in model.outputs)}")
+        name = output_spec(model, entry.get("name") if isinstance(entry, dict) else None).name
         names_list.append(name)
         params = entry.get("parameters")
         if params is not None and not isinstance(params, dict):
@@ -362,18 +384,17 @@ def encode_response(model: Model, request: InferRequest, results: Sequence[np.nd
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for name, array in zip(request.outputs, results, strict=True):
-        spec = model.output(name)
-        assert spec is not None
+        spec = output_spec(model, name)
+        if name in request.binary:
+            shape, raw = raw_output(spec, array)
+            outputs.append({"name": name, "datatype": spec.datatype, "shape": shape,
+                            "parameters": {"binary_data_size": len(raw)}})
+            blobs.append(raw)
+            continue
         if spec.is_json:
             array = json_texts(array)
-        entry: dict[str, Any] = {"name": name, "datatype": spec.datatype, "shape": list(array.shape)}
-        if name in request.binary:
-            raw = encode_bytes(array) if spec.datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
-            entry["parameters"] = {"binary_data_size": len(raw)}
-            blobs.append(raw)
-        else:
-            entry["data"] = json_ready(array.reshape(-1))
-        outputs.append(entry)
+        outputs.append({"name": name, "datatype": spec.datatype, "shape": list(array.shape),
+                        "data": json_ready(array.reshape(-1))})
     header: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": outputs}
     if request.id is not None:
         header["id"] = request.id

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,10 @@ class Settings:
     """Everything the server and the Lambda handler are configured by."""
 
     model_path: Path = MODEL_DIR  # a directory with model.onnx (and model-card.json), or an .onnx file
-    model_name: str | None = None  # default: the card's name, else the file's stem
+    model_name: str | None = None  # default: the card's name, else name_from_file(the file's stem)
     host: str = "0.0.0.0"  # noqa: S104 - inside a container the port must be reachable through its network
     port: int = 8080
+    grpc_port: int = 0  # the Open Inference Protocol over gRPC (grpc_server.py); 0: off. Server images set 8081
     providers: tuple[str, ...] = DEFAULT_ORDER
     trt_cache: Path = Path("/var/cache/mlpack/trt")  # mount a volume here so engines survive restarts
     trt_max_batch: int = 0  # > 0: a TensorRT optimization profile for batch 1..N
@@ -112,6 +114,26 @@ def _text(label: str, raw: Any) -> str:
     return str(raw)
 
 
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def model_name(label: str, raw: Any) -> str:
+    """A name given to a model (MLPACK_MODEL_NAME, --name): it travels in URLs (/v2/models/NAME), so 1-128 letters,
+    digits, '.', '_' and '-', starting with a letter or digit."""
+    text = str(raw)
+    if not MODEL_NAME.fullmatch(text):
+        raise ValueError(f"{label}={text!r} is not a model name: 1-128 letters, digits, '.', '_' or '-', starting "
+                         "with a letter or digit (it is part of the URL /v2/models/NAME)")
+    return text
+
+
+def name_from_file(stem: str) -> str:
+    """The name a model is served under when nothing names it, the same for `mlpack serve FILE` on a host and in
+    the image `mlpack export FILE` builds: the file's stem, each run of other characters than letters, digits, '.',
+    '_' and '-' made one '-'; 'model' when nothing is left."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:128] or "model"
+
+
 def _path(label: str, raw: Any) -> Path:
     return Path(raw)
 
@@ -119,9 +141,10 @@ def _path(label: str, raw: Any) -> Path:
 # field -> (environment variable, rule)
 RULES: dict[str, tuple[str, Rule]] = {
     "model_path": ("MLPACK_MODEL_DIR", _path),
-    "model_name": ("MLPACK_MODEL_NAME", _text),
+    "model_name": ("MLPACK_MODEL_NAME", model_name),
     "host": ("MLPACK_HOST", _text),
     "port": ("MLPACK_PORT", integer(1, 65535)),
+    "grpc_port": ("MLPACK_GRPC_PORT", integer(0, 65535)),
     "providers": ("MLPACK_PROVIDERS", _providers),
     "trt_cache": ("MLPACK_TRT_CACHE", _path),
     "trt_max_batch": ("MLPACK_TRT_MAX_BATCH", integer(0)),

@@ -18,7 +18,7 @@ class Metrics:
 
     def __init__(self, model: str) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("mlpack_requests", "HTTP requests by endpoint, method and status",
+        self.requests = Counter("mlpack_requests", "Requests (HTTP, and gRPC with method GRPC) by endpoint, method and status",
                                 ("endpoint", "method", "status"), registry=self.registry)
         self.latency = Histogram("mlpack_request_duration_seconds", "HTTP request latency by endpoint and status",
                                  ("endpoint", "status"), buckets=_LATENCY_BUCKETS, registry=self.registry)
@@ -33,7 +33,7 @@ class Metrics:
     def observe_inference(self, seconds: float) -> None:
         self._inference.observe(seconds)
 
-    def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+    def observe_request(self, endpoint: str, method: str, status: int | str, seconds: float) -> None:
         code = str(status)
         self.requests.labels(endpoint, method, code).inc()
         self.latency.labels(endpoint, code).observe(seconds)

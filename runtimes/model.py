@@ -27,7 +27,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
-from mlpk.runtimes import cpus, logs, providers
+from mlpk.runtimes import config, cpus, logs, providers
 from mlpk.runtimes.config import Settings
 from mlpk.runtimes.dtypes import ORT_TO_V2, V2_TO_NUMPY
 from mlpk.runtimes.errors import ClientError, ModelLoadError
@@ -287,7 +287,7 @@ def load(settings: Settings) -> Model:
         if spec.is_json:
             logs.info("output is not a tensor; served as BYTES holding JSON", output=spec.name, type=spec.onnx_type,
                       content=spec.content)
-    name = settings.model_name or str(card.get("name") or file.stem)
+    name = settings.model_name or str(card.get("name") or config.name_from_file(file.stem))
     logs.info("model loaded", model=name, file=str(file), threads=threads,
               providers_requested=list(settings.providers), providers_available=available,
               providers_unavailable=[p for p in wanted_gpu if p not in available],

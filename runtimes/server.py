@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from types import FrameType
+from typing import Any
 
 
 import uvicorn
@@ -123,10 +124,12 @@ def _response(reply: Reply) -> Response:
     return Response(reply.body, reply.status, headers=dict(reply.headers), media_type=reply.content_type)
 
 
-def build_app(api: Api, settings: Settings, metrics: Metrics, *, warm: bool = True) -> ASGIApp:
-    """The ASGI application over `api`. With `warm`, the lifespan starts the warm-up and then marks it ready."""
+def build_app(api: Api, settings: Settings, metrics: Metrics, *, warm: bool = True,
+              budget: Budget | None = None) -> ASGIApp:
+    """The ASGI application over `api`. With `warm`, the lifespan starts the warm-up and then marks it ready.
+    `budget`: the bytes its requests may hold (shared with the gRPC server), else one of its own."""
 
-    budget = Budget(settings.max_buffered_bytes)
+    budget = budget or Budget(settings.max_buffered_bytes)
 
     async def dispatch(request: Request) -> Response:
         lease = budget.lease()
@@ -199,12 +202,17 @@ def _warm(api: Api, settings: Settings, metrics: Metrics) -> None:
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server, which on SIGTERM/SIGINT first reports not ready, then drains as uvicorn does."""
+    """uvicorn's server, which on SIGTERM/SIGINT first reports not ready, then drains as uvicorn does (the gRPC
+    server, when there is one, stops taking calls then too and finishes those in flight within the same grace)."""
 
-    def __init__(self, config: uvicorn.Config, api: Api, metrics: Metrics) -> None:
+    def __init__(self, config: uvicorn.Config, api: Api, metrics: Metrics, grpc: Any = None,
+                 grace_s: float = 30.0) -> None:
         super().__init__(config)
         self.api = api
         self.metrics = metrics
+        self.grpc = grpc
+        self.grace_s = grace_s
+        self.grpc_stopped: threading.Event | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -225,22 +233,41 @@ class DrainingServer(uvicorn.Server):
             self.api.readiness.draining()
             self.metrics.set_ready(False)
             logs.info("draining: no new connections, finishing requests in flight", signal=int(sig))
+            if self.grpc is not None and self.grpc_stopped is None:
+                self.grpc_stopped = self.grpc.stop(self.grace_s)
         super().handle_exit(sig, frame)
+
+    def run(self, sockets: Any = None) -> None:
+        try:
+            super().run(sockets)
+        finally:
+            if self.grpc is not None:
+                (self.grpc_stopped or self.grpc.stop(self.grace_s)).wait(self.grace_s + 1)
 
 
 def serve(settings: Settings) -> None:
-    """Load the model and serve it until SIGTERM/SIGINT (blocking)."""
+    """Load the model and serve it until SIGTERM/SIGINT (blocking): HTTP, and gRPC when settings.grpc_port is set."""
     logs.setup(settings.log_level)
     model = model_module.load(settings)
     metrics = Metrics(model.name)
     metrics.set_ready(False)
     api = Api(model, settings.max_tensor_elements, metrics.observe_inference)
-    app = build_app(api, settings, metrics)
+    budget = Budget(settings.max_buffered_bytes)
+    app = build_app(api, settings, metrics, budget=budget)
+    grpc = None
+    if settings.grpc_port:
+        try:
+            from mlpk.runtimes import grpc_server
+        except ImportError as err:  # an image built without grpcio
+            raise ValueError(f"MLPACK_GRPC_PORT={settings.grpc_port} asks for gRPC, but {err.name} is not installed; "
+                             "set MLPACK_GRPC_PORT=0") from None
+        grpc = grpc_server.start(api, settings, budget, metrics)
+        logs.info("listening for gRPC", host=settings.host, port=settings.grpc_port, model=model.name)
     uv_config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
                                lifespan="on", server_header=False,
                                timeout_graceful_shutdown=int(max(1, settings.graceful_timeout_s)))
     logs.info("listening", host=settings.host, port=settings.port, model=model.name)
-    DrainingServer(uv_config, api, metrics).run()
+    DrainingServer(uv_config, api, metrics, grpc, settings.graceful_timeout_s).run()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,6 +43,19 @@ def test_target_facts_follow_the_design() -> None:
     assert jetson.tensorrt is not None and jetson.tensorrt.fp16 and jetson.optimize.consumer == "tensorrt"
     assert jetson.wheels.extra_index_required and cuda.uses_tensorrt and not cpu.uses_tensorrt
     assert cpu.tensorrt is None and cpu.optimize.consumer == "cpu"
+    # gRPC beside HTTP in server images, with its wheels; not in Lambda images, nor on JetPack 5's Python 3.8
+    for server in (cpu, jetson, cuda):
+        assert server.grpc_port == 8081 and server.exposed_ports == (8080, 8081)
+        assert {"grpcio>=1.78", "protobuf>=6.31"} <= set(server.wheels.requirements)
+    for without in (lam, lam_arm, jp5):
+        assert without.grpc_port == 0 and not any("grpc" in r for r in without.wheels.requirements)
+    assert jp5.exposed_ports == (8080,) and lam.exposed_ports == ()
+    off = targets.load("cpu", {"grpc_port": 0})
+    assert off.exposed_ports == (8080,) and not any(r.startswith(("grpcio", "protobuf")) for r in
+                                                     off.wheels.requirements)
+    own = targets.load("cpu", {"grpc_port": 9000, "wheels": {"requirements": ["onnxruntime==1.31.1",
+                                                                             "grpcio==1.80.0"]}})
+    assert own.wheels.requirements == ("onnxruntime==1.31.1", "grpcio==1.80.0", "protobuf>=6.31")
 
 
 def test_unknown_target_suggests_the_closest() -> None:
@@ -89,6 +102,11 @@ def test_cross_field_rules() -> None:
         targets.problems(targets.merge(jet, {"base": {"jetpack": "9.9"}})))
     cpu = targets.read("cpu")
     assert "not the Python of Debian bookworm" in " ".join(targets.problems({**cpu, "python": "3.13"}))
+    assert "grpc_port: 8080 is one of the HTTP ports" in " ".join(targets.problems({**cpu, "grpc_port": 8080}))
+    assert "grpc_port: 8081 is for runtime = 'server'" in " ".join(targets.problems({**lam, "grpc_port": 8081}))
+    jp5 = targets.read("jetson-jp5")
+    assert "grpc_port: gRPC needs Python 3.9 or newer" in " ".join(targets.problems({**jp5, "grpc_port": 8081}))
+    assert "grpc_port:" in " ".join(targets.problems({**cpu, "grpc_port": 70000}))
 
 
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:

@@ -92,6 +92,8 @@ def apply(ctx: click.Context, file: Path, device: str | None, identity: Path | N
 @click.option("--service", help="Run the image as this service (container name) [default: from the tag].")
 @click.option("--restart/--no-restart", default=True, show_default=True, help="Restart the service on the image.")
 @click.option("--port", type=int, default=8080, show_default=True, help="Port the service publishes on the device.")
+@click.option("--grpc-port", type=int, help="Port the service publishes its gRPC on, when the image serves gRPC "
+              "[default: the image's, 8081].")
 @click.option("--run-arg", "run_args", multiple=True, help="Extra `docker run` argument (repeatable).")
 @click.option("--ready-timeout", type=float, default=120, show_default=True, help="Seconds to wait for readiness.")
 @click.option("--rollback", is_flag=True, help="Go back to the previous image of --service; no IMAGE needed.")
@@ -100,7 +102,8 @@ def apply(ctx: click.Context, file: Path, device: str | None, identity: Path | N
 @_with_device_options
 @click.pass_context
 def device(ctx: click.Context, url: str, image: str | None, service: str | None, restart: bool, port: int,
-           run_args: tuple[str, ...], ready_timeout: float, rollback: bool, platform: str | None, tag: str | None,
+           grpc_port: int | None, run_args: tuple[str, ...], ready_timeout: float, rollback: bool, platform: str | None,
+           tag: str | None,
            identity: Path | None, known_hosts: Path | None, docker_cmd: str) -> None:
     """Load IMAGE into the device's Docker engine over SSH, sending only the layers it lacks; restart the service."""
     from mlpk.packager.deliver import device as delivery
@@ -115,7 +118,8 @@ def device(ctx: click.Context, url: str, image: str | None, service: str | None,
                               identity=identity, known_hosts=known_hosts, docker=docker_cmd)
     try:
         if rollback:
-            spec = delivery.Service(service or "", port=port, run_args=run_args, ready_timeout_s=ready_timeout)
+            spec = delivery.Service(service or "", port=port, grpc_port=grpc_port, run_args=run_args,
+                                    ready_timeout_s=ready_timeout)
             spec.check()
             result = delivery.rollback(engine, spec)
         else:  # from a multi-platform image, the one for the device's engine unless --platform says otherwise
@@ -123,7 +127,8 @@ def device(ctx: click.Context, url: str, image: str | None, service: str | None,
                                strict=platform is not None)
             if tag:
                 resolved = type(resolved)(resolved.image, tag, resolved.report)
-            spec = delivery.Service(service or delivery.default_service(resolved), port=port, run_args=run_args,
+            spec = delivery.Service(service or delivery.default_service(resolved), port=port, grpc_port=grpc_port,
+                                    run_args=run_args,
                                     ready_timeout_s=ready_timeout)
             spec.check()
             result = delivery.deliver(engine, resolved, spec if restart else None)

@@ -14,6 +14,8 @@ from mlpk.packager.cli import report, wants_json
 @click.option("--target", "-t", required=True, help="A built-in target (mlpack targets) or a profile TOML.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Output directory [default: ./mlpack-TARGET].")
 @click.option("--tag", help="Image name:tag [default: mlpack/MODEL:TARGET].")
+@click.option("--name", help="The model's name in URLs (/v2/models/NAME) [default: MODEL's file name without its "
+              "suffix, as mlpack serve gives it].")
 @click.option("--push", metavar="REF", help="Also push the image (or index) to this registry reference.")
 @click.option("--base", metavar="REF", help="Base image: registry ref, oci:DIR or docker-archive:FILE.tar.")
 @click.option("--quantize", type=click.Choice(["auto", "none", "fp16", "int8-dynamic", "int8-static"]),
@@ -25,6 +27,8 @@ from mlpk.packager.cli import report, wants_json
 @click.option("--python", help="Override the target's Python (major.minor).")
 @click.option("--wheel-index", metavar="URL", help="Extra wheel index (Jetson GPU wheels).")
 @click.option("--budget-mb", type=float, help="Override the target's size budget.")
+@click.option("--grpc-port", type=int, help="Server images: the gRPC port [default: 8081]; 0 leaves gRPC (and grpcio) "
+              "out.")
 @click.option("--model-class", help="PyTorch state dicts: module:Class or path/file.py:Class.")
 @click.option("--model-args", default="{}", help="PyTorch state dicts: JSON keyword arguments for the class.")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading pickled models (this runs code from the file).")
@@ -33,9 +37,11 @@ from mlpk.packager.cli import report, wants_json
               help="Build the TensorRT engine here and ship it (needs TensorRT and the fleet's GPU model).")
 @click.option("--plan", "dry_run", is_flag=True, help="Print the resolved steps and exit without doing them.")
 @click.pass_context
-def export(ctx: click.Context, model: Path, target: str, out: Path | None, tag: str | None, push: str | None,
+def export(ctx: click.Context, model: Path, target: str, out: Path | None, tag: str | None, name: str | None,
+           push: str | None,
            base: str | None, quantize: str | None, calibration: Path | None, sample_data: Path | None,
            tolerance: str | None, python: str | None, wheel_index: str | None, budget_mb: float | None,
+           grpc_port: int | None,
            model_class: str | None,
            model_args: str, trust_pickle: bool, no_archive: bool, prebuild_engine: bool, dry_run: bool) -> None:
     """Convert, validate, optimize and package MODEL into a verified image for TARGET."""
@@ -45,10 +51,11 @@ def export(ctx: click.Context, model: Path, target: str, out: Path | None, tag: 
 
     args = parse_model_args(model_args)
     request = exporting.ExportRequest(
-        model=model, target=target, out=out or Path(f"mlpack-{Path(target).stem}"), tag=tag, push=push, base=base,
+        model=model, target=target, out=out or Path(f"mlpack-{Path(target).stem}"), tag=tag, name=name,
+        push=push, base=base,
         quantize=quantize, calibration=calibration, sample_data=sample_data, tolerance=tolerance, python=python,
         wheel_index=wheel_index,
-        budget_mb=budget_mb, model_class=model_class, model_args=args, trust_pickle=trust_pickle,
+        budget_mb=budget_mb, grpc_port=grpc_port, model_class=model_class, model_args=args, trust_pickle=trust_pickle,
         archive=not no_archive, prebuild_engine=prebuild_engine)
     if dry_run:
         steps = exporting.plan(request)

@@ -45,14 +45,20 @@ def manifest() -> None:
 @manifest.command("compose")
 @_options
 @click.option("--port", "host_port", type=int, help="Host port to publish [default: the image's].")
+@click.option("--grpc-port", "grpc_host_port", type=int,
+              help="Host port to publish the image's gRPC port on [default: the image's, 8081].")
 @click.pass_context
 def compose_(ctx: click.Context, image: str, name: str | None, ref: str | None, platform: str | None, replicas: int,
-             out: Path | None, measure: bool, host_port: int | None) -> None:
+             out: Path | None, measure: bool, host_port: int | None, grpc_host_port: int | None) -> None:
     """A Compose file: restart policy, ready health check, GPU runtime/reservations, engine-cache volume."""
     from mlpk.packager.deliver import compose, manifests
+    from mlpk.packager.errors import ConfigError
 
     spec = manifests.spec(image, name=name, ref=ref, platform=platform, measure=measure)
-    document = compose.compose(spec, replicas=replicas, host_port=host_port)
+    if grpc_host_port is not None and not spec.grpc_port:
+        raise ConfigError(f"--grpc-port {grpc_host_port}: '{image}' serves no gRPC (exported with --grpc-port 0, or "
+                          "by an mlpack without it)", hint="leave --grpc-port out, or export again")
+    document = compose.compose(spec, replicas=replicas, host_port=host_port, grpc_host_port=grpc_host_port)
     _emit(ctx, manifests.dump([document]), out, {"compose": document, "resources_from": spec.resources_from})
 
 

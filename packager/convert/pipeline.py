@@ -18,6 +18,7 @@ from mlpk.packager.convert.registry import Conversion, ConvertOptions, for_forma
 from mlpk.packager.errors import ConfigError, ConversionError, InputError, ValidationError
 from mlpk.packager.feeds import Feeds
 from mlpk.packager.signature import Signature
+from mlpk.runtimes.config import name_from_file  # the server's rule, so the card names what it will answer
 
 MAX_PARITY_SAMPLES = 1024
 GENERATED_SAMPLES = 8
@@ -160,8 +161,11 @@ def _parity(conversion: Conversion, session: Any, data: Feeds, tolerance: parity
 
 def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | None = None,
             sample_data: Path | None = None, tolerance: parity.Tolerance | str | None = None,
-            ort_version: str | None = None) -> ConvertResult:
+            ort_version: str | None = None, name: str | None = None) -> ConvertResult:
     """Convert `source` to ONNX at `out` (default: NAME.onnx here), gate it on parity, write it with its card.
+
+    `name` is the model's name in the card, which servers answer under (default: the name the server gives the
+    file `out`, runtimes.config.name_from_file).
 
     `tolerance` replaces the default (a Tolerance, or `atol=…,rtol=…,agreement=…` text applied to the default): the
     source kind's, or for an ONNX model mlpack converted before, the tolerance chosen then (it travels in the card).
@@ -221,7 +225,7 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
         if upstream is not None:
             extra["upstream"] = {"source": upstream.source.to_dict(), "parity": upstream.parity}
         card = cards.ModelCard(
-            name=destination.stem,
+            name=name or name_from_file(destination.stem),
             source=cards.Source(converter.kind, source.name, cards.sha256_of(source)),
             inputs=inputs, outputs=outputs, signature=sig.to_dict(),
             parity={**report.to_dict(), "exporter": conversion.exporter, "notes": notes}, extra=extra)

@@ -157,7 +157,8 @@ def delta(old: str, new: str, out: Path, platform: str | None = None, tag: str |
 
     before = resolve(old, platform)
     after = resolve(new, platform)
-    if before.image.platform != after.image.platform:
+    old_platform, new_platform = before.image.platform, after.image.platform
+    if not (old_platform.matches(new_platform) or new_platform.matches(old_platform)):  # arm64 is arm64/v8
         raise InputError(f"--from is for {before.image.platform} but --to is for {after.image.platform}",
                          hint="give two images of the same platform (--platform)")
     need = missing_layers(after.image, set(chain_ids(diff_ids(before.image))))

@@ -9,12 +9,17 @@ from typing import Any
 from mlpk.packager.deliver.manifests import ServiceSpec, ready_command
 
 
-def compose(spec: ServiceSpec, *, replicas: int = 1, host_port: int | None = None) -> dict[str, Any]:
-    """The Compose document (a dict; yaml.safe_dump writes it)."""
+def compose(spec: ServiceSpec, *, replicas: int = 1, host_port: int | None = None,
+            grpc_host_port: int | None = None) -> dict[str, Any]:
+    """The Compose document (a dict; yaml.safe_dump writes it). HTTP, and gRPC where the image serves it, are
+    published on `host_port` / `grpc_host_port` (default: the image's own ports)."""
+    ports = [f"{host_port or spec.port}:{spec.port}"]
+    if spec.grpc_port:
+        ports.append(f"{grpc_host_port or spec.grpc_port}:{spec.grpc_port}")
     service: dict[str, Any] = {
         "image": spec.image,
         "restart": "unless-stopped",
-        "ports": [f"{host_port or spec.port}:{spec.port}"],
+        "ports": ports,
         "healthcheck": {"test": ready_command(spec.port), "interval": "10s", "timeout": "5s", "retries": 3,
                         "start_period": f"{spec.start_period_s}s"},
         "read_only": True,

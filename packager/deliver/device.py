@@ -41,6 +41,7 @@ class Service:
     name: str
     port: int = 8080  # published on the device
     container_port: int = 8080
+    grpc_port: int | None = None  # published on the device for the image's gRPC port (default: that port itself)
     run_args: tuple[str, ...] = ()
     ready_timeout_s: float = 120
 
@@ -145,8 +146,12 @@ def restart(engine: Engine, service: Service, image: str) -> str:
     inspect = json.loads(_docker(engine, "image", "inspect", image, what="reading the image config"))[0]
     config = inspect.get("Config") or {}
     engine.docker("rm", "-f", service.name)
+    publish = ["-p", f"{service.port}:{service.container_port}"]
+    grpc = next((e.split("=", 1)[1] for e in config.get("Env") or [] if e.startswith("MLPACK_GRPC_PORT=")), "0")
+    if grpc.isdigit() and int(grpc):  # the image serves the Open Inference Protocol over gRPC too
+        publish += ["-p", f"{service.grpc_port or int(grpc)}:{grpc}"]
     cid = _docker(engine, "run", "-d", "--name", service.name, "--label", f"{LABEL}={service.name}",
-                  "--restart", "unless-stopped", "-p", f"{service.port}:{service.container_port}",
+                  "--restart", "unless-stopped", *publish,
                   *_run_args(config.get("Labels") or {}, config.get("Env") or []), *service.run_args, image,
                   what="starting the service").strip()
     deadline = time.monotonic() + service.ready_timeout_s

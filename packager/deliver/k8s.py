@@ -53,7 +53,8 @@ def manifests(spec: ServiceSpec, *, replicas: int = 1, max_replicas: int = 4, cp
         "name": "server",
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
-        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}] +
+                 ([{"name": "grpc", "containerPort": spec.grpc_port, "protocol": "TCP"}] if spec.grpc_port else []),
         "readinessProbe": probe,
         "livenessProbe": {**probe, "httpGet": {"path": LIVE_PATH, "port": "http"}, "periodSeconds": 20},
         "resources": resources,
@@ -84,7 +85,10 @@ def manifests(spec: ServiceSpec, *, replicas: int = 1, max_replicas: int = 4, cp
         "template": {"metadata": {"labels": labels}, "spec": pod}}})
     docs.append({"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {
         "type": "ClusterIP", "selector": {"app.kubernetes.io/name": spec.name},
-        "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}})
+        "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}] +
+                 # h2c: gRPC without TLS, so meshes and gateways route it as HTTP/2 (Kubernetes' appProtocol values)
+                 ([{"name": "grpc", "port": spec.grpc_port, "targetPort": "grpc", "protocol": "TCP",
+                    "appProtocol": "kubernetes.io/h2c"}] if spec.grpc_port else [])}})
     docs.append({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": meta, "spec": {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
         "minReplicas": replicas, "maxReplicas": max_replicas,

@@ -23,13 +23,14 @@ class ServiceSpec:
 
     name: str
     image: str
-    port: int
+    port: int  # HTTP
     user: str
     target: str
     gpu: str | None  # "jetson" (NVIDIA runtime), "cuda" (GPU reservations) or None
     engine_cache: str | None  # directory of the TensorRT engine cache in the container
     resources: dict[str, Any]
     resources_from: str  # "measured run" | "defaults"
+    grpc_port: int = 0  # the Open Inference Protocol over gRPC (MLPACK_GRPC_PORT in the image); 0: none
 
     @property
     def start_period_s(self) -> int:
@@ -115,11 +116,14 @@ def spec(image: str, *, name: str | None = None, ref: str | None = None, platfor
         pull = image if sources.kind_of(image) == "registry" else None
     if not pull:
         raise ConfigError(f"'{image}' carries no tag to pull it by", hint="pass --image REGISTRY/REPO:TAG")
-    ports = sorted(int(p.split("/")[0]) for p in (config.get("ExposedPorts") or {"8080/tcp": {}}))
     env = dict(e.split("=", 1) for e in config.get("Env") or [] if "=" in e)
+    exposed = sorted(int(p.split("/")[0]) for p in (config.get("ExposedPorts") or {"8080/tcp": {}}))
+    grpc_port = int(env["MLPACK_GRPC_PORT"]) if env.get("MLPACK_GRPC_PORT", "").isdigit() else 0
+    ports = [p for p in exposed if p != grpc_port] or [8080]
     cache = env.get("MLPACK_TRT_CACHE")
     gpu = "jetson" if target.startswith("jetson") else "cuda" if target.startswith("cuda") else None
     sized, source = resources(_measured(image, resolved, measure))
     title = pull.rsplit("/", 1)[-1].split(":")[0].split("@")[0] or labels.get("org.opencontainers.image.title", "")
     return ServiceSpec(_slug(name or title), pull, ports[0], config.get("User") or "65532:65532", target, gpu,
-                       cache.rsplit("/", 1)[0] if cache else None, sized, source)
+                       cache.rsplit("/", 1)[0] if cache else None, sized, source,
+                       grpc_port if grpc_port in exposed else 0)

@@ -32,15 +32,16 @@ def cpu_amd64_profile(directory: Path) -> Path:
     return path
 
 
-def model_update(img: Image, directory: Path, seed: int) -> Image:
-    """`img` with its model layer replaced by one holding another generated model (same names, other weights)."""
+def model_update(img: Image, directory: Path, seed: int, name: str = "scorer") -> Image:
+    """`img` with its model layer replaced by one holding another generated model (same names, other weights),
+    served as `name` (default: the name of exported_cpu's model, whose file is scorer.onnx)."""
     model = models.mlp(directory, seed=seed, name="model")
     config = img.config
     config["rootfs"]["diff_ids"] = config["rootfs"]["diff_ids"][:-1]
     config["history"] = config["history"][:-1]
     base = Image(canonical_json(config), img.layers[:-1], img.media_type)
     card = directory / "model-card.json"
-    card.write_text(json.dumps({"schema": "mlpack.model-card/v1", "name": "model", "seed": seed}))
+    card.write_text(json.dumps({"schema": "mlpack.model-card/v1", "name": name, "seed": seed}))
     layer = assemble.model_layer({"model.onnx": model, "model-card.json": card})
     updated = append_layers(base, layer, created_by="mlpack: model")
     return with_config(updated, labels={"dev.mlpack.model.sha256": layer.diff_id.hex})

@@ -58,7 +58,7 @@ def expected(model: Path) -> np.ndarray:
 
 
 def served(url: str) -> np.ndarray:
-    status, answer = containers.post_json(f"{url}/v2/models/model/infer", {"inputs": [
+    status, answer = containers.post_json(f"{url}/v2/models/scorer/infer", {"inputs": [
         {"name": "x", "shape": list(X.shape), "datatype": "FP32", "data": X.ravel().tolist()}]})
     assert status == 200, answer
     return np.array(answer["outputs"][0]["data"], dtype=np.float32).reshape(2, 4)
@@ -71,8 +71,8 @@ def deliver(mlpack, sshd, *args: str) -> dict[str, Any]:
 
 
 def test_first_full_then_model_layer_only_then_rollback(mlpack, sshd, stack: dict[str, Any], token: str) -> None:
-    service, port = f"svc-{token}", free_port()
-    common = ("--service", service, "--port", str(port))
+    service, port, grpc_port = f"svc-{token}", free_port(), free_port()
+    common = ("--service", service, "--port", str(port), "--grpc-port", str(grpc_port))
     try:
         v1 = stack["images"]["v1"]
         first = deliver(mlpack, sshd, str(stack["dir"] / "v1"), *common, "--tag", f"test/scorer-{token}:v1")
@@ -81,6 +81,9 @@ def test_first_full_then_model_layer_only_then_rollback(mlpack, sshd, stack: dic
         assert layer_total < first["bytes_sent"] < layer_total + 64 * 1024  # the blobs plus tar headers and JSON
         url = f"http://127.0.0.1:{port}"
         np.testing.assert_allclose(served(url), expected(stack["models"]["v1"]), rtol=1e-5, atol=1e-6)
+        import tritonclient.grpc as triton_grpc
+
+        assert triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}").is_model_ready("scorer")  # published
 
         v2 = stack["images"]["v2"]
         second = deliver(mlpack, sshd, str(stack["dir"] / "v2"), *common, "--tag", f"test/scorer-{token}:v2")
@@ -102,7 +105,7 @@ def test_first_full_then_model_layer_only_then_rollback(mlpack, sshd, stack: dic
         assert "done: inventory" in failed.stderr and "not done: restart" in failed.stderr
         np.testing.assert_allclose(served(url), expected(stack["models"]["v2"]), rtol=1e-5, atol=1e-6)
 
-        back = deliver(mlpack, sshd, "--rollback", "--service", service, "--port", str(port))
+        back = deliver(mlpack, sshd, "--rollback", *common)
         assert back["journal"]["not_done"] == []
         np.testing.assert_allclose(served(url), expected(stack["models"]["v1"]), rtol=1e-5, atol=1e-6)
         assert images.docker("image", "inspect", "--format", "{{.Id}}", f"mlpack-device/{service}:previous") == \

@@ -72,6 +72,10 @@ def test_k8s_manifests_validate_and_carry_the_policies(mlpack, exported: Path, t
                                             "capabilities": {"drop": ["ALL"]}}
     assert pod["securityContext"]["runAsUser"] == 65532 and pod["priorityClassName"] == "inference"
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                                  {"name": "grpc", "containerPort": 8081, "protocol": "TCP"}]
+    assert docs[2]["spec"]["ports"][1] == {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP",
+                                           "appProtocol": "kubernetes.io/h2c"}
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert container["resources"]["requests"] and "nvidia.com/gpu" not in container["resources"]["limits"]
     assert docs[3]["spec"]["minReplicas"] == 2 and docs[1]["metadata"]["namespace"] == "ml"
@@ -107,11 +111,12 @@ def test_compose_service_turns_healthy(mlpack, exported: Path, tmp_path: Path) -
     images.docker("tag", loaded, tag)
     images.docker("rmi", loaded)  # only the test's own tag stays, removed at the end
     path = tmp_path / "docker-compose.yml"
-    port = free_port()
-    assert mlpack("manifest", "compose", str(exported), "--image", tag, "--port", str(port), "-o",
-                  str(path)).returncode == 0
+    port, grpc_port = free_port(), free_port()
+    assert mlpack("manifest", "compose", str(exported), "--image", tag, "--port", str(port), "--grpc-port",
+                  str(grpc_port), "-o", str(path)).returncode == 0
     config = compose_config(path)
     service = next(iter(config["services"].values()))
+    assert [(int(p["published"]), p["target"]) for p in service["ports"]] == [(port, 8080), (grpc_port, 8081)]
     assert service["restart"] == "unless-stopped" and service["read_only"] is True
     assert service["healthcheck"]["test"][:2] == ["CMD", "/usr/bin/python3"]
     project = f"mlpack{token}"
@@ -129,6 +134,10 @@ def test_compose_service_turns_healthy(mlpack, exported: Path, tmp_path: Path) -
         from tests.export.containers import wait_ready
 
         wait_ready(f"http://127.0.0.1:{port}", cid, timeout=30)
+        import tritonclient.grpc as triton_grpc
+
+        name = json.loads((exported / "report.json").read_text())["model"]["name"]
+        assert triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}").is_model_ready(name)  # gRPC, published
     finally:
         subprocess.run([*base, "down", "-v"], capture_output=True, timeout=300, check=False)
         images.docker("rmi", tag, check=False)

@@ -22,6 +22,7 @@ import pytest
 from mlpk.packager.assemble import SBOM_PATH
 from mlpk.packager.oci import image_from_layout, layout
 from mlpk.packager.oci.validate import validate
+from tests.conftest import free_port
 from tests.export import containers, models
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -59,6 +60,7 @@ def inputs() -> np.ndarray:
 
 @pytest.mark.qemu
 def test_cpu_index_runs_on_amd64_and_arm64(mlpack, mlp: Path, inputs: np.ndarray, tmp_path: Path) -> None:
+    import tritonclient.grpc as triton_grpc
     import tritonclient.http as triton
 
     out = tmp_path / "cpu"
@@ -71,10 +73,26 @@ def test_cpu_index_runs_on_amd64_and_arm64(mlpack, mlp: Path, inputs: np.ndarray
     check_image(out)
     expected = host_outputs(out, inputs)
     name = report["model"]["name"]
+    assert name == mlp.stem == "mlp"  # the name `mlpack serve mlp.onnx` answers under on a host
     for build in report["platforms"]:
         tag = containers.load(out / build["archive"])
-        with containers.container(tag, platform=build["platform"]) as (cid, url):
+        config = json.loads(containers.docker("image", "inspect", "--format", "{{json .Config}}", tag))
+        assert set(config["ExposedPorts"]) == {"8080/tcp", "8081/tcp"} and "MLPACK_GRPC_PORT=8081" in config["Env"]
+        grpc_port = free_port()
+        with containers.container(tag, platform=build["platform"],
+                                  run_args=("-p", f"127.0.0.1:{grpc_port}:8081")) as (cid, url):
             containers.wait_ready(url, cid)
+            # gRPC in the image, on both platforms (grpcio's own wheel for each): the same answer as HTTP's
+            rpc = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+            assert rpc.is_server_ready() and rpc.is_model_ready(name)
+            tensor = triton_grpc.InferInput("x", list(inputs.shape), "FP32")
+            tensor.set_data_from_numpy(inputs)
+            np.testing.assert_allclose(rpc.infer(name, [tensor]).as_numpy("probabilities"), expected, rtol=1e-5,
+                                       atol=1e-6)
+            with pytest.raises(triton_grpc.InferenceServerException, match="INVALID_ARGUMENT"):
+                wrong = triton_grpc.InferInput("x", [3, 5], "FP32")
+                wrong.set_data_from_numpy(np.ones((3, 5), np.float32))
+                rpc.infer(name, [wrong])
             if build["platform"] == "linux/amd64":
                 client = triton.InferenceServerClient(url.removeprefix("http://"))
                 assert client.is_model_ready(name)
@@ -246,6 +264,7 @@ def test_user_errors_are_one_line_and_write_nothing(mlpack, tmp_path: Path) -> N
     cases = [
         ([str(corrupt), "--target", "cpu"], (3, 4), "corrupt.onnx"),
         ([str(model), "--target", "lamda"], (2,), "did you mean 'lambda'"),
+        ([str(model), "--target", "cpu", "--name", "a/b"], (2,), "--name='a/b' is not a model name"),
         ([str(model), "--target", "lambda", "--base", "127.0.0.1:9/nothing/here:1"], (8,), "127.0.0.1:9"),
     ]
     for args, codes, needle in cases:

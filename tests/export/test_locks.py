@@ -18,7 +18,7 @@ from mlpk.packager.oci import empty_image, layout
 from mlpk.packager.oci.validate import validate
 from tests.export import models
 
-PROFILE = 'extends = "cpu"\nname = "small"\nplatforms = ["linux/amd64"]\n[wheels]\nrequirements = {}\n'
+PROFILE = 'extends = "cpu"\nname = "small"\nplatforms = ["linux/amd64"]\ngrpc_port = 0\n[wheels]\nrequirements = {}\n'
 
 
 def _deps(report: dict[str, Any]) -> str:

@@ -53,6 +53,10 @@ def test_card_name_file_stem_and_embedded_card(tmp_path: Path) -> None:
     assert model_module.load(config.Settings(model_path=models.mixed(tmp_path / "a"))).name == "mixed"
     bare = models.mixed(tmp_path / "b", card=False)
     assert model_module.load(config.Settings(model_path=bare / "model.onnx")).name == "model"
+    odd = bare.parent / "odd"
+    odd.mkdir()
+    (odd / "My Model (v2).onnx").write_bytes((bare / "model.onnx").read_bytes())
+    assert model_module.load(config.Settings(model_path=odd / "My Model (v2).onnx")).name == "My-Model-v2"
     import onnx
 
     proto = onnx.load(bare / "model.onnx")
@@ -97,3 +101,18 @@ def test_every_setting_is_documented_with_its_flag() -> None:
                 else "MODEL (argument)" if field == "model_path" else ""
                 for field, (variable, _) in config.RULES.items()}
     assert rows == expected
+
+
+def test_model_names_are_url_safe_and_the_same_for_serve_and_export() -> None:
+    assert config.name_from_file("scorer") == "scorer" and config.name_from_file("My Model (v2)") == "My-Model-v2"
+    assert config.name_from_file("résumé.v1") == "r-sum-.v1" and config.name_from_file("___") == "model"
+    assert config.model_name("MLPACK_MODEL_NAME", "scorer-v2.1_a") == "scorer-v2.1_a"
+    for bad in ("", "a/b", "two words", "-dash", "x" * 129, "../up"):
+        with pytest.raises(ValueError, match="is not a model name"):
+            config.model_name("MLPACK_MODEL_NAME", bad)
+    from mlpk.packager.export import ExportRequest
+
+    for file, name in (("scorer.onnx", "scorer"), ("My Model (v2).pt", "My-Model-v2")):
+        assert ExportRequest(Path("/m") / file, "cpu", Path("/o")).model_name() == config.name_from_file(
+            Path(file).stem) == name
+    assert ExportRequest(Path("/m/x.onnx"), "cpu", Path("/o"), name="chosen").model_name() == "chosen"

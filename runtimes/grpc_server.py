@@ -1,0 +1,215 @@
+"""The Open Inference Protocol over gRPC: KServe v2's GRPCInferenceService (grpc_predict_v2.proto, compiled when the
+package is built: runtimes/proto) and the model repository extension's RepositoryIndex, served beside HTTP by the
+same process.
+
+It shares everything but the transport with HTTP: the Api (model, readiness, inference timing), codec's checks and
+messages (a client mistake reads the same on both), the limits (MLPACK_MAX_BODY_BYTES is the largest message; every
+call holds its message's bytes on the server's budget), and the metrics (`method="GRPC"`, the status as the gRPC
+code's name). Errors map to gRPC codes: a client mistake is INVALID_ARGUMENT, an unknown model or version
+NOT_FOUND, a size limit or a full budget RESOURCE_EXHAUSTED, inference while the model is not ready UNAVAILABLE.
+
+Tensors travel as `raw_input_contents` / `raw_output_contents` (the binary tensor layout, as tritonclient.grpc sends
+them) or, for inputs, as typed `contents`; answers always use raw contents, which tritonclient reads.
+
+On by default in server images (MLPACK_GRPC_PORT=8081 in their config); off (0) for `mlpack serve` unless
+`--grpc-port` is given. Health checks stay on HTTP.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+import numpy as np
+
+from mlpk.runtimes import api as api_module
+from mlpk.runtimes import codec, logs, proto
+from mlpk.runtimes.api import Api
+from mlpk.runtimes.budget import Budget
+from mlpk.runtimes.config import Settings
+from mlpk.runtimes.errors import ClientError, NotFound, Overloaded, TooLarge
+from mlpk.runtimes.metrics import Metrics
+
+MESSAGES = proto.methods()  # method -> (request class, response class)
+
+
+def _answer(method: str, **fields: Any) -> Any:
+    """The response message of `method`, with `fields`."""
+    return MESSAGES[method][1](**fields)
+
+# v2 datatype -> the field of InferTensorContents that carries it (FP16 has none: raw contents only)
+CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+            "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
+            "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
+            "FP64": "fp64_contents", "BYTES": "bytes_contents"}
+
+
+def status_of(err: ClientError) -> grpc.StatusCode:
+    if isinstance(err, NotFound):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(err, (TooLarge, Overloaded)):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    return grpc.StatusCode.INVALID_ARGUMENT
+
+
+def feeds_of(model: Any, request: Any, max_elements: int) -> dict[str, np.ndarray]:
+    """The inputs of a ModelInferRequest, checked as codec checks HTTP's."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise ClientError(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; give one per "
+                          "input, in the order of 'inputs'")
+    feeds: dict[str, np.ndarray] = {}
+    for index, tensor in enumerate(request.inputs):
+        if tensor.name in feeds:
+            raise ClientError(f"input '{tensor.name}' appears twice in the request")
+        shape = list(tensor.shape)
+        spec, count = codec.input_spec(model, tensor.name, tensor.datatype, shape, max_elements)
+        if raw:
+            if tensor.HasField("contents"):
+                raise ClientError(f"input '{spec.name}' has both contents and raw_input_contents; give one")
+            feeds[spec.name] = codec.from_binary(raw[index], spec, shape, count)
+            continue
+        field = CONTENTS.get(spec.datatype)
+        if field is None:
+            raise ClientError(f"input '{spec.name}' is {spec.datatype}, which has no typed contents field; send it "
+                              "in raw_input_contents")
+        values = list(getattr(tensor.contents, field))
+        if spec.datatype == "BYTES":
+            try:
+                values = [value.decode("utf-8") for value in values]
+            except UnicodeDecodeError as err:
+                raise ClientError(f"input '{spec.name}' BYTES contents are not UTF-8 text: {err}") from err
+        array = codec.from_json(values, spec, max_elements)
+        if array.size != count:
+            raise ClientError(f"input '{spec.name}' has {array.size} values in contents.{field} but shape {shape} "
+                              f"needs {count}; the model expects {spec.describe()}")
+        feeds[spec.name] = array.reshape(shape)
+    codec.check_complete(model, feeds)
+    return feeds
+
+
+class Servicer:
+    """The service's methods over one Api."""
+
+    def __init__(self, api: Api, budget: Budget) -> None:
+        self.api = api
+        self.budget = budget
+
+    def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 - the proto's names
+        return _answer("ServerLive", live=True)
+
+    def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return _answer("ServerReady", ready=self.api.readiness.is_set())
+
+    def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        """Not ready, not an error, for a model or version this server does not have (as Triton answers, and as
+        tritonclient.http's is_model_ready reads HTTP's 404)."""
+        try:
+            self.api.served(request.name, request.version or None)
+        except NotFound:
+            return _answer("ModelReady", ready=False)
+        return _answer("ModelReady", ready=self.api.readiness.is_set())
+
+    def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return _answer("ServerMetadata", name=api_module.SERVER_NAME, version=api_module.SERVER_VERSION,
+                                         extensions=api_module.EXTENSIONS)
+
+    def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        model = self.api.served(request.name, request.version or None)
+
+        def tensors(specs: Any) -> list[dict[str, Any]]:
+            return [{"name": s.name, "datatype": s.datatype, "shape": s.v2_shape} for s in specs]
+
+        return _answer("ModelMetadata", name=model.name, versions=[model.version], platform="onnxruntime_onnx",
+                                        inputs=tensors(model.inputs), outputs=tensors(model.outputs))
+
+    def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        model = self.api.served(request.model_name, request.model_version or None)
+        if not self.api.readiness.is_set():
+            _, answer = self.api.readiness.answer(model.name)
+            context.abort(grpc.StatusCode.UNAVAILABLE, answer["error"])
+        lease = self.budget.lease()
+        try:
+            lease.hold(request.ByteSize(), f"a gRPC request of {request.ByteSize()} bytes")
+            feeds = feeds_of(model, request, self.api.max_elements)
+            names = [codec.output_spec(model, out.name).name for out in request.outputs] or \
+                [spec.name for spec in model.outputs]
+            results = self.api.run(feeds, names)
+            response = _answer("ModelInfer", model_name=model.name, model_version=model.version, id=request.id)
+            for name, array in zip(names, results, strict=True):
+                spec = codec.output_spec(model, name)
+                shape, raw = codec.raw_output(spec, array)
+                response.outputs.add(name=name, datatype=spec.datatype, shape=shape)
+                response.raw_output_contents.append(raw)
+            return response
+        finally:
+            lease.release()
+
+    def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
+        ready = self.api.readiness.is_set()
+        entry = {"name": self.api.model.name, "version": self.api.model.version,
+                 "state": "READY" if ready else "LOADING"}
+        if self.api.readiness.error is not None:
+            entry.update(state="UNAVAILABLE", reason=self.api.readiness.error)
+        return _answer("RepositoryIndex", models=[entry] if ready or not request.ready else [])
+
+
+def _observed(method: str, call: Callable[[Any, Any], Any], metrics: Metrics) -> Callable[[Any, Any], Any]:
+    """`call` with its ClientErrors answered as gRPC codes (the message as HTTP's 400 says it), and counted."""
+    endpoint = f"/{proto.SERVICE}/{method}"
+
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        metrics.in_flight.inc()
+        try:
+            return call(request, context)
+        except ClientError as err:
+            code = status_of(err)
+            context.abort(code, err.message)
+        except Exception as err:
+            code = context.code() or grpc.StatusCode.UNKNOWN  # abort() raises too: keep the code it set
+            if context.code() is None:  # a bug, not an abort: logged as HTTP's 500s are
+                logs.get().error("internal error", exc_info=err, extra={"fields": {"path": endpoint}})
+            raise
+        finally:
+            metrics.in_flight.dec()
+            metrics.observe_request(endpoint, "GRPC", code.name, time.perf_counter() - started)
+
+    return handler
+
+
+def handlers(servicer: Servicer, metrics: Metrics) -> grpc.GenericRpcHandler:
+    """Every method of the service, RepositoryIndex included, as one handler."""
+    methods = {name: grpc.unary_unary_rpc_method_handler(_observed(name, getattr(servicer, name), metrics),
+                                                         request_deserializer=request.FromString,
+                                                         response_serializer=response.SerializeToString)
+               for name, (request, response) in MESSAGES.items()}
+    return grpc.method_handlers_generic_handler(proto.SERVICE, methods)
+
+
+def start(api: Api, settings: Settings, budget: Budget, metrics: Metrics) -> grpc.Server:
+    """A started gRPC server on settings.host:settings.grpc_port; ValueError when it cannot listen there."""
+    workers = max(4, (settings.threads or 1) * 2)
+    # Calls past this many at once are refused (RESOURCE_EXHAUSTED) before their message is kept: with messages of
+    # at most max_body_bytes, gRPC holds no more than the budget HTTP's requests share, or `workers` messages.
+    concurrent = max(workers, settings.max_buffered_bytes // max(1, settings.max_body_bytes))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+                         maximum_concurrent_rpcs=concurrent,
+                         options=[("grpc.max_receive_message_length", settings.max_body_bytes),
+                                  ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((handlers(Servicer(api, budget), metrics),))
+    address = f"[{settings.host}]:{settings.grpc_port}" if ":" in settings.host else \
+        f"{settings.host}:{settings.grpc_port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as err:
+        raise ValueError(f"cannot listen for gRPC on {address}: {err} (MLPACK_GRPC_PORT)") from None
+    if not bound:
+        raise ValueError(f"cannot listen for gRPC on {address} (MLPACK_GRPC_PORT): the port is taken or the address "
+                         "is not this host's")
+    server.start()
+    return server
