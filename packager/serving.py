@@ -56,14 +56,21 @@ def _check_port(host: str, port: int, flag: str = "--port") -> None:
                               hint=f"choose another {flag}, or stop what listens there") from err
 
 
+MODEL_FORMS = "an .onnx file, a directory with model.onnx, or a model repository (DIR/NAME/VERSION/model.onnx)"
+
+
 def serve(model: Path, **overrides: Any) -> None:
-    """Serve `model` (an .onnx file or a directory with model.onnx) until SIGTERM/SIGINT."""
-    from mlpk.runtimes import server
+    """Serve `model` (an .onnx file, a directory with model.onnx, or a model repository) until SIGTERM/SIGINT."""
+    from mlpk.runtimes import repository, server
     from mlpk.runtimes.errors import ModelLoadError
 
     if not model.exists():
-        raise InputError(f"model {model} does not exist", hint="pass an .onnx file or a directory with model.onnx")
+        raise InputError(f"model {model} does not exist", hint=f"pass {MODEL_FORMS}")
     settings = settings_for(model, **overrides)
+    if settings.model_name and repository.is_repository(model):
+        raise ConfigError(f"--name {settings.model_name} names one model, but {model} is a model repository whose "
+                          "models are named by their folders (NAME/VERSION/model.onnx)",
+                          hint="leave --name out (and MLPACK_MODEL_NAME unset); rename a model's folder to rename it")
     _check_port(settings.host, settings.port)
     if settings.grpc_port:
         if settings.grpc_port == settings.port:
@@ -77,6 +84,6 @@ def serve(model: Path, **overrides: Any) -> None:
                           "leave it out") from err
     except ModelLoadError as err:
         if model.is_dir():
-            raise InputError(str(err), hint="pass an .onnx file, or a directory that holds model.onnx") from err
+            raise InputError(str(err), hint=f"pass {MODEL_FORMS}") from err
         raise InputError(str(err), hint="check the file with `python -c \"import onnx; onnx.checker.check_model("
                          "'MODEL.onnx')\"`") from err

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from mlpk.runtimes import codec, tfserving
 from mlpk.runtimes.budget import Lease
 from mlpk.runtimes.errors import ClientError, MethodNotAllowed, NotFound, Overloaded
 from mlpk.runtimes.model import Model
+from mlpk.runtimes.repository import Repository, Served
 
 SERVER_NAME = "mlpack"
 SERVER_VERSION = "1"
@@ -79,7 +79,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v2/models/{model}/infer", "infer"),
     Route("POST", "/v2/models/{model}/versions/{version}/infer", "infer"),
     Route("GET", "/v1/models/{model}", "tf_status"),
+    Route("GET", "/v1/models/{model}/versions/{version}", "tf_status"),
     Route("POST", "/v1/models/{model}:predict", "predict"),
+    Route("POST", "/v1/models/{model}/versions/{version}:predict", "predict"),
     Route("GET", "/openapi.json", "openapi"),
 )
 
@@ -99,77 +101,14 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
     raise NotFound(f"no endpoint {method} {path}; see GET /openapi.json")
 
 
-class Readiness:
-    """Whether the model serves, and if not, why: warming up (runs done of total), a failed warm-up that blocks
-    serving (a TensorRT engine that cannot be built), or draining. Thread-safe; the readiness endpoints answer it.
-
-    The v2 protocol's health endpoints carry the answer in the status code (200 true, anything else false;
-    tritonclient's is_server_ready / is_model_ready test `status_code == 200`); the body is ours, so a 503 says
-    why in `{"ready": false, "error": ...}` (and `warmup` progress while warming up)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._ready = False
-        self._error: str | None = None
-        self._progress: tuple[int, int] | None = None
-        self._state = "starting"  # starting | warming | ready | failed | draining
-
-    def warming(self, done: int, total: int) -> None:
-        with self._lock:
-            if self._state != "draining":  # a warm-up finishing during a drain must not turn it ready again
-                self._ready, self._state, self._progress = False, "warming", (done, total)
-
-    def ready(self) -> None:
-        with self._lock:
-            if self._state != "draining":  # a warm-up finishing during a drain must not turn it ready again
-                self._ready, self._state, self._error = True, "ready", None
-
-    def failed(self, reason: str) -> None:
-        with self._lock:
-            if self._state != "draining":  # a warm-up finishing during a drain must not turn it ready again
-                self._ready, self._state, self._error = False, "failed", reason
-
-    def draining(self) -> None:
-        with self._lock:
-            self._ready, self._state = False, "draining"
-
-    def is_set(self) -> bool:
-        return self._ready
-
-    @property
-    def error(self) -> str | None:
-        """Why the model cannot serve, when a warm-up failure keeps it from it."""
-        return self._error
-
-    def answer(self, model: str) -> tuple[int, dict[str, Any]]:
-        """The status and JSON body of a readiness endpoint."""
-        with self._lock:
-            state, error, progress = self._state, self._error, self._progress
-        if state == "ready":
-            return 200, {"ready": True}
-        body: dict[str, Any] = {"ready": False}
-        if state == "failed":
-            body["error"] = error
-        elif state == "warming" and progress is not None:
-            done, total = progress
-            body["error"] = f"model '{model}' is warming up: {done} of {total} runs done"
-            body["warmup"] = {"runs_done": done, "runs": total}
-        elif state == "draining":
-            body["error"] = "the server is shutting down (draining requests in flight)"
-        else:
-            body["error"] = f"model '{model}' is loaded; its warm-up has not started yet"
-        return 503, body
-
-
 class Api:
-    """The endpoints over one loaded model. `readiness` turns ready after warm-up and not ready when draining."""
+    """The endpoints over the served models (repository.py): one model, or a repository of models and versions."""
 
-    def __init__(self, model: Model, max_elements: int,
-                 observe_inference: Callable[[float], None] | None = None) -> None:
-        self.model = model
+    def __init__(self, models: Model | Repository, max_elements: int,
+                 observe_inference: Callable[[Model, float], None] | None = None) -> None:
+        self.repository = models if isinstance(models, Repository) else Repository([Served(models)])
         self.max_elements = max_elements
         self.observe_inference = observe_inference
-        self.readiness = Readiness()
 
     def call(self, route: Route, params: Mapping[str, str], body: bytes, headers: Mapping[str, str],
              lease: Lease | None = None) -> Reply:
@@ -181,14 +120,21 @@ class Api:
         except ClientError as err:
             return error_reply(err)
 
+    def find(self, model: str, version: str | None = None) -> Served:
+        """The model version a request names, with its readiness; NotFound otherwise."""
+        return self.repository.find(model, version)
+
     def served(self, model: str, version: str | None = None) -> Model:
-        """The model a request names (and its version); NotFound otherwise."""
-        if model != self.model.name:
-            raise NotFound(f"unknown model '{model}'; this server serves '{self.model.name}' with inputs "
-                           f"{self.model.signature()}")
-        if version not in (None, self.model.version):
-            raise NotFound(f"model '{model}' has no version '{version}'; it has version '{self.model.version}'")
-        return self.model
+        """The model a request names (its newest ready version when it names none); NotFound otherwise."""
+        return self.find(model, version).model
+
+    def signature(self, params: Mapping[str, str]) -> str:
+        """What the model a request's path names expects, for messages about its body; every model's when the path
+        names none that is served."""
+        try:
+            return self.served(params["model"], params.get("version")).signature()
+        except (KeyError, NotFound):
+            return self.repository.describe()
 
     def server_metadata(self, **_: Any) -> Reply:
         return json_reply({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
@@ -197,12 +143,13 @@ class Api:
         return json_reply({"live": True})
 
     def ready(self, **_: Any) -> Reply:
-        status, body = self.readiness.answer(self.model.name)
+        status, body = self.repository.answer()
         return json_reply(body, status)
 
     def model_ready(self, model: str, version: str | None = None, **_: Any) -> Reply:
-        self.served(model, version)
-        return self.ready()
+        found = self.find(model, version)
+        status, body = found.readiness.answer(found.name)
+        return json_reply(body, status)
 
     def model_metadata(self, model: str, version: str | None = None, **_: Any) -> Reply:
         served = self.served(model, version)
@@ -212,7 +159,8 @@ class Api:
                      **({"parameters": {"content": s.content, "onnx_type": s.onnx_type}} if s.is_json else {})}
                     for s in specs]
 
-        return json_reply({"name": served.name, "versions": [served.version], "platform": "onnxruntime_onnx",
+        versions = [s.version for s in self.repository.versions(served.name)]
+        return json_reply({"name": served.name, "versions": versions, "platform": "onnxruntime_onnx",
                            "inputs": tensors(served.inputs), "outputs": tensors(served.outputs)})
 
     def model_config(self, model: str, version: str | None = None, **_: Any) -> Reply:
@@ -227,20 +175,26 @@ class Api:
         return json_reply({"name": served.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
                            "max_batch_size": 0, "input": tensors(served.inputs), "output": tensors(served.outputs)})
 
-    def repository_index(self, **_: Any) -> Reply:
-        """Triton's model repository extension, read-only: the one served model and its state."""
-        entry = {"name": self.model.name, "version": self.model.version,
-                 "state": "READY" if self.readiness.is_set() else "LOADING"}
-        if self.readiness.error is not None:
-            entry.update(state="UNAVAILABLE", reason=self.readiness.error)  # Triton's fields for a failed load
-        return Reply(200, json.dumps([entry]).encode())
+    def repository_index(self, body: bytes = b"", **_: Any) -> Reply:
+        """Triton's model repository extension, read-only: every model version with its state, and the ones that
+        failed to load with their reason. `{"ready": true}` lists the ready ones only."""
+        try:
+            request = json.loads(body) if body.strip() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ClientError(f"the repository index request is not JSON: {err}; send {{}} or {{\"ready\": true}}") \
+                from None
+        ready = request.get("ready", False) if isinstance(request, dict) else None
+        if not isinstance(ready, bool):
+            raise ClientError(f"the repository index request {request!r} is not an object with an optional boolean "
+                              "'ready'; send {} or {\"ready\": true}")
+        return Reply(200, json.dumps(self.repository.index(ready)).encode())
 
-    def run(self, feeds: dict[str, Any], outputs: Any) -> list[Any]:
-        """Run the model, timing it for the metrics."""
+    def run(self, model: Model, feeds: dict[str, Any], outputs: Any) -> list[Any]:
+        """Run `model`, timing it for the metrics."""
         started = time.perf_counter()
-        results = self.model.run(feeds, outputs)
+        results = model.run(feeds, outputs)
         if self.observe_inference is not None:
-            self.observe_inference(time.perf_counter() - started)
+            self.observe_inference(model, time.perf_counter() - started)
         return results
 
     def infer(self, model: str, body: bytes, headers: Mapping[str, str], version: str | None = None,
@@ -252,26 +206,31 @@ class Api:
         except ValueError:
             raise ClientError(f"Inference-Header-Content-Length {raw_length!r} is not an integer") from None
         request = codec.parse_request(served, body, header_length, self.max_elements, hold)
-        results = self.run(request.feeds, request.outputs)
+        results = self.run(served, request.feeds, request.outputs)
         payload, json_length = codec.encode_response(served, request, results)
         if json_length is None:
             return Reply(200, payload)
         return Reply(200, payload, "application/octet-stream",
                      (("Inference-Header-Content-Length", str(json_length)),))
 
-    def predict(self, model: str, body: bytes, hold: Callable[[int, str], None] | None = None, **_: Any) -> Reply:
-        served = self.served(model)
+    def predict(self, model: str, body: bytes, version: str | None = None,
+                hold: Callable[[int, str], None] | None = None, **_: Any) -> Reply:
+        served = self.served(model, version)
         feeds, form = tfserving.parse(served, body, self.max_elements, hold)
-        results = self.run(feeds, [spec.name for spec in served.outputs])
+        results = self.run(served, feeds, [spec.name for spec in served.outputs])
         return Reply(200, tfserving.render(served, results, form))
 
-    def tf_status(self, model: str, **_: Any) -> Reply:
-        served = self.served(model)
-        state = "AVAILABLE" if self.readiness.is_set() else "LOADING"
-        error = self.readiness.error
-        status = {"error_code": "UNAVAILABLE", "error_message": error} if error else {"error_code": "OK",
-                                                                                       "error_message": ""}
-        return json_reply({"model_version_status": [{"version": served.version, "state": state, "status": status}]})
+    def tf_status(self, model: str, version: str | None = None, **_: Any) -> Reply:
+        """TF Serving's model status: every loaded version of the model, or the one named."""
+        entries = []
+        named = self.served(model, version)
+        for found in self.repository.versions(named.name) if version is None else [self.find(model, version)]:
+            error = found.readiness.error
+            status = {"error_code": "UNAVAILABLE", "error_message": error} if error else {"error_code": "OK",
+                                                                                           "error_message": ""}
+            entries.append({"version": found.version, "state": "AVAILABLE" if found.readiness.is_set() else "LOADING",
+                            "status": status})
+        return json_reply({"model_version_status": entries})
 
     def openapi(self, **_: Any) -> Reply:
         return Reply(200, openapi_document())

@@ -2,7 +2,7 @@
 package is built: runtimes/proto) and the model repository extension's RepositoryIndex, served beside HTTP by the
 same process.
 
-It shares everything but the transport with HTTP: the Api (model, readiness, inference timing), codec's checks and
+It shares everything but the transport with HTTP: the Api (the models and versions, their readiness, inference timing), codec's checks and
 messages (a client mistake reads the same on both), the limits (MLPACK_MAX_BODY_BYTES is the largest message; every
 call holds its message's bytes on the server's budget), and the metrics (`method="GRPC"`, the status as the gRPC
 code's name). Errors map to gRPC codes: a client mistake is INVALID_ARGUMENT, an unknown model or version
@@ -102,16 +102,16 @@ class Servicer:
         return _answer("ServerLive", live=True)
 
     def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return _answer("ServerReady", ready=self.api.readiness.is_set())
+        return _answer("ServerReady", ready=self.api.repository.is_ready())
 
     def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
         """Not ready, not an error, for a model or version this server does not have (as Triton answers, and as
         tritonclient.http's is_model_ready reads HTTP's 404)."""
         try:
-            self.api.served(request.name, request.version or None)
+            found = self.api.find(request.name, request.version or None)
         except NotFound:
             return _answer("ModelReady", ready=False)
-        return _answer("ModelReady", ready=self.api.readiness.is_set())
+        return _answer("ModelReady", ready=found.readiness.is_set())
 
     def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         return _answer("ServerMetadata", name=api_module.SERVER_NAME, version=api_module.SERVER_VERSION,
@@ -123,13 +123,15 @@ class Servicer:
         def tensors(specs: Any) -> list[dict[str, Any]]:
             return [{"name": s.name, "datatype": s.datatype, "shape": s.v2_shape} for s in specs]
 
-        return _answer("ModelMetadata", name=model.name, versions=[model.version], platform="onnxruntime_onnx",
+        versions = [served.version for served in self.api.repository.versions(model.name)]
+        return _answer("ModelMetadata", name=model.name, versions=versions, platform="onnxruntime_onnx",
                                         inputs=tensors(model.inputs), outputs=tensors(model.outputs))
 
     def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        model = self.api.served(request.model_name, request.model_version or None)
-        if not self.api.readiness.is_set():
-            _, answer = self.api.readiness.answer(model.name)
+        found = self.api.find(request.model_name, request.model_version or None)
+        model = found.model
+        if not found.readiness.is_set():
+            _, answer = found.readiness.answer(model.name)
             context.abort(grpc.StatusCode.UNAVAILABLE, answer["error"])
         lease = self.budget.lease()
         try:
@@ -137,7 +139,7 @@ class Servicer:
             feeds = feeds_of(model, request, self.api.max_elements)
             names = [codec.output_spec(model, out.name).name for out in request.outputs] or \
                 [spec.name for spec in model.outputs]
-            results = self.api.run(feeds, names)
+            results = self.api.run(model, feeds, names)
             response = _answer("ModelInfer", model_name=model.name, model_version=model.version, id=request.id)
             for name, array in zip(names, results, strict=True):
                 spec = codec.output_spec(model, name)
@@ -149,12 +151,7 @@ class Servicer:
             lease.release()
 
     def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
-        ready = self.api.readiness.is_set()
-        entry = {"name": self.api.model.name, "version": self.api.model.version,
-                 "state": "READY" if ready else "LOADING"}
-        if self.api.readiness.error is not None:
-            entry.update(state="UNAVAILABLE", reason=self.api.readiness.error)
-        return _answer("RepositoryIndex", models=[entry] if ready or not request.ready else [])
+        return _answer("RepositoryIndex", models=self.api.repository.index(request.ready))
 
 
 def _observed(method: str, call: Callable[[Any, Any], Any], metrics: Metrics) -> Callable[[Any, Any], Any]:

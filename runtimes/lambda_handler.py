@@ -6,7 +6,9 @@ invocation reuses it and init time is billed once). The handler accepts:
   the same routes as the HTTP server (api.ROUTES), optionally under a stage prefix; `POST /` runs inference with a
   v2 or TF Serving body. Bodies may be base64 (`isBase64Encoded`); binary answers are returned base64.
 - Direct invocation (`aws lambda invoke`, Step Functions): the event is the v2 request object (JSON tensors) or a
-  TF Serving `instances` / `inputs` object; the answer is the response object itself.
+  TF Serving `instances` / `inputs` object; the answer is the response object itself. With a model repository
+  (several models), `"model_name"` (and optionally `"model_version"`, as gRPC's ModelInferRequest names them) in
+  the event picks the model; HTTP events pick it by their path, as the server does.
 Client errors answer 4xx: `statusCode` and `{"error": ...}` for HTTP events, `{"statusCode": 4xx, "error": ...}`
 for direct calls, never an unhandled function error. Only /tmp is written (the TensorRT cache default moves there).
 """
@@ -33,11 +35,20 @@ _STARTED = time.perf_counter()
 LAMBDA_DEFAULTS = config.Settings(providers=(CPU,), trt_cache=Path("/tmp/mlpack/trt"), warmup_runs=1)  # noqa: S108
 SETTINGS = config.from_env(base=LAMBDA_DEFAULTS)
 logs.setup(SETTINGS.log_level)
-MODEL = model_module.load(SETTINGS)
-API = Api(MODEL, SETTINGS.max_tensor_elements)
-warmup.settle(MODEL, SETTINGS.warmup_runs, API.readiness)  # CPU: a failed warm-up is logged once, then served
+MODELS = model_module.load_all(SETTINGS)
+API = Api(MODELS, SETTINGS.max_tensor_elements)
+for _served in MODELS.served:  # CPU: a failed warm-up is logged once, then served
+    warmup.settle(_served.model, SETTINGS.warmup_runs, _served.readiness)
 INIT_SECONDS = time.perf_counter() - _STARTED
-logs.info("lambda init done", model=MODEL.name, init_s=round(INIT_SECONDS, 3))
+logs.info("lambda init done", models=MODELS.names(), init_s=round(INIT_SECONDS, 3))
+
+
+def _default_model(how: str) -> str:
+    """The model a request that names none goes to: the only one; a ClientError when the function serves several."""
+    only = MODELS.only()
+    if only is None:
+        raise ClientError(f"this function serves several models ({', '.join(MODELS.names())}); {how}")
+    return only.name
 
 
 def _is_v2_request(event: Mapping[str, Any]) -> bool:
@@ -60,7 +71,7 @@ def _body(event: Mapping[str, Any]) -> bytes:
         raw = body.encode("utf-8")
     if len(raw) > SETTINGS.max_body_bytes:
         raise TooLarge(f"request body of {len(raw)} bytes is over the limit of {SETTINGS.max_body_bytes} bytes "
-                       f"(MLPACK_MAX_BODY_BYTES); the model expects {MODEL.signature()}")
+                       f"(MLPACK_MAX_BODY_BYTES); this function serves {MODELS.describe()}")
     return raw
 
 
@@ -74,7 +85,7 @@ def _route(method: str, path: str, body: bytes) -> tuple[api_module.Route, dict[
         handler = "infer" if is_v2 else "predict"
         template = "/v2/models/{model}/infer" if is_v2 else "/v1/models/{model}:predict"
         route = next(r for r in api_module.ROUTES if r.handler == handler and r.template == template)
-        return route, {"model": MODEL.name}
+        return route, {"model": _default_model("POST to /v2/models/NAME/infer or /v1/models/NAME:predict")}
     try:
         return api_module.match(method, path)
     except ClientError:
@@ -103,6 +114,11 @@ def _http(method: str, path: str, event: Mapping[str, Any]) -> dict[str, Any]:
 
 def _direct(event: Mapping[str, Any]) -> dict[str, Any]:
     try:
+        name, version = event.get("model_name"), event.get("model_version")
+        if not isinstance(name, (str, type(None))) or not isinstance(version, (str, type(None))):
+            raise ClientError(f"the event's model_name {name!r} and model_version {version!r} must be strings")
+        name = name or _default_model("name one with the event's \"model_name\" (and \"model_version\")")
+        event = {key: value for key, value in event.items() if key not in ("model_name", "model_version")}
         if _is_v2_request(event):
             parameters = event.get("parameters")
             wants_binary = (isinstance(parameters, dict) and parameters.get("binary_data_output")) or any(
@@ -111,13 +127,13 @@ def _direct(event: Mapping[str, Any]) -> dict[str, Any]:
             if wants_binary:
                 raise ClientError("binary outputs need an HTTP event (API Gateway or a Function URL); a direct "
                                   "invocation answers JSON tensors only")
-            reply = API.infer(model=MODEL.name, body=json.dumps(event).encode(), headers={})
+            reply = API.infer(model=name, version=version, body=json.dumps(event).encode(), headers={})
         elif "instances" in event or "inputs" in event:
-            reply = API.predict(model=MODEL.name, body=json.dumps(event).encode())
+            reply = API.predict(model=name, version=version, body=json.dumps(event).encode())
         else:
             raise ClientError(f"unrecognised event with keys {sorted(event)[:8]}: expected an API Gateway (v1 or "
                               "v2) or Function URL event, a v2 inference request ({'inputs': [...]}) or a TF "
-                              f"Serving request ({{'instances': [...]}}); the model expects {MODEL.signature()}")
+                              f"Serving request ({{'instances': [...]}}); this function serves {MODELS.describe()}")
     except ClientError as err:
         return {"statusCode": err.status, "error": err.message}
     answer: dict[str, Any] = json.loads(reply.body)
@@ -128,8 +144,8 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
     """The Lambda entrypoint (see the module docstring for the events it accepts)."""
     del context
     if not isinstance(event, dict):
-        return {"statusCode": 400, "error": f"the event must be a JSON object, got {type(event).__name__}; the "
-                                            f"model expects {MODEL.signature()}"}
+        return {"statusCode": 400, "error": f"the event must be a JSON object, got {type(event).__name__}; this "
+                                            f"function serves {MODELS.describe()}"}
     context_http = (event.get("requestContext") or {}).get("http") if isinstance(event.get("requestContext"),
                                                                                  dict) else None
     if event.get("version") == "2.0" or isinstance(context_http, dict):  # HTTP API v2 and Function URLs

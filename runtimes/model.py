@@ -27,7 +27,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
-from mlpk.runtimes import config, cpus, logs, providers
+from mlpk.runtimes import config, cpus, logs, providers, repository
 from mlpk.runtimes.config import Settings
 from mlpk.runtimes.dtypes import ORT_TO_V2, V2_TO_NUMPY
 from mlpk.runtimes.errors import ClientError, ModelLoadError
@@ -248,14 +248,27 @@ def _probe(file: Path) -> ort.InferenceSession:
         raise ModelLoadError(f"onnxruntime cannot load {file}: {str(err).splitlines()[0]}") from err
 
 
-def load(settings: Settings) -> Model:
-    """Load the model `settings` point at, with the providers of the target that are available here.
+def load_all(settings: Settings) -> repository.Repository:
+    """The models `settings.model_path` holds: one model (version "1"), or every version of a repository's models
+    that its policies choose, each loaded on its own (repository.py)."""
+    root = settings.model_path
+    if not repository.is_repository(root):
+        return repository.Repository([repository.Served(load(settings))])
+    if settings.model_name:
+        raise ValueError(f"MLPACK_MODEL_NAME={settings.model_name!r} names one model, but {root} is a model "
+                         "repository, whose models are named by their folders (NAME/VERSION/model.onnx)")
+    return repository.load(root, lambda folder, name, version: load(settings, folder, name=name, version=version))
+
+
+def load(settings: Settings, path: Path | None = None, *, name: str | None = None, version: str = "1") -> Model:
+    """Load the model at `path` (default: the one `settings` point at) with the providers of the target that are
+    available here, served as `name` (default: settings.model_name, the card's name, else the file's) `version`.
 
     On a CPU-only build the file is parsed once. With a GPU provider available, a first CPU-only,
     optimization-free parse reads the card and input shapes the TensorRT options depend on, and the file's sha256
     keys its engine cache; Lambda and CPU images skip both (init time counts there)."""
     started = time.perf_counter()
-    file = model_file(settings.model_path)
+    file = model_file(settings.model_path if path is None else path)
     threads = settings.threads or cpus.available()
     available = ort.get_available_providers()
     wanted_gpu = [name for name in settings.providers if name != providers.CPU]
@@ -287,10 +300,10 @@ def load(settings: Settings) -> Model:
         if spec.is_json:
             logs.info("output is not a tensor; served as BYTES holding JSON", output=spec.name, type=spec.onnx_type,
                       content=spec.content)
-    name = settings.model_name or str(card.get("name") or config.name_from_file(file.stem))
-    logs.info("model loaded", model=name, file=str(file), threads=threads,
+    name = name or settings.model_name or str(card.get("name") or config.name_from_file(file.stem))
+    logs.info("model loaded", model=name, version=version, file=str(file), threads=threads,
               providers_requested=list(settings.providers), providers_available=available,
               providers_unavailable=[p for p in wanted_gpu if p not in available],
               providers_active=session.get_providers(), tensorrt_cache=str(trt.engine_dir) if trt else None,
               precision=trt.precision if trt else "fp32", load_s=round(time.perf_counter() - started, 3))
-    return Model(name, "1", session, inputs, tuple(outputs), card, file, sha)
+    return Model(name, version, session, inputs, tuple(outputs), card, file, sha)

@@ -8,9 +8,10 @@ Python at the edges; together with onnxruntime and numpy they are all an image n
 bring tens of megabytes more. Routing is done by api.ROUTES, shared with the Lambda handler, so both transports answer
 alike; Starlette provides requests, responses, the lifespan and the 500 safety net.
 
-Lifecycle: the model loads before the port opens; the warm-up runs in the background while liveness already
-answers (readiness answers 503 with the runs done so far); readiness turns true after it, or after a failed warm-up
-that needs no engine build (logged once), and stays false with its reason when TensorRT could not build its engine.
+Lifecycle: the model (or every version of a model repository, repository.py) loads before the port opens; the
+warm-up runs in the background while liveness already answers (readiness answers 503 with the runs done so far);
+each version turns ready after its own, or after a failed warm-up that needs no engine build (logged once), and stays
+false with its reason when TensorRT could not build its engine.
 On SIGTERM readiness turns false, the listening socket closes, requests in
 flight finish (up to MLPACK_GRACEFUL_TIMEOUT seconds), then the process exits 0.
 """
@@ -145,7 +146,7 @@ def build_app(api: Api, settings: Settings, metrics: Metrics, *, warm: bool = Tr
                 return Response(metrics.render(), media_type=metrics.content_type)
             route, params = api_module.match(request.method, request.url.path)
             request.scope[ROUTE_KEY] = route.template
-            body = await read_body(request, settings, lease, api.model.signature()) \
+            body = await read_body(request, settings, lease, api.signature(params)) \
                 if request.method == "POST" else b""
             decoded = bodies.decode(body, request.headers.get("content-encoding"), settings.max_body_bytes)
             if decoded is not body:
@@ -170,9 +171,9 @@ def build_app(api: Api, settings: Settings, metrics: Metrics, *, warm: bool = Tr
         if warm:
             threading.Thread(target=_warm, args=(api, settings, metrics), name="warmup", daemon=True).start()
         yield
-        api.readiness.draining()
-        metrics.set_ready(False)
-        logs.info("server stopped", model=api.model.name)
+        api.repository.draining()
+        metrics.set_ready(api.repository)
+        logs.info("server stopped", models=api.repository.names())
 
     async def unrouted(request: Request, exc: Exception) -> Response:
         # Starlette's `{path:path}` pattern is `.*`, which stops at a newline, so a path holding an encoded %0A
@@ -190,15 +191,19 @@ def build_app(api: Api, settings: Settings, metrics: Metrics, *, warm: bool = Tr
 
 
 def _warm(api: Api, settings: Settings, metrics: Metrics) -> None:
-    try:
-        ready = warmup.settle(api.model, settings.warmup_runs, api.readiness)
-    except Exception as err:  # noqa: BLE001 - a bug in the warm-up itself: not ready, and the endpoints say why
-        logs.get().exception("warm-up crashed; the server stays not ready")
-        api.readiness.failed(f"the warm-up of model '{api.model.name}' crashed: {err}; see the server's log")
-        return
-    if ready:
-        metrics.set_ready(True)
-        logs.info("ready", model=api.model.name)
+    """Warm every loaded version up, one after the other; each turns ready after its own warm-up."""
+    for served in api.repository.served:
+        try:
+            ready = warmup.settle(served.model, settings.warmup_runs, served.readiness)
+        except Exception as err:  # noqa: BLE001 - a bug in the warm-up itself: not ready, and the endpoints say why
+            logs.get().exception("warm-up crashed; the model stays not ready",
+                                 extra={"fields": {"model": served.name, "version": served.version}})
+            served.readiness.failed(f"the warm-up of model '{served.name}' version {served.version} crashed: {err}; "
+                                    "see the server's log")
+            ready = False
+        metrics.set_ready(api.repository)
+        if ready:
+            logs.info("ready", model=served.name, version=served.version)
 
 
 class DrainingServer(uvicorn.Server):
@@ -230,8 +235,8 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit:
-            self.api.readiness.draining()
-            self.metrics.set_ready(False)
+            self.api.repository.draining()
+            self.metrics.set_ready(self.api.repository)
             logs.info("draining: no new connections, finishing requests in flight", signal=int(sig))
             if self.grpc is not None and self.grpc_stopped is None:
                 self.grpc_stopped = self.grpc.stop(self.grace_s)
@@ -248,10 +253,10 @@ class DrainingServer(uvicorn.Server):
 def serve(settings: Settings) -> None:
     """Load the model and serve it until SIGTERM/SIGINT (blocking): HTTP, and gRPC when settings.grpc_port is set."""
     logs.setup(settings.log_level)
-    model = model_module.load(settings)
-    metrics = Metrics(model.name)
-    metrics.set_ready(False)
-    api = Api(model, settings.max_tensor_elements, metrics.observe_inference)
+    models = model_module.load_all(settings)
+    metrics = Metrics()
+    metrics.set_ready(models)
+    api = Api(models, settings.max_tensor_elements, metrics.observe_inference)
     budget = Budget(settings.max_buffered_bytes)
     app = build_app(api, settings, metrics, budget=budget)
     grpc = None
@@ -262,11 +267,11 @@ def serve(settings: Settings) -> None:
             raise ValueError(f"MLPACK_GRPC_PORT={settings.grpc_port} asks for gRPC, but {err.name} is not installed; "
                              "set MLPACK_GRPC_PORT=0") from None
         grpc = grpc_server.start(api, settings, budget, metrics)
-        logs.info("listening for gRPC", host=settings.host, port=settings.grpc_port, model=model.name)
+        logs.info("listening for gRPC", host=settings.host, port=settings.grpc_port, models=models.names())
     uv_config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
                                lifespan="on", server_header=False,
                                timeout_graceful_shutdown=int(max(1, settings.graceful_timeout_s)))
-    logs.info("listening", host=settings.host, port=settings.port, model=model.name)
+    logs.info("listening", host=settings.host, port=settings.port, models=models.names())
     DrainingServer(uv_config, api, metrics, grpc, settings.graceful_timeout_s).run()
 
 

@@ -183,3 +183,12 @@ def zipmap(directory: Path, *, string_labels: bool = False) -> Path:
     classifier = LogisticRegression(max_iter=500).fit(x.astype(np.float32), labels)
     proto = to_onnx(classifier, x[:1].astype(np.float32), target_opset={"": 17, "ai.onnx.ml": 3})
     return _save(proto, directory, "iris")
+
+
+def scaled(directory: Path, factor: float, name: str = "scaled") -> Path:
+    """y = x * factor, x FP32 [batch, 3]: versions of one model that answer apart."""
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "factor"], ["y"])], "scaled",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+                              [numpy_helper.from_array(np.array(factor, dtype=np.float32), "factor")])
+    return _save(helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), directory, name)

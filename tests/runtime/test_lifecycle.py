@@ -154,7 +154,7 @@ def test_metrics_count_requests_and_inference(mixed_server: Served) -> None:
     assert after.headers["content-type"].startswith("text/plain")
     ok = 'mlpack_requests_total{endpoint="/v2/models/{model}/infer",method="POST",status="200"}'
     assert count(after.text, ok) - count(before, ok) == 3
-    runs = 'mlpack_inference_duration_seconds_count{model="mixed"}'
+    runs = 'mlpack_inference_duration_seconds_count{model="mixed",version="1"}'
     assert count(after.text, runs) - count(before, runs) == 3
-    assert 'mlpack_model_ready{model="mixed"} 1.0' in after.text
+    assert 'mlpack_model_ready{model="mixed",version="1"} 1.0' in after.text
     assert 'mlpack_request_duration_seconds_bucket{endpoint="/v2/models/{model}/infer"' in after.text

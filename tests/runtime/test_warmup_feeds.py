@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from mlpk.runtimes import api, config, logs, warmup
+from mlpk.runtimes import api, config, logs, repository, warmup
 from mlpk.runtimes import model as model_module
 from mlpk.runtimes.providers import CPU, CUDA, TENSORRT
 from tests.runtime import models
@@ -83,7 +83,7 @@ def test_tensorrt_active_a_failed_warm_up_keeps_the_model_not_ready_with_its_rea
     loaded = model_module.load(config.Settings(model_path=models.grid32(tmp_path / "bare", hints=False)))
     served = api.Api(loaded, 1000)
     with caplog.at_level(logging.INFO, logger=logs.LOGGER):
-        ready = warmup.settle(loaded, 2, served.readiness, active=[TENSORRT, CUDA, CPU])
+        ready = warmup.settle(loaded, 2, served.find("grid32").readiness, active=[TENSORRT, CUDA, CPU])
     assert ready is False
     failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(failures) == 1 and failures[0].levelname == "ERROR"
@@ -99,12 +99,12 @@ def test_tensorrt_active_a_failed_warm_up_keeps_the_model_not_ready_with_its_rea
     assert json.loads(served.call(route, params, b"", {}).body)[0]["state"] == "UNAVAILABLE"
     assert warmup.engine_build([CUDA, CPU]) is False and warmup.engine_build([TENSORRT, CPU]) is True
     cpu = api.Api(loaded, 1000)
-    assert warmup.settle(loaded, 1, cpu.readiness, active=[CUDA, CPU]) is True  # CUDA: serve anyway
-    assert cpu.readiness.answer("grid32") == (200, {"ready": True})
+    assert warmup.settle(loaded, 1, cpu.find("grid32").readiness, active=[CUDA, CPU]) is True  # CUDA: serve anyway
+    assert cpu.find("grid32").readiness.answer("grid32") == (200, {"ready": True})
 
 
 def test_readiness_says_the_warm_up_is_in_progress() -> None:
-    readiness = api.Readiness()
+    readiness = repository.Readiness()
     readiness.warming(3, 120)
     status, body = readiness.answer("m")
     assert status == 503 and body["warmup"] == {"runs_done": 3, "runs": 120}
@@ -174,7 +174,7 @@ LAMBDA_INIT = """
 import json
 from mlpk.runtimes import lambda_handler as h
 event = {"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 3, 32, 32], "data": [1.0] * 3072}]}
-print(json.dumps({"ready": h.API.readiness.is_set(), "answer": h.handler(event)["outputs"][0]["shape"]}))
+print(json.dumps({"ready": h.MODELS.is_ready(), "answer": h.handler(event)["outputs"][0]["shape"]}))
 """
 
 
