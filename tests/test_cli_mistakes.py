@@ -115,7 +115,8 @@ def test_serve_unknown_host_is_a_config_error(mlpack, model: Path) -> None:
 def test_serve_directory_without_a_model_is_an_input_error(mlpack, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     done = mlpack("serve", str(tmp_path / "empty"), "--port", str(free_port()))
-    _one_line_error(done, 3, str(tmp_path / "empty"), "directory that holds model.onnx")
+    _one_line_error(done, 3, str(tmp_path / "empty"), "no model.onnx",
+                    "a model repository (DIR/NAME/VERSION/model.onnx)")
 
 
 def test_flags_and_variables_share_one_rule_each() -> None:
