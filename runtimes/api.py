@@ -53,7 +53,8 @@ def error_reply(err: ClientError) -> Reply:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One endpoint: method, path template (`{name}` matches one path segment), and the Api method it calls."""
+    """One endpoint: method, path template (`{name}` matches one path segment without `:`: no model name has one,
+    and TF Serving's `:predict` follows it), and the Api method it calls."""
 
     method: str
     template: str
@@ -61,7 +62,7 @@ class Route:
     pattern: re.Pattern[str] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+?)", self.template)
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/:]+?)", self.template)
         object.__setattr__(self, "pattern", re.compile(regex))
 
 

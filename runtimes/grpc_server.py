@@ -191,9 +191,10 @@ def handlers(servicer: Servicer, metrics: Metrics) -> grpc.GenericRpcHandler:
 def start(api: Api, settings: Settings, budget: Budget, metrics: Metrics) -> grpc.Server:
     """A started gRPC server on settings.host:settings.grpc_port; ValueError when it cannot listen there."""
     workers = max(4, (settings.threads or 1) * 2)
-    # Calls past this many at once are refused (RESOURCE_EXHAUSTED) before their message is kept: with messages of
-    # at most max_body_bytes, gRPC holds no more than the budget HTTP's requests share, or `workers` messages.
-    concurrent = max(workers, settings.max_buffered_bytes // max(1, settings.max_body_bytes))
+    # A call's message is read only when a worker thread takes it (grpc's sync server receives it in the pool), so
+    # at most `workers` messages (each within max_body_bytes, and held on the budget) are in memory; calls waiting
+    # for a worker hold none. Past this many calls at once (running or waiting), gRPC answers RESOURCE_EXHAUSTED.
+    concurrent = max(64, 16 * workers)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
                          maximum_concurrent_rpcs=concurrent,
                          options=[("grpc.max_receive_message_length", settings.max_body_bytes),

@@ -151,6 +151,15 @@ def test_405_names_the_allowed_methods_in_allow(mixed_server: Served) -> None:
     assert answer.status_code == 405 and answer.headers["allow"] == "GET"
 
 
+def test_a_predict_without_a_model_name_is_no_endpoint(mixed_server: Served) -> None:
+    """`/v1/models/:predict` names no model: 404, not a 405 from `GET /v1/models/{model}` taking `:predict` as a
+    model's name (found by the OpenAPI fuzz test)."""
+    for path in ("/v1/models/:predict", "/v1/models/%0D:predict", "/v1/models/mixed/versions/:predict"):
+        answer = httpx.post(mixed_server.url + path, json={"instances": [[0.0]]})
+        assert answer.status_code == 404, (path, answer.text)
+        assert "error" in answer.json()
+
+
 @pytest.mark.parametrize("parameters", [
     {"parameters": {"binary_data_output": "false"}},
     {"parameters": {"binary_data_output": 1}},
