@@ -30,7 +30,8 @@ from mlpk.packager.targets import Target
 PREFIX = "/opt/mlpack"
 LIB = f"{PREFIX}/lib"  # the runtime code: LIB/mlpk/runtimes
 SITE = f"{PREFIX}/site-packages"  # the deps
-MODEL_DIR = f"{PREFIX}/model"
+MODEL_DIR = f"{PREFIX}/model"  # one model: its files
+MODELS_DIR = f"{PREFIX}/models"  # a model repository (runtimes/repository.py): MODELS_DIR/NAME/VERSION/its files
 SBOM_PATH = f"{PREFIX}/sbom.cdx.json"  # model.onnx, model-card.json (and external data, when the model has it)
 # Files of mlpk.runtimes that ship in images (code, the OpenAPI document it serves, the gRPC descriptor set).
 RUNTIME_SUFFIXES = (".py", ".json", ".yaml", ".binpb")
@@ -191,8 +192,39 @@ def model_layer(files: dict[str, Path]) -> Layer:
     return layer_from_entries(entries)
 
 
-def configure(img: Image, target: Target, *, labels: dict[str, str]) -> Image:
-    """The runtime config for `target`: entrypoint, env, non-root user, ports, labels."""
+@dataclass(frozen=True, slots=True)
+class ModelLayer:
+    """The layer of one model version in a repository image, and its name in the report (`model NAME/VERSION`,
+    or `model` for the model layer of a one-model image)."""
+
+    name: str
+    layer: Layer
+
+
+def version_label(name: str, version: int) -> str:
+    return f"model {name}/{version}"
+
+
+def version_layer(name: str, version: int, files: dict[str, Path], *,
+                  links: Sequence[tuple[str, int]] = ()) -> ModelLayer:
+    """One model version at MODELS_DIR/NAME/VERSION, in a layer of its own, so adding a version to an image adds
+    one layer and leaves the others' digests alone. `links`: (NAME, VERSION) of a one-model image's model
+    (MODEL_DIR, in a layer below) to serve from the repository too, as a relative symlink to it."""
+    entries = [Entry(MODELS_DIR, "dir", mode=0o755)]
+    for linked_name, linked_version in links:
+        entries.append(Entry(f"{MODELS_DIR}/{linked_name}", "dir", mode=0o755))
+        entries.append(Entry(f"{MODELS_DIR}/{linked_name}/{linked_version}", "symlink", target="../../model"))
+    folder = f"{MODELS_DIR}/{name}"
+    entries += [Entry(folder, "dir", mode=0o755), Entry(f"{folder}/{version}", "dir", mode=0o755)]
+    entries += [Entry(f"{folder}/{version}/{file}", "file", source=source, mode=0o644)
+                for file, source in sorted(files.items())]
+    unique = list({entry.path: entry for entry in entries}.values())  # a linked name may be this layer's own
+    return ModelLayer(version_label(name, version), layer_from_entries(unique))
+
+
+def configure(img: Image, target: Target, *, labels: dict[str, str | None], model_dir: str = MODEL_DIR) -> Image:
+    """The runtime config for `target`: entrypoint, env, non-root user, ports, labels; the server reads its model
+    (or model repository) from `model_dir`."""
     python = "/usr/bin/python3"
     if target.runtime == "lambda":
         entrypoint = [python, "-m", "awslambdaric"]
@@ -204,7 +236,7 @@ def configure(img: Image, target: Target, *, labels: dict[str, str]) -> Image:
         "PYTHONPATH": f"{LIB}:{SITE}",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
-        "MLPACK_MODEL_DIR": MODEL_DIR,
+        "MLPACK_MODEL_DIR": model_dir,
         "MLPACK_PROVIDERS": ",".join(target.providers),
     }
     if target.runtime == "server":
@@ -223,16 +255,29 @@ def configure(img: Image, target: Target, *, labels: dict[str, str]) -> Image:
                        labels=all_labels, exposed_ports=[str(p) for p in target.exposed_ports])
 
 
-def assemble(base: Image, target: Target, platform: str, *, deps: Layer, runtime: Layer, model: Layer,
-             labels: dict[str, str]) -> Image:
-    """base + deps + runtime + model, configured for `target`."""
+def assemble(base: Image, target: Target, platform: str, *, deps: Layer, runtime: Layer,
+             model: Layer | Sequence[ModelLayer], labels: dict[str, str | None]) -> Image:
+    """base + deps + runtime + model, configured for `target`; `model` is one model's layer, or the version layers
+    of a model repository (served from MODELS_DIR)."""
     if not Platform.parse(platform).matches(base.platform):  # arm64 is arm64/v8, however the base records it
         raise BuildError(f"the base image is for {base.platform}, but {target.name} builds {platform}",
                          hint="give a base for that platform (an index, or --base for each platform)")
     img = append_layers(base, deps, created_by="mlpack: deps (wheels)")
     img = append_layers(img, runtime, created_by="mlpack: runtime (mlpk.runtimes)")
+    if isinstance(model, Sequence):
+        for version in model:
+            img = append_layers(img, version.layer, created_by=f"mlpack: {version.name}")
+        return configure(img, target, labels=labels, model_dir=MODELS_DIR)
     img = append_layers(img, model, created_by="mlpack: model")
     return configure(img, target, labels=labels)
+
+
+def add_versions(img: Image, versions: Sequence[ModelLayer], labels: dict[str, str | None]) -> Image:
+    """An exported image with more model versions on top (`mlpack export --add-version`): every layer it has is
+    kept, and it serves the repository at MODELS_DIR."""
+    for version in versions:
+        img = append_layers(img, version.layer, created_by=f"mlpack: {version.name}")
+    return with_config(img, env={"MLPACK_MODEL_DIR": MODELS_DIR}, labels=labels)
 
 
 def parts(img: Image, names: tuple[str, ...] = ("deps", "runtime", "model"),

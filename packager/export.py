@@ -22,11 +22,38 @@ from typing import Any
 
 from mlpk.packager import assemble, locks, runs, targets
 from mlpk.packager.errors import ConfigError
-from mlpk.packager.oci import Image, Index, Platform, index, sources
+from mlpk.packager.oci import Image, Index, Layer, Platform, index, sources
 from mlpk.packager.targets import Target
 
 Step = Callable[[str], None]
 OPTIMIZE_MODES = ("auto", "none", "fp16", "int8-dynamic", "int8-static")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One model of a repository image: its file, and the name and version it is served under (None: the name
+    `mlpack serve` gives the file; the version after the newest of that name)."""
+
+    path: Path
+    name: str | None = None
+    version: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        """`PATH`, `NAME=PATH` or `NAME/VERSION=PATH`; text naming a file or folder that exists is always a PATH."""
+        from mlpk.runtimes.config import MODEL_NAME
+
+        if "=" in text and not Path(text).exists():
+            left, _, right = text.partition("=")
+            name, _, version = left.partition("/")
+            if right and MODEL_NAME.fullmatch(name) and (not version or version.isdigit() and int(version) > 0):
+                return cls(Path(right), name, int(version) if version else None)
+        return cls(Path(text))
+
+    def served_name(self) -> str:
+        from mlpk.runtimes.config import name_from_file
+
+        return self.name or name_from_file(self.path.name if self.path.is_dir() else self.path.stem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +80,14 @@ class ExportRequest:
     trust_pickle: bool = False
     archive: bool = True  # write docker-archive tars beside the layout
     prebuild_engine: bool = False  # build the TensorRT engine here (needs TensorRT and the fleet's GPU)
+    # A model repository image (several models, NAME=PATH forms, or --add-version): each version in a layer of its
+    # own under assemble.MODELS_DIR. `model` is then the first one's path.
+    models: tuple[ModelSpec, ...] = ()
+    add_version: bool = False  # add `models` to the export at `out`, keeping every layer it has
+
+    @property
+    def is_repository(self) -> bool:
+        return bool(self.models) or self.add_version
 
     def model_name(self) -> str:
         """The name the image answers under: --name, else the name `mlpack serve MODEL` gives the model's file (or
@@ -91,7 +126,8 @@ class PlatformBuild:
 
 @dataclass(frozen=True, slots=True)
 class ExportReport:
-    """What an export built, measured and wrote."""
+    """What an export built, measured and wrote. `model` and `optimization` are the card and optimization of the
+    model this export prepared (the last one, for several); `models` lists every version the image serves."""
 
     target: str
     tag: str
@@ -104,6 +140,7 @@ class ExportReport:
     pushed: dict[str, Any] | None
     run: list[str]
     seconds: dict[str, float]
+    models: list[dict[str, Any]] = field(default_factory=list)  # every model version the image serves
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -135,11 +172,48 @@ def _check_names(request: ExportRequest) -> None:
         except ValueError as err:
             raise ConfigError(str(err), hint="give --name letters, digits, '.', '_' and '-', e.g. --name scorer-v2") \
                 from None
+    if request.is_repository:
+        _check_repository(request)
     if request.wheel_index is not None:
         url = urlsplit(request.wheel_index)
         if url.scheme not in ("http", "https", "file") or (url.scheme != "file" and not url.netloc):
             raise ConfigError(f"--wheel-index {request.wheel_index!r} is not an http(s) or file URL",
                               hint="give --wheel-index the URL of a PEP 503 index, e.g. https://HOST/simple/")
+
+
+# Flags that describe one model's data: with several models, each is exported on its own call (--add-version).
+ONE_MODEL_FLAGS = (("--sample-data", "sample_data"), ("--calibration", "calibration"), ("--name", "name"),
+                   ("--model-class", "model_class"), ("--model-args", "model_args"),
+                   ("--prebuild-engine", "prebuild_engine"))
+
+
+def _check_repository(request: ExportRequest) -> None:
+    """Refuse what a repository export cannot take: one model's flags with several models, a name that is no model
+    name, a version given twice, a TensorRT engine (one model's), --add-version with no export at --out."""
+    from mlpk.runtimes.config import model_name
+
+    specs = request.models or (ModelSpec(request.model),)
+    if len(specs) > 1:
+        for flag, field_name in ONE_MODEL_FLAGS:
+            if getattr(request, field_name):
+                raise ConfigError(f"{flag} describes one model, and {len(specs)} models were given",
+                                  hint=f"export the first with mlpack export MODEL {flag} …, then add each other one "
+                                       f"with its own {flag} by mlpack export MODEL --add-version --out SAME_OUT")
+    if request.prebuild_engine:
+        raise ConfigError("--prebuild-engine builds the engine of a one-model image",
+                          hint="leave --prebuild-engine out: the server builds each version's engine at its first "
+                               "start and keeps it in MLPACK_TRT_CACHE")
+    for spec in specs:
+        if spec.name is not None:
+            try:
+                model_name("model name", spec.name)
+            except ValueError as err:
+                raise ConfigError(str(err), hint="give NAME=PATH or NAME/VERSION=PATH with NAME of letters, "
+                                                 "digits, '.', '_' and '-'") from None
+    if request.add_version and not (request.out / "report.json").is_file():
+        raise ConfigError(f"--add-version adds to the export at --out {request.out}, and there is none",
+                          hint="export the first version with mlpack export MODEL --target T --out OUT, then add "
+                               "versions with --add-version --out OUT")
 
 
 def resolve_target(request: ExportRequest) -> Target:
@@ -155,7 +229,15 @@ def resolve_target(request: ExportRequest) -> Target:
 def plan(request: ExportRequest) -> list[str]:
     """The steps an export would take, resolved, without doing any of them."""
     target = resolve_target(request)
-    steps = [f"check {request.model}; convert it to ONNX with a parity gate unless it is ONNX already"]
+    if request.is_repository:
+        names = ", ".join(f"{spec.served_name()}" + (f"/{spec.version}" if spec.version else "") + f" ({spec.path})"
+                          for spec in _specs(request))
+        where = f"added to the export at {request.out}, whose layers stay" if request.add_version else \
+            "side by side in a model repository"
+        steps = [f"check {names}; convert each to ONNX with a parity gate unless it is ONNX already; each version "
+                 f"in a layer of its own, {where}"]
+    else:
+        steps = [f"check {request.model}; convert it to ONNX with a parity gate unless it is ONNX already"]
     steps.append(f"optimize: {_mode(target, request)} (gate: max drop {target.optimize.max_drop:g}, for "
                  f"{target.optimize.consumer})")
     for platform in target.platforms:
@@ -183,8 +265,6 @@ def _mode(target: Target, request: ExportRequest) -> str:
 
 def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
     """Run the whole export; see the module docstring."""
-    from mlpk.packager import modelprep
-
     clock: dict[str, float] = {}
     target = resolve_target(request)
     _check_out(request.out)
@@ -193,37 +273,38 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
 
         for platform in target.platforms:  # before any work: a missing toolchain is known now
             tensorrt.check_available(target, platform)
+    previous = Previous.read(request.out, target) if request.add_version else None
     request.out.parent.mkdir(parents=True, exist_ok=True)
     with runs.folder("export", near=request.out.parent) as work:  # beside out: the result is renamed into place
         started = time.perf_counter()
         step("converting the model")
-        prepared = modelprep.prepare(request, target, work / "model", step)
+        versions, model, prepared = _prepare_models(request, target, work, step, previous)
         clock["model"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        tag = request.tag or f"mlpack/{_slug(request.model.stem if request.model.is_file() else request.model.name)}"\
-            f":{target.name}"
-        labels = {"org.opencontainers.image.title": prepared.name, "dev.mlpack.model.sha256": prepared.sha256,
-                  "dev.mlpack.model.source": prepared.source_kind}
+        tag = request.tag or (previous.tag if previous else
+                              f"mlpack/{_slug(request.model.stem if request.model.is_file() else request.model.name)}"
+                              f":{target.name}")
+        labels = _labels(versions, request.is_repository)
         step("building the runtime and model layers")
         runtime = assemble.runtime_layer(target.python)
-        model = assemble.model_layer(prepared.files)
+        if previous is not None:
+            previous.check_runtime(runtime)
         images: list[Image] = []
         builds: list[PlatformBuild] = []
         staging = work / "out"
         staging.mkdir()
+        model_names = ("model",) if isinstance(model, Layer) else tuple(m.name for m in model)
         for platform in target.platforms:
-            step(f"{platform}: base image")
-            base, base_sbom = _base(request, target, platform)
-            step(f"{platform}: installing {target.abi} wheels")
-            lock_file = locks.file_name(platform)  # re-used from the previous export to `out` while it still fits
-            previous = locks.read(request.out / lock_file) if (request.out / lock_file).is_file() else None
-            deps, installed = assemble.deps_layer(target, platform, work, sbom=base_sbom, lock=previous)
-            (staging / lock_file).parent.mkdir(exist_ok=True)
-            (staging / lock_file).write_text(installed.lock.text())
-            img = assemble.assemble(base.image, target, platform, deps=deps, runtime=runtime, model=model,
-                                    labels={**labels, "dev.mlpack.base.digest": str(base.image.digest)})
-            names: tuple[str, ...] = ("deps", "runtime", "model")
+            checked: Any = ()  # the layers already checked: the base's, by its safety check
+            if previous is not None:
+                img, names, lock = previous.extend(platform, model, labels)
+                (staging / lock["file"]).parent.mkdir(exist_ok=True)
+                shutil.copyfile(request.out / lock["file"], staging / lock["file"])
+            else:
+                img, lock, checked = _build_platform(request, target, platform, work, staging, runtime, model, labels,
+                                                     step)
+                names = ("deps", "runtime", *model_names)
             if request.prebuild_engine:
                 from mlpk.packager import tensorrt
                 from mlpk.packager.oci import append_layers
@@ -234,12 +315,11 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
                 img = append_layers(img, engine, created_by="mlpack: TensorRT engine (prebuilt)")
                 names += ("engine",)
             step(f"{platform}: checking the size budget")
-            parts = assemble.parts(img, names, checked=base.layers)
+            parts = assemble.parts(img, names, checked=checked)
             size = assemble.check_budget(target, platform, parts)
             builds.append(PlatformBuild(platform, str(img.digest), [
                 {"name": p.name, "digest": str(p.layer.digest), "compressed": p.layer.size,
-                 "uncompressed": p.uncompressed} for p in parts], round(size, 2), None,
-                {"file": lock_file, "status": installed.relock or "re-used", "refetched": list(installed.refetched)}))
+                 "uncompressed": p.uncompressed} for p in parts], round(size, 2), None, lock))
             images.append(img)
         clock["build"] = time.perf_counter() - started
 
@@ -247,9 +327,7 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
         step("writing outputs")
         result: Image | Index = images[0] if len(images) == 1 else index(*images)
         builds = _write(result, images, builds, staging, tag, request.archive)
-        (staging / "model").mkdir()
-        for name, source in prepared.files.items():  # the shipped model, as the image's model layer holds it
-            shutil.copyfile(source, staging / "model" / name)
+        _ship_files(versions, staging, request.out, request.is_repository)
         pushed = None
         if request.push:
             from mlpk.packager.oci import remote
@@ -261,10 +339,202 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
             target=target.name, tag=tag, out=str(request.out), model=prepared.summary,
             optimization=prepared.optimization, platforms=builds, digest=str(result.digest),
             budget_mb=target.budget_mb, pushed=pushed, run=_run_hints(target, tag, builds, request.out),
-            seconds={k: round(v, 2) for k, v in clock.items()})
+            seconds={k: round(v, 2) for k, v in clock.items()}, models=[v.to_dict() for v in versions])
         (staging / "report.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))
         _replace(staging, request.out, work / "previous")
     return report
+
+
+def _build_platform(request: ExportRequest, target: Target, platform: str, work: Path, staging: Path,
+                    runtime: Layer, model: Layer | list[assemble.ModelLayer], labels: dict[str, str | None],
+                    step: Step) -> tuple[Image, dict[str, Any], Any]:
+    """base + deps + runtime + model for `platform`, with the wheels lock it used written into `staging`: (the image,
+    its lock entry for the report, the base's layer reports)."""
+    step(f"{platform}: base image")
+    base, base_sbom = _base(request, target, platform)
+    step(f"{platform}: installing {target.abi} wheels")
+    lock_file = locks.file_name(platform)  # re-used from the previous export to `out` while it still fits
+    previous = locks.read(request.out / lock_file) if (request.out / lock_file).is_file() else None
+    deps, installed = assemble.deps_layer(target, platform, work, sbom=base_sbom, lock=previous)
+    (staging / lock_file).parent.mkdir(exist_ok=True)
+    (staging / lock_file).write_text(installed.lock.text())
+    img = assemble.assemble(base.image, target, platform, deps=deps, runtime=runtime, model=model,
+                            labels={**labels, "dev.mlpack.base.digest": str(base.image.digest)})
+    lock_entry = {"file": lock_file, "status": installed.relock or "re-used", "refetched": list(installed.refetched)}
+    return img, lock_entry, base.layers
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """One model version an image serves, as the report lists it. `files` are the ones this export prepared
+    (None: carried over from the export --add-version added to)."""
+
+    name: str
+    version: int
+    layer: str  # the name of its layer in the report: `model` (a one-model image) or `model NAME/VERSION`
+    sha256: str  # of the source model as given
+    source: str  # its kind
+    card: dict[str, Any]
+    optimization: dict[str, Any]
+    files: dict[str, Path] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "layer": self.layer, "sha256": self.sha256,
+                "source": self.source, "card": self.card, "optimization": self.optimization}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelVersion:
+        return cls(str(data["name"]), int(data["version"]), str(data["layer"]), str(data["sha256"]),
+                   str(data["source"]), dict(data["card"]), dict(data["optimization"]))
+
+
+def _specs(request: ExportRequest) -> tuple[ModelSpec, ...]:
+    specs = request.models or (ModelSpec(request.model),)
+    if request.name and len(specs) == 1 and specs[0].name is None:
+        specs = (ModelSpec(specs[0].path, request.name, specs[0].version),)
+    return specs
+
+
+def _prepare_models(request: ExportRequest, target: Target, work: Path, step: Step, previous: Previous | None
+                    ) -> tuple[list[ModelVersion], Layer | list[assemble.ModelLayer], Any]:
+    """Convert and optimize every model of the request: (every version the image serves, the model layer or the
+    new version layers, the last model prepared)."""
+    import dataclasses
+
+    from mlpk.packager import modelprep
+
+    if not request.is_repository:
+        prepared = modelprep.prepare(request, target, work / "model", step)
+        version = ModelVersion(prepared.name, 1, "model", prepared.sha256, prepared.source_kind, prepared.summary,
+                               prepared.optimization, prepared.files)
+        return [version], assemble.model_layer(prepared.files), prepared
+    carried = list(previous.versions) if previous else []
+    planned: list[tuple[ModelSpec, str, int]] = []
+    for spec in _specs(request):  # every name and version first: a clash is known before any conversion
+        name = spec.served_name()
+        taken = [v.version for v in carried if v.name == name] + [v for n, v in
+                                                                  ((p[1], p[2]) for p in planned) if n == name]
+        version = spec.version or max(taken, default=0) + 1
+        if version in taken:
+            where = f"the export at {request.out}" if any(v.name == name and v.version == version
+                                                           for v in carried) else "this export"
+            raise ConfigError(f"model {name} version {version} is already in {where}",
+                              hint=f"give another version with {name}/VERSION=PATH, or leave the version out "
+                                   "for the next one")
+        planned.append((spec, name, version))
+    versions, layers, prepared = list(carried), [], None
+    links = previous.links if previous else ()
+    for index, (spec, name, version) in enumerate(planned):
+        step(f"converting {name} version {version}")
+        one = dataclasses.replace(request, model=spec.path, name=name, models=(), add_version=False)
+        prepared = modelprep.prepare(one, target, work / f"model-{index}", step)
+        layer = assemble.version_layer(name, version, prepared.files, links=links if index == 0 else ())
+        layers.append(layer)
+        versions.append(ModelVersion(name, version, layer.name, prepared.sha256, prepared.source_kind,
+                                     prepared.summary, prepared.optimization, prepared.files))
+    return sorted(versions, key=lambda v: (v.name, v.version)), layers, prepared
+
+
+def _labels(versions: list[ModelVersion], repository: bool) -> dict[str, str | None]:
+    if not repository:
+        [only] = versions
+        return {"org.opencontainers.image.title": only.name, "dev.mlpack.model.sha256": only.sha256,
+                "dev.mlpack.model.source": only.source}
+    return {"org.opencontainers.image.title": ", ".join(dict.fromkeys(v.name for v in versions)),
+            "dev.mlpack.models": ",".join(f"{v.name}/{v.version}" for v in versions),
+            "dev.mlpack.model.sha256": None, "dev.mlpack.model.source": None}  # one model's labels: none here
+
+
+def _ship_files(versions: list[ModelVersion], staging: Path, out: Path, repository: bool) -> None:
+    """The shipped models as the image's model layers hold them: OUT/model/ (one model), or
+    OUT/models/NAME/VERSION/ (a repository; versions carried over are copied from the export added to)."""
+    for version in versions:
+        folder = staging / "models" / version.name / str(version.version) if repository else staging / "model"
+        if version.files is None:
+            earlier = out / "models" / version.name / str(version.version)
+            shutil.copytree(earlier if earlier.is_dir() else out / "model", folder)
+            continue
+        folder.mkdir(parents=True)
+        for name, source in version.files.items():
+            shutil.copyfile(source, folder / name)
+
+
+@dataclass(frozen=True, slots=True)
+class Previous:
+    """The export `--add-version` adds to: its image (or index), report and model versions. `links`: the model of a
+    one-model image, to be served from the repository as version 1 of its name."""
+
+    out: Path
+    item: Image | Index
+    report: dict[str, Any]
+    versions: tuple[ModelVersion, ...]
+    links: tuple[tuple[str, int], ...]
+
+    @property
+    def tag(self) -> str:
+        return str(self.report["tag"])
+
+    @classmethod
+    def read(cls, out: Path, target: Target) -> Previous:
+        from mlpk.packager.oci import layout
+
+        try:
+            report = json.loads((out / "report.json").read_text())
+            item = layout.read(out / "oci")
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"the export at --out {out} cannot be read: {err}",
+                              hint="export it again with mlpack export MODEL --target T --out OUT") from None
+        if report.get("target") != target.name:
+            raise ConfigError(f"the export at --out {out} is for target {report.get('target')}, not {target.name}",
+                              hint=f"give --target {report.get('target')} to add to it, or another --out")
+        images = list(item.images) if isinstance(item, Index) else [item]
+        first = images[0]
+        env = dict(entry.split("=", 1) for entry in (first.config.get("config") or {}).get("Env") or []
+                   if "=" in entry)
+        labels = (first.config.get("config") or {}).get("Labels") or {}
+        if "models" in report:
+            versions = tuple(ModelVersion.from_dict(entry) for entry in report["models"])
+        else:  # written before exports listed their models: its one model
+            versions = (ModelVersion(str(labels.get("org.opencontainers.image.title") or "model"), 1, "model",
+                                     str(labels.get("dev.mlpack.model.sha256", "")),
+                                     str(labels.get("dev.mlpack.model.source", "")), dict(report.get("model") or {}),
+                                     dict(report.get("optimization") or {})),)
+        single = env.get("MLPACK_MODEL_DIR") == assemble.MODEL_DIR
+        links = ((versions[0].name, 1),) if single else ()
+        if any("engine" == layer["name"] for build in report["platforms"] for layer in build["layers"]):
+            raise ConfigError(f"the export at --out {out} ships a prebuilt TensorRT engine for its one model",
+                              hint="export it again without --prebuild-engine, then add versions with --add-version")
+        return cls(out, item, report, versions, links)
+
+    def check_runtime(self, runtime: Layer) -> None:
+        """The runtime layer must be this mlpack's: the old one may not serve a repository."""
+        for build in self.report["platforms"]:
+            old = next((layer["digest"] for layer in build["layers"] if layer["name"] == "runtime"), None)
+            if old != str(runtime.digest):
+                models = " ".join(f"{v.name}/{v.version}=MODEL" for v in self.versions)
+                raise ConfigError(f"the export at --out {self.out} was built by another version of mlpack (its "
+                                  f"runtime layer is {str(old)[:19]}, this one's {str(runtime.digest)[:19]}), which "
+                                  "may not serve a model repository",
+                                  hint=f"export every version again at once: mlpack export {models} NEW_MODEL "
+                                       f"--target {self.report['target']} --out {self.out}")
+
+    def extend(self, platform: str, model: Layer | list[assemble.ModelLayer], labels: dict[str, str | None]
+               ) -> tuple[Image, tuple[str, ...], dict[str, Any]]:
+        """The earlier image for `platform` with the new version layers on top: (image, its layer names above the
+        base, the wheels lock entry it keeps)."""
+        assert not isinstance(model, Layer)  # --add-version always makes version layers
+        images = list(self.item.images) if isinstance(self.item, Index) else [self.item]
+        wanted = Platform.parse(platform)
+        img = next((i for i in images if wanted.matches(i.platform)), None)
+        build = next((b for b in self.report["platforms"] if wanted.matches(Platform.parse(b["platform"]))), None)
+        if img is None or build is None:
+            raise ConfigError(f"the export at --out {self.out} has no image for {platform}",
+                              hint="export it again with mlpack export MODEL --target T --out OUT")
+        names = tuple(layer["name"] for layer in build["layers"] if not layer["name"].startswith("base"))
+        extended = assemble.add_versions(img, model, labels)
+        lock = dict(build.get("wheels_lock") or {})
+        lock["status"] = "re-used (--add-version keeps every layer of the export)"
+        return extended, names + tuple(m.name for m in model), lock
 
 
 def _slug(name: str) -> str:

@@ -10,7 +10,7 @@ from mlpk.packager.cli import report, wants_json
 
 
 @click.command()
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("models", nargs=-1, required=True, metavar="MODEL...")
 @click.option("--target", "-t", required=True, help="A built-in target (mlpack targets) or a profile TOML.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Output directory [default: ./mlpack-TARGET].")
 @click.option("--tag", help="Image name:tag [default: mlpack/MODEL:TARGET].")
@@ -35,23 +35,33 @@ from mlpk.packager.cli import report, wants_json
 @click.option("--no-archive", is_flag=True, help="Write only the OCI layout, no docker-archive tars.")
 @click.option("--prebuild-engine", is_flag=True,
               help="Build the TensorRT engine here and ship it (needs TensorRT and the fleet's GPU model).")
+@click.option("--add-version", is_flag=True,
+              help="Add MODEL... as new versions to the export at --out: its layers stay, each version adds one.")
 @click.option("--plan", "dry_run", is_flag=True, help="Print the resolved steps and exit without doing them.")
 @click.pass_context
-def export(ctx: click.Context, model: Path, target: str, out: Path | None, tag: str | None, name: str | None,
+def export(ctx: click.Context, models: tuple[str, ...], target: str, out: Path | None, tag: str | None,
+           name: str | None,
            push: str | None,
            base: str | None, quantize: str | None, calibration: Path | None, sample_data: Path | None,
            tolerance: str | None, python: str | None, wheel_index: str | None, budget_mb: float | None,
            grpc_port: int | None,
            model_class: str | None,
-           model_args: str, trust_pickle: bool, no_archive: bool, prebuild_engine: bool, dry_run: bool) -> None:
-    """Convert, validate, optimize and package MODEL into a verified image for TARGET."""
+           model_args: str, trust_pickle: bool, no_archive: bool, prebuild_engine: bool, add_version: bool,
+           dry_run: bool) -> None:
+    """Convert, validate, optimize and package MODEL into a verified image for TARGET.
+
+    Several MODELs (PATH, NAME=PATH or NAME/VERSION=PATH) make an image that serves them all side by side as a model
+    repository, each version in a layer of its own; --add-version adds versions to an earlier export."""
     from mlpk.packager import export as exporting
     from mlpk.packager.cli.render import export_report
     from mlpk.packager.convert.specs import parse_model_args
 
     args = parse_model_args(model_args)
+    specs = tuple(exporting.ModelSpec.parse(text) for text in models)
+    repository = len(specs) > 1 or add_version or specs[0].name is not None or specs[0].version is not None
     request = exporting.ExportRequest(
-        model=model, target=target, out=out or Path(f"mlpack-{Path(target).stem}"), tag=tag, name=name,
+        model=specs[0].path, models=specs if repository else (), add_version=add_version, target=target,
+        out=out or Path(f"mlpack-{Path(target).stem}"), tag=tag, name=name,
         push=push, base=base,
         quantize=quantize, calibration=calibration, sample_data=sample_data, tolerance=tolerance, python=python,
         wheel_index=wheel_index,

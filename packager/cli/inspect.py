@@ -23,6 +23,9 @@ def _render(data: dict[str, Any]) -> None:
         if img["model_card"]:
             card = img["model_card"]
             click.echo(f"  model card: {card.get('name')} ({card.get('source', {}).get('kind')})")
+        for version, card in img.get("model_cards", {}).items():
+            click.echo(f"  model {version}: {(card or {}).get('source', {}).get('kind')} source, sha256 "
+                       f"{str((card or {}).get('source', {}).get('sha256'))[:12]}")
 
 
 @click.command()

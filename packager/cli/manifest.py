@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -17,7 +18,20 @@ _common = [
     click.option("--out", "-o", type=click.Path(path_type=Path), help="Write here instead of stdout."),
     click.option("--measure", is_flag=True, help="Size resources from a run on the local Docker engine (kept in "
                  "an export directory as measured.json and reused)."),
+    click.option("--canary", metavar="IMAGE|DIR", help="A second version behind the same name: a canary that takes "
+                 "--canary-weight percent of the --replicas."),
+    click.option("--canary-image", "canary_ref", metavar="REF", help="Reference to pull the canary by [default: its "
+                 "pushed ref or tag]."),
+    click.option("--canary-weight", type=int, default=10, show_default=True,
+                 help="The canary's share of --replicas, in percent (at least one replica each)."),
 ]
+
+
+def _canary(stable: Any, canary: str | None, ref: str | None, platform: str | None, measure: bool) -> Any:
+    """The canary's ServiceSpec when --canary is given (manifests.canary checks it fits the stable one)."""
+    from mlpk.packager.deliver import manifests
+
+    return manifests.canary(stable, canary, ref=ref, platform=platform, measure=measure) if canary else None
 
 
 def _options(fn):  # type: ignore[no-untyped-def]
@@ -49,8 +63,10 @@ def manifest() -> None:
               help="Host port to publish the image's gRPC port on [default: the image's, 8081].")
 @click.pass_context
 def compose_(ctx: click.Context, image: str, name: str | None, ref: str | None, platform: str | None, replicas: int,
-             out: Path | None, measure: bool, host_port: int | None, grpc_host_port: int | None) -> None:
-    """A Compose file: restart policy, ready health check, GPU runtime/reservations, engine-cache volume."""
+             out: Path | None, measure: bool, canary: str | None, canary_ref: str | None, canary_weight: int,
+             host_port: int | None, grpc_host_port: int | None) -> None:
+    """A Compose file: restart policy, ready health check, GPU runtime/reservations, engine-cache volume; with
+    --canary, a second service answering under the same name on the project network."""
     from mlpk.packager.deliver import compose, manifests
     from mlpk.packager.errors import ConfigError
 
@@ -58,7 +74,8 @@ def compose_(ctx: click.Context, image: str, name: str | None, ref: str | None, 
     if grpc_host_port is not None and not spec.grpc_port:
         raise ConfigError(f"--grpc-port {grpc_host_port}: '{image}' serves no gRPC (exported with --grpc-port 0, or "
                           "by an mlpack without it)", hint="leave --grpc-port out, or export again")
-    document = compose.compose(spec, replicas=replicas, host_port=host_port, grpc_host_port=grpc_host_port)
+    document = compose.compose(spec, replicas=replicas, host_port=host_port, grpc_host_port=grpc_host_port,
+                               canary=_canary(spec, canary, canary_ref, platform, measure), canary_weight=canary_weight)
     _emit(ctx, manifests.dump([document]), out, {"compose": document, "resources_from": spec.resources_from})
 
 
@@ -70,9 +87,10 @@ def compose_(ctx: click.Context, image: str, name: str | None, ref: str | None, 
 @click.option("--namespace", help="metadata.namespace of every object.")
 @click.pass_context
 def k8s_(ctx: click.Context, image: str, name: str | None, ref: str | None, platform: str | None, replicas: int,
-         out: Path | None, measure: bool, max_replicas: int, cpu_target: int, priority_class: str | None,
-         namespace: str | None) -> None:
-    """Deployment + Service + HorizontalPodAutoscaler, checked against the Kubernetes schemas."""
+         out: Path | None, measure: bool, canary: str | None, canary_ref: str | None, canary_weight: int,
+         max_replicas: int, cpu_target: int, priority_class: str | None, namespace: str | None) -> None:
+    """Deployment + Service + HorizontalPodAutoscaler, checked against the Kubernetes schemas; with --canary, two
+    Deployments (NAME-stable, NAME-canary) behind the one Service, the replica ratio as the traffic split."""
     from mlpk.packager.deliver import k8s, manifests
     from mlpk.packager.errors import ConfigError
 
@@ -84,5 +102,6 @@ def k8s_(ctx: click.Context, image: str, name: str | None, ref: str | None, plat
         value = int(number)
     spec = manifests.spec(image, name=name, ref=ref, platform=platform, measure=measure)
     docs = k8s.manifests(spec, replicas=replicas, max_replicas=max_replicas, cpu_target=cpu_target,
-                         priority_class=priority_class, priority_value=value, namespace=namespace)
+                         priority_class=priority_class, priority_value=value, namespace=namespace,
+                         canary=_canary(spec, canary, canary_ref, platform, measure), canary_weight=canary_weight)
     _emit(ctx, manifests.dump(docs), out, {"k8s": docs, "resources_from": spec.resources_from})

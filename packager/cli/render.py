@@ -34,6 +34,9 @@ def export_report(result: Any) -> None:
     if opt.get("kept_fp32_because"):
         line += f" (requested {opt['requested']}, kept FP32: {opt['kept_fp32_because']})"
     console.print(line)
+    if len(data.get("models") or []) > 1 or any(m["layer"] != "model" for m in data.get("models") or []):
+        console.print("models: " + ", ".join(f"{m['name']}/{m['version']}" for m in data["models"])
+                      + " (a model repository: /v2/models/NAME/versions/VERSION)")
     console.print(f"image: {data['tag']}  digest {data['digest']}")
     if data.get("pushed"):
         console.print(f"pushed: {data['pushed']['reference']}")

@@ -6,13 +6,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlpk.packager.deliver.manifests import ServiceSpec, ready_command
+from mlpk.packager.deliver.manifests import ServiceSpec, ready_command, split
 
 
 def compose(spec: ServiceSpec, *, replicas: int = 1, host_port: int | None = None,
-            grpc_host_port: int | None = None) -> dict[str, Any]:
+            grpc_host_port: int | None = None, canary: ServiceSpec | None = None,
+            canary_weight: int = 10) -> dict[str, Any]:
     """The Compose document (a dict; yaml.safe_dump writes it). HTTP, and gRPC where the image serves it, are
-    published on `host_port` / `grpc_host_port` (default: the image's own ports)."""
+    published on `host_port` / `grpc_host_port` (default: the image's own ports).
+
+    With `canary`: a second service, NAME-canary, with `replicas` shared between the two by `canary_weight` percent
+    (manifests.split). It publishes no port and answers under the stable service's name on the project network (a
+    network alias), so a client in the network that resolves NAME for each connection reaches stable and canary
+    containers in the ratio of their replicas (Docker's DNS answers every container of the name); the
+    `x-mlpack-canary` field records the split. Clients on the host reach the stable service's published ports only."""
+    if canary is not None:
+        stable_count, canary_count = split(replicas, canary_weight)
+        document = compose(spec, replicas=stable_count, host_port=host_port, grpc_host_port=grpc_host_port)
+        extra = next(iter(compose(canary, replicas=canary_count)["services"].values()))
+        extra.pop("ports")
+        extra["networks"] = {"default": {"aliases": [spec.name]}}
+        document["services"][f"{spec.name}-canary"] = extra
+        document.setdefault("volumes", {}).update(compose(canary)["volumes"] if canary.engine_cache else {})
+        document["x-mlpack-canary"] = {
+            "service": spec.name, "stable": {"image": spec.image, "replicas": stable_count},
+            "canary": {"image": canary.image, "replicas": canary_count, "weight_percent_asked": canary_weight},
+            "traffic": f"clients in the project network that connect to {spec.name}:{spec.port} reach the canary "
+                       f"for {canary_count} of {replicas} connections on average (DNS over every container); "
+                       f"promote: give {spec.name} the canary's image; abort: remove {spec.name}-canary"}
+        return document
     ports = [f"{host_port or spec.port}:{spec.port}"]
     if spec.grpc_port:
         ports.append(f"{grpc_host_port or spec.grpc_port}:{spec.grpc_port}")

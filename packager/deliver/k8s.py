@@ -1,4 +1,5 @@
-"""Kubernetes manifests for an image: Deployment + Service + HorizontalPodAutoscaler (autoscaling/v2), with
+"""Kubernetes manifests for an image: Deployment + Service + HorizontalPodAutoscaler (autoscaling/v2), or for a
+canary two Deployments (stable and canary) behind one Service, with
 liveness/readiness (and, for TensorRT targets, startup) probes, requests and limits, `nvidia.com/gpu` for GPU
 targets, a restrictive securityContext (non-root, read-only root filesystem, no privilege escalation, every
 capability dropped, RuntimeDefault seccomp) and an optional PriorityClass. Every document is checked against the
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlpk.packager.deliver.manifests import LIVE_PATH, READY_PATH, ServiceSpec
+from mlpk.packager.deliver.manifests import LIVE_PATH, READY_PATH, ServiceSpec, split
 from mlpk.packager.errors import ConfigError, DeployError, missing_extra
 
 KUBERNETES_VERSION = "1.30.0"
@@ -24,17 +25,60 @@ def _ids(user: str) -> tuple[int, int]:
     return int(uid), int(gid or uid)
 
 
+TRACK = "mlpack.dev/track"  # stable | canary: which Deployment of a canary pair a pod belongs to
+
+
 def manifests(spec: ServiceSpec, *, replicas: int = 1, max_replicas: int = 4, cpu_target: int = 70,
               priority_class: str | None = None, priority_value: int | None = None,
-              namespace: str | None = None) -> list[dict[str, Any]]:
-    """[PriorityClass?, Deployment, Service, HorizontalPodAutoscaler]."""
-    if not 1 <= replicas <= max_replicas:
+              namespace: str | None = None, canary: ServiceSpec | None = None,
+              canary_weight: int = 10) -> list[dict[str, Any]]:
+    """[PriorityClass?, Deployment, Service, HorizontalPodAutoscaler]; with `canary`, two Deployments behind the one
+    Service instead (NAME-stable and NAME-canary, `replicas` between them by `canary_weight` percent: the Service
+    spreads connections over every ready pod, so the replica ratio is the traffic split) and no autoscaler, which
+    would change the ratio."""
+    if canary is None and not 1 <= replicas <= max_replicas:
         raise ConfigError(f"--replicas {replicas} must be between 1 and --max-replicas {max_replicas}")
-    uid, gid = _ids(spec.user)
     labels = {"app.kubernetes.io/name": spec.name, "app.kubernetes.io/managed-by": "mlpack"}
     meta: dict[str, Any] = {"name": spec.name, "labels": labels}
     if namespace:
         meta["namespace"] = namespace
+    docs: list[dict[str, Any]] = []
+    if priority_class and priority_value is not None:
+        docs.append({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                     "metadata": {"name": priority_class, "labels": labels}, "value": priority_value,
+                     "globalDefault": False, "description": f"mlpack service {spec.name}"})
+    service_meta = meta
+    if canary is None:
+        docs.append(_deployment(spec, meta, labels, {"app.kubernetes.io/name": spec.name}, replicas,
+                                priority_class))
+    else:  # NAME-stable and NAME-canary, whose selectors do not overlap; the Service selects both
+        stable_count, canary_count = split(replicas, canary_weight)
+        for track, image, count in (("stable", spec, stable_count), ("canary", canary, canary_count)):
+            track_labels = {**labels, TRACK: track}
+            docs.append(_deployment(image, {**meta, "name": f"{spec.name}-{track}", "labels": track_labels},
+                                    track_labels, {"app.kubernetes.io/name": spec.name, TRACK: track}, count,
+                                    priority_class))
+        service_meta = {**meta, "annotations": {"mlpack.dev/canary": f"{canary_count} of {replicas} replicas "
+                                                                     f"({canary_weight}% asked) run {canary.image}"}}
+    docs.append({"apiVersion": "v1", "kind": "Service", "metadata": service_meta, "spec": {
+        "type": "ClusterIP", "selector": {"app.kubernetes.io/name": spec.name},
+        "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}] +
+                 # h2c: gRPC without TLS, so meshes and gateways route it as HTTP/2 (Kubernetes' appProtocol values)
+                 ([{"name": "grpc", "port": spec.grpc_port, "targetPort": "grpc", "protocol": "TCP",
+                    "appProtocol": "kubernetes.io/h2c"}] if spec.grpc_port else [])}})
+    if canary is None:
+        docs.append({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": meta, "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
+            "minReplicas": replicas, "maxReplicas": max_replicas,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization", "averageUtilization": cpu_target}}}]}})
+    validate(docs)
+    return docs
+
+
+def _deployment(spec: ServiceSpec, meta: dict[str, Any], labels: dict[str, str], selector: dict[str, str],
+                replicas: int, priority_class: str | None) -> dict[str, Any]:
+    uid, gid = _ids(spec.user)
     res = spec.resources
     resources: dict[str, Any] = {
         "requests": {"cpu": res["cpu_request"], "memory": f"{res['memory_request_mb']}Mi"},
@@ -73,29 +117,11 @@ def manifests(spec: ServiceSpec, *, replicas: int = 1, max_replicas: int = 4, cp
     }
     if spec.gpu == "jetson":
         pod["runtimeClassName"] = "nvidia"
-    docs: list[dict[str, Any]] = []
     if priority_class:
         pod["priorityClassName"] = priority_class
-        if priority_value is not None:
-            docs.append({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-                         "metadata": {"name": priority_class, "labels": labels}, "value": priority_value,
-                         "globalDefault": False, "description": f"mlpack service {spec.name}"})
-    docs.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {
-        "replicas": replicas, "selector": {"matchLabels": {"app.kubernetes.io/name": spec.name}},
-        "template": {"metadata": {"labels": labels}, "spec": pod}}})
-    docs.append({"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {
-        "type": "ClusterIP", "selector": {"app.kubernetes.io/name": spec.name},
-        "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}] +
-                 # h2c: gRPC without TLS, so meshes and gateways route it as HTTP/2 (Kubernetes' appProtocol values)
-                 ([{"name": "grpc", "port": spec.grpc_port, "targetPort": "grpc", "protocol": "TCP",
-                    "appProtocol": "kubernetes.io/h2c"}] if spec.grpc_port else [])}})
-    docs.append({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": meta, "spec": {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
-        "minReplicas": replicas, "maxReplicas": max_replicas,
-        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-            "type": "Utilization", "averageUtilization": cpu_target}}}]}})
-    validate(docs)
-    return docs
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {
+        "replicas": replicas, "selector": {"matchLabels": selector},
+        "template": {"metadata": {"labels": labels}, "spec": pod}}}
 
 
 def validate(docs: list[dict[str, Any]], version: str = KUBERNETES_VERSION) -> None:

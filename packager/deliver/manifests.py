@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ class ServiceSpec:
     resources: dict[str, Any]
     resources_from: str  # "measured run" | "defaults"
     grpc_port: int = 0  # the Open Inference Protocol over gRPC (MLPACK_GRPC_PORT in the image); 0: none
+    models: tuple[str, ...] = ()  # the names of the models it serves (its labels), where known
 
     @property
     def start_period_s(self) -> int:
@@ -97,7 +99,7 @@ def _measured(image: str, resolved: Resolved, measure: bool) -> dict[str, Any] |
 
 
 def spec(image: str, *, name: str | None = None, ref: str | None = None, platform: str | None = None,
-         measure: bool = False) -> ServiceSpec:
+         measure: bool = False, ref_flag: str = "--image") -> ServiceSpec:
     """The ServiceSpec for IMAGE|DIR; `ref` is the reference the cluster pulls (default: the pushed reference,
     else the export's tag, else the argument itself when it is a registry reference); resources from a measured
     run (`measure` runs one now on the local engine, kept as measured.json in an export directory) or defaults."""
@@ -115,7 +117,7 @@ def spec(image: str, *, name: str | None = None, ref: str | None = None, platfor
 
         pull = image if sources.kind_of(image) == "registry" else None
     if not pull:
-        raise ConfigError(f"'{image}' carries no tag to pull it by", hint="pass --image REGISTRY/REPO:TAG")
+        raise ConfigError(f"'{image}' carries no tag to pull it by", hint=f"pass {ref_flag} REGISTRY/REPO:TAG")
     env = dict(e.split("=", 1) for e in config.get("Env") or [] if "=" in e)
     exposed = sorted(int(p.split("/")[0]) for p in (config.get("ExposedPorts") or {"8080/tcp": {}}))
     grpc_port = int(env["MLPACK_GRPC_PORT"]) if env.get("MLPACK_GRPC_PORT", "").isdigit() else 0
@@ -124,6 +126,41 @@ def spec(image: str, *, name: str | None = None, ref: str | None = None, platfor
     gpu = "jetson" if target.startswith("jetson") else "cuda" if target.startswith("cuda") else None
     sized, source = resources(_measured(image, resolved, measure))
     title = pull.rsplit("/", 1)[-1].split(":")[0].split("@")[0] or labels.get("org.opencontainers.image.title", "")
+    served = labels.get("dev.mlpack.models")
+    models = tuple(dict.fromkeys(v.split("/")[0] for v in served.split(","))) if served else \
+        tuple(filter(None, [labels.get("org.opencontainers.image.title")]))
     return ServiceSpec(_slug(name or title), pull, ports[0], config.get("User") or "65532:65532", target, gpu,
                        cache.rsplit("/", 1)[0] if cache else None, sized, source,
-                       grpc_port if grpc_port in exposed else 0)
+                       grpc_port if grpc_port in exposed else 0, models)
+
+
+def canary(stable: ServiceSpec, image: str, *, ref: str | None = None, platform: str | None = None,
+           measure: bool = False) -> ServiceSpec:
+    """The ServiceSpec of a canary for `stable`: named as the stable service (both answer under its name); refused
+    when clients of the stable one would break on it (another port, no gRPC, a model the stable serves missing)."""
+    found = spec(image, ref=ref, platform=platform, measure=measure, ref_flag="--canary-image")
+    if (found.port, found.grpc_port) != (stable.port, stable.grpc_port):
+        raise ConfigError(f"the canary '{image}' serves HTTP on {found.port} and gRPC on {found.grpc_port or 'none'}, "
+                          f"the stable image on {stable.port} and {stable.grpc_port or 'none'}: clients of one "
+                          "would fail on the other", hint="export the canary for the same target (and --grpc-port)")
+    missing = [name for name in stable.models if name not in found.models]
+    if missing and found.models:
+        raise ConfigError(f"the canary '{image}' does not serve model(s) {', '.join(missing)} that the stable image "
+                          f"serves (it serves {', '.join(found.models)}): their requests would get 404 from it",
+                          hint="export the canary under the same model name (mlpack export --name NAME)")
+    if found.image == stable.image:
+        raise ConfigError(f"the canary pulls {found.image}, as the stable service does",
+                          hint="push the canary under its own tag and pass it with --canary-image REF")
+    return dataclasses.replace(found, name=stable.name)
+
+
+def split(replicas: int, weight: int) -> tuple[int, int]:
+    """(stable, canary) replicas of `replicas` for a canary `weight` in percent: at least one of each."""
+    if not 1 <= weight <= 99:
+        raise ConfigError(f"--canary-weight {weight} must be a percentage between 1 and 99",
+                          hint="give --canary-weight PCT with PCT from 1 to 99 (the canary's share of --replicas)")
+    if replicas < 2:
+        raise ConfigError(f"--replicas {replicas}: a canary needs at least 2 replicas (one stable, one canary)",
+                          hint="give --replicas N with N of at least 2 (--canary-weight takes its share of N)")
+    canary = min(replicas - 1, max(1, round(replicas * weight / 100)))
+    return replicas - canary, canary

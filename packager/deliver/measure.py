@@ -25,6 +25,18 @@ from mlpk.packager.deliver.images import Resolved
 from mlpk.packager.errors import DeployError
 
 MODEL_CARD = "/opt/mlpack/model/model-card.json"
+# The card of the model a measurement loads: the image's one model, or in a model repository image the newest
+# version of its first model (by name): (name, card) as JSON.
+_CARD_SCRIPT = f"""
+import glob, json, os
+one = {MODEL_CARD!r}
+found = sorted(glob.glob('/opt/mlpack/models/*/*/model-card.json'),
+               key=lambda p: (p.split('/')[-3], -int(p.split('/')[-2]) if p.split('/')[-2].isdigit() else 0))
+path = one if os.path.isfile(one) else (found[0] if found else None)
+card = json.load(open(path)) if path else {{}}
+name = card.get('name', 'model') if path == one else (path.split('/')[-3] if path else 'model')
+print(json.dumps({{'name': name, 'card': card}}))
+"""
 _V2 = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64", "int32": "INT32",
        "int16": "INT16", "int8": "INT8", "uint8": "UINT8", "bool": "BOOL", "str": "BYTES", "object": "BYTES"}
 _UNITS = {"b": 1, "kib": 1024, "kb": 1000, "mib": 1024**2, "mb": 1000**2, "gib": 1024**3, "gb": 1000**3}
@@ -110,9 +122,9 @@ def measure(resolved: Resolved, *, duration_s: float = 8, threads: int = 4,
         port = _docker("port", cid, "8080/tcp").splitlines()[0].rsplit(":", 1)[-1]
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url, cid, ready_timeout)
-        card = json.loads(_docker("exec", cid, "/usr/bin/python3", "-c", f"print(open('{MODEL_CARD}').read())"))
+        found = json.loads(_docker("exec", cid, "/usr/bin/python3", "-c", _CARD_SCRIPT))
+        card, name = found["card"], found["name"]
         payload = json.dumps(body(card)).encode()
-        name = card.get("name", "model")
         stop = threading.Event()
 
         def infer() -> None:

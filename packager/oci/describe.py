@@ -1,5 +1,7 @@
 """What `mlpack inspect` shows: platforms, layers with compressed and uncompressed sizes, config, labels and
-the model card (`/opt/mlpack/model/model-card.json`, read from the topmost layer that holds it)."""
+the model card (`/opt/mlpack/model/model-card.json`, read from the topmost layer that holds it), or in a model
+repository image the card of every version (`/opt/mlpack/models/NAME/VERSION/model-card.json`, or the one model's
+card where a version links to it)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from mlpk.packager.oci.layer import Layer
 from mlpk.packager.oci.safety import check_member
 
 MODEL_CARD = "opt/mlpack/model/model-card.json"
+REPOSITORY = "opt/mlpack/models/"
 _CONFIG_KEYS = ("Entrypoint", "Cmd", "Env", "User", "WorkingDir", "ExposedPorts")
 
 
@@ -28,37 +31,51 @@ class _Counter:
         return data
 
 
-def _scan(layer: Layer) -> tuple[int, dict[str, Any] | None]:
-    """(uncompressed size, model card or None) of one layer, in one streaming pass; members are checked."""
-    card = None
+def _version_of(path: str) -> str | None:
+    """`NAME/VERSION` for a repository version's folder or card path, else None."""
+    parts = path.removeprefix(REPOSITORY).split("/")
+    return "/".join(parts[:2]) if path.startswith(REPOSITORY) and len(parts) >= 2 and parts[1].isdigit() else None
+
+
+def _scan(layer: Layer) -> tuple[int, dict[str, Any]]:
+    """(uncompressed size, model cards by path: MODEL_CARD, `NAME/VERSION`, and `NAME/VERSION` -> MODEL_CARD for a
+    version that links to the one model) of one layer, in one streaming pass; members are checked."""
+    cards: dict[str, Any] = {}
     with layer.open() as raw:
         counter = _Counter(gzip.GzipFile(fileobj=raw, mode="rb"))  # type: ignore[arg-type]
         with tarfile.open(fileobj=counter, mode="r|") as tar:  # type: ignore[call-overload]
             for info in tar:
                 check_member(info)
-                if info.isfile() and info.name.removeprefix("./") == MODEL_CARD:
+                name = info.name.removeprefix("./")
+                version = _version_of(name)
+                if info.issym() and version == name.removeprefix(REPOSITORY):
+                    cards[version] = MODEL_CARD  # resolved against the one model's card once all layers are read
+                elif info.isfile() and (name == MODEL_CARD or version and name.endswith("/model-card.json")):
                     extracted = tar.extractfile(info)
                     try:
                         card = json.loads(extracted.read()) if extracted else None
                     except json.JSONDecodeError:
                         card = {"error": "model-card.json is not JSON"}
+                    cards[MODEL_CARD if name == MODEL_CARD else str(version)] = card
         while counter.read(CHUNK):
             pass
         while raw.read(CHUNK):
             pass
-    return counter.count, card
+    return counter.count, cards
 
 
 def describe_image(img: Image, sizes: bool = True) -> dict[str, Any]:
     config = img.config
     section = config.get("config") or {}
-    layers, card = [], None
+    layers, cards = [], {}
     for layer in img.layers:
         entry: dict[str, Any] = {"digest": str(layer.digest), "size": layer.size, "media_type": layer.media_type}
         if sizes:
             entry["uncompressed_size"], found = _scan(layer)
-            card = found or card
+            cards.update(found)
         layers.append(entry)
+    card = cards.pop(MODEL_CARD, None)
+    versions = {key: card if value == MODEL_CARD else value for key, value in sorted(cards.items())}
     return {
         "digest": str(img.digest),
         "media_type": img.media_type,
@@ -68,7 +85,8 @@ def describe_image(img: Image, sizes: bool = True) -> dict[str, Any]:
         "size": sum(layer.size for layer in img.layers) + img.config_blob.size,
         "config": {key: section[key] for key in _CONFIG_KEYS if key in section},
         "labels": section.get("Labels") or {},
-        "model_card": card,
+        "model_card": None if versions else card,
+        "model_cards": versions,  # a model repository image: NAME/VERSION -> card
     }
 
 

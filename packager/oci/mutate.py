@@ -52,8 +52,9 @@ def _env_merge(current: Sequence[str], updates: Mapping[str, str]) -> list[str]:
 
 def with_config(img: Image, *, entrypoint: Sequence[str] | None = None, cmd: Sequence[str] | None = None,
                 env: Mapping[str, str] | None = None, user: str | None = None, workdir: str | None = None,
-                labels: Mapping[str, str] | None = None, exposed_ports: Sequence[str] | None = None) -> Image:
-    """`img` with its runtime config changed: env and labels are merged, the rest replaced (None keeps them).
+                labels: Mapping[str, str | None] | None = None, exposed_ports: Sequence[str] | None = None) -> Image:
+    """`img` with its runtime config changed: env and labels are merged (a label set to None is removed), the rest
+    replaced (None keeps them).
     A new entrypoint without a cmd drops the base's cmd, as a Dockerfile ENTRYPOINT does."""
     config = img.config
     section = config.setdefault("config", {}) or {}
@@ -73,7 +74,8 @@ def with_config(img: Image, *, entrypoint: Sequence[str] | None = None, cmd: Seq
             raise BuildError(f"workdir '{workdir}' is not absolute", hint="give an absolute path like /app")
         section["WorkingDir"] = workdir
     if labels:
-        section["Labels"] = {**(section.get("Labels") or {}), **labels}
+        merged = {**(section.get("Labels") or {}), **labels}
+        section["Labels"] = {key: value for key, value in merged.items() if value is not None}
     if exposed_ports:
         ports = dict(section.get("ExposedPorts") or {})
         for port in exposed_ports:

@@ -161,3 +161,98 @@ def test_measured_run_sizes_requests_and_limits(mlpack, exported: Path, tmp_path
     compose = json.loads(mlpack("--json", "manifest", "compose", str(exported)).stdout)["compose"]
     limits = next(iter(compose["services"].values()))["deploy"]["resources"]["limits"]
     assert limits["memory"] == resources["limits"]["memory"].replace("Mi", "M")
+
+
+def canary_layout(exported: Path, where: Path, seed: int = 5) -> Path:
+    """The exported image with another model under the same name (other weights): a canary of it."""
+    img = images.model_update(image_from_layout(exported / "oci"), where / "model", seed=seed)
+    return layout.write(img, where / "oci", "canary")
+
+
+def test_k8s_canary_is_two_deployments_behind_one_service(mlpack, exported: Path, tmp_path: Path) -> None:
+    canary = canary_layout(exported, tmp_path)
+    docs = manifest(mlpack, "k8s", str(exported), "--canary", str(canary), "--canary-image", "reg.example/s:2",
+                    "--replicas", "10", "--canary-weight", "20")
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("Deployment", "scorer-stable"), ("Deployment", "scorer-canary"), ("Service", "scorer")]
+    stable, canary_doc, service = docs
+    assert (stable["spec"]["replicas"], canary_doc["spec"]["replicas"]) == (8, 2)
+    assert canary_doc["spec"]["template"]["spec"]["containers"][0]["image"] == "reg.example/s:2"
+    selector = service["spec"]["selector"]
+    for deployment in (stable, canary_doc):  # the Service selects both; the Deployments do not overlap
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= pod_labels.items()
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert stable["spec"]["selector"]["matchLabels"]["mlpack.dev/track"] == "stable"
+    assert canary_doc["spec"]["selector"]["matchLabels"]["mlpack.dev/track"] == "canary"
+    assert "2 of 10 replicas" in service["metadata"]["annotations"]["mlpack.dev/canary"]
+    for args, needle in ((["--replicas", "1", "--canary-image", "x/y:2"], "a canary needs at least 2 replicas"),
+                         (["--replicas", "4", "--canary-image", "x/y:2", "--canary-weight", "100"], "between 1 and 99"),
+                         (["--replicas", "4", "--canary-image", "x/y:1", "--image", "x/y:1"], "as the stable"),
+                         (["--replicas", "4"], "Hint: pass --canary-image REGISTRY/REPO:TAG")):
+        done = mlpack("manifest", "k8s", str(exported), "--canary", str(canary), *args)
+        assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr, done.stderr
+    renamed = images.model_update(image_from_layout(exported / "oci"), tmp_path / "o", seed=6, name="other")
+    other = layout.write(with_config(renamed, labels={"org.opencontainers.image.title": "other"}),
+                         tmp_path / "other", "other")  # as export labels a model named other
+    done = mlpack("manifest", "k8s", str(exported), "--canary", str(other), "--canary-image", "x/y:2",
+                  "--replicas", "4")
+    assert done.returncode == 2 and "does not serve model(s) scorer" in done.stderr, done.stderr
+
+
+@pytest.mark.docker
+def test_compose_canary_answers_under_the_stable_name(mlpack, exported: Path, tmp_path: Path) -> None:
+    """Both services up with the real engine (Debian's docker-compose): the stable service's name resolves, in the
+    project network, to its container and the canary's, and the two answer with their own models."""
+    from mlpk.packager.oci import tarball
+
+    token = uuid.uuid4().hex[:10]
+    stable_tag, canary_tag = f"test/canary-{token}:stable", f"test/canary-{token}:canary"
+    images.docker("load", "-i", str(exported / "image-amd64.tar"))
+    loaded = json.loads((exported / "report.json").read_text())["tag"]
+    images.docker("tag", loaded, stable_tag)
+    images.docker("rmi", loaded)
+    canary = canary_layout(exported, tmp_path)
+    tarball.write(image_from_layout(canary), tmp_path / "canary.tar", canary_tag)
+    images.docker("load", "-i", str(tmp_path / "canary.tar"))
+    path = tmp_path / "docker-compose.yml"
+    done = mlpack("manifest", "compose", str(exported), "--name", "scorer", "--image", stable_tag, "--canary",
+                  str(canary), "--canary-image", canary_tag, "--replicas", "2", "--canary-weight", "50", "--port",
+                  str(free_port()), "--grpc-port", str(free_port()), "-o", str(path))
+    assert done.returncode == 0, done.stderr
+    config = compose_config(path)
+    assert set(config["services"]) == {"scorer", "scorer-canary"}
+    assert config["services"]["scorer-canary"]["networks"]["default"]["aliases"] == ["scorer"]
+    assert "ports" not in config["services"]["scorer-canary"]
+    project = f"mlpack{token}"
+    base = ["docker-compose", "-p", project, "-f", str(path)]
+    probe = (
+        "import json, socket, urllib.request\n"
+        "ips = sorted({a[4][0] for a in socket.getaddrinfo('scorer', 8080, type=socket.SOCK_STREAM)})\n"
+        "body = json.dumps({'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [1, 16], 'data': [0.5] * 16}]})\n"
+        "out = {}\n"
+        "for ip in ips:\n"
+        "    answer = urllib.request.urlopen(urllib.request.Request(f'http://{ip}:8080/v2/models/scorer/infer', "
+        "data=body.encode()), timeout=10)\n"
+        "    out[ip] = json.load(answer)['outputs'][0]['data']\n"
+        "print(json.dumps(out))\n")
+    try:
+        subprocess.run([*base, "up", "-d"], check=True, capture_output=True, timeout=300)
+        ids = subprocess.run([*base, "ps", "-q"], check=True, capture_output=True, text=True).stdout.split()
+        assert len(ids) == 2
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            health = {images.docker("inspect", "--format", "{{.State.Health.Status}}", cid) for cid in ids}
+            if health == {"healthy"} or "unhealthy" in health:
+                break
+            time.sleep(2)
+        assert health == {"healthy"}, [images.docker("logs", cid) for cid in ids]
+        stable_id = subprocess.run([*base, "ps", "-q", "scorer"], check=True, capture_output=True,
+                                   text=True).stdout.strip()
+        answers = json.loads(images.docker("exec", stable_id, "/usr/bin/python3", "-c", probe))
+        assert len(answers) == 2, answers  # the name resolves to the stable and the canary container
+        first, second = answers.values()
+        assert first != second, "stable and canary serve their own models"
+    finally:
+        subprocess.run([*base, "down", "-v"], capture_output=True, timeout=300, check=False)
+        images.docker("rmi", stable_tag, canary_tag, check=False)
