@@ -24,7 +24,7 @@ from mlpk.packager.errors import BuildError
 from mlpk.packager.oci import BlobLayer, Digest, Entry, Image, Layer, Platform, append_layers, layer_from_entries, \
     with_config
 from mlpk.packager.oci.cache import default_cache
-from mlpk.packager.oci.validate import LayerReport, check_layer
+from mlpk.packager.oci.validate import LayerReport, known_layer
 from mlpk.packager.targets import Target
 
 PREFIX = "/opt/mlpack"
@@ -283,12 +283,13 @@ def add_versions(img: Image, versions: Sequence[ModelLayer], labels: dict[str, s
 def parts(img: Image, names: tuple[str, ...] = ("deps", "runtime", "model"),
           checked: Sequence[LayerReport] = ()) -> list[Part]:
     """The image's layers named for the report: the top ones by `names`, everything below as base. Each layer is
-    checked (digest, members, diff_id) unless `checked` already holds its report (the base's, from its check)."""
+    checked (digest, members, diff_id) unless `checked` already holds its report (the base's, from its check),
+    once per layer content (validate.known_layer)."""
     known = {report.digest: report.uncompressed_size for report in checked}
 
     def size(layer: Layer) -> int:
         found = known.get(layer.digest)
-        return found if found is not None else check_layer(layer).uncompressed_size
+        return found if found is not None else known_layer(layer).uncompressed_size
 
     layers = list(img.layers)
     top = len(names)

@@ -24,8 +24,9 @@ def base() -> None:
 @click.option("--snapshot", help="Timestamp (YYYYMMDDTHHMMSSZ) of a snapshot archive named by the sources/--mirror.")
 @click.option("--keyring", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Keyring to verify the archive with; default: the sources' Signed-By or Debian's.")
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Write the image: NAME.tar = docker-archive (docker load), else an OCI layout directory.")
+@click.option("-o", "--out", "--output", "output", type=click.Path(path_type=Path),
+              help="Write the image: NAME.tar = docker-archive (docker load), else an OCI layout directory "
+                   "(--out, as export names it; --output is kept).")
 @click.option("--tag", help="Image name:tag inside the output; default mlpack/base:SUITE-ARCH.")
 @click.option("--sbom", "sbom_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the CycloneDX SBOM (JSON) of the base's packages here.")

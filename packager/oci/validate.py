@@ -4,19 +4,23 @@ image-producing test, and by `mlpack inspect --verify`.
 Checks that every blob matches its digest and size, that each layer's uncompressed bytes hash to the diff_id the
 config records, that no layer member escapes the root, that the manifest's media types are of one family, and
 that the config names a platform. `check_base` is the one layer-safety check every base goes through, in `build`
-and `export` alike, whatever its source.
+and `export` alike, whatever its source; `known_layer` does a layer's check once per content, for the build path.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import tarfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
+from mlpk.packager import __version__, locations
 from mlpk.packager.errors import BuildError, InputError, MlpackError
 from mlpk.packager.oci import mediatype
+from mlpk.packager.oci.atomic import atomic_file
 from mlpk.packager.oci.digest import CHUNK, Digest
 from mlpk.packager.oci.image import Image, Index
 from mlpk.packager.oci.layer import Layer
@@ -104,6 +108,43 @@ def check_layer(layer: Layer) -> LayerReport:
     return LayerReport(layer.digest, layer.size, tee.count, members)
 
 
+CHECK_RULES = "1"  # bump when check_member's rules change: verdicts recorded under the old rules are not reused
+
+
+def _checked_record(digest: Digest) -> Path:
+    return locations.cache_dir() / "layers" / f"checked-{digest.hex}.json"
+
+
+def known_layer(layer: Layer) -> LayerReport:
+    """check_layer, done once per layer content: a layer that passes is recorded by its compressed digest (which
+    fixes every byte the check read), and a later call for the same digest, size and diff_id answers from the
+    record without reading the blob, so a re-export does not decompress the cached base and deps layers again.
+
+    Sound because every later use of a layer's bytes goes through `Layer.open()`, which fails when they do not hash
+    to the digest (writing a layout or a docker-archive, pushing): bytes other than those checked never reach an
+    image. A record written by another mlpack or under other rules is ignored. Validation (`validate`, `mlpack
+    inspect --verify`) reads every byte instead."""
+    record = _checked_record(layer.digest)
+    try:
+        data = json.loads(record.read_text())
+        if (data["rules"], data["mlpack"], data["size"]) == (CHECK_RULES, __version__, layer.size):
+            if Digest.parse(data["diff_id"]) != layer.diff_id:
+                raise BuildError(f"layer {layer.digest} decompresses to {data['diff_id']}, but the config records "
+                                 f"diff_id {layer.diff_id}", hint="the image is corrupt; rebuild it")
+            return LayerReport(layer.digest, layer.size, int(data["uncompressed_size"]), int(data["members"]))
+    except (OSError, ValueError, KeyError, TypeError, InputError):
+        pass  # no record, or one that cannot be read: check the bytes
+    report = check_layer(layer)
+    try:
+        with atomic_file(record) as tmp:
+            tmp.write_text(json.dumps({"rules": CHECK_RULES, "mlpack": __version__, "size": report.size,
+                                       "diff_id": str(layer.diff_id), "uncompressed_size": report.uncompressed_size,
+                                       "members": report.members}))
+    except OSError:
+        pass  # a cache that cannot be written only costs the next run this check again
+    return report
+
+
 def validate_image(img: Image) -> list[LayerReport]:
     """Validate a single-platform image; returns a report per layer."""
     manifest = img.manifest()
@@ -145,11 +186,12 @@ def check_base(img: Image, source: str) -> tuple[LayerReport, ...]:
     """The layer-safety check of a base image, whatever it came from (a registry, an OCI layout, a docker-archive,
     gzip or plain layers, a base mlpack built): every blob matches its digest, no member is absolute, climbs out
     with `..`, links outside the root or is a device file, and every layer hashes to the diff_id its config records
-    (which `docker load` checks too). An error names the base and the layer; returns a report per layer."""
+    (which `docker load` checks too), once per layer content (known_layer). An error names the base and the layer;
+    returns a report per layer."""
     reports = []
     for number, layer in enumerate(img.layers, 1):
         try:
-            reports.append(check_layer(layer))
+            reports.append(known_layer(layer))
         except MlpackError as err:
             which = "" if str(layer.digest) in err.message else f" ({layer.digest})"
             raise type(err)(f"base '{source}', layer {number} of {len(img.layers)}{which}: {err.message}",
