@@ -17,7 +17,7 @@ from mlpk.packager.errors import ConfigError, InputError
 
 
 # Settings fields whose `mlpack serve` flag is not the field's name with dashes.
-FLAGS = {"model_name": "--name", "body_timeout_s": "--body-timeout"}
+FLAGS = {"model_name": "--name", "body_timeout_s": "--body-timeout", "request_timeout_s": "--request-timeout"}
 
 
 def flag_for(field: str) -> str:
@@ -42,6 +42,15 @@ def settings_for(model: Path, **overrides: Any) -> Any:
         raise ConfigError(str(err), hint="see mlpack serve --help") from err
 
 
+def _in_flags(text: str) -> str:
+    """A runtime message with each MLPACK_* variable named as the `mlpack serve` flag that sets it."""
+    from mlpk.runtimes import config
+
+    for field, (variable, _) in config.RULES.items():
+        text = text.replace(variable, flag_for(field))
+    return text
+
+
 def _check_port(host: str, port: int, flag: str = "--port") -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -61,7 +70,7 @@ MODEL_FORMS = "an .onnx file, a directory with model.onnx, or a model repository
 
 def serve(model: Path, **overrides: Any) -> None:
     """Serve `model` (an .onnx file, a directory with model.onnx, or a model repository) until SIGTERM/SIGINT."""
-    from mlpk.runtimes import repository, server
+    from mlpk.runtimes import batching, repository, server
     from mlpk.runtimes.errors import ModelLoadError
 
     if not model.exists():
@@ -77,6 +86,10 @@ def serve(model: Path, **overrides: Any) -> None:
             raise ConfigError(f"--grpc-port {settings.grpc_port} is the HTTP --port too",
                               hint="give --grpc-port another port (8081 in images), or 0 for no gRPC")
         _check_port(settings.host, settings.grpc_port, "--grpc-port")
+    try:
+        batching.from_settings(settings)
+    except ValueError as err:  # settings that do not go together
+        raise ConfigError(_in_flags(str(err)), hint="see mlpack serve --help") from err
     try:
         server.serve(settings)
     except ValueError as err:  # gRPC asked for where it cannot run (no grpcio, or its port went)

@@ -7,16 +7,18 @@ readiness, inference), TF Serving REST `:predict` and model status, and the Open
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import numpy as np
+
 from mlpk.runtimes import codec, tfserving
-from mlpk.runtimes.budget import Lease
+from mlpk.runtimes.budget import Hold, Lease
 from mlpk.runtimes.errors import ClientError, MethodNotAllowed, NotFound, Overloaded
 from mlpk.runtimes.model import Model
 from mlpk.runtimes.repository import Repository, Served
@@ -39,14 +41,14 @@ class Reply:
 
 
 def json_reply(data: Any, status: int = 200) -> Reply:
-    return Reply(status, json.dumps(data, separators=(",", ":")).encode())
+    return Reply(status, codec.dumps(data))
 
 
 def error_reply(err: ClientError) -> Reply:
     reply = json_reply({"error": err.message}, err.status)
     if isinstance(err, MethodNotAllowed):
         return Reply(reply.status, reply.body, reply.content_type, (("Allow", ", ".join(err.allowed)),))
-    if isinstance(err, Overloaded):
+    if isinstance(err, Overloaded):  # QueueFull (429) too
         return Reply(reply.status, reply.body, reply.content_type, (("Retry-After", str(err.retry_after_s)),))
     return reply
 
@@ -89,12 +91,19 @@ ROUTES: tuple[Route, ...] = (
 
 def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
     """The route for a request, with its path parameters; NotFound (404) when none matches."""
+    route, params = _matched(method, path)
+    return route, dict(params)
+
+
+@functools.lru_cache(maxsize=1024)
+def _matched(method: str, path: str) -> tuple[Route, tuple[tuple[str, str], ...]]:
+    """match() for the paths seen most (a client sends the same few); refusals are not kept."""
     allowed = []
     for route in ROUTES:
         found = route.pattern.fullmatch(path)
         if found:
             if route.method == method:
-                return route, found.groupdict()
+                return route, tuple(found.groupdict().items())
             allowed.append(route.method)
     if allowed:
         methods = tuple(dict.fromkeys(allowed))
@@ -102,24 +111,60 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
     raise NotFound(f"no endpoint {method} {path}; see GET /openapi.json")
 
 
+@dataclass(frozen=True, slots=True)
+class Inference:
+    """An inference request, parsed and checked: the model version to run, its feeds and outputs, the request's own
+    `timeout` parameter (microseconds; scheduler.py), and how to turn the outputs into the answer. The transport
+    decides when and where it runs (the server: scheduler.py; the Lambda handler: at once)."""
+
+    served: Served
+    feeds: dict[str, np.ndarray]
+    outputs: tuple[str, ...]
+    timeout_us: int | None
+    render: Callable[[list[np.ndarray]], Reply]
+
+    def answer(self, results: list[np.ndarray]) -> Reply:
+        """The reply for `results`; a client error (TF Serving rows of outputs without a shared batch axis) as its
+        4xx reply."""
+        try:
+            return self.render(results)
+        except ClientError as err:
+            return error_reply(err)
+
+
 class Api:
     """The endpoints over the served models (repository.py): one model, or a repository of models and versions."""
 
-    def __init__(self, models: Model | Repository, max_elements: int,
-                 observe_inference: Callable[[Model, float], None] | None = None) -> None:
+    def __init__(self, models: Model | Repository, max_elements: int) -> None:
         self.repository = models if isinstance(models, Repository) else Repository([Served(models)])
         self.max_elements = max_elements
-        self.observe_inference = observe_inference
+
+    def prepare(self, route: Route, params: Mapping[str, str], body: bytes, headers: Mapping[str, str],
+                lease: Lease | None = None) -> Reply | Inference:
+        """Run `route`'s handler: the reply, or for an inference route the parsed Inference to run; client errors
+        become their 4xx reply. `lease` holds the memory its JSON takes to parse on the server's budget (the Lambda
+        handler has none: its function's memory is its bound)."""
+        try:
+            return getattr(self, route.handler)(body=body, headers=headers, hold=lease.hold if lease else None,
+                                                **params)  # type: ignore[no-any-return]
+        except ClientError as err:
+            return error_reply(err)
 
     def call(self, route: Route, params: Mapping[str, str], body: bytes, headers: Mapping[str, str],
              lease: Lease | None = None) -> Reply:
-        """Run `route`'s handler; client errors become their 4xx reply. `lease` holds the memory its JSON takes to
-        parse on the server's budget (the Lambda handler has none: its function's memory is its bound)."""
+        """The reply to a request, an inference run at once (the Lambda handler's way: one event at a time)."""
+        prepared = self.prepare(route, params, body, headers, lease)
+        if isinstance(prepared, Reply):
+            return prepared
         try:
-            return getattr(self, route.handler)(body=body, headers=headers, hold=lease.hold if lease else None,
-                                                **params)
+            return self.run_now(prepared)
         except ClientError as err:
             return error_reply(err)
+
+    @staticmethod
+    def run_now(inference: Inference) -> Reply:
+        """The reply of `inference` run at once; a ClientError of the run or of the answer propagates."""
+        return inference.render(inference.served.model.run(inference.feeds, inference.outputs))
 
     def find(self, model: str, version: str | None = None) -> Served:
         """The model version a request names, with its readiness; NotFound otherwise."""
@@ -188,38 +233,33 @@ class Api:
         if not isinstance(ready, bool):
             raise ClientError(f"the repository index request {request!r} is not an object with an optional boolean "
                               "'ready'; send {} or {\"ready\": true}")
-        return Reply(200, json.dumps(self.repository.index(ready)).encode())
-
-    def run(self, model: Model, feeds: dict[str, Any], outputs: Any) -> list[Any]:
-        """Run `model`, timing it for the metrics."""
-        started = time.perf_counter()
-        results = model.run(feeds, outputs)
-        if self.observe_inference is not None:
-            self.observe_inference(model, time.perf_counter() - started)
-        return results
+        return json_reply(self.repository.index(ready))
 
     def infer(self, model: str, body: bytes, headers: Mapping[str, str], version: str | None = None,
-              hold: Callable[[int, str], None] | None = None, **_: Any) -> Reply:
-        served = self.served(model, version)
+              hold: Hold | None = None, **_: Any) -> Inference:
+        found = self.find(model, version)
         raw_length = headers.get(HEADER_LENGTH)
         try:
             header_length = None if raw_length is None else int(raw_length)
         except ValueError:
             raise ClientError(f"Inference-Header-Content-Length {raw_length!r} is not an integer") from None
-        request = codec.parse_request(served, body, header_length, self.max_elements, hold)
-        results = self.run(served, request.feeds, request.outputs)
-        payload, json_length = codec.encode_response(served, request, results)
-        if json_length is None:
-            return Reply(200, payload)
-        return Reply(200, payload, "application/octet-stream",
-                     (("Inference-Header-Content-Length", str(json_length)),))
+        request = codec.parse_request(found.model, body, header_length, self.max_elements, hold)
+
+        def render(results: list[np.ndarray]) -> Reply:
+            payload, json_length = codec.encode_response(found.model, request, results)
+            if json_length is None:
+                return Reply(200, payload)
+            return Reply(200, payload, "application/octet-stream",
+                         (("Inference-Header-Content-Length", str(json_length)),))
+
+        return Inference(found, request.feeds, request.outputs, request.timeout_us, render)
 
     def predict(self, model: str, body: bytes, version: str | None = None,
-                hold: Callable[[int, str], None] | None = None, **_: Any) -> Reply:
-        served = self.served(model, version)
-        feeds, form = tfserving.parse(served, body, self.max_elements, hold)
-        results = self.run(served, feeds, [spec.name for spec in served.outputs])
-        return Reply(200, tfserving.render(served, results, form))
+                hold: Hold | None = None, **_: Any) -> Inference:
+        found = self.find(model, version)
+        feeds, form = tfserving.parse(found.model, body, self.max_elements, hold)
+        return Inference(found, feeds, tuple(spec.name for spec in found.model.outputs), None,
+                         lambda results: Reply(200, tfserving.render(found.model, results, form)))
 
     def tf_status(self, model: str, version: str | None = None, **_: Any) -> Reply:
         """TF Serving's model status: every loaded version of the model, or the one named."""

@@ -14,8 +14,11 @@ leases are taken on the event loop and given back after handlers that run in thr
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from mlpk.runtimes.errors import Overloaded, TooLarge
+
+Hold = Callable[[int, "str | Callable[[], str]"], None]  # Lease.hold: (bytes, what they are for)
 
 # Bytes one JSON value may take once parsed, at most: the largest a value of a few bytes of text becomes is an empty
 # object (a dict, 64) in its list slot (8); a number takes less even with its elements in the float64 array numpy
@@ -51,13 +54,15 @@ class Budget:
     def lease(self) -> Lease:
         return Lease(self)
 
-    def _take(self, size: int, held: int, what: str) -> None:
+    def _take(self, size: int, held: int, what: str | Callable[[], str]) -> None:
         if held + size > self.limit:
+            what = what() if callable(what) else what
             raise TooLarge(f"{what} needs {held + size} bytes, more than the server holds for all requests at once "
                            f"({self.limit} bytes, MLPACK_MAX_BUFFERED_BYTES); send smaller batches, or binary tensor "
                            "data instead of JSON")
         with self._lock:
             if self._used + size > self.limit:
+                what = what() if callable(what) else what
                 raise Overloaded(f"the server is holding {self._used} of its {self.limit} bytes for other requests "
                                  f"(MLPACK_MAX_BUFFERED_BYTES) and {what} needs {size} more; retry shortly")
             self._used += size
@@ -75,7 +80,8 @@ class Lease:
         self.budget = budget
         self.held = 0
 
-    def hold(self, size: int, what: str = "this request") -> None:
+    def hold(self, size: int, what: str | Callable[[], str] = "this request") -> None:
+        """Hold `size` more bytes; `what` (or what it returns: the phrase is made only for a refusal) names them."""
         if size > 0:
             self.budget._take(size, self.held, what)
             self.held += size

@@ -38,6 +38,12 @@ class Settings:
     max_tensor_elements: int = 16 * 1024 * 1024
     max_buffered_bytes: int = 512 * 1024 * 1024  # bodies and their parsed JSON, all requests together (budget.py)
     body_timeout_s: float = 60.0  # a body not all received by then is answered 408
+    max_concurrent_runs: int | None = None  # runs of one model version at once; default the CPUs, at least 2
+    max_queue: int = 64  # calls of one model version waiting for a run; past it and the runs, 429 (scheduler.py)
+    request_timeout_s: float = 0.0  # longest wait for a run (504 after); 0: none; a request's `timeout` may shorten it
+    max_batch_size: int = 0  # dynamic batching of every model (batching.py); 0: off
+    batch_delay_us: int = 0  # how long the oldest call may wait for a fuller batch
+    preferred_batch_sizes: tuple[int, ...] = ()
     graceful_timeout_s: float = 30.0
     access_log: bool = False
     log_level: str = "info"
@@ -82,7 +88,7 @@ def _positive(label: str, raw: Any) -> float:
 
 
 def _threads(label: str, raw: Any) -> int | None:
-    return integer(0)(label, raw) or None  # 0: the default (the cgroup CPU quota)
+    return integer(0)(label, raw) or None  # 0: the default (from the cgroup CPU quota)
 
 
 def _precision(label: str, raw: Any) -> str:
@@ -104,6 +110,12 @@ def _providers(label: str, raw: Any) -> tuple[str, ...]:
         raise ValueError(f"{label}={text!r} names unknown execution provider(s) {', '.join(unknown)}; expected "
                          f"tensorrt, cuda, cpu or an onnxruntime provider name such as OpenVINOExecutionProvider")
     return order
+
+
+def _sizes(label: str, raw: Any) -> tuple[int, ...]:
+    items = [item.strip() for item in raw.split(",")] if isinstance(raw, str) else list(raw)
+    sizes = tuple(sorted({integer(1)(label, item) for item in items if item != ""}))
+    return sizes
 
 
 def _flag(label: str, raw: Any) -> bool:
@@ -155,6 +167,12 @@ RULES: dict[str, tuple[str, Rule]] = {
     "max_tensor_elements": ("MLPACK_MAX_TENSOR_ELEMENTS", integer(1)),
     "max_buffered_bytes": ("MLPACK_MAX_BUFFERED_BYTES", integer(1)),
     "body_timeout_s": ("MLPACK_BODY_TIMEOUT", _positive),
+    "max_concurrent_runs": ("MLPACK_MAX_CONCURRENT_RUNS", _threads),
+    "max_queue": ("MLPACK_MAX_QUEUE", integer(0)),
+    "request_timeout_s": ("MLPACK_REQUEST_TIMEOUT", _number),
+    "max_batch_size": ("MLPACK_MAX_BATCH_SIZE", integer(0)),
+    "batch_delay_us": ("MLPACK_BATCH_DELAY_US", integer(0)),
+    "preferred_batch_sizes": ("MLPACK_PREFERRED_BATCH_SIZES", _sizes),
     "graceful_timeout_s": ("MLPACK_GRACEFUL_TIMEOUT", _number),
     "access_log": ("MLPACK_ACCESS_LOG", _flag),
     "log_level": ("MLPACK_LOG_LEVEL", lambda label, raw: str(raw).lower()),

@@ -5,7 +5,9 @@
     ├── MethodNotAllowed 405 a known path with the wrong method
     ├── TooLarge       413  a body over the configured limit, or a request needing more memory than the server has
     ├── BodyTimeout    408  a body that did not arrive within MLPACK_BODY_TIMEOUT seconds
-    └── Overloaded     503  a request that would fit once others finish (answered with Retry-After)
+    ├── Overloaded     503  a request that would fit once others finish (answered with Retry-After)
+    │   └── QueueFull  429  a model version with every run and queue place taken (scheduler.py; Retry-After)
+    └── TimedOut       504  a call whose deadline passed while it waited for a run (it was not run)
     ModelLoadError          the model directory cannot be served (raised at start, never to a client)
 
 Every message names the value involved and what was expected, because the client is usually a program whose author
@@ -43,6 +45,18 @@ class Overloaded(ClientError):
 
     status = 503
     retry_after_s = 1
+
+
+class QueueFull(Overloaded):
+    """Too many calls for one model version at once (scheduler.py): retry after `retry_after_s`."""
+
+    status = 429
+
+
+class TimedOut(ClientError):
+    """Not run: the call's deadline passed while it waited for a run (scheduler.py)."""
+
+    status = 504
 
 
 class ModelLoadError(Exception):

@@ -2,11 +2,15 @@
 package is built: runtimes/proto) and the model repository extension's RepositoryIndex, served beside HTTP by the
 same process.
 
-It shares everything but the transport with HTTP: the Api (the models and versions, their readiness, inference timing), codec's checks and
-messages (a client mistake reads the same on both), the limits (MLPACK_MAX_BODY_BYTES is the largest message; every
-call holds its message's bytes on the server's budget), and the metrics (`method="GRPC"`, the status as the gRPC
+It runs on grpc.aio, on the HTTP server's event loop, and shares everything but the transport with HTTP: the Api (the
+models and versions, their readiness), the schedulers (scheduler.py: runs at once, the queue and its 429 /
+RESOURCE_EXHAUSTED, deadlines, batching), codec's checks and messages (a client mistake reads the same on both),
+the limits (MLPACK_MAX_BODY_BYTES is the largest message; every call holds its message's bytes on the server's
+budget), and the metrics (`method="GRPC"`, the status as the gRPC
 code's name). Errors map to gRPC codes: a client mistake is INVALID_ARGUMENT, an unknown model or version
-NOT_FOUND, a size limit or a full budget RESOURCE_EXHAUSTED, inference while the model is not ready UNAVAILABLE.
+NOT_FOUND, a size limit, a full budget or a full queue RESOURCE_EXHAUSTED, a call whose deadline passed while it
+waited for a run DEADLINE_EXCEEDED, inference while the model is not ready UNAVAILABLE. A call the client cancels
+while it waits leaves the queue and is not run.
 
 Tensors travel as `raw_input_contents` / `raw_output_contents` (the binary tensor layout, as tritonclient.grpc sends
 them) or, for inputs, as typed `contents`; answers always use raw contents, which tritonclient reads.
@@ -17,21 +21,23 @@ On by default in server images (MLPACK_GRPC_PORT=8081 in their config); off (0) 
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
-from concurrent import futures
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import numpy as np
+from grpc import aio
 
 from mlpk.runtimes import api as api_module
-from mlpk.runtimes import codec, logs, proto
+from mlpk.runtimes import codec, logs, proto, scheduler
 from mlpk.runtimes.api import Api
 from mlpk.runtimes.budget import Budget
 from mlpk.runtimes.config import Settings
-from mlpk.runtimes.errors import ClientError, NotFound, Overloaded, TooLarge
+from mlpk.runtimes.errors import ClientError, NotFound, Overloaded, TimedOut, TooLarge
 from mlpk.runtimes.metrics import Metrics
+from mlpk.runtimes.scheduler import INLINE_BYTES, Call, Scheduler
 
 MESSAGES = proto.methods()  # method -> (request class, response class)
 
@@ -50,9 +56,21 @@ CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_conte
 def status_of(err: ClientError) -> grpc.StatusCode:
     if isinstance(err, NotFound):
         return grpc.StatusCode.NOT_FOUND
-    if isinstance(err, (TooLarge, Overloaded)):
+    if isinstance(err, (TooLarge, Overloaded)):  # QueueFull too
         return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(err, TimedOut):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
     return grpc.StatusCode.INVALID_ARGUMENT
+
+
+def timeout_of(request: Any) -> int | None:
+    """The request's `timeout` parameter (microseconds, Triton's schedule-policy extension), as HTTP reads it."""
+    if "timeout" not in request.parameters:
+        return None
+    parameter = request.parameters["timeout"]
+    kind = parameter.WhichOneof("parameter_choice")
+    value = getattr(parameter, kind) if kind else None
+    return scheduler.timeout_parameter({"timeout": value})
 
 
 def feeds_of(model: Any, request: Any, max_elements: int) -> dict[str, np.ndarray]:
@@ -92,11 +110,14 @@ def feeds_of(model: Any, request: Any, max_elements: int) -> dict[str, np.ndarra
 
 
 class Servicer:
-    """The service's methods over one Api."""
+    """The service's methods over one Api and its schedulers."""
 
-    def __init__(self, api: Api, budget: Budget) -> None:
+    def __init__(self, api: Api, budget: Budget, schedulers: dict[tuple[str, str], Scheduler],
+                 limits: scheduler.Limits) -> None:
         self.api = api
         self.budget = budget
+        self.schedulers = schedulers
+        self.limits = limits
 
     def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 - the proto's names
         return _answer("ServerLive", live=True)
@@ -127,19 +148,32 @@ class Servicer:
         return _answer("ModelMetadata", name=model.name, versions=versions, platform="onnxruntime_onnx",
                                         inputs=tensors(model.inputs), outputs=tensors(model.outputs))
 
-    def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        arrived = time.monotonic()
         found = self.api.find(request.model_name, request.model_version or None)
         model = found.model
         if not found.readiness.is_set():
             _, answer = found.readiness.answer(model.name)
-            context.abort(grpc.StatusCode.UNAVAILABLE, answer["error"])
+            raise _Unavailable(answer["error"])
+        place = self.schedulers[(found.name, found.version)]
+        place.admit()
         lease = self.budget.lease()
         try:
-            lease.hold(request.ByteSize(), f"a gRPC request of {request.ByteSize()} bytes")
-            feeds = feeds_of(model, request, self.api.max_elements)
+            size = request.ByteSize()
+            lease.hold(size, f"a gRPC request of {size} bytes")
+            if size > INLINE_BYTES:  # typed contents of this size take a while to check: not on the loop
+                feeds = await asyncio.get_running_loop().run_in_executor(
+                    place.executor, feeds_of, model, request, self.api.max_elements)
+            else:
+                feeds = feeds_of(model, request, self.api.max_elements)
             names = [codec.output_spec(model, out.name).name for out in request.outputs] or \
                 [spec.name for spec in model.outputs]
-            results = self.api.run(model, feeds, names)
+            if place.inline(feeds):
+                results = place.run_inline(feeds, names)
+            else:
+                remaining = context.time_remaining()
+                call = Call(arrived, None if remaining is None else time.monotonic() + remaining)
+                results = await place.run(feeds, names, call.deadline(self.limits, timeout_of(request)))
             response = _answer("ModelInfer", model_name=model.name, model_version=model.version, id=request.id)
             for name, array in zip(names, results, strict=True):
                 spec = codec.output_spec(model, name)
@@ -149,31 +183,45 @@ class Servicer:
             return response
         finally:
             lease.release()
+            place.leave()
 
     def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
         return _answer("RepositoryIndex", models=self.api.repository.index(request.ready))
 
 
-def _observed(method: str, call: Callable[[Any, Any], Any], metrics: Metrics) -> Callable[[Any, Any], Any]:
-    """`call` with its ClientErrors answered as gRPC codes (the message as HTTP's 400 says it), and counted."""
+class _Unavailable(Exception):
+    """Inference before the model version is ready: UNAVAILABLE with the readiness endpoint's reason."""
+
+
+def _observed(method: str, call: Callable[[Any, Any], Any], metrics: Metrics,
+              in_flight: list[int]) -> Callable[[Any, Any], Awaitable[Any]]:
+    """`call` with its ClientErrors answered as gRPC codes (the message as HTTP's 400 says it), and counted (in
+    `in_flight[0]` while it runs)."""
     endpoint = f"/{proto.SERVICE}/{method}"
 
-    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+    async def handler(request: Any, context: aio.ServicerContext) -> Any:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
-        metrics.in_flight.inc()
+        in_flight[0] += 1
         try:
-            return call(request, context)
+            answer = call(request, context)
+            return await answer if asyncio.iscoroutine(answer) else answer
         except ClientError as err:
             code = status_of(err)
-            context.abort(code, err.message)
+            await context.abort(code, err.message)
+        except _Unavailable as err:
+            code = grpc.StatusCode.UNAVAILABLE
+            await context.abort(code, str(err))
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # the client went away
+            raise
         except Exception as err:
-            code = context.code() or grpc.StatusCode.UNKNOWN  # abort() raises too: keep the code it set
             if context.code() is None:  # a bug, not an abort: logged as HTTP's 500s are
+                code = grpc.StatusCode.UNKNOWN
                 logs.get().error("internal error", exc_info=err, extra={"fields": {"path": endpoint}})
             raise
         finally:
-            metrics.in_flight.dec()
+            in_flight[0] -= 1
             metrics.observe_request(endpoint, "GRPC", code.name, time.perf_counter() - started)
 
     return handler
@@ -181,25 +229,27 @@ def _observed(method: str, call: Callable[[Any, Any], Any], metrics: Metrics) ->
 
 def handlers(servicer: Servicer, metrics: Metrics) -> grpc.GenericRpcHandler:
     """Every method of the service, RepositoryIndex included, as one handler."""
-    methods = {name: grpc.unary_unary_rpc_method_handler(_observed(name, getattr(servicer, name), metrics),
+    in_flight = [0]
+    metrics.count_in_flight(lambda: in_flight[0])
+    methods = {name: grpc.unary_unary_rpc_method_handler(_observed(name, getattr(servicer, name), metrics, in_flight),
                                                          request_deserializer=request.FromString,
                                                          response_serializer=response.SerializeToString)
                for name, (request, response) in MESSAGES.items()}
     return grpc.method_handlers_generic_handler(proto.SERVICE, methods)
 
 
-def start(api: Api, settings: Settings, budget: Budget, metrics: Metrics) -> grpc.Server:
-    """A started gRPC server on settings.host:settings.grpc_port; ValueError when it cannot listen there."""
-    workers = max(4, (settings.threads or 1) * 2)
-    # A call's message is read only when a worker thread takes it (grpc's sync server receives it in the pool), so
-    # at most `workers` messages (each within max_body_bytes, and held on the budget) are in memory; calls waiting
-    # for a worker hold none. Past this many calls at once (running or waiting), gRPC answers RESOURCE_EXHAUSTED.
-    concurrent = max(64, 16 * workers)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-                         maximum_concurrent_rpcs=concurrent,
-                         options=[("grpc.max_receive_message_length", settings.max_body_bytes),
-                                  ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
-    server.add_generic_rpc_handlers((handlers(Servicer(api, budget), metrics),))
+async def start(api: Api, settings: Settings, budget: Budget, metrics: Metrics,
+                schedulers: dict[tuple[str, str], Scheduler]) -> aio.Server:
+    """A started gRPC server on settings.host:settings.grpc_port, on the running event loop; ValueError when it
+    cannot listen there."""
+    limits = scheduler.limits(settings)
+    # grpc reads a call's message before the handler runs, so the calls it holds at once bound the memory of
+    # messages: as many as the schedulers admit, and some more to answer RESOURCE_EXHAUSTED with their reason.
+    places = sum(limits.concurrency + limits.queue for _ in schedulers) + 16
+    server = aio.server(maximum_concurrent_rpcs=places,
+                        options=[("grpc.max_receive_message_length", settings.max_body_bytes),
+                                 ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((handlers(Servicer(api, budget, schedulers, limits), metrics),))
     address = f"[{settings.host}]:{settings.grpc_port}" if ":" in settings.host else \
         f"{settings.host}:{settings.grpc_port}"
     try:
@@ -209,5 +259,5 @@ def start(api: Api, settings: Settings, budget: Budget, metrics: Metrics) -> grp
     if not bound:
         raise ValueError(f"cannot listen for gRPC on {address} (MLPACK_GRPC_PORT): the port is taken or the address "
                          "is not this host's")
-    server.start()
+    await server.start()
     return server

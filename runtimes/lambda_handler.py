@@ -127,9 +127,9 @@ def _direct(event: Mapping[str, Any]) -> dict[str, Any]:
             if wants_binary:
                 raise ClientError("binary outputs need an HTTP event (API Gateway or a Function URL); a direct "
                                   "invocation answers JSON tensors only")
-            reply = API.infer(model=name, version=version, body=json.dumps(event).encode(), headers={})
+            reply = API.run_now(API.infer(model=name, version=version, body=json.dumps(event).encode(), headers={}))
         elif "instances" in event or "inputs" in event:
-            reply = API.predict(model=name, version=version, body=json.dumps(event).encode())
+            reply = API.run_now(API.predict(model=name, version=version, body=json.dumps(event).encode()))
         else:
             raise ClientError(f"unrecognised event with keys {sorted(event)[:8]}: expected an API Gateway (v1 or "
                               "v2) or Function URL event, a v2 inference request ({'inputs': [...]}) or a TF "

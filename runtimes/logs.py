@@ -33,10 +33,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(level: str = "info") -> logging.Logger:
-    """Send the runtime's and uvicorn's logs to stderr as JSON lines, once per process."""
+    """Send the runtime's logs (and asyncio's: an exception in a callback of the event loop) to stderr as JSON
+    lines, once per process."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    for name in (LOGGER, "uvicorn", "uvicorn.error"):
+    for name in (LOGGER, "asyncio"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level.upper())

@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -134,12 +134,19 @@ class Model:
     card: Mapping[str, Any]
     path: Path
     sha256: str | None  # of the .onnx file; computed only where it keys a TensorRT engine cache
+    _inputs: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
+    _outputs: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
+    memo: dict[Any, Any] = field(init=False, repr=False, compare=False, default_factory=dict)  # codec's per-model figures
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_inputs", {spec.name: spec for spec in self.inputs})
+        object.__setattr__(self, "_outputs", {spec.name: spec for spec in self.outputs})
 
     def input(self, name: str) -> TensorSpec | None:
-        return next((spec for spec in self.inputs if spec.name == name), None)
+        return self._inputs.get(name)
 
     def output(self, name: str) -> TensorSpec | None:
-        return next((spec for spec in self.outputs if spec.name == name), None)
+        return self._outputs.get(name)
 
     def signature(self) -> str:
         """The inputs as one phrase for error messages: `'x' FP32 [-1, 4], 'ids' INT64 [-1]`."""

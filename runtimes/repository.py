@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlpk.runtimes import config, logs
+from mlpk.runtimes import batching, config, logs
+from mlpk.runtimes.batching import Batching
 from mlpk.runtimes.errors import ModelLoadError, NotFound
 
 if TYPE_CHECKING:
@@ -124,6 +125,22 @@ class Policy:
         return newest_first
 
 
+def _document(file: Path, forms: str) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{file} cannot be read as JSON: {err}; expected {forms}") from None
+
+
+def batching_of(folder: Path) -> Batching | None:
+    """The dynamic batching in `folder`/config.json (batching.py; none without one)."""
+    file = folder / CONFIG_FILE
+    if not file.is_file():
+        return None
+    document = _document(file, batching.FORM)
+    return batching.from_config(file, document) if isinstance(document, dict) else None
+
+
 def policy_of(folder: Path) -> Policy:
     """The version policy in `folder`/config.json (the default, `all`, without one); ModelLoadError naming the file
     and the forms it takes when it is malformed."""
@@ -132,10 +149,7 @@ def policy_of(folder: Path) -> Policy:
         return Policy()
     forms = ('{"version_policy": {"all": {}}}, {"version_policy": {"latest": {"num_versions": 2}}} or '
              '{"version_policy": {"specific": {"versions": [1, 3]}}}')
-    try:
-        document = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"{file} cannot be read as JSON: {err}; expected {forms}") from None
+    document = _document(file, forms)
     policy = document.get("version_policy", {"all": {}}) if isinstance(document, dict) else None
     if not isinstance(policy, dict) or len(policy) != 1 or next(iter(policy)) not in POLICIES:
         raise ModelLoadError(f"{file} has version_policy {policy!r}; expected {forms}")
@@ -159,10 +173,11 @@ def policy_of(folder: Path) -> Policy:
 
 @dataclass(frozen=True, slots=True)
 class Served:
-    """One loaded model version and its readiness."""
+    """One loaded model version, its readiness, and the dynamic batching its model's config.json asks for."""
 
     model: Model
     readiness: Readiness = field(default_factory=Readiness, compare=False)
+    batching: Batching | None = None
 
     @property
     def name(self) -> str:
@@ -292,6 +307,7 @@ def load(root: Path, loader: Loader) -> Repository:
         try:
             name = config.model_name(f"model folder {folder}", folder.name)
             policy = policy_of(folder)
+            batched = batching_of(folder)
         except (ValueError, ModelLoadError) as err:
             failed(folder.name, "", str(err))
             continue
@@ -303,7 +319,7 @@ def load(root: Path, loader: Loader) -> Repository:
             continue
         for version in chosen:
             try:
-                served.append(Served(loader(folder / str(version), name, str(version))))
+                served.append(Served(loader(folder / str(version), name, str(version)), batching=batched))
             except ModelLoadError as err:
                 failed(name, str(version), str(err))
             except Exception as err:  # noqa: BLE001 - any failure of one version must leave the others serving

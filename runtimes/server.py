@@ -1,200 +1,193 @@
-"""The inference server: Open Inference Protocol v2 and TF Serving REST over HTTP, with /metrics.
+"""The inference server: Open Inference Protocol v2 and TF Serving REST over HTTP (with /metrics), and the Open
+Inference Protocol over gRPC, in one process on one event loop.
 
 `python3 -m mlpk.runtimes.server` is the entrypoint of mlpack's server images; `mlpack serve` runs the same on a
 host. Settings come from MLPACK_* environment variables (config.py).
 
-Stack: uvicorn (with uvloop and httptools when installed) runs a Starlette app. Both are small, well-kept and pure
-Python at the edges; together with onnxruntime and numpy they are all an image needs, where a framework server would
-bring tens of megabytes more. Routing is done by api.ROUTES, shared with the Lambda handler, so both transports answer
-alike; Starlette provides requests, responses, the lifespan and the 500 safety net.
+Stack: HTTP/1.1 on asyncio (http.py: httptools' parser, uvloop's loop where installed), gRPC on grpc.aio on the same
+loop (grpc_server.py), and the routes and handlers of api.py, shared with the Lambda handler so every transport
+answers alike. Inference calls are scheduled per model version (scheduler.py: runs at once, a bounded queue,
+deadlines, dynamic batching); short runs of small requests run on the loop, the others in worker threads.
 
 Lifecycle: the model (or every version of a model repository, repository.py) loads before the port opens; the
 warm-up runs in the background while liveness already answers (readiness answers 503 with the runs done so far);
 each version turns ready after its own, or after a failed warm-up that needs no engine build (logged once), and stays
-false with its reason when TensorRT could not build its engine.
-On SIGTERM readiness turns false, the listening socket closes, requests in
-flight finish (up to MLPACK_GRACEFUL_TIMEOUT seconds), then the process exits 0.
+false with its reason when TensorRT could not build its engine. On SIGTERM readiness turns false, the listening
+sockets close, requests in flight finish (up to MLPACK_GRACEFUL_TIMEOUT seconds), then the process exits 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import gc
 import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from types import FrameType
+import zlib
+from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-
-import uvicorn
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.middleware.gzip import GZipMiddleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route as StarletteRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from mlpk.runtimes import api as api_module
-from mlpk.runtimes import bodies, config, logs, warmup
+from mlpk.runtimes import batching, bodies, config, logs, scheduler, warmup
 from mlpk.runtimes import model as model_module
-from mlpk.runtimes.api import Api, Reply
+from mlpk.runtimes.api import Api, Inference, Reply, error_reply
+from mlpk.runtimes.budget import Budget
 from mlpk.runtimes.config import Settings
-from mlpk.runtimes.budget import Budget, Lease
-from mlpk.runtimes.errors import BodyTimeout, ClientError, ModelLoadError, TooLarge
+from mlpk.runtimes.errors import ClientError, ModelLoadError, TooLarge
+from mlpk.runtimes.http import Exchange, HttpLimits, HttpServer
 from mlpk.runtimes.metrics import Metrics
+from mlpk.runtimes.scheduler import INLINE_BYTES, Call, Scheduler
 
-ROUTE_KEY = "mlpack.route"
-_SLOW = frozenset({"infer", "predict"})  # handlers that run the model: off the event loop
-
-
-async def read_body(request: Request, settings: Settings, lease: Lease, signature: str) -> bytes:
-    """The request body, held on `lease` as it arrives (all of a declared Content-Length before any byte is read),
-    refused with 413 as soon as it is known to pass the body limit, and with 408 when it has not all arrived
-    within the body deadline, so neither an oversized nor a stalled upload pins memory for long."""
-    limit = settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    too_large = (f"request body of {{size}} bytes is over the limit of {limit} bytes (MLPACK_MAX_BODY_BYTES); "
-                 f"send smaller batches; the model expects {signature}")
-    expected = int(declared) if declared is not None and declared.isdigit() else None
-    if expected is not None and expected > limit:
-        raise TooLarge(too_large.format(size=declared))
-    if expected is not None:
-        lease.hold(expected, f"a request body of {expected} bytes")
-    body = bytearray(expected or 0)
-    size = 0
-    try:
-        async with asyncio.timeout(settings.body_timeout_s):
-            async for chunk in request.stream():
-                end = size + len(chunk)
-                if end > limit:
-                    raise TooLarge(too_large.format(size=f"more than {limit}"))
-                if expected is None:
-                    lease.hold(len(chunk), f"a request body of over {size} bytes")
-                    body += chunk
-                elif end <= expected:
-                    body[size:end] = chunk
-                size = end
-    except TimeoutError:
-        raise BodyTimeout(f"the request body did not arrive within {settings.body_timeout_s:g} s "
-                          f"({size} of {declared or 'an unknown number of'} bytes received; MLPACK_BODY_TIMEOUT); "
-                          "send it at once, or in smaller requests") from None
-    if expected is not None and size != expected:  # the server (h11/httptools) refuses this first; never trust it
-        raise ClientError(f"the request body has {size} bytes, but its Content-Length says {expected}")
-    return bytes(body) if expected is None else body  # type: ignore[return-value] - bytearray reads as bytes
+INFERENCE = frozenset({"infer", "predict"})
+METRICS_PATH = "/metrics"
+# Answers are compressed only for clients that ask (Accept-Encoding, as tritonclient's
+# response_compression_algorithm does) and only when large: small answers cost more to compress than to send.
+COMPRESS_FROM = 64 * 1024
 
 
-class Instrumented:
-    """ASGI middleware: request count and latency by endpoint and status, requests in flight, access log."""
+@dataclass(slots=True)
+class _Request:
+    """What the application keeps on an exchange: its route, and the scheduler place it took."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool) -> None:
-        self.app = app
+    route: api_module.Route | None
+    params: dict[str, str]
+    place: Scheduler | None = None
+
+
+class Application:
+    """The HTTP application (http.App) over the Api and the schedulers of its model versions."""
+
+    def __init__(self, api: Api, settings: Settings, metrics: Metrics, schedulers: dict[tuple[str, str], Scheduler],
+                 executor: ThreadPoolExecutor) -> None:
+        self.api = api
+        self.settings = settings
         self.metrics = metrics
-        self.access_log = access_log
+        self.schedulers = schedulers
+        self.limits = scheduler.limits(settings)
+        self.executor = executor
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        started = time.perf_counter()
-        self.metrics.in_flight.inc()
+    def scheduler_of(self, params: dict[str, str]) -> Scheduler | None:
+        """The scheduler of the model version an inference path names; None when it names none that is served
+        (the handler answers why)."""
         try:
-            await self.app(scope, receive, record)
-        finally:
-            self.metrics.in_flight.dec()
-            took = time.perf_counter() - started
-            endpoint = scope.get(ROUTE_KEY, "unmatched")
-            self.metrics.observe_request(endpoint, scope["method"], status, took)
-            if self.access_log or status >= 500:
-                logs.info("request", method=scope["method"], path=scope["path"], endpoint=endpoint, status=status,
-                          ms=round(took * 1000, 3))
+            found = self.api.find(params["model"], params.get("version"))
+        except (KeyError, ClientError):
+            return None
+        return self.schedulers.get((found.name, found.version))
 
+    def begin(self, exchange: Exchange) -> Reply | None:
+        if exchange.path == METRICS_PATH and exchange.method == "GET":
+            exchange.state = _Request(None, {})
+            return None
+        exchange.state = _Request(None, {})
+        route, params = api_module.match(exchange.method, exchange.path)
+        exchange.state = _Request(route, params)
+        declared = exchange.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.settings.max_body_bytes:
+            raise TooLarge(f"request body of {declared} bytes is over the limit of {self.settings.max_body_bytes} "
+                           f"bytes (MLPACK_MAX_BODY_BYTES); send smaller batches; the model expects "
+                           f"{self.api.signature(params)}")
+        if route.handler in INFERENCE:
+            place = self.scheduler_of(params)
+            if place is not None:  # before the body is read: a refused call costs next to nothing
+                place.admit()
+                exchange.state.place = place
+        return None
 
-def _response(reply: Reply) -> Response:
-    return Response(reply.body, reply.status, headers=dict(reply.headers), media_type=reply.content_type)
+    def respond(self, exchange: Exchange) -> Reply | Awaitable[Reply]:
+        state: _Request = exchange.state
+        if state.route is None:
+            return Reply(200, self.metrics.render(), self.metrics.content_type)
+        body = exchange.body
+        encoding = exchange.headers.get("content-encoding")
+        if encoding is not None:
+            body = bodies.decode(body, encoding, self.settings.max_body_bytes)
+        if body is not exchange.body:
+            exchange.lease.hold(len(body), lambda: f"a request body of {len(body)} bytes once decompressed")
+        if state.route.handler not in INFERENCE:
+            prepared = self.api.prepare(state.route, state.params, body, exchange.headers, exchange.lease)
+            assert isinstance(prepared, Reply)
+            return prepared
+        if len(body) > INLINE_BYTES:  # parsing it would hold the loop up: in a worker thread, with the run
+            return self._infer_in_thread(exchange, state, body)
+        prepared = self.api.prepare(state.route, state.params, body, exchange.headers, exchange.lease)
+        if isinstance(prepared, Reply):
+            return prepared
+        place = self.schedulers[(prepared.served.name, prepared.served.version)]
+        if place.inline(prepared.feeds):
+            results = place.run_inline(prepared.feeds, prepared.outputs)
+            if sum(result.nbytes for result in results) <= INLINE_BYTES:
+                return self._compressed(prepared.answer(results), exchange)
+            return self._finish_in_thread(prepared, results, exchange)
+        return self._scheduled(prepared, place, exchange)
 
+    async def _infer_in_thread(self, exchange: Exchange, state: _Request, body: bytes) -> Reply:
+        loop = asyncio.get_running_loop()
+        assert state.route is not None
+        prepared = await loop.run_in_executor(self.executor, self.api.prepare, state.route, state.params, body,
+                                              exchange.headers, exchange.lease)
+        if isinstance(prepared, Reply):
+            return prepared
+        return await self._scheduled(prepared, self.schedulers[(prepared.served.name, prepared.served.version)],
+                                     exchange)
 
-def build_app(api: Api, settings: Settings, metrics: Metrics, *, warm: bool = True,
-              budget: Budget | None = None) -> ASGIApp:
-    """The ASGI application over `api`. With `warm`, the lifespan starts the warm-up and then marks it ready.
-    `budget`: the bytes its requests may hold (shared with the gRPC server), else one of its own."""
-
-    budget = budget or Budget(settings.max_buffered_bytes)
-
-    async def dispatch(request: Request) -> Response:
-        lease = budget.lease()
+    async def _scheduled(self, prepared: Inference, place: Scheduler, exchange: Exchange) -> Reply:
+        deadline = Call(exchange.arrived).deadline(self.limits, prepared.timeout_us)
         try:
-            return await answer(request, lease)
-        finally:
-            lease.release()
-
-    async def answer(request: Request, lease: Lease) -> Response:
-        try:
-            if request.url.path == "/metrics" and request.method == "GET":
-                request.scope[ROUTE_KEY] = "/metrics"
-                return Response(metrics.render(), media_type=metrics.content_type)
-            route, params = api_module.match(request.method, request.url.path)
-            request.scope[ROUTE_KEY] = route.template
-            body = await read_body(request, settings, lease, api.signature(params)) \
-                if request.method == "POST" else b""
-            decoded = bodies.decode(body, request.headers.get("content-encoding"), settings.max_body_bytes)
-            if decoded is not body:
-                lease.hold(len(decoded), f"a request body of {len(decoded)} bytes once decompressed")
+            results = await place.run(prepared.feeds, prepared.outputs, deadline)
         except ClientError as err:
-            response = _response(api_module.error_reply(err))
-            if request.method == "POST":  # its body may be partly unread: the connection cannot carry another request
-                response.headers["connection"] = "close"
-            return response
-        if route.handler in _SLOW:
-            reply = await run_in_threadpool(api.call, route, params, decoded, request.headers, lease)
-        else:
-            reply = api.call(route, params, decoded, request.headers, lease)
-        return _response(reply)
+            return error_reply(err)
+        if sum(result.nbytes for result in results) <= INLINE_BYTES:
+            return self._compressed(prepared.answer(results), exchange)
+        return await self._finish_in_thread(prepared, results, exchange)
 
-    async def server_error(request: Request, exc: Exception) -> Response:
-        logs.get().error("internal error", exc_info=exc, extra={"fields": {"path": request.url.path}})
-        return Response(b'{"error":"internal error in the server; see its log"}', 500, media_type="application/json")
+    async def _finish_in_thread(self, prepared: Inference, results: list[Any], exchange: Exchange) -> Reply:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor,
+                                          lambda: self._compressed(prepared.answer(results), exchange))
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        if warm:
-            threading.Thread(target=_warm, args=(api, settings, metrics), name="warmup", daemon=True).start()
-        yield
-        api.repository.draining()
-        metrics.set_ready(api.repository)
-        logs.info("server stopped", models=api.repository.names())
+    def _compressed(self, reply: Reply, exchange: Exchange) -> Reply:
+        if len(reply.body) < COMPRESS_FROM or "gzip" not in exchange.headers.get("accept-encoding", ""):
+            return reply
+        packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+        body = packer.compress(reply.body) + packer.flush()
+        return Reply(reply.status, body, reply.content_type,
+                     (*reply.headers, ("content-encoding", "gzip"), ("vary", "Accept-Encoding")))
 
-    async def unrouted(request: Request, exc: Exception) -> Response:
-        # Starlette's `{path:path}` pattern is `.*`, which stops at a newline, so a path holding an encoded %0A
-        # never reaches `dispatch` and would get Starlette's plain-text 404; route it through api.match instead,
-        # which answers every path in JSON.
-        return await dispatch(request)
-
-    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
-    app = Starlette(routes=[StarletteRoute("/{path:path}", dispatch, methods=methods)],
-                    exception_handlers={404: unrouted, Exception: server_error}, lifespan=lifespan)
-    # Responses are compressed only for clients that ask (Accept-Encoding, as tritonclient's
-    # response_compression_algorithm does) and only when large: small answers cost more to compress than to send.
-    app.add_middleware(GZipMiddleware, minimum_size=64 * 1024)
-    return Instrumented(app, metrics, settings.access_log)
+    def end(self, exchange: Exchange) -> None:
+        state: _Request | None = exchange.state
+        if state is not None and state.place is not None:
+            state.place.leave()
+        endpoint = METRICS_PATH if state is not None and state.route is None and exchange.path == METRICS_PATH \
+            else state.route.template if state is not None and state.route is not None else "unmatched"
+        took = time.monotonic() - exchange.arrived
+        self.metrics.observe_request(endpoint, exchange.method, exchange.status, took)
+        if self.settings.access_log or exchange.status >= 500:
+            logs.info("request", method=exchange.method, path=exchange.path, endpoint=endpoint,
+                      status=exchange.status, ms=round(took * 1000, 3))
 
 
-def _warm(api: Api, settings: Settings, metrics: Metrics) -> None:
-    """Warm every loaded version up, one after the other; each turns ready after its own warm-up."""
+def _warm(api: Api, settings: Settings, metrics: Metrics, schedulers: dict[tuple[str, str], Scheduler],
+          loop: asyncio.AbstractEventLoop) -> None:
+    """Warm every loaded version up, one after the other; each turns ready after its own. A version configured for
+    dynamic batching batches only once batching.check found its answers the same on its warm-up feed."""
     for served in api.repository.served:
         try:
             ready = warmup.settle(served.model, settings.warmup_runs, served.readiness)
+            chosen = batching.of(served, settings)
+            if chosen is not None:
+                reason = batching.check(served.model, warmup.feed(served.model).values)
+                fields = {"model": served.name, "version": served.version, **chosen.describe()}
+                if reason is None:
+                    metrics.batch_counted = True
+                    loop.call_soon_threadsafe(schedulers[(served.name, served.version)].batch, chosen)
+                    logs.info("dynamic batching on: stacked calls gave each call its own answer on the warm-up "
+                              "feed", **fields)
+                else:
+                    logs.warning("dynamic batching is off for this model: " + reason, **fields)
         except Exception as err:  # noqa: BLE001 - a bug in the warm-up itself: not ready, and the endpoints say why
             logs.get().exception("warm-up crashed; the model stays not ready",
                                  extra={"fields": {"model": served.name, "version": served.version}})
@@ -206,59 +199,26 @@ def _warm(api: Api, settings: Settings, metrics: Metrics) -> None:
             logs.info("ready", model=served.name, version=served.version)
 
 
-class DrainingServer(uvicorn.Server):
-    """uvicorn's server, which on SIGTERM/SIGINT first reports not ready, then drains as uvicorn does (the gRPC
-    server, when there is one, stops taking calls then too and finishes those in flight within the same grace)."""
-
-    def __init__(self, config: uvicorn.Config, api: Api, metrics: Metrics, grpc: Any = None,
-                 grace_s: float = 30.0) -> None:
-        super().__init__(config)
-        self.api = api
-        self.metrics = metrics
-        self.grpc = grpc
-        self.grace_s = grace_s
-        self.grpc_stopped: threading.Event | None = None
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """uvicorn's own version re-raises the signal after the drain, so the process dies *of* SIGTERM (status
-        143); a completed drain is a clean stop, so this one only routes the signals to handle_exit and exits 0."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self.should_exit:
-            self.api.repository.draining()
-            self.metrics.set_ready(self.api.repository)
-            logs.info("draining: no new connections, finishing requests in flight", signal=int(sig))
-            if self.grpc is not None and self.grpc_stopped is None:
-                self.grpc_stopped = self.grpc.stop(self.grace_s)
-        super().handle_exit(sig, frame)
-
-    def run(self, sockets: Any = None) -> None:
-        try:
-            super().run(sockets)
-        finally:
-            if self.grpc is not None:
-                (self.grpc_stopped or self.grpc.stop(self.grace_s)).wait(self.grace_s + 1)
-
-
-def serve(settings: Settings) -> None:
-    """Load the model and serve it until SIGTERM/SIGINT (blocking): HTTP, and gRPC when settings.grpc_port is set."""
-    logs.setup(settings.log_level)
-    models = model_module.load_all(settings)
-    metrics = Metrics()
-    metrics.set_ready(models)
-    api = Api(models, settings.max_tensor_elements, metrics.observe_inference)
+async def run(settings: Settings, models: Any, metrics: Metrics) -> None:
+    """Serve until SIGTERM/SIGINT, then drain (module docstring)."""
+    loop = asyncio.get_running_loop()
+    batching.from_settings(settings)  # settings that contradict each other stop the start, before the port opens
+    api = Api(models, settings.max_tensor_elements)
+    limits = scheduler.limits(settings)
+    executor = ThreadPoolExecutor(max_workers=limits.concurrency * len(api.repository.served) + 2,
+                                  thread_name_prefix="run")
+    schedulers = {(served.name, served.version): Scheduler(
+        served.model, limits, executor, shed=metrics.observe_shed, load=metrics.set_load,
+        observe=metrics.observe_run) for served in api.repository.served}
     budget = Budget(settings.max_buffered_bytes)
-    app = build_app(api, settings, metrics, budget=budget)
+    application = Application(api, settings, metrics, schedulers, executor)
+    server = HttpServer(application, HttpLimits(settings.max_body_bytes, settings.body_timeout_s), budget)
+    metrics.count_in_flight(lambda: server.in_flight)
+    try:
+        await server.listen(settings.host, settings.port)
+    except OSError as err:
+        raise ValueError(f"cannot listen for HTTP on {settings.host}:{settings.port}: {err.strerror or err} "
+                         "(MLPACK_PORT)") from None
     grpc = None
     if settings.grpc_port:
         try:
@@ -266,13 +226,50 @@ def serve(settings: Settings) -> None:
         except ImportError as err:  # an image built without grpcio
             raise ValueError(f"MLPACK_GRPC_PORT={settings.grpc_port} asks for gRPC, but {err.name} is not installed; "
                              "set MLPACK_GRPC_PORT=0") from None
-        grpc = grpc_server.start(api, settings, budget, metrics)
-        logs.info("listening for gRPC", host=settings.host, port=settings.grpc_port, models=models.names())
-    uv_config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                               lifespan="on", server_header=False,
-                               timeout_graceful_shutdown=int(max(1, settings.graceful_timeout_s)))
-    logs.info("listening", host=settings.host, port=settings.port, models=models.names())
-    DrainingServer(uv_config, api, metrics, grpc, settings.graceful_timeout_s).run()
+        grpc = await grpc_server.start(api, settings, budget, metrics, schedulers)
+        logs.info("listening for gRPC", host=settings.host, port=settings.grpc_port, models=api.repository.names())
+    logs.info("listening", host=settings.host, port=settings.port, models=api.repository.names())
+    threading.Thread(target=_warm, args=(api, settings, metrics, schedulers, loop), name="warmup", daemon=True).start()
+    # The objects loaded so far (modules, the models' Python side) live as long as the process: kept out of the
+    # collector's generations, so its full passes stay short while requests are served.
+    gc.collect()
+    gc.freeze()
+
+    stopping = asyncio.Event()
+
+    def stop(sig: signal.Signals) -> None:
+        if stopping.is_set():
+            return
+        api.repository.draining()
+        metrics.set_ready(api.repository)
+        logs.info("draining: no new connections, finishing requests in flight", signal=int(sig))
+        stopping.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig)
+    await stopping.wait()
+    grace = settings.graceful_timeout_s
+    await asyncio.gather(server.drain(grace), *([grpc.stop(grace)] if grpc is not None else []))
+    executor.shutdown(wait=False, cancel_futures=True)
+    logs.info("server stopped", models=api.repository.names())
+
+
+def _loop_runner() -> Any:
+    """uvloop's run where installed (a faster event loop; in every server image), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
+def serve(settings: Settings) -> None:
+    """Load the models and serve them until SIGTERM/SIGINT (blocking): HTTP, and gRPC when settings.grpc_port is set."""
+    logs.setup(settings.log_level)
+    models = model_module.load_all(settings)
+    metrics = Metrics()
+    metrics.set_ready(models)
+    _loop_runner()(run(settings, models, metrics))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,5 +286,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
-
-

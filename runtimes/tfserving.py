@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from mlpk.runtimes.codec import MAX_DIMS, from_json, json_ready, loads, max_numbers
+from mlpk.runtimes.budget import Hold
+from mlpk.runtimes.codec import MAX_DIMS, dumps, from_json, json_ready, loads, max_numbers
 from mlpk.runtimes.errors import ClientError
 from mlpk.runtimes.model import Model, TensorSpec
 
@@ -49,7 +49,7 @@ def _tensor(value: Any, spec: TensorSpec, limit: int) -> np.ndarray:
 
 
 def parse(model: Model, body: bytes, limit: int,
-          hold: Callable[[int, str], None] | None = None) -> tuple[dict[str, np.ndarray], str]:
+          hold: Hold | None = None) -> tuple[dict[str, np.ndarray], str]:
     """The feeds of a :predict request and its format ("instances" or "inputs"); `hold` as codec.loads()."""
     request = loads(body, model, "predict request", hold=hold, max_numbers=max_numbers(model, limit))
     if not isinstance(request, dict) or ("instances" in request) == ("inputs" in request):
@@ -113,4 +113,4 @@ def render(model: Model, results: list[np.ndarray], form: str) -> bytes:
         answer = {"outputs": json_ready(results[0])}
     else:
         answer = {"outputs": {name: json_ready(array) for name, array in zip(names, results, strict=True)}}
-    return json.dumps(answer, separators=(",", ":")).encode()
+    return dumps(answer)

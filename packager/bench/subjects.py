@@ -189,7 +189,7 @@ class LocalServer:
     def start(self, timeout_s: float) -> float:
         from mlpk.packager import serving
 
-        for module in ("uvicorn", "starlette"):
+        for module in ("httptools", "orjson"):
             if importlib.util.find_spec(module) is None:
                 raise missing_extra(module, "serve", "benchmarking a model on this host")
         if self.port is not None:

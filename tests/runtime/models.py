@@ -4,10 +4,15 @@
 - `mixed`: several inputs and outputs of different datatypes doing real arithmetic (MatMul+Add in fp32, Mul in
   fp16, Add in int64, Not on bool, Identity on strings), dynamic batch axis.
 - `heavy`: a chain of MatMuls whose run time grows with the batch size, for draining and concurrency tests.
+- `sleeper`: `y = x @ Q^(16 n)` (Q orthogonal, so values neither blow up nor decay into slow denormals) as a Loop
+  of `n` (a scalar input) rounds: a call chooses how long its run takes, for the scheduling tests.
 - `vad`: a voice-activity-shaped model (`input [B,N]`, `state [2,B,128]`, scalar int64 `sr` that must be 8000 or
   16000: any other rate indexes past a 2-entry table), with or without the card's signature hints.
 - `grid32`: a detector-shaped model whose H and W must be multiples of 32 (it reshapes them into 32-pixel cells),
   with or without the card's `example_shape`.
+- `seq`: `y = 2 x` and `s = sum(x, axis 1)` over `x FP32 [batch, length]`: calls of different lengths cannot share
+  a run, for the batching tests.
+- `centered`: `y = x - mean(x, axis 0)`, whose rows depend on each other: it must never be batched.
 - `row30`: one fixed-shape input `x FP32 [1, 30]` summed into `y FP32 [1, 1]`, for the memory-bound tests.
 - `zipmap`: a scikit-learn LogisticRegression on iris through skl2onnx with ZipMap (`output_probability` is a
   `seq(map(int64, tensor(float)))`, or string keys with `string_labels`).
@@ -102,6 +107,47 @@ def heavy(directory: Path, depth: int = 64, width: int = 512) -> Path:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
                               [numpy_helper.from_array(weight, "W")])
     return _save(helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), directory, "heavy")
+
+
+def sleeper(directory: Path, width: int = 256, chain: int = 16) -> Path:
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((width, width)))
+    nodes, previous = [], "v_in"
+    for index in range(chain):
+        nodes.append(helper.make_node("MatMul", [previous, "Q"], [f"m{index}"]))
+        previous = f"m{index}"
+    nodes += [helper.make_node("Identity", [previous], ["v_out"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])]
+    body = helper.make_graph(nodes, "round", [
+        helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+        helper.make_tensor_value_info("v_in", TensorProto.FLOAT, ["batch", width])], [
+        helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+        helper.make_tensor_value_info("v_out", TensorProto.FLOAT, ["batch", width])])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["n", "true", "x"], ["y"], body=body)], "sleeper",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width]),
+         helper.make_tensor_value_info("n", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        [numpy_helper.from_array(q.astype(np.float32), "Q"), numpy_helper.from_array(np.array(True), "true")])
+    return _save(helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), directory, "sleeper",
+                 signature={"inputs": [{"name": "n", "values": [0]}]})
+
+
+def seq(directory: Path) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["y"]), helper.make_node("ReduceSum", ["x", "axis1"], ["s"], keepdims=0)],
+        "seq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "length"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "length"]),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, ["batch"])],
+        [numpy_helper.from_array(np.array(2, np.float32), "two"), numpy_helper.from_array(np.array([1]), "axis1")])
+    return _save(helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), directory, "seq")
+
+
+def centered(directory: Path) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["mean"], axes=[0], keepdims=1), helper.make_node("Sub", ["x", "mean"], ["y"])],
+        "centered", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    return _save(helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), directory, "centered")
 
 
 def row30(directory: Path) -> Path:
