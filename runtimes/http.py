@@ -13,7 +13,8 @@ limit), `respond` once its body is in (an answer, or an awaitable of one), and `
 the client is gone.
 
 Per request it enforces: request line and headers of at most MAX_HEADER_BYTES (431), arriving within
-`header_timeout_s` of the request's first byte (408; slow-header clients cannot pin a connection); a body held on the
+`header_timeout_s` of the request's first byte (408; slow-header clients cannot pin a connection; the server sets
+it to MLPACK_BODY_TIMEOUT); a body held on the
 memory budget as it arrives (all of a declared Content-Length at once; budget.py), refused past `max_body_bytes` as
 soon as that is known (413), and all of it within `body_timeout_s` of the headers (408). A connection idle for
 `keepalive_s` between requests is closed. A malformed request is answered 400 and its connection closed; a refusal
@@ -182,7 +183,6 @@ class Connection(asyncio.Protocol):
         exchange = self.current
         assert exchange is not None
         self.headers_done = True
-        self.header_bytes = 0
         self._disarm()
         headers: dict[str, str] = {}
         for name, value in self.headers:
@@ -198,6 +198,10 @@ class Connection(asyncio.Protocol):
         try:
             if len(self.headers) > MAX_HEADERS:
                 raise _Refused(431, f"the request has {len(self.headers)} headers, over {MAX_HEADERS}")
+            if self.header_bytes > MAX_HEADER_BYTES:  # all of it may have come in one piece: count exactly
+                size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+                if size > MAX_HEADER_BYTES:
+                    raise _Refused(431, f"the request line and headers are over {MAX_HEADER_BYTES} bytes")
             url = bytes(self.url)
             try:
                 if url[:1] == b"/" and not any(mark in url for mark in (b"?", b"%", b"#")):  # the usual origin-form
@@ -211,13 +215,16 @@ class Connection(asyncio.Protocol):
             self.refusal = self.server.app.begin(exchange)
             if self.refusal is None and self.declared:
                 exchange.lease.hold(self.declared, self._body_phrase)
-        except _Refused as refused:
+        except _Refused as refused:  # the request itself is malformed: answer it, then close
             self.refusal = Reply(refused.status, _error_body(refused.message))
+            exchange.keep_alive = False
+            self.closing_after = True
         except ClientError as err:
             self.refusal = error_reply(err)
         except Exception:  # noqa: BLE001 - a bug in the application: a 500, logged, and the connection lives on
             logs.get().exception("internal error", extra={"fields": {"path": exchange.path}})
             self.refusal = _SERVER_ERROR
+        self.header_bytes = 0
         expects_body = bool(self.declared) or "chunked" in headers.get("transfer-encoding", "").lower()
         if self.refusal is not None:
             if expects_body and (self.declared is None or self.declared > SMALL_BODY or "expect" in headers):

@@ -69,14 +69,11 @@ class Application:
         self.limits = scheduler.limits(settings)
         self.executor = executor
 
-    def scheduler_of(self, params: dict[str, str]) -> Scheduler | None:
-        """The scheduler of the model version an inference path names; None when it names none that is served
-        (the handler answers why)."""
-        try:
-            found = self.api.find(params["model"], params.get("version"))
-        except (KeyError, ClientError):
-            return None
-        return self.schedulers.get((found.name, found.version))
+    def scheduler_of(self, params: dict[str, str]) -> Scheduler:
+        """The scheduler of the model version an inference path names; NotFound (404) when it names none that is
+        served, so such a request is refused before its body is read."""
+        found = self.api.find(params["model"], params.get("version"))
+        return self.schedulers[(found.name, found.version)]
 
     def begin(self, exchange: Exchange) -> Reply | None:
         if exchange.path == METRICS_PATH and exchange.method == "GET":
@@ -90,11 +87,10 @@ class Application:
             raise TooLarge(f"request body of {declared} bytes is over the limit of {self.settings.max_body_bytes} "
                            f"bytes (MLPACK_MAX_BODY_BYTES); send smaller batches; the model expects "
                            f"{self.api.signature(params)}")
-        if route.handler in INFERENCE:
+        if route.handler in INFERENCE:  # before the body is read: a refused call costs next to nothing
             place = self.scheduler_of(params)
-            if place is not None:  # before the body is read: a refused call costs next to nothing
-                place.admit()
-                exchange.state.place = place
+            place.admit()
+            exchange.state.place = place
         return None
 
     def respond(self, exchange: Exchange) -> Reply | Awaitable[Reply]:
@@ -212,7 +208,8 @@ async def run(settings: Settings, models: Any, metrics: Metrics) -> None:
         observe=metrics.observe_run) for served in api.repository.served}
     budget = Budget(settings.max_buffered_bytes)
     application = Application(api, settings, metrics, schedulers, executor)
-    server = HttpServer(application, HttpLimits(settings.max_body_bytes, settings.body_timeout_s), budget)
+    server = HttpServer(application, HttpLimits(settings.max_body_bytes, settings.body_timeout_s,
+                                                header_timeout_s=settings.body_timeout_s), budget)
     metrics.count_in_flight(lambda: server.in_flight)
     try:
         await server.listen(settings.host, settings.port)
