@@ -89,21 +89,16 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
-    """The route for a request, with its path parameters; NotFound (404) when none matches."""
-    route, params = _matched(method, path)
-    return route, dict(params)
-
-
 @functools.lru_cache(maxsize=1024)
-def _matched(method: str, path: str) -> tuple[Route, tuple[tuple[str, str], ...]]:
-    """match() for the paths seen most (a client sends the same few); refusals are not kept."""
+def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
+    """The route for a request, with its path parameters (read-only: the same dict answers the same path again;
+    a client sends the same few); NotFound (404) when none matches (refusals are not kept)."""
     allowed = []
     for route in ROUTES:
         found = route.pattern.fullmatch(path)
         if found:
             if route.method == method:
-                return route, tuple(found.groupdict().items())
+                return route, found.groupdict()
             allowed.append(route.method)
     if allowed:
         methods = tuple(dict.fromkeys(allowed))

@@ -233,8 +233,7 @@ def input_spec(model: Model, name: str, datatype: str, shape: Any, max_elements:
     if datatype != spec.datatype:
         raise ClientError(f"input '{name}' has datatype {datatype}, but the model expects datatype "
                           f"{spec.datatype} with shape {spec.v2_shape}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in shape):
+    if type(shape) is not list or any(type(d) is not int or d < 0 for d in shape):
         raise ClientError(f"input '{spec.name}' needs 'shape' as a list of non-negative integers, got {shape!r:.80}; "
                           f"the model expects shape {spec.v2_shape} with datatype {spec.datatype}")
     spec.check_shape(shape)
@@ -390,15 +389,39 @@ def _plain_json(value: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    """`value` as compact JSON, numpy arrays (json_ready's) included."""
-    return orjson.dumps(value, default=_plain_json, option=orjson.OPT_SERIALIZE_NUMPY)
+    """`value` as compact JSON, numpy arrays (json_ready's) included. orjson writes a non-finite float of an array
+    as null, which no answer holds otherwise: an answer with a null in it is written again with those floats as the
+    module docstring's strings (json_ready leaves that check to this one search of the text)."""
+    text = orjson.dumps(value, default=_plain_json, option=orjson.OPT_SERIALIZE_NUMPY)
+    if b"null" not in text:
+        return text
+    return orjson.dumps(_finite(value), default=_plain_json, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every float array holding NaN or an infinity as nested lists of numbers and those strings."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+        items = value.astype(object)
+        flat = items.reshape(-1)
+        source = value.reshape(-1)
+        for index in np.flatnonzero(~np.isfinite(source)):
+            flat[index] = "NaN" if np.isnan(source[index]) else "Infinity" if source[index] > 0 else "-Infinity"
+        return items.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    return value
 
 
 def json_ready(array: np.ndarray) -> list[Any] | np.ndarray:
     """An output as dumps() writes it: a C-contiguous numeric array (floats as float64, so their text is the
     shortest of their float64 value, as the standard library writes it), else nested Python lists (bytes elements
     decoded as UTF-8, replacing invalid bytes; the JSON values of a non-tensor output, such as a ZipMap row's
-    `{"0": 0.9, "1": 0.1}`, as themselves; non-finite floats as the strings of the module docstring)."""
+    `{"0": 0.9, "1": 0.1}`, as themselves). Non-finite floats become the strings of the module docstring when
+    dumps() writes the answer."""
     if array.dtype.kind == "S" or array.dtype == object:
         if not array.size:
             return array.tolist()
@@ -406,15 +429,8 @@ def json_ready(array: np.ndarray) -> list[Any] | np.ndarray:
         for index, item in enumerate(array.reshape(-1)):  # one by one: numpy would broadcast list elements
             items[index] = _json_item(item)
         return items.reshape(array.shape).tolist()
-    if array.dtype.kind == "f" and not np.isfinite(array).all():  # see the module docstring
-        items = array.astype(object)
-        flat = items.reshape(-1)
-        source = array.reshape(-1)
-        for index in np.flatnonzero(~np.isfinite(source)):
-            flat[index] = "NaN" if np.isnan(source[index]) else "Infinity" if source[index] > 0 else "-Infinity"
-        return items.tolist()
     if array.ndim == 0 or array.dtype.kind not in "biuf":
-        return array.tolist()
+        return _finite(array.tolist())
     if array.dtype.kind == "f" and array.dtype != np.float64:
         array = array.astype(np.float64)
     elif array.dtype.char in "qQ":  # onnxruntime's int64 is numpy's `longlong`, which orjson does not take as is

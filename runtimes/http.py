@@ -45,6 +45,7 @@ TICK_S = 0.25  # how often the connections' deadlines are checked
 MAX_HEADERS = 128
 SMALL_BODY = 64 * 1024  # a refused request's body up to this size is read and dropped, keeping the connection
 _PHRASES = {status.value: status.phrase.encode() for status in http.HTTPStatus}
+_STARTS: dict[tuple[int, str], bytes] = {}  # the status line and content type of each kind of answer, made once
 _SERVER_ERROR = Reply(500, b'{"error":"internal error in the server; see its log"}')
 
 
@@ -184,17 +185,18 @@ class Connection(asyncio.Protocol):
         assert exchange is not None
         self.headers_done = True
         self._disarm()
-        headers: dict[str, str] = {}
-        for name, value in self.headers:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in self.headers}
+        if len(headers) < len(self.headers):  # a repeated field: its values joined, in order (RFC 9110 5.3)
+            headers = {}
+            for name, value in self.headers:
+                key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+                headers[key] = f"{headers[key]}, {text}" if key in headers else text
         exchange.headers = headers
         exchange.method = self.parser.get_method().decode("ascii", "replace")
         exchange.keep_alive = self.parser.should_keep_alive() and not self.server.draining
         exchange.http_10 = self.parser.get_http_version() == "1.0"
         exchange.lease = self.server.budget.lease()
-        self.server.started(exchange)
+        self.server.started()
         try:
             if len(self.headers) > MAX_HEADERS:
                 raise _Refused(431, f"the request has {len(self.headers)} headers, over {MAX_HEADERS}")
@@ -204,7 +206,7 @@ class Connection(asyncio.Protocol):
                     raise _Refused(431, f"the request line and headers are over {MAX_HEADER_BYTES} bytes")
             url = bytes(self.url)
             try:
-                if url[:1] == b"/" and not any(mark in url for mark in (b"?", b"%", b"#")):  # the usual origin-form
+                if url[:1] == b"/" and b"?" not in url and b"%" not in url and b"#" not in url:  # the usual form
                     exchange.path = url.decode("ascii")
                 else:
                     exchange.path = urllib.parse.unquote(httptools.parse_url(url).path.decode("ascii"))
@@ -225,7 +227,8 @@ class Connection(asyncio.Protocol):
             logs.get().exception("internal error", extra={"fields": {"path": exchange.path}})
             self.refusal = _SERVER_ERROR
         self.header_bytes = 0
-        expects_body = bool(self.declared) or "chunked" in headers.get("transfer-encoding", "").lower()
+        expects_body = bool(self.declared) or self.declared is None and \
+            "chunked" in headers.get("transfer-encoding", "").lower()
         if self.refusal is not None:
             if expects_body and (self.declared is None or self.declared > SMALL_BODY or "expect" in headers):
                 exchange.keep_alive = False  # do not read a body nobody will use: answer now, then close
@@ -327,8 +330,11 @@ class Connection(asyncio.Protocol):
     def _send(self, exchange: Exchange, reply: Reply) -> None:
         """Write the answer to `exchange`, then let the application end it."""
         keep = exchange.keep_alive and not self.server.draining and not self.closing_after
-        parts = [b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n" % (
-            reply.status, _PHRASES.get(reply.status, b""), reply.content_type.encode("latin-1"), len(reply.body))]
+        start = _STARTS.get((reply.status, reply.content_type))
+        if start is None:
+            start = _STARTS[(reply.status, reply.content_type)] = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\n" % (
+                reply.status, _PHRASES.get(reply.status, b""), reply.content_type.encode("latin-1"))
+        parts = [start, b"content-length: %d\r\n" % len(reply.body)]
         for name, value in reply.headers:
             parts.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
         if not keep:
@@ -484,7 +490,7 @@ class HttpServer:
                     except Exception:  # noqa: BLE001 - one connection's bug must not stop the others' deadlines
                         logs.get().exception("internal error at a connection's deadline")
 
-    def started(self, _: Exchange) -> None:
+    def started(self) -> None:
         self.in_flight += 1
         self._idle.clear()
 

@@ -2,19 +2,79 @@
 
 Labels are route templates (`/v2/models/{model}/infer`), never raw paths, so a scan of random URLs cannot grow the
 series without bound.
+
+The series every request touches (its count and latency, and its model's run time and batch size) are kept as plain
+numbers and handed to prometheus_client when scraped (a custom collector, its documented extension point):
+prometheus_client's own counters take a lock per increment, a share of a small request's time worth saving, and here
+one thread counts them all (the server's event loop: HTTP, gRPC and the ends of runs all come back to it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import bisect
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from mlpk.runtimes.repository import Repository
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class _Histogram:
+    """One histogram series: counts per bucket (the last for +Inf) and the sum."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative counts by upper bound, as the exposition format has them."""
+        running, out = 0, []
+        for bound, count in zip((*(floatToGoString(b) for b in self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
+
+
+class _Hot:
+    """The per-request series (module docstring), collected at scrape time."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str], int] = {}
+        self.latency: dict[tuple[str, str], _Histogram] = {}
+        self.inference: dict[tuple[str, str], _Histogram] = {}
+        self.batch: dict[tuple[str, str], _Histogram] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("mlpack_requests", "Requests (HTTP, and gRPC with method GRPC) by endpoint, "
+                                       "method and status", labels=("endpoint", "method", "status"))
+        for labels, count in list(self.requests.items()):
+            requests.add_metric(labels, count)
+        yield requests
+        for name, text, labels, series in (
+                ("mlpack_request_duration_seconds", "Request latency by endpoint and status", ("endpoint", "status"),
+                 self.latency),
+                ("mlpack_inference_duration_seconds", "Time inside onnxruntime session.run, per run",
+                 ("model", "version"), self.inference),
+                ("mlpack_batch_size", "Calls a run of the model served (dynamic batching)", ("model", "version"),
+                 self.batch)):
+            family = HistogramMetricFamily(name, text, labels=labels)
+            for values, histogram in list(series.items()):
+                family.add_metric(list(values), histogram.buckets(), histogram.total)
+            yield family
 
 
 class Metrics:
@@ -24,20 +84,14 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("mlpack_requests", "Requests (HTTP, and gRPC with method GRPC) by endpoint, method and status",
-                                ("endpoint", "method", "status"), registry=self.registry)
-        self.latency = Histogram("mlpack_request_duration_seconds", "HTTP request latency by endpoint and status",
-                                 ("endpoint", "status"), buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.inference = Histogram("mlpack_inference_duration_seconds", "Time inside onnxruntime session.run",
-                                   ("model", "version"), buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self._hot = _Hot()
+        self.registry.register(self._hot)  # type: ignore[arg-type] - a collector is anything with collect()
         self.in_flight = Gauge("mlpack_requests_in_flight", "Requests being served (HTTP and gRPC)",
                                registry=self.registry)
         self._in_flight: list[Callable[[], int]] = []  # read when scraped: nothing to count per request
         self.in_flight.set_function(lambda: sum(count() for count in self._in_flight))
         self.ready = Gauge("mlpack_model_ready", "1 when the model version is loaded and warmed up",
                            ("model", "version"), registry=self.registry)
-        self.batch = Histogram("mlpack_batch_size", "Calls a run of the model served (dynamic batching)",
-                               ("model", "version"), buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
         self.shed = Counter("mlpack_requests_shed", "Inference calls not run (scheduler.py), by reason: queue_full "
                             "(429), timeout (504), client_gone", ("model", "version", "reason"),
                             registry=self.registry)
@@ -45,10 +99,6 @@ class Metrics:
                                  registry=self.registry)
         self.runs_active = Gauge("mlpack_runs_active", "Runs of the model version in worker threads now",
                                  ("model", "version"), registry=self.registry)
-        # Each request touches the same few series: their children, looked up once (labels() takes a lock and
-        # builds a tuple each time, a share of a small request's time worth keeping).
-        self._request_series: dict[tuple[str, str, int | str], tuple[Any, Any]] = {}
-        self._run_series: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.batch_counted = False  # runs of one call count in mlpack_batch_size once some model batches
 
     def count_in_flight(self, count: Callable[[], int]) -> None:
@@ -64,22 +114,27 @@ class Metrics:
 
     def observe_run(self, model: str, version: str, seconds: float, calls: int) -> None:
         """One run of a model version: its time inside onnxruntime, and the calls it served."""
-        series = self._run_series.get((model, version))
+        key = (model, version)
+        hot = self._hot
+        series = hot.inference.get(key)
         if series is None:
-            series = self._run_series[(model, version)] = (self.inference.labels(model, version),
-                                                           self.batch.labels(model, version))
-        series[0].observe(seconds)
+            series = hot.inference[key] = _Histogram(_LATENCY_BUCKETS)
+        series.observe(seconds)
         if calls > 1 or self.batch_counted:
-            series[1].observe(calls)
+            batch = hot.batch.get(key)
+            if batch is None:
+                batch = hot.batch[key] = _Histogram(_BATCH_BUCKETS)
+            batch.observe(calls)
 
     def observe_request(self, endpoint: str, method: str, status: int | str, seconds: float) -> None:
-        series = self._request_series.get((endpoint, method, status))
+        code = str(status)
+        hot = self._hot
+        key = (endpoint, method, code)
+        hot.requests[key] = hot.requests.get(key, 0) + 1
+        series = hot.latency.get((endpoint, code))
         if series is None:
-            code = str(status)
-            series = self._request_series[(endpoint, method, status)] = (
-                self.requests.labels(endpoint, method, code), self.latency.labels(endpoint, code))
-        series[0].inc()
-        series[1].observe(seconds)
+            series = hot.latency[(endpoint, code)] = _Histogram(_LATENCY_BUCKETS)
+        series.observe(seconds)
 
     def set_ready(self, repository: Repository) -> None:
         """The ready gauge of every loaded version, as its readiness says now."""

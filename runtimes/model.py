@@ -136,11 +136,13 @@ class Model:
     sha256: str | None  # of the .onnx file; computed only where it keys a TensorRT engine cache
     _inputs: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
     _outputs: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
+    _json_outputs: frozenset[str] = field(init=False, repr=False, compare=False)
     memo: dict[Any, Any] = field(init=False, repr=False, compare=False, default_factory=dict)  # codec's per-model figures
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_inputs", {spec.name: spec for spec in self.inputs})
         object.__setattr__(self, "_outputs", {spec.name: spec for spec in self.outputs})
+        object.__setattr__(self, "_json_outputs", frozenset(spec.name for spec in self.outputs if spec.is_json))
 
     def input(self, name: str) -> TensorSpec | None:
         return self._inputs.get(name)
@@ -158,7 +160,8 @@ class Model:
         onnxruntime from printing a failing kernel's error as a plain-text line of its own (the warm-up logs the
         reason once, as JSON)."""
         try:
-            results = self.session.run(list(outputs), dict(feeds), _QUIET if quiet else None)
+            results = self.session.run(outputs if isinstance(outputs, list) else list(outputs),
+                                       feeds if isinstance(feeds, dict) else dict(feeds), _QUIET if quiet else None)
         except (_ort_errors.InvalidArgument, _ort_errors.InvalidGraph) as err:
             raise ClientError(f"onnxruntime rejected the inputs: {str(err).splitlines()[0][:300]}; the model "
                               f"expects {self.signature()}") from err
@@ -167,7 +170,9 @@ class Model:
             # Triton and KServe answer these 400 too, since the same model runs other inputs fine.
             raise ClientError(f"inference failed on these inputs: {str(err).splitlines()[0][:300]}; the model "
                               f"expects {self.signature()}") from err
-        return [_json_items(result) if (spec := self.output(name)) is not None and spec.is_json else result
+        if not self._json_outputs:
+            return results  # type: ignore[no-any-return]
+        return [_json_items(result) if name in self._json_outputs else result
                 for name, result in zip(outputs, results, strict=True)]
 
 

@@ -218,13 +218,17 @@ class Repository:
         self.failures = tuple(failures)
         if not self.served:
             raise ModelLoadError("no model loaded: " + "; ".join(f.reason for f in self.failures))
+        self._by_name: dict[str, list[Served]] = {}  # each request looks its model up: by name, not by a scan
+        for item in self.served:
+            self._by_name.setdefault(item.name, []).append(item)
+        self._by_version = {(item.name, item.version): item for item in self.served}
 
     def names(self) -> list[str]:
         return list(dict.fromkeys(s.name for s in self.served))
 
     def versions(self, name: str) -> list[Served]:
         """The loaded versions of `name`, newest first."""
-        return [s for s in self.served if s.name == name]
+        return list(self._by_name.get(name, ()))
 
     def only(self) -> Served | None:
         """The version served when a request names none (Lambda's `POST /`): the newest of the only model."""
@@ -243,20 +247,25 @@ class Repository:
     def find(self, name: str, version: str | None = None) -> Served:
         """The version a request names; without one, the newest ready version (the newest while none is ready).
         NotFound says what is served instead."""
-        versions = self.versions(name)
+        if version is not None:
+            found = self._by_version.get((name, version))
+            if found is not None:
+                return found
+        versions = self._by_name.get(name, ())
+        if version is None:
+            for item in versions:
+                if item.readiness.is_set():
+                    return item
+            if versions:
+                return versions[0]
         if not versions:
             failed = [f for f in self.failures if f.name == name]
             why = f"; it failed to load: {failed[0].reason}" if failed else ""
             raise NotFound(f"unknown model '{name}'{why}; this server serves {self.describe()}")
-        if version is None:
-            return next((s for s in versions if s.readiness.is_set()), versions[0])
-        found = next((s for s in versions if s.version == version), None)
-        if found is None:
-            failed = next((f for f in self.failures if f.name == name and f.version == version), None)
-            why = f" (it failed to load: {failed.reason})" if failed else ""
-            raise NotFound(f"model '{name}' has no version '{version}'{why}; it has version"
-                           f"{'s' if len(versions) > 1 else ''} {', '.join(s.version for s in versions)}")
-        return found
+        failed = next((f for f in self.failures if f.name == name and f.version == version), None)
+        why = f" (it failed to load: {failed.reason})" if failed else ""
+        raise NotFound(f"model '{name}' has no version '{version}'{why}; it has version"
+                       f"{'s' if len(versions) > 1 else ''} {', '.join(s.version for s in versions)}")
 
     def is_ready(self) -> bool:
         """Every loaded version is ready (failed loads do not count: they are in the index and the logs)."""

@@ -160,8 +160,13 @@ class Scheduler:
 
     def inline(self, feeds: Feeds) -> bool:
         """Whether a call of `feeds` runs on the event loop now (module docstring)."""
-        return (self.batching is None and not self._queue and self.running < self.limits.concurrency
-                and self.average_s < INLINE_RUN_S and sum(array.nbytes for array in feeds.values()) <= INLINE_BYTES)
+        if self.batching is not None or self._queue or self.running >= self.limits.concurrency or \
+                self.average_s >= INLINE_RUN_S:
+            return False
+        size = 0
+        for array in feeds.values():
+            size += array.nbytes
+        return size <= INLINE_BYTES
 
     def run_inline(self, feeds: Feeds, outputs: Sequence[str]) -> list[np.ndarray]:
         """Run a call on the event loop (when inline() says so)."""

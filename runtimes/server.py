@@ -57,6 +57,13 @@ class _Request:
     place: Scheduler | None = None
 
 
+def _nbytes(arrays: list[Any]) -> int:
+    size = 0
+    for array in arrays:
+        size += array.nbytes
+    return size
+
+
 class Application:
     """The HTTP application (http.App) over the Api and the schedulers of its model versions."""
 
@@ -76,12 +83,11 @@ class Application:
         return self.schedulers[(found.name, found.version)]
 
     def begin(self, exchange: Exchange) -> Reply | None:
-        if exchange.path == METRICS_PATH and exchange.method == "GET":
-            exchange.state = _Request(None, {})
-            return None
         exchange.state = _Request(None, {})
+        if exchange.path == METRICS_PATH and exchange.method == "GET":
+            return None
         route, params = api_module.match(exchange.method, exchange.path)
-        exchange.state = _Request(route, params)
+        exchange.state.route, exchange.state.params = route, params
         declared = exchange.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.settings.max_body_bytes:
             raise TooLarge(f"request body of {declared} bytes is over the limit of {self.settings.max_body_bytes} "
@@ -115,7 +121,7 @@ class Application:
         place = self.schedulers[(prepared.served.name, prepared.served.version)]
         if place.inline(prepared.feeds):
             results = place.run_inline(prepared.feeds, prepared.outputs)
-            if sum(result.nbytes for result in results) <= INLINE_BYTES:
+            if _nbytes(results) <= INLINE_BYTES:
                 return self._compressed(prepared.answer(results), exchange)
             return self._finish_in_thread(prepared, results, exchange)
         return self._scheduled(prepared, place, exchange)
@@ -136,7 +142,7 @@ class Application:
             results = await place.run(prepared.feeds, prepared.outputs, deadline)
         except ClientError as err:
             return error_reply(err)
-        if sum(result.nbytes for result in results) <= INLINE_BYTES:
+        if _nbytes(results) <= INLINE_BYTES:
             return self._compressed(prepared.answer(results), exchange)
         return await self._finish_in_thread(prepared, results, exchange)
 
