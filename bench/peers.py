@@ -1,9 +1,10 @@
 """The servers users pick to serve an ONNX model, each installed and written the way its own docs show.
 
-Each peer is a value: its pinned requirements, the app a user of that framework writes (from its docs' ONNX or
-custom-model tutorial), how it is started (one worker process, extra ports off where a flag does that) and how it
-is asked (request body, content type, how its answer holds the output). Every app runs onnxruntime on the CPU with
-one intra-op and one inter-op thread, so the comparison is of the serving code, not of the kernels.
+Each peer is a value: its pinned requirements, the app a user of that framework writes (bench/peer_apps.py, from
+its docs' ONNX or custom-model tutorial), how it is started (one worker process, extra ports off where a flag does
+that) and how it is asked (request body, content type, how its answer holds the output). Every app runs
+onnxruntime on the CPU with one intra-op and one inter-op thread, so the comparison is of the serving code, not of
+the kernels.
 
     venv = ensure(PEERS["fastapi"], root)                       # cached by pins: root/fastapi-1a2b3c4d5e
     with start(PEERS["fastapi"], venv, model, port, cpu=1) as running:
@@ -21,14 +22,13 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -37,6 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peer_apps import (BENTOML_APP, FASTAPI_APP, FLASK_APP, KSERVE_APP, KSERVE_LOG_CONFIG,  # noqa: E402
+                       LITSERVE_APP, MLSERVER_APP, MLSERVER_MODEL_SETTINGS, MLSERVER_SETTINGS)
+from server import free_port  # noqa: E402 - bench/ is a folder of scripts
 
 # Beside the session's own thread settings: one thread for OpenMP builds of onnxruntime and for any BLAS numpy
 # calls into, so no server gets a pool the others lack.
@@ -85,15 +91,6 @@ class Running:
     pid: int
 
 
-def _session(indent: str = "") -> str:
-    """The session a user of any framework creates: CPU provider, one intra-op and one inter-op thread."""
-    return textwrap.indent(textwrap.dedent('''
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-    '''), indent)
-
-
 # --- request bodies and answers -----------------------------------------------------------------------------------
 
 def v2_body(x: np.ndarray, name: str) -> bytes:
@@ -118,197 +115,6 @@ def _keyed_answer(key: str | None) -> Callable[[bytes], np.ndarray]:
     return answer
 
 
-# --- the apps, as each framework's docs write them ----------------------------------------------------------------
-
-FASTAPI_APP = '''
-import os
-
-import numpy as np
-import onnxruntime as ort
-from fastapi import FastAPI
-from pydantic import BaseModel
-''' + _session() + '''
-session = ort.InferenceSession(os.environ["MODEL_PATH"], options, providers=["CPUExecutionProvider"])
-input_name = session.get_inputs()[0].name
-
-app = FastAPI()
-
-
-class PredictRequest(BaseModel):
-    inputs: list[list[float]]
-
-
-class PredictResponse(BaseModel):
-    outputs: list[list[float]]
-
-
-@app.post("/predict")
-def predict(request: PredictRequest) -> PredictResponse:
-    x = np.array(request.inputs, dtype=np.float32)
-    y = session.run(None, {input_name: x})[0]
-    return PredictResponse(outputs=y.tolist())
-
-
-@app.get("/health")
-def health() -> dict[str, str]:
-    return {"status": "ok"}
-'''
-
-FLASK_APP = '''
-import os
-
-import numpy as np
-import onnxruntime as ort
-from flask import Flask, jsonify, request
-''' + _session() + '''
-session = ort.InferenceSession(os.environ["MODEL_PATH"], options, providers=["CPUExecutionProvider"])
-input_name = session.get_inputs()[0].name
-
-app = Flask(__name__)
-
-
-@app.route("/predict", methods=["POST"])
-def predict():
-    data = request.get_json()
-    x = np.array(data["instances"], dtype=np.float32)
-    y = session.run(None, {input_name: x})[0]
-    return jsonify({"predictions": y.tolist()})
-
-
-@app.route("/health")
-def health():
-    return "ok"
-'''
-
-KSERVE_APP = '''
-import argparse
-import os
-
-import numpy as np
-import onnxruntime as ort
-from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer, model_server
-from kserve.utils.utils import generate_uuid
-
-
-class OnnxModel(Model):
-    def __init__(self, name: str):
-        super().__init__(name)
-        self.load()
-
-    def load(self) -> bool:
-''' + _session("        ") + '''
-        self.session = ort.InferenceSession(os.environ["MODEL_PATH"], options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.ready = True
-        return self.ready
-
-    def predict(self, payload: InferRequest, headers=None) -> InferResponse:
-        x = payload.inputs[0].as_numpy()
-        y = self.session.run(None, {self.input_name: x})[0]
-        output = InferOutput(name="y", shape=list(y.shape), datatype="FP32")
-        output.set_data_from_numpy(y, binary_data=False)
-        return InferResponse(model_name=self.name, infer_outputs=[output],
-                             response_id=generate_uuid())
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(parents=[model_server.parser])
-    args, _ = parser.parse_known_args()
-    ModelServer().start([OnnxModel(args.model_name)])
-'''
-
-# KServe logs a latency line per request and uvicorn's access line at INFO; its --log_config_file takes this
-# logging.config dictionary (warnings and errors still reach the log).
-KSERVE_LOG_CONFIG = json.dumps({
-    "version": 1, "disable_existing_loggers": False,
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
-    "root": {"handlers": ["stderr"], "level": "WARNING"},
-    "loggers": {name: {"level": "WARNING"} for name in ("kserve", "kserve.trace", "uvicorn", "uvicorn.access")},
-}, indent=2)
-
-MLSERVER_APP = '''
-import numpy as np
-import onnxruntime as ort
-from mlserver import MLModel
-from mlserver.codecs import NumpyCodec
-from mlserver.types import InferenceRequest, InferenceResponse
-from mlserver.utils import get_model_uri
-
-
-class OnnxModel(MLModel):
-    async def load(self) -> bool:
-        model_uri = await get_model_uri(self._settings)
-''' + _session("        ") + '''
-        self._session = ort.InferenceSession(model_uri, options, providers=["CPUExecutionProvider"])
-        self._input_name = self._session.get_inputs()[0].name
-        return True
-
-    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        x = self.decode(payload.inputs[0], default_codec=NumpyCodec)
-        y = self._session.run(None, {self._input_name: x})[0]
-        return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("y", y)])
-'''
-
-# MLServer reads server settings and model settings from the folder it is started on. parallel_workers 0 keeps
-# inference in the one server process (its default, 1, adds a worker process fed over a queue); gRPC has no off
-# switch, so it listens on a spare port; a null metrics_endpoint turns the metrics server off.
-MLSERVER_SETTINGS = json.dumps({"host": "127.0.0.1", "http_port": "$port", "grpc_port": "$spare",
-                                "metrics_endpoint": None, "parallel_workers": 0, "debug": False}, indent=2)
-MLSERVER_MODEL_SETTINGS = json.dumps({"name": "mlp", "implementation": "app.OnnxModel",
-                                      "parameters": {"uri": "$model"}}, indent=2)
-
-BENTOML_APP = '''
-import os
-from typing import Annotated
-
-import bentoml
-import numpy as np
-import onnxruntime as ort
-from bentoml.validators import DType
-
-
-@bentoml.service(workers=1, logging={"access": {"enabled": False}})
-class MLP:
-    def __init__(self) -> None:
-''' + _session("        ") + '''
-        self.session = ort.InferenceSession(os.environ["MODEL_PATH"], options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    @bentoml.api
-    def predict(self, inputs: Annotated[np.ndarray, DType("float32")]) -> np.ndarray:
-        return self.session.run(None, {self.input_name: inputs})[0]
-'''
-
-LITSERVE_APP = '''
-import os
-
-import litserve as ls
-import numpy as np
-import onnxruntime as ort
-
-
-class OnnxAPI(ls.LitAPI):
-    def setup(self, device):
-''' + _session("        ") + '''
-        self.session = ort.InferenceSession(os.environ["MODEL_PATH"], options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def decode_request(self, request):
-        return np.asarray(request["input"], dtype=np.float32)
-
-    def predict(self, x):
-        return self.session.run(None, {self.input_name: x})[0]
-
-    def encode_response(self, output):
-        return {"output": output.tolist()}
-
-
-if __name__ == "__main__":
-    server = ls.LitServer(OnnxAPI(), accelerator="cpu", workers_per_device=1)
-    server.run(host="127.0.0.1", port=int(os.environ["PORT"]), num_api_servers=1, log_level="warning",
-               generate_client_file=False)
-'''
-
 PEERS: dict[str, Peer] = {peer.name: peer for peer in (
     Peer(name="kserve", title="KServe ModelServer", dist="kserve",
          pins=("kserve==0.21.0",),
@@ -320,7 +126,9 @@ PEERS: dict[str, Peer] = {peer.name: peer for peer in (
          ready="/v2/models/mlp/ready", path="/v2/models/mlp/infer", body=v2_body, answer=v2_answer,
          protocol="v2 JSON"),
     Peer(name="mlserver", title="MLServer (custom runtime)", dist="mlserver",
-         pins=("mlserver==1.7.1", "uvloop<0.21"),  # mlserver 1.7.1 fails to start with uvloop 0.21+
+         # uvloop 0.21+ breaks MLServer 1.7.1's inference workers (parallel_workers >= 1, its default):
+         # "RuntimeError: There is no current event loop in thread 'MainThread'" in worker.py _ignore_signals.
+         pins=("mlserver==1.7.1", "uvloop<0.21"),
          app=MLSERVER_APP, files=(("settings.json", MLSERVER_SETTINGS),
                                   ("model-settings.json", MLSERVER_MODEL_SETTINGS)),
          command=("$bin/mlserver", "start", "$dir"),
@@ -434,19 +242,19 @@ def versions(venv: Path) -> str:
 
 # --- starting and stopping ----------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _tail(log: Path, chars: int = 1500) -> str:
+    """The end of a log on one line, led by its first error line when that is further up (a server that failed
+    early logs its traceback, then pages of shutdown)."""
     try:
         text = log.read_text(errors="replace").strip()
     except OSError:
         return "(no log)"
     lines = [line for line in text.splitlines() if not line.startswith("WARNING: Location")]  # pip's mirror noise
-    return " | ".join(lines)[-chars:] or "(empty log)"
+    tail = " | ".join(lines)[-chars:]
+    first = next((line.strip() for line in lines if re.match(r"\s*(\w+\.)*\w*(Error|Exception)\b", line)), None)
+    if first is not None and first not in tail:
+        tail = f"{first} ... {tail}"
+    return tail or "(empty log)"
 
 
 def _stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:

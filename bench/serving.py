@@ -17,6 +17,12 @@ machine hits all alike; each row keeps its best round.
     .venv/bin/python bench/serving.py [--seconds 5] [--rounds 2] [--concurrency 1 8 32] [--only NAME ...]
                                       [--out FILE.json]
 
+--out writes JSON: the settings (seconds, rounds, concurrency, CPUs, wrk/onnxruntime/numpy/Python versions), the
+floor (`raw_session_run`: calls_per_s, p50_ms, p99_ms), `rows` (row, server, version, protocol, mlpack, the
+peer's requirements, and per concurrency rps, p50_ms, p90_ms, p99_ms, errors, requests), `ratios` per concurrency
+(the peer with the most req/s, and mlpack's rows' rps/p50/p99 over that peer's), `failed` (server -> error text)
+and the peers' venv sizes. Exits 1 when any server failed (the JSON and the table still cover the others).
+
 Needs Debian's wrk (`apt-get install -y wrk`), taskset, two CPUs, and this repository's venv with the `serve` extra.
 The peers' venvs are cached under mlpack's cache ($MLPACK_CACHE, else ~/.cache/mlpack) in bench/peers.
 """
@@ -49,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers  # noqa: E402 - bench/ is a folder of scripts
 import wrk  # noqa: E402
-from server import make_model  # noqa: E402
+from server import free_port, make_model  # noqa: E402
 
 from mlpk.packager.locations import cache_dir  # noqa: E402
 
@@ -110,10 +116,15 @@ def _binary_answer(body: bytes, headers: Mapping[str, str]) -> np.ndarray:
 
 
 def _mlpack_version() -> str:
+    """'mlpack-packager 0.1.0 @abc1234', '+dirty' when runtimes/ differs from that commit."""
     version = importlib.metadata.version("mlpack-packager")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
-                            capture_output=True, text=True, check=False).stdout.strip()
-    return f"mlpack-packager {version}" + (f" @{commit}" if commit else "")
+    repo = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                            check=False).stdout.strip()
+    if not commit:
+        return f"mlpack-packager {version}"
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "runtimes"], cwd=repo, check=False).returncode
+    return f"mlpack-packager {version} @{commit}" + ("+dirty" if dirty else "")
 
 
 @contextlib.contextmanager
@@ -219,7 +230,7 @@ def measure(contenders: list[Contender], model: Path, expected: np.ndarray, conc
                 continue
             print(f"round {index + 1}/{rounds}: {contender.name}", file=sys.stderr, flush=True)
             try:
-                with contender.launch(peers.free_port()) as running:
+                with contender.launch(free_port()) as running:
                     for ask in contender.asks:
                         check(running, ask, expected)
                         load(running, ask, max(concurrencies), min(seconds, 2.0))  # warm up, not kept

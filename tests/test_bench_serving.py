@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import peers  # noqa: E402 - bench/ is a folder of scripts
 import serving  # noqa: E402
 import wrk  # noqa: E402
-from server import make_model  # noqa: E402
+from server import free_port, make_model  # noqa: E402
 
 # wrk 4.1.0's report (Debian), as printed against a Flask app answering 404.
 WRK_404 = """Running 1s test @ http://127.0.0.1:58179/nope
@@ -102,7 +102,7 @@ def test_mlpack_rows_are_answered_right_by_the_server(tmp_path: Path) -> None:
     expected = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     contender = serving.mlpack_contender(model.parent, x)
     assert [ask.row for ask in contender.asks] == [serving.MLPACK_JSON, serving.MLPACK_BINARY]
-    with contender.launch(peers.free_port()) as running:
+    with contender.launch(free_port()) as running:
         for ask in contender.asks:
             serving.check(running, ask, expected)
         try:
