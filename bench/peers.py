@@ -257,23 +257,47 @@ def _tail(log: Path, chars: int = 1500) -> str:
     return tail or "(empty log)"
 
 
-def _stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    """SIGTERM the server's whole process group (BentoML, LitServe and MLServer start children), then SIGKILL."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; its children may still be closing. Give the group the same deadline.
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and _group_alive(proc.pid):
-            time.sleep(0.05)
-        if not _group_alive(proc.pid):
-            return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+def _stat(pid: int) -> tuple[int, str, str] | None:
+    """(parent pid, state, start time) from /proc/PID/stat; None once the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # the name, in parentheses, may hold spaces
+    return int(fields[1]), fields[0], fields[19]  # ppid, state, starttime (fields 4, 3 and 22 of proc(5))
+
+
+def _family(root: int) -> dict[int, str]:
+    """Every process started from `root` (children, their children ...), pid -> start time. BentoML's worker leaves
+    the process group (circus puts each worker in a group of its own), so the group alone does not reach it."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            children.setdefault(stat[0], []).append(int(entry.name))
+            starts[int(entry.name)] = stat[2]
+    found: dict[int, str] = {}
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found and child in starts:
+                found[child] = starts[child]
+                todo.append(child)
+    return found
+
+
+def _living(family: Mapping[int, str]) -> list[int]:
+    """The members still running: same pid and start time (a pid reused since is not ours), not a zombie."""
+    return [pid for pid, start in family.items()
+            if (stat := _stat(pid)) is not None and stat[2] == start and stat[1] != "Z"]
+
+
+def _signal(proc: subprocess.Popen[bytes], family: Mapping[int, str], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+    for pid in _living(family):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -281,9 +305,24 @@ def _group_alive(pgid: int) -> bool:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # a member we may not signal still counts
         return True
     return True
+
+
+def _stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """SIGTERM the server, its process group and every process it started, then SIGKILL what is left after
+    `grace_s`: no process outlives the benchmark, whatever the framework does with groups."""
+    family = _family(proc.pid)  # taken while the server lives: orphans are re-parented away from it
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        _signal(proc, family, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not _living(family) and not _group_alive(proc.pid):
+                return
+            family.update(_family(proc.pid) if proc.poll() is None else {})  # children started while stopping
+            time.sleep(0.05)
+    proc.wait(timeout=5)
 
 
 def pinned(command: list[str], cpu: int) -> list[str]:
