@@ -11,8 +11,8 @@ binary tensor extension. The floor is raw `session.run`, one call at a time, in 
 Before any load, each server's answer is checked against onnxruntime's own output for the same input (max
 absolute difference 1e-5); a server that cannot be installed, started or answers wrongly is reported with the
 error and left out of the figures, while the others go on. Rounds interleave the servers (round 1 runs every
-server, then round 2 ...), each server alone on its CPU while it is measured, so a burst of other work on the
-machine hits all alike; each row keeps its best round.
+server, then round 2 ..., each round starting one server further on), each server alone on its CPU while it is
+measured, so a burst of other work on the machine hits all alike; each row keeps its best round.
 
     .venv/bin/python bench/serving.py [--seconds 5] [--rounds 2] [--concurrency 1 8 32] [--only NAME ...]
                                       [--out FILE.json]
@@ -225,7 +225,9 @@ def measure(contenders: list[Contender], model: Path, expected: np.ndarray, conc
         floor = raw_session(model, seconds)
         if floor["calls_per_s"] > raw.get("calls_per_s", 0.0):
             raw = floor
-        for contender in contenders:
+        # Each round starts one server further on, so no server is always measured first (or last) in a round.
+        shift = index % max(len(contenders), 1)
+        for contender in contenders[shift:] + contenders[:shift]:
             if contender.name in failed:
                 continue
             print(f"round {index + 1}/{rounds}: {contender.name}", file=sys.stderr, flush=True)

@@ -78,7 +78,7 @@ def _ms(text: str) -> float:
     match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
     if match is None:
         raise WrkError(f"cannot read wrk's latency {text!r}")
-    return float(match.group(1)) * _UNITS_MS[match.group(2)]
+    return round(float(match.group(1)) * _UNITS_MS[match.group(2)], 3)  # wrk prints to the microsecond
 
 
 def parse(output: str) -> WrkResult:
