@@ -311,11 +311,11 @@ def render(results: dict[str, Any]) -> str:
              f"{results['rounds']} round(s). Latencies in ms.",
              f"raw session.run, one call at a time on CPU {results['server_cpu']}: "
              f"{raw['calls_per_s']:.0f} calls/s, p50 {raw['p50_ms']:.3f} ms", ""]
-    head = f"{'server':18} {'version':36}" + "".join(f" | {'c=' + str(c):>5} {'req/s':>6} {'p50':>6} {'p99':>6}"
+    head = f"{'server':18} {'version':36}" + "".join(f" | {'c=' + str(c):>5} {'req/s':>6} {'p50':>6} {'p99':>7}"
                                                     for c in concurrencies)
     lines += [head + " | errors", "-" * (len(head) + 9)]
     for row in results["rows"]:
-        cells = "".join(f" | {'':5} {result['rps']:6.0f} {result['p50_ms']:6.2f} {result['p99_ms']:6.2f}"
+        cells = "".join(f" | {'':5} {result['rps']:6.0f} {result['p50_ms']:6.2f} {result['p99_ms']:7.2f}"
                         for result in (row["results"][str(c)] for c in concurrencies))
         errors = sum(result["errors"] for result in row["results"].values())
         lines.append(f"{row['row']:18} {row['version'][:36]:36}{cells} | {errors}")
