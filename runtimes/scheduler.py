@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -67,12 +68,18 @@ class Limits:
     concurrency: int = 2
     queue: int = 64
     timeout_s: float = 0.0  # 0: no server default
+    chosen: bool = False  # whether MLPACK_MAX_CONCURRENT_RUNS set `concurrency` (else it is the default)
+
+    def for_batches(self) -> Limits:
+        """The limits of a batching model version: one run at a time unless chosen, since a second run at once
+        would split the batches the first leaves waiting, and a run already uses every intra-op thread."""
+        return self if self.chosen else dataclasses.replace(self, concurrency=1)
 
 
 def limits(settings: Settings) -> Limits:
     """The Limits `settings` ask for (MLPACK_MAX_CONCURRENT_RUNS, MLPACK_MAX_QUEUE, MLPACK_REQUEST_TIMEOUT)."""
     return Limits(settings.max_concurrent_runs or max(2, cpus.available()), settings.max_queue,
-                  settings.request_timeout_s)
+                  settings.request_timeout_s, settings.max_concurrent_runs is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +149,10 @@ class Scheduler:
     def waiting(self) -> int:
         return len(self._queue)
 
-    def batch(self, batching: Batching | None) -> None:
-        """Batch this version's calls from now on (None: run each alone)."""
+    def batch(self, batching: Batching) -> None:
+        """Batch this version's calls from now on."""
         self.batching = batching
+        self.limits = self.limits.for_batches()
 
     def admit(self) -> None:
         """Take a place, or raise QueueFull (429) when every run and queue place is taken; leave() gives it back."""
