@@ -72,18 +72,15 @@ def _charts(results: dict[str, Any], folder: Path) -> dict[str, str]:
                                    title="mlpack export, keras CNN -> cpu (amd64 + arm64)", unit="s",
                                    xlabel="wall-clock time (s)"))
     if "server" in results:
-        levels = results["server"]["levels"]
-        names = list(next(iter(levels.values())))
-        # raw session.run is one in-process loop (no HTTP): tens of thousands per second would flatten the servers
+        rows = results["server"]["rows"]
         keep("throughput", charts.throughput_by_concurrency(
-            {name: {int(level): rows[name]["rps"] for level, rows in levels.items()} for name in names
-             if not name.startswith("raw")},
-            folder / "server-throughput.png", title="Throughput against concurrency, MLP, batch 1"))
-        top = max(levels, key=int)
-        keep("latency", charts.latency_distribution(
-            {name: row["latencies_ms"] for name, row in levels[top].items() if "latencies_ms" in row},
-            folder / "server-latency.png", title=f"Request latency at {top}-way concurrency, MLP, batch 1",
-            xlabel="latency (ms)"))
+            {row["row"]: {int(c): r["rps"] for c, r in row["results"].items()} for row in rows},
+            folder / "server-throughput.png", title="Throughput against concurrency, MLP 64-256-256-10, one core",
+            p99_ms={row["row"]: {int(c): r["p99_ms"] for c, r in row["results"].items()} for row in rows}))
+        level = "8" if "8" in rows[0]["results"] else max(rows[0]["results"], key=int)
+        keep("peers", charts.bars({row["row"]: row["results"][level]["rps"] for row in rows},
+                                  folder / "server-peers.png", title=f"req/s at {level}-way concurrency, one core",
+                                  unit="req/s", xlabel="requests per second"))
     if "quantize" in results:
         rows = [r for r in results["quantize"]["rows"] if "refused" not in r]
         keep("quantize", charts.bars({f"{r['sample']}, {r['mode']}" + ("" if r["for"] == "cpu" else " (TRT)"):
@@ -122,19 +119,30 @@ def _headlines(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         rows.append(("re-export after a model-only change", f"{e['model_only_s']:.1f} s",
                      f"cold export {e['cold_s']:.1f} s", f"{e['ratio']:.1f}x faster", f"{RUN} --only export"))
     if "server" in results:
-        levels = results["server"]["levels"]
-        top = levels[max(levels, key=int)]
-        best = max((n for n in top if n.startswith("mlpack")), key=lambda n: top[n]["rps"])
-        flask = next(n for n in top if n.startswith("flask"))
-        raw = next(n for n in top if n.startswith("raw"))
-        rows.append((f"throughput at {max(levels, key=int)}-way concurrency ({best})", f"{top[best]['rps']:,.0f} req/s",
-                     f"Flask app {top[flask]['rps']:,.0f} req/s", f"{top[best]['rps'] / top[flask]['rps']:.1f}x",
-                     f"{RUN} --only server"))
-        one = levels[min(levels, key=int)]
-        rows.append(("p50 latency, one client (mlpack v2 binary)", f"{one['mlpack v2 binary']['p50_ms']:.2f} ms",
-                     f"raw session.run {one[raw]['p50_ms']:.3f} ms",
-                     f"+{one['mlpack v2 binary']['p50_ms'] - one[raw]['p50_ms']:.2f} ms of HTTP",
-                     f"{RUN} --only server"))
+        srv = results["server"]
+        for level in ("8", "1"):
+            entry = srv["ratios"].get(level)
+            if not entry:
+                continue
+            for row in ("mlpack v2 JSON", "mlpack v2 binary"):
+                if row in entry:
+                    mine = next(r for r in srv["rows"] if r["row"] == row)["results"][level]["rps"]
+                    rows.append((f"throughput at {level}-way concurrency ({row})", f"{mine:,.0f} req/s",
+                                 f"best peer ({entry['best_peer']}) {entry['best_peer_rps']:,.0f} req/s",
+                                 f"{entry[row]['rps']:.2f}x", f"{RUN} --only server"))
+        binary = next((r for r in srv["rows"] if r["row"] == "mlpack v2 binary"), None)
+        if binary and "1" in binary["results"]:
+            one, raw = binary["results"]["1"], srv["raw_session_run"]
+            rows.append(("p50 latency, one client (mlpack v2 binary)", f"{one['p50_ms']:.3f} ms",
+                         f"raw session.run {raw['p50_ms']:.3f} ms", f"+{one['p50_ms'] - raw['p50_ms']:.3f} ms",
+                         f"{RUN} --only server"))
+    if "load" in results and "batching" in results["load"]:
+        batching = results["load"]["batching"]
+        ratio = batching["ratios"]["v2 binary"]
+        rows.append((f"dynamic batching, {batching['model']}, concurrency {batching['concurrency']} (v2 binary)",
+                     f"{batching['rows']['v2 binary batched']['rps']:,.0f} req/s",
+                     f"raw session.run {batching['raw_session_run']['calls_per_s']:,.0f} calls/s",
+                     f"{ratio['batched_over_raw']:.2f}x", f"{RUN} --only load"))
     if "quantize" in results:
         for r in results["quantize"]["rows"]:
             if r["mode"] == "int8-static" and r["for"] == "cpu" and "refused" not in r and "CNN" in r["sample"]:
@@ -209,26 +217,61 @@ def _sections(results: dict[str, Any], charts: dict[str, str]) -> list[str]:
         image("export", "export time")
     if "server" in results:
         srv = results["server"]
-        rows = []
-        lowest = min(srv["levels"], key=int)
-        raw = next(v for n, v in srv["levels"][lowest].items() if n.startswith("raw"))
-        for level, by_name in srv["levels"].items():
-            flask = next(v for n, v in by_name.items() if n.startswith("flask"))
-            for name, row in by_name.items():
-                if name.startswith("raw") and level != lowest:
-                    continue  # one in-process loop whatever the level: shown once
-                rows.append((level, name, f"{row['p50_ms']:.3f}", f"{row['p99_ms']:.3f}", f"{row['rps']:,.0f}",
-                             row["errors"], f"+{row['p50_ms'] - raw['p50_ms']:.3f} ms",
-                             "-" if name.startswith("raw") else f"{row['rps'] / flask['rps']:.2f}x"))
+        levels = [str(c) for c in srv["concurrency"]]
+        rows = [(row["row"], row["version"], *(f"{row['results'][c]['rps']:,.0f} / {row['results'][c]['p50_ms']:.2f} / "
+                                               f"{row['results'][c]['p99_ms']:.2f}" for c in levels),
+                 sum(r["errors"] for r in row["results"].values())) for row in srv["rows"]]
+        ratios = []
+        for level, entry in srv["ratios"].items():
+            for name, ratio in entry.items():
+                if isinstance(ratio, dict):
+                    ratios.append((level, name, f"{entry['best_peer']} ({entry['best_peer_rps']:,.0f} req/s)",
+                                   f"{ratio['rps']:.2f}x", f"{ratio['p50']:.2f}x", f"{ratio['p99']:.2f}x"))
+        raw = srv["raw_session_run"]
         out += ["## Server", "",
-                f"{srv['model']}; {srv['requests']} requests per row and level in {srv['rounds']} interleaved "
-                "rounds, keep-alive HTTP clients on loopback (on the same 2 cores as the servers); raw `session.run` in one "
-                "process, one call at a time, is the floor of a request's latency.", "",
-                _table(("concurrency", "row", "p50 ms", "p99 ms", "req/s", "errors", "p50 over raw session.run",
-                        "req/s vs Flask"), rows), "", f"Reproduce: `{RUN} --only server` "
-                f"(or one level: `.venv/bin/python bench/server.py --concurrency 16`)"]
-        image("throughput", "throughput against concurrency")
-        image("latency", "latency distribution")
+                f"{srv['model']}. Each server alone on CPU {srv['server_cpu']} (one worker process, onnxruntime on "
+                f"one thread), each as its framework's docs write an ONNX app (bench/peers.py, bench/peer_apps.py); "
+                f"load: {srv['load']}, on CPU {srv['load_cpu']}; {srv['seconds']:g} s per row and concurrency, the "
+                f"best of {srv['rounds']} interleaved round(s). Every server's answer was checked against "
+                f"onnxruntime's before its load. Floor: raw `session.run` one call at a time on the same CPU, "
+                f"{raw['calls_per_s']:,.0f} calls/s, p50 {raw['p50_ms']:.3f} ms. CPU: {srv['cpu_model']}.", "",
+                _table(("row", "version", *(f"c={c}: req/s / p50 ms / p99 ms" for c in levels), "errors"), rows), "",
+                _table(("concurrency", "mlpack row", "best peer", "req/s ratio", "p50 ratio", "p99 ratio"), ratios),
+                "", *(f"Not measured: {name}: {error[:300]}" for name, error in srv["failed"].items()),
+                f"Reproduce: `{RUN} --only server` (or `.venv/bin/python bench/serving.py`)"]
+        image("throughput", "throughput and p99 against concurrency")
+        image("peers", "requests per second of every server")
+    if "load" in results:
+        load = results["load"]
+        out += ["## Under load: batching and backpressure", ""]
+        if "batching" in load:
+            b = load["batching"]
+            rows = [(row, f"{r['rps']:,.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", r["errors"])
+                    for row, r in b["rows"].items() if "rps" in r]
+            out += [f"Dynamic batching, {b['model']} (21 MB of weights), concurrency {b['concurrency']}, "
+                    "`MLPACK_MAX_BATCH_SIZE=8` against unbatched; raw `session.run` one call at a time on the same "
+                    f"CPU: {b['raw_session_run']['calls_per_s']:,.0f} calls/s.", "",
+                    _table(("row", "req/s", "p50 ms", "p99 ms", "errors"), rows), "",
+                    *(f"- {kind}: batched **{r['batched_over_raw']:.2f}x** raw session.run (unbatched "
+                      f"{r['unbatched_over_raw']:.2f}x); batched p99 {r['batched_p99_over_unbatched_p99']:.2f}x the "
+                      "unbatched p99" for kind, r in b["ratios"].items()), ""]
+        if "burst" in load:
+            u = load["burst"]
+            out += [f"- Burst: {u['calls']} calls at once at a model version with one run and a queue of "
+                    f"{u['queue']}, busy: {u['ran']} waited and ran, {u['refused_429']} were refused with 429 + "
+                    f"Retry-After, p50 {u['refusal_ms']['p50']:.1f} ms and at most {u['refusal_ms']['max']:.1f} ms "
+                    f"after being sent; {u['server_errors_5xx']} 5xx."]
+        if "memory" in load:
+            m = load["memory"]
+            out += [f"- Memory: VmRSS {m['rss_warm_mb']:.1f} MB warm; +{m['growth_mb'][0]:.2f} MB over "
+                    f"{m['requests'][0]:,} requests at concurrency {m['concurrency']}, then "
+                    f"+{m['growth_mb'][1]:.2f} MB over {m['requests'][1]:,} more."]
+        if "disconnects" in load:
+            d = load["disconnects"]
+            out += [f"- Clients gone: {d['clients_gone']} clients sent a call to a busy model version and hung up; "
+                    f"{d['dropped_from_queue']:.0f} calls left the queue (`mlpack_requests_shed_total"
+                    f"{{reason=\"client_gone\"}}`) and {d['runs_of_theirs']:.0f} of theirs ran."]
+        out += ["", f"Reproduce: `{RUN} --only load` (or `.venv/bin/python bench/overload.py`)"]
     if "quantize" in results:
         rows = []
         for r in results["quantize"]["rows"]:

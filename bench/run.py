@@ -5,13 +5,14 @@
 
 Sections: export (cold export against a model-only re-export), size (the exported image against the floor and a
 naive framework image), start (process start to ready against the tutorial app), server (against raw onnxruntime
-and the Flask tutorial app, at several concurrencies), quantize (every sample in every mode), lambda (init under
+and the servers users pick: KServe, MLServer, BentoML, LitServe, FastAPI, Flask; bench/serving.py), load (dynamic
+batching, a burst past the queue, memory under load, clients that hang up; bench/overload.py), quantize (every sample in every mode), lambda (init under
 the real Runtime Interface Emulator), card (`mlpack bench` of the exported image). Figures go to
 docs/benchmarks/results.json, charts to docs/benchmarks/*.png, the page to docs/benchmarks.md, and the headline
 ratios into the README between its `benchmarks` markers.
 
-Needs the `all` extra (tensorflow-cpu, tf-keras, torch, flask, matplotlib), a Docker engine (lambda, card) and the
-Lambda emulator (tests/services/provision.sh provides both). Trained samples and exports are kept in --work.
+Needs the `all` extra (tensorflow-cpu, tf-keras, torch, flask, matplotlib), a Docker engine (lambda, card), the
+Lambda emulator and wrk (tests/services/provision.sh provides them); the peers' venvs are made on first use. Trained samples and exports are kept in --work.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import page  # noqa: E402 - bench/ is a folder of scripts
 import sections  # noqa: E402
 
-SECTIONS = ("export", "size", "start", "server", "quantize", "lambda", "card")
+SECTIONS = ("export", "size", "start", "server", "load", "quantize", "lambda", "card")
 DOCS = sections.REPO / "docs"
 
 
 def measure(name: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     if name == "server":
-        return sections.server(args.requests, (1, 4, 16), rounds=2)
+        return sections.server(args.seconds, args.rounds, args.servers)
+    if name == "load":
+        return sections.load(args.seconds, args.rounds)
     if name == "quantize":
         return sections.quantization(work, args.latency_runs)
     models = sections.keras_models(work)
@@ -60,7 +63,10 @@ def main() -> int:
     parser.add_argument("--readme", type=Path, default=sections.REPO / "README.md",
                         help="the README whose benchmarks block gets the headline ratios")
     parser.add_argument("--runs", type=int, default=5, help="cold starts per side (start, lambda)")
-    parser.add_argument("--requests", type=int, default=2000, help="requests per server row and level")
+    parser.add_argument("--seconds", type=float, default=5, help="wrk's seconds per row and level (server, load)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each row keeps its best")
+    parser.add_argument("--servers", nargs="+", metavar="NAME",
+                        help="server: only these (mlpack and the peers of bench/peers.py; default all)")
     parser.add_argument("--latency-runs", type=int, default=100, help="timed runs per quantized model")
     parser.add_argument("--duration", type=float, default=5, help="seconds per level of `mlpack bench`")
     args = parser.parse_args()

@@ -55,6 +55,7 @@ def _script(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).with_name(f"{name}.py"))
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -208,13 +209,15 @@ def cold_start(work: Path, models: dict[str, Path], runs: int) -> dict[str, Any]
             "ratio": statistics.median(naive_s) / statistics.median(mlpack_s), "runs": runs}
 
 
-def server(requests: int, levels: tuple[int, ...], rounds: int) -> dict[str, Any]:
-    """bench/server.py at every concurrency level: raw session.run, the Flask tutorial app and mlpack's server."""
-    module = _script("server")
-    by_level = {level: module.measure(requests=requests, concurrency=level, rounds=rounds, samples=True)
-                for level in levels}
-    return {"levels": {str(k): v for k, v in by_level.items()}, "requests": requests, "rounds": rounds,
-            "model": "MLP 64-256-256-10, batch 1"}
+def server(seconds: float, rounds: int, only: list[str] | None) -> dict[str, Any]:
+    """bench/serving.py: mlpack's server against the servers users pick (`only` those named), under wrk."""
+    return dict(_script("serving").run(seconds, rounds, (1, 8, 32), only))
+
+
+def load(seconds: float, rounds: int) -> dict[str, Any]:
+    """bench/overload.py: dynamic batching on a larger MLP, a burst past the queue, memory over 40,000 requests,
+    and clients that hang up while queued."""
+    return dict(_script("overload").measure(("batching", "burst", "memory", "disconnects"), seconds, rounds))
 
 
 def quantization(work: Path, runs: int) -> dict[str, Any]:

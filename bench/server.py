@@ -1,31 +1,17 @@
-"""Benchmark: the mlpack server against raw onnxruntime and against a Flask app of the classic tutorial shape.
+"""What the server benchmarks share: the MLP they serve (64 -> 256 -> 256 -> 10, FP32, a dynamic batch axis), a free
+port, waiting for a server to be ready, and a closed loop of keep-alive HTTP clients with its summary (bench/
+grpc_vs_http.py drives HTTP and gRPC with it; bench/serving.py drives every server with wrk instead).
 
-Measured side by side in one run, on one generated MLP (64 -> 256 -> 256 -> 10, batch 1 per request):
-- raw `session.run` in this process (the floor: no HTTP, no JSON);
-- the mlpack server (`python -m mlpk.runtimes.server`, a separate process) through TF Serving `:predict` (the same
-  JSON as Flask), v2 JSON and v2 binary tensors;
-- a Flask app (`request.get_json()` -> `session.run` -> `jsonify`, `app.run(threaded=True)`), a separate process.
-The HTTP clients are the same for every server: CONCURRENCY threads with keep-alive connections (http.client).
-Prints p50/p99 latency and throughput, and the ratios to raw session.run and to Flask.
-
-    .venv/bin/python bench/server.py [--requests 4000] [--concurrency 8] [--rounds 4]
-
-Needs the `bench` extra (flask) and the `serve` extra.
+The comparison with the servers users pick is bench/serving.py; the load behaviour is bench/overload.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
-import os
-import shutil
 import socket
 import statistics
 import subprocess
-import sys
-import tempfile
-import textwrap
 import threading
 import time
 import urllib.request
@@ -34,31 +20,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
-
-FLASK_APP = textwrap.dedent('''
-    import sys
-    import numpy as np
-    import onnxruntime as ort
-    from flask import Flask, jsonify, request
-
-    app = Flask(__name__)
-    session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
-
-    @app.route("/predict", methods=["POST"])
-    def predict():
-        data = request.get_json()
-        x = np.array(data["instances"], dtype=np.float32)
-        y = session.run(None, {"x": x})[0]
-        return jsonify({"predictions": y.tolist()})
-
-    @app.route("/health")
-    def health():
-        return "ok"
-
-    app.run(host="127.0.0.1", port=int(sys.argv[2]), threaded=True)
-''')
 
 
 def make_model(directory: Path) -> Path:
@@ -150,92 +112,3 @@ def summarize(latencies: list[float], seconds: float, errors: int = 0,
         row["latencies_ms"] = [round(v * 1000, 3) for v in latencies]
     return row
 
-
-def raw(model: Path, x: np.ndarray, total: int, samples: bool = False) -> dict[str, Any]:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # the servers run one request per thread too
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    for _ in range(50):
-        session.run(None, {"x": x})
-    latencies = []
-    started = time.perf_counter()
-    for _ in range(total):
-        t = time.perf_counter()
-        session.run(None, {"x": x})
-        latencies.append(time.perf_counter() - t)
-    return summarize(latencies, time.perf_counter() - started, samples=samples)
-
-
-RAW, FLASK = "raw session.run (in process)", "flask tutorial app (/predict)"
-
-
-def measure(requests: int = 4000, concurrency: int = 8, rounds: int = 4,
-            samples: bool = False) -> dict[str, dict[str, Any]]:
-    """Every row of the benchmark: name -> p50/p99 ms, req/s, errors (and every latency in ms with `samples`)."""
-    workdir = Path(tempfile.mkdtemp(prefix="mlpack-bench-"))
-    model = make_model(workdir / "model")
-    x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
-    instances = json.dumps({"instances": x.tolist()}).encode()
-    v2_json = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64],
-                                      "data": x.reshape(-1).tolist()}]}).encode()
-    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 64],
-                                     "parameters": {"binary_data_size": x.nbytes}}],
-                         "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode()
-
-    results: dict[str, dict[str, Any]] = {RAW: raw(model, x, requests, samples)}
-    mlpack_port, flask_port = free_port(), free_port()
-    env = {**os.environ, "MLPACK_MODEL_DIR": str(model.parent), "MLPACK_HOST": "127.0.0.1",
-           "MLPACK_PORT": str(mlpack_port), "MLPACK_THREADS": "1", "MLPACK_LOG_LEVEL": "warning"}
-    (workdir / "flask_app.py").write_text(FLASK_APP)
-    procs = [subprocess.Popen([sys.executable, "-m", "mlpk.runtimes.server"], env=env,
-                              stderr=subprocess.DEVNULL),
-             subprocess.Popen([sys.executable, str(workdir / "flask_app.py"), str(model), str(flask_port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        wait(f"http://127.0.0.1:{mlpack_port}/v2/health/ready", procs[0])
-        wait(f"http://127.0.0.1:{flask_port}/health", procs[1])
-        cases = {
-            FLASK: (flask_port, "/predict", instances, {"Content-Type": "application/json"}),
-            "mlpack TF Serving :predict": (mlpack_port, "/v1/models/mlp:predict", instances, {}),
-            "mlpack v2 JSON": (mlpack_port, "/v2/models/mlp/infer", v2_json, {}),
-            "mlpack v2 binary": (mlpack_port, "/v2/models/mlp/infer", header + x.tobytes(),
-                                 {"Inference-Header-Content-Length": str(len(header))}),
-        }
-        for port, path, body, headers in cases.values():
-            load(port, path, body, headers, min(200, requests), concurrency)  # warm up
-        # Rounds interleave the cases, so a burst of load from elsewhere on the machine hits them all alike.
-        collected: dict[str, tuple[list[float], float, int]] = {name: ([], 0.0, 0) for name in cases}
-        for _ in range(rounds):
-            for name, (port, path, body, headers) in cases.items():
-                latencies, seconds, errors = load(port, path, body, headers, requests // rounds, concurrency)
-                total = collected[name]
-                collected[name] = (total[0] + latencies, total[1] + seconds, total[2] + errors)
-        for name, (latencies, seconds, errors) in collected.items():
-            results[name] = summarize(latencies, seconds, errors, samples)
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=30)
-        shutil.rmtree(workdir, ignore_errors=True)
-    return results
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=4000)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per case")
-    args = parser.parse_args()
-    results = measure(args.requests, args.concurrency, args.rounds)
-    rawr, flask = results[RAW], results[FLASK]
-    print(f"{args.requests} requests per row, HTTP at {args.concurrency}-way concurrency, MLP 64-256-256-10, batch 1")
-    print(f"{'':32} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}   {'p50 vs raw':>10} "
-          f"{'req/s vs flask':>14} {'p50 vs flask':>12}")
-    for name, row in results.items():
-        print(f"{name:32} {row['p50_ms']:8.3f} {row['p99_ms']:8.3f} {row['rps']:8.0f} {row['errors']:6.0f}   "
-              f"{row['p50_ms'] / rawr['p50_ms']:9.1f}x {row['rps'] / flask['rps']:13.2f}x "
-              f"{row['p50_ms'] / flask['p50_ms']:11.2f}x")
-
-
-if __name__ == "__main__":
-    main()

@@ -128,9 +128,11 @@ def _mlpack_version() -> str:
 
 
 @contextlib.contextmanager
-def _mlpack_server(model_dir: Path, port: int) -> Iterator[peers.Running]:
+def mlpack_server(model_dir: Path, port: int, **settings: str) -> Iterator[peers.Running]:
+    """mlpack's server on `model_dir`, pinned to the servers' CPU, with one onnxruntime thread and `settings`
+    (MLPACK_* variables) over the bench's."""
     env = {"MLPACK_MODEL_DIR": str(model_dir), "MLPACK_HOST": "127.0.0.1", "MLPACK_PORT": str(port),
-           "MLPACK_GRPC_PORT": "0", "MLPACK_THREADS": "1", "MLPACK_LOG_LEVEL": "warning"}
+           "MLPACK_GRPC_PORT": "0", "MLPACK_THREADS": "1", "MLPACK_LOG_LEVEL": "warning", **settings}
     with tempfile.TemporaryDirectory(prefix="mlpack-bench-serving-") as cwd, \
             peers.serve([sys.executable, "-m", "mlpk.runtimes.server"], env, Path(cwd),
                         f"http://127.0.0.1:{port}/v2/health/ready", port, SERVER_CPU, MLPACK) as running:
@@ -144,7 +146,7 @@ def mlpack_contender(model_dir: Path, x: np.ndarray) -> Contender:
                 lambda body, _headers: peers.v2_answer(body)),
             Ask(MLPACK_BINARY, "v2 binary tensors", infer, header + x.tobytes(), "application/octet-stream",
                 (("Inference-Header-Content-Length", str(len(header))),), _binary_answer))
-    return Contender(MLPACK, "mlpack", _mlpack_version(), (), lambda port: _mlpack_server(model_dir, port), asks)
+    return Contender(MLPACK, "mlpack", _mlpack_version(), (), lambda port: mlpack_server(model_dir, port), asks)
 
 
 def peer_contender(peer: peers.Peer, venv: Path, model: Path, x: np.ndarray) -> Contender:
@@ -164,7 +166,8 @@ RAW_SCRIPT = textwrap.dedent('''
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
+    width = session.get_inputs()[0].shape[1]
+    x = np.random.default_rng(1).standard_normal((1, width)).astype(np.float32)
     for _ in range(200):
         session.run(None, {"x": x})
     latencies, end = [], time.perf_counter() + float(sys.argv[2])
@@ -258,7 +261,8 @@ def _dir_mb(path: Path) -> float:
 
 
 def report(contenders: list[Contender], raw: dict[str, float], best: dict[str, dict[int, wrk.WrkResult]],
-           failed: dict[str, str], args: argparse.Namespace, venvs: dict[str, Path]) -> dict[str, Any]:
+           failed: dict[str, str], seconds: float, rounds: int, concurrency: tuple[int, ...],
+           venvs: dict[str, Path]) -> dict[str, Any]:
     rows = []
     for contender in contenders:
         for ask in contender.asks:
@@ -268,7 +272,7 @@ def report(contenders: list[Contender], raw: dict[str, float], best: dict[str, d
                              "requirements": list(contender.requirements),
                              "results": {str(c): asdict(r) for c, r in sorted(best[ask.row].items())}})
     ratios: dict[str, dict[str, Any]] = {}
-    for connections in args.concurrency:
+    for connections in concurrency:
         peer_rows = [row for row in rows if not row["mlpack"]]
         if not peer_rows:
             continue
@@ -285,7 +289,7 @@ def report(contenders: list[Contender], raw: dict[str, float], best: dict[str, d
     return {
         "benchmark": "serving under load",
         "model": "MLP 64-256-256-10 (bench/server.py make_model), FP32, batch 1 per request",
-        "seconds": args.seconds, "rounds": args.rounds, "concurrency": list(args.concurrency),
+        "seconds": seconds, "rounds": rounds, "concurrency": list(concurrency),
         "server_cpu": SERVER_CPU, "load_cpu": LOAD_CPU,
         "load": f"{wrk.version()}, 1 thread, one kept-alive connection per concurrent request",
         "onnxruntime": importlib.metadata.version("onnxruntime"), "numpy": importlib.metadata.version("numpy"),
@@ -333,25 +337,15 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    names = (MLPACK, *peers.PEERS)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="wrk's duration per row and concurrency")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each row keeps its best")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--only", nargs="+", choices=names, metavar="NAME",
-                        help=f"only these servers (of {', '.join(names)})")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    args = parser.parse_args()
-    if args.seconds < 1 or args.rounds < 1 or min(args.concurrency) < 1:
-        parser.error("--seconds, --rounds and every --concurrency must be at least 1")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind the with-blocks: servers are stopped
-    wrk.require()
-    chosen = args.only or list(names)
+def run(seconds: float, rounds: int, concurrency: tuple[int, ...], only: list[str] | None = None) -> dict[str, Any]:
+    """Measure mlpack and the peers (`only` those named; all by default) and return the results (module docstring);
+    a peer that fails is in the results' `failed`."""
+    chosen = only or [MLPACK, *peers.PEERS]
     started = time.monotonic()
     failed: dict[str, str] = {}
     venvs: dict[str, Path] = {}
     root = cache_dir() / "bench" / "peers"
+    wrk.require()
     with tempfile.TemporaryDirectory(prefix="mlpack-bench-serving-") as tmp:
         model = make_model(Path(tmp) / "model")
         x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
@@ -367,14 +361,32 @@ def main() -> int:
             except peers.PeerError as err:
                 failed[name] = str(err)
                 print(f"  {name} failed: {err}", file=sys.stderr, flush=True)
-        raw, best = measure(contenders, model, expected, tuple(args.concurrency), args.seconds, args.rounds, failed)
-    results = report(contenders, raw, best, failed, args, venvs)
+        raw, best = measure(contenders, model, expected, concurrency, seconds, rounds, failed)
+    results = report(contenders, raw, best, failed, seconds, rounds, concurrency, venvs)
+    results["wall_s"] = round(time.monotonic() - started, 1)
+    return results
+
+
+def main() -> int:
+    names = (MLPACK, *peers.PEERS)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="wrk's duration per row and concurrency")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each row keeps its best")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--only", nargs="+", choices=names, metavar="NAME",
+                        help=f"only these servers (of {', '.join(names)})")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args()
+    if args.seconds < 1 or args.rounds < 1 or min(args.concurrency) < 1:
+        parser.error("--seconds, --rounds and every --concurrency must be at least 1")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind the with-blocks: servers are stopped
+    results = run(args.seconds, args.rounds, tuple(args.concurrency), args.only)
     print(render(results))
-    print(f"wall time {time.monotonic() - started:.0f} s")
+    print(f"wall time {results['wall_s']:.0f} s")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1) + "\n")
-    return 1 if failed else 0
+    return 1 if results["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provision the real services mlpack's integration tests use, idempotently (see shared DESIGN.md, "Verified").
 #   - apt packages: docker.io, docker-registry, qemu-user-static, skopeo, umoci, gpgv, openssh-server,
-#     docker-compose (Debian's 1.29: `docker-compose config` validates generated Compose files)
+#     docker-compose (Debian's 1.29: `docker-compose config` validates generated Compose files), wrk (the load
+#     generator of bench/serving.py and bench/overload.py, run by tests/test_benchmarks_page.py)
 #   - the Docker engine, started in the background when its socket is absent
 #   - qemu-aarch64 registered with binfmt_misc (flag F, so it works inside containers)
 #   - the AWS Lambda Runtime Interface Emulator, unpacked from the aws-sam-cli wheel into the cache
@@ -14,7 +15,7 @@ mkdir -p "$cache"
 
 # --- apt packages -------------------------------------------------------------------------------------------
 pkgs=(docker.io docker-registry qemu-user-static skopeo umoci gpgv debian-archive-keyring openssh-server
-      openssh-client busybox-static docker-compose)
+      openssh-client busybox-static docker-compose wrk)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
