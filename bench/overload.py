@@ -34,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
@@ -50,29 +48,6 @@ BIG = (512, 2048, 2048, 10)
 QUEUE = 8
 
 
-def big_mlp(directory: Path) -> Path:
-    """The larger MLP (BIG), Gemm + Relu, a dynamic batch axis."""
-    rng = np.random.default_rng(0)
-    nodes, weights, previous = [], [], "x"
-    for index, (fan_in, fan_out) in enumerate(zip(BIG, BIG[1:], strict=False)):
-        weights += [numpy_helper.from_array((rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in))
-                                            .astype(np.float32), f"W{index}"),
-                    numpy_helper.from_array(np.zeros(fan_out, np.float32), f"B{index}")]
-        nodes.append(helper.make_node("Gemm", [previous, f"W{index}", f"B{index}"], [f"g{index}"]))
-        previous = f"g{index}"
-        if index < len(BIG) - 2:
-            nodes.append(helper.make_node("Relu", [previous], [f"r{index}"]))
-            previous = f"r{index}"
-    nodes.append(helper.make_node("Identity", [previous], ["y"]))
-    graph = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", BIG[0]])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", BIG[-1]])], weights)
-    directory.mkdir(parents=True, exist_ok=True)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9),
-              directory / "model.onnx")
-    (directory / "model-card.json").write_text(json.dumps({"name": "mlp"}))
-    return directory / "model.onnx"
-
-
 def _metric(url: str, name: str) -> float:
     with urllib.request.urlopen(url + "/metrics", timeout=30) as answer:  # noqa: S310 - loopback only
         text = answer.read().decode()
@@ -80,7 +55,7 @@ def _metric(url: str, name: str) -> float:
 
 
 def batching(work: Path, seconds: float, rounds: int) -> dict[str, Any]:
-    model = big_mlp(work / "big")
+    model = serving.make_model(work / "big", BIG)
     x = np.random.default_rng(1).standard_normal((1, BIG[0])).astype(np.float32)
     asks = serving.mlpack_contender(model.parent, x).asks
     settings = {"unbatched": {}, "batched": {"MLPACK_MAX_BATCH_SIZE": "8"}}

@@ -1,4 +1,4 @@
-"""What the server benchmarks share: the MLP they serve (64 -> 256 -> 256 -> 10, FP32, a dynamic batch axis), a free
+"""What the server benchmarks share: the MLPs they serve (64 -> 256 -> 256 -> 10 by default, FP32, a dynamic batch axis), a free
 port, waiting for a server to be ready, and a closed loop of keep-alive HTTP clients with its summary (bench/
 grpc_vs_http.py drives HTTP and gRPC with it; bench/serving.py drives every server with wrk instead).
 
@@ -23,12 +23,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def make_model(directory: Path) -> Path:
+TINY = (64, 256, 256, 10)
+
+
+def make_model(directory: Path, sizes: tuple[int, ...] = TINY) -> Path:
+    """An MLP of `sizes` (Gemm + Relu, weights scaled by 1/sqrt(fan-in), a dynamic batch axis), served as "mlp"."""
     rng = np.random.default_rng(0)
-    sizes = [64, 256, 256, 10]
     nodes, init, previous = [], [], "x"
     for index, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
-        weight = (rng.standard_normal((fan_in, fan_out)) / 8).astype(np.float32)
+        weight = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
         init.append(numpy_helper.from_array(weight, f"W{index}"))
         init.append(numpy_helper.from_array(np.zeros(fan_out, np.float32), f"B{index}"))
         nodes.append(helper.make_node("Gemm", [previous, f"W{index}", f"B{index}"], [f"g{index}"]))
@@ -37,8 +40,8 @@ def make_model(directory: Path) -> Path:
             nodes.append(helper.make_node("Relu", [previous], [f"r{index}"]))
             previous = f"r{index}"
     nodes.append(helper.make_node("Identity", [previous], ["y"]))
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])], init)
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", sizes[0]])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", sizes[-1]])], init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     directory.mkdir(parents=True, exist_ok=True)
     onnx.save(model, directory / "model.onnx")
