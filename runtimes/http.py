@@ -138,9 +138,13 @@ class Connection(asyncio.Protocol):
         self.closing = True
         self.server.connections.discard(self)
         self._disarm()
+        answering = self.answering
         if self.task is not None and not self.task.done():
-            self.task.cancel()  # a call waiting for a run leaves the queue (scheduler.py)
-        for exchange in [self.answering, *(item[0] for item in self.ready), self.current]:
+            # A call waiting for a run leaves the queue (scheduler.py); work already in a thread finishes first,
+            # and the request is ended (its memory given back to the budget) when the task is (_answered).
+            self.task.cancel()
+            answering = None
+        for exchange in [answering, *(item[0] for item in self.ready), self.current]:
             if exchange is not None and exchange.lease is not None and not exchange.status:
                 exchange.status = 499
                 self._end(exchange)
@@ -310,7 +314,7 @@ class Connection(asyncio.Protocol):
                 self._send(exchange, answer)
                 continue
             self.task = self.loop.create_task(_answer(answer, exchange))
-            self.task.add_done_callback(self._answered)
+            self.task.add_done_callback(lambda task, answered=exchange: self._answered(task, answered))
             return
         if (self.transport is not None and not self.closing and self.answering is None and not self.ready):
             if self.closing_after:
@@ -320,11 +324,14 @@ class Connection(asyncio.Protocol):
             if self.current is None:
                 self._arm(self.server.limits.keepalive_s, self._idle)
 
-    def _answered(self, task: asyncio.Task[Reply]) -> None:
+    def _answered(self, task: asyncio.Task[Reply], exchange: Exchange) -> None:
         self.task = None
-        if task.cancelled() or self.closing or self.answering is None:
+        if task.cancelled() or self.closing:
+            if not exchange.status:
+                exchange.status = 499
+                self._end(exchange)
             return
-        self._send(self.answering, task.result())
+        self._send(exchange, task.result())
         self._next()
 
     def _send(self, exchange: Exchange, reply: Reply) -> None:

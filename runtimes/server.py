@@ -19,16 +19,17 @@ sockets close, requests in flight finish (up to MLPACK_GRACEFUL_TIMEOUT seconds)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
 import sys
 import threading
 import time
 import zlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from mlpk.runtimes import api as api_module
 from mlpk.runtimes import batching, bodies, config, logs, scheduler, warmup
@@ -41,6 +42,7 @@ from mlpk.runtimes.http import Exchange, HttpLimits, HttpServer
 from mlpk.runtimes.metrics import Metrics
 from mlpk.runtimes.scheduler import INLINE_BYTES, Call, Scheduler
 
+T = TypeVar("T")
 INFERENCE = frozenset({"infer", "predict"})
 METRICS_PATH = "/metrics"
 # Answers are compressed only for clients that ask (Accept-Encoding, as tritonclient's
@@ -55,6 +57,18 @@ class _Request:
     route: api_module.Route | None
     params: dict[str, str]
     place: Scheduler | None = None
+
+
+async def _in_thread(executor: ThreadPoolExecutor, work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` in a worker thread. When the caller is cancelled (its client went away), this returns only once
+    the thread is done: the request's memory stays counted on the budget while a thread still holds its body."""
+    future = asyncio.get_running_loop().run_in_executor(executor, work, *args)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await future
+        raise
 
 
 def _nbytes(arrays: list[Any]) -> int:
@@ -127,10 +141,9 @@ class Application:
         return self._scheduled(prepared, place, exchange)
 
     async def _infer_in_thread(self, exchange: Exchange, state: _Request, body: bytes) -> Reply:
-        loop = asyncio.get_running_loop()
         assert state.route is not None
-        prepared = await loop.run_in_executor(self.executor, self.api.prepare, state.route, state.params, body,
-                                              exchange.headers, exchange.lease)
+        prepared = await _in_thread(self.executor, self.api.prepare, state.route, state.params, body,
+                                    exchange.headers, exchange.lease)
         if isinstance(prepared, Reply):
             return prepared
         return await self._scheduled(prepared, self.schedulers[(prepared.served.name, prepared.served.version)],
@@ -147,9 +160,7 @@ class Application:
         return await self._finish_in_thread(prepared, results, exchange)
 
     async def _finish_in_thread(self, prepared: Inference, results: list[Any], exchange: Exchange) -> Reply:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor,
-                                          lambda: self._compressed(prepared.answer(results), exchange))
+        return await _in_thread(self.executor, lambda: self._compressed(prepared.answer(results), exchange))
 
     def _compressed(self, reply: Reply, exchange: Exchange) -> Reply:
         if len(reply.body) < COMPRESS_FROM or "gzip" not in exchange.headers.get("accept-encoding", ""):
