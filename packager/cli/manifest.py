@@ -27,6 +27,38 @@ _common = [
 ]
 
 
+_rollout = [
+    click.option("--health-interval", type=int, default=10, show_default=True, metavar="S",
+                 help="Seconds between health checks of a replica (/v2/health/ready)."),
+    click.option("--start-period", type=int, metavar="S", help="Seconds a replica has to get ready before failed "
+                 "checks count [default: 30, 600 for TensorRT targets]."),
+    click.option("--update-parallelism", type=int, default=1, show_default=True, metavar="N",
+                 help="Replicas replaced at a time in a rolling update."),
+    click.option("--update-delay", type=int, default=5, show_default=True, metavar="S",
+                 help="Seconds between two batches of a rolling update."),
+    click.option("--update-monitor", type=int, default=30, show_default=True, metavar="S",
+                 help="Seconds a new replica is watched; one that fails in them rolls the update back."),
+    click.option("--placement", multiple=True, metavar="LABEL=VALUE", help="Run replicas only on nodes with this "
+                 "label (repeatable), e.g. mlpack.arch=arm64; GPU targets add mlpack.gpu=jetson|cuda."),
+]
+
+
+def rollout_options(fn):  # type: ignore[no-untyped-def]
+    """The health, rolling update and placement flags, shared by `manifest compose|k8s` and `deploy swarm`."""
+    for option in reversed(_rollout):
+        fn = option(fn)
+    return fn
+
+
+def rollout_of(values: dict[str, Any]) -> Any:
+    """The Rollout value of the flags `rollout_options` added (popped from `values`)."""
+    from mlpk.packager.deliver.manifests import Rollout
+
+    return Rollout(health_interval_s=values.pop("health_interval"), start_period_s=values.pop("start_period"),
+                   parallelism=values.pop("update_parallelism"), delay_s=values.pop("update_delay"),
+                   monitor_s=values.pop("update_monitor"))
+
+
 def _canary(stable: Any, canary: str | None, ref: str | None, platform: str | None, measure: bool) -> Any:
     """The canary's ServiceSpec when --canary is given (manifests.canary checks it fits the stable one)."""
     from mlpk.packager.deliver import manifests
@@ -58,29 +90,70 @@ def manifest() -> None:
 
 @manifest.command("compose")
 @_options
-@click.option("--port", "host_port", type=int, help="Host port to publish [default: the image's].")
+@rollout_options
+@click.option("--port", "host_port", type=int, help="Host port of the one address (HTTP) [default: the image's].")
 @click.option("--grpc-port", "grpc_host_port", type=int,
               help="Host port to publish the image's gRPC port on [default: the image's, 8081].")
+@click.option("--front", type=click.Choice(["auto", "proxy", "mesh", "direct"]), default="auto", show_default=True,
+              help="One address for the replicas: proxy (a HAProxy service, mlpack manifest proxy builds its image), "
+                   "mesh (Swarm's routing mesh), direct (one replica publishes its own ports); auto: direct for one "
+                   "replica without a canary, else proxy.")
+@click.option("--proxy-image", metavar="REF", help="The front proxy's image [default: mlpack/proxy:VERSION, as "
+              "`mlpack manifest proxy --load` loads it].")
 @click.pass_context
 def compose_(ctx: click.Context, image: str, name: str | None, ref: str | None, platform: str | None, replicas: int,
              out: Path | None, measure: bool, canary: str | None, canary_ref: str | None, canary_weight: int,
-             host_port: int | None, grpc_host_port: int | None) -> None:
-    """A Compose file: restart policy, ready health check, GPU runtime/reservations, engine-cache volume; with
-    --canary, a second service answering under the same name on the project network."""
-    from mlpk.packager.deliver import compose, manifests
+             host_port: int | None, grpc_host_port: int | None, front: str, proxy_image: str | None,
+             placement: tuple[str, ...], **rollout: Any) -> None:
+    """A Compose file that `docker compose up` and `docker stack deploy` run as is: replicas behind one address,
+    restart policy, ready health check, rolling updates that roll back, resources, placement, GPU runtime or
+    reservations, engine-cache volume; with --canary, a second version behind the same address."""
+    from mlpk.packager.deliver import compose, manifests, proxy
     from mlpk.packager.errors import ConfigError
 
     spec = manifests.spec(image, name=name, ref=ref, platform=platform, measure=measure)
     if grpc_host_port is not None and not spec.grpc_port:
         raise ConfigError(f"--grpc-port {grpc_host_port}: '{image}' serves no gRPC (exported with --grpc-port 0, or "
                           "by an mlpack without it)", hint="leave --grpc-port out, or export again")
-    document = compose.compose(spec, replicas=replicas, host_port=host_port, grpc_host_port=grpc_host_port,
+    where = compose.Front(front, host_port, grpc_host_port, proxy_image or proxy.DEFAULT_TAG)
+    document = compose.compose(spec, replicas=replicas, front=where, rollout=rollout_of(rollout),
+                               placement=manifests.placement(spec, placement),
                                canary=_canary(spec, canary, canary_ref, platform, measure), canary_weight=canary_weight)
     _emit(ctx, manifests.dump([document]), out, {"compose": document, "resources_from": spec.resources_from})
 
 
+@manifest.command("proxy")
+@click.option("--platform", "platforms", default="linux/amd64", show_default=True,
+              help="Comma-separated platforms (linux/amd64, linux/arm64); several give an index.")
+@click.option("--load", is_flag=True, help="Load it into the local Docker engine as --tag.")
+@click.option("--tag", default=None, help="Name:tag for --load and inside -o [default: mlpack/proxy:VERSION].")
+@click.option("--push", metavar="REF", help="Push it to a registry.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Write it: NAME.tar = docker-archive, else an OCI "
+              "layout directory.")
+@click.pass_context
+def proxy_(ctx: click.Context, platforms: str, load: bool, tag: str | None, push: str | None,
+           out: Path | None) -> None:
+    """Build the front proxy the Compose and Swarm files name (HAProxy from Debian packages, with mlpack's base
+    builder) and load, push or write it."""
+    from mlpk.packager import runs
+    from mlpk.packager.deliver import proxy
+    from mlpk.packager.errors import ConfigError
+    from mlpk.packager.oci.build import write_outputs
+
+    if not (load or push or out):
+        raise ConfigError("manifest proxy needs somewhere to put the image", hint="give --load, --push REF or -o OUT")
+    name = tag or proxy.DEFAULT_TAG
+    with runs.folder("proxy"):
+        item = proxy.build(tuple(p.strip() for p in platforms.split(",") if p.strip()))
+        is_tar = out is not None and out.suffix == ".tar"
+        result = write_outputs(item, layout_dir=None if is_tar else out, tar=out if is_tar else None, push=push,
+                               load=name if load else None, tag=name)
+    report(ctx, result, lambda: click.echo("\n".join(f"{k}: {v}" for k, v in result.items())))
+
+
 @manifest.command("k8s")
 @_options
+@rollout_options
 @click.option("--max-replicas", type=int, default=4, show_default=True, help="HorizontalPodAutoscaler maximum.")
 @click.option("--cpu-target", type=int, default=70, show_default=True, help="HPA target CPU utilization (%).")
 @click.option("--priority-class", metavar="NAME[=VALUE]", help="Use a PriorityClass; with =VALUE, also create it.")
@@ -88,7 +161,8 @@ def compose_(ctx: click.Context, image: str, name: str | None, ref: str | None, 
 @click.pass_context
 def k8s_(ctx: click.Context, image: str, name: str | None, ref: str | None, platform: str | None, replicas: int,
          out: Path | None, measure: bool, canary: str | None, canary_ref: str | None, canary_weight: int,
-         max_replicas: int, cpu_target: int, priority_class: str | None, namespace: str | None) -> None:
+         max_replicas: int, cpu_target: int, priority_class: str | None, namespace: str | None,
+         placement: tuple[str, ...], **rollout: Any) -> None:
     """Deployment + Service + HorizontalPodAutoscaler, checked against the Kubernetes schemas; with --canary, two
     Deployments (NAME-stable, NAME-canary) behind the one Service, the replica ratio as the traffic split."""
     from mlpk.packager.deliver import k8s, manifests
@@ -103,5 +177,6 @@ def k8s_(ctx: click.Context, image: str, name: str | None, ref: str | None, plat
     spec = manifests.spec(image, name=name, ref=ref, platform=platform, measure=measure)
     docs = k8s.manifests(spec, replicas=replicas, max_replicas=max_replicas, cpu_target=cpu_target,
                          priority_class=priority_class, priority_value=value, namespace=namespace,
-                         canary=_canary(spec, canary, canary_ref, platform, measure), canary_weight=canary_weight)
+                         canary=_canary(spec, canary, canary_ref, platform, measure), canary_weight=canary_weight,
+                         rollout=rollout_of(rollout), placement=manifests.placement(spec, placement))
     _emit(ctx, manifests.dump(docs), out, {"k8s": docs, "resources_from": spec.resources_from})

@@ -1,72 +1,190 @@
-"""A Compose file for an image: restart policy, a health check on the ready endpoint, the NVIDIA runtime on Jetson,
-GPU reservations for CUDA, a volume for the TensorRT engine cache, and replicas under `deploy:` so that
-`docker stack deploy` reads the same file (Compose specification, "deploy" and "healthcheck")."""
+"""A Compose file for an image that both `docker compose up` (one host) and `docker stack deploy` (a Swarm) run as
+is (Compose specification, "deploy", "healthcheck", "ports" long syntax).
+
+    model service    NAME: restart policy, a health check on /v2/health/ready, read-only root, no capabilities,
+                     `deploy.replicas`, rolling updates that start the new replica first and roll the service back
+                     when one fails its health check (`update_config`, `rollback_config`), resource reservations
+                     and limits, placement by node labels; the NVIDIA runtime on Jetson, GPU reservations for CUDA,
+                     a volume for the TensorRT engine cache
+    canary service   NAME-canary: a second version, its share of the replicas by `canary_weight`
+    front            how clients reach the replicas through one address:
+                       proxy   NAME-proxy, HAProxy (proxy.py) publishing the ports in host mode and sending each
+                               request to a ready replica of NAME (and NAME-canary) found through Docker's DNS; the
+                               model services use `endpoint_mode: dnsrr`, so their names resolve to every replica
+                       mesh    NAME publishes through Swarm's routing mesh (ingress): clusters whose kernels have
+                               IPVS; not plain Compose, no canary
+                       direct  NAME publishes its ports itself: one replica, no canary (updates stop it first, since
+                               two replicas cannot bind one host port)
+
+Plain Compose ignores what only a Swarm does (update and rollback policies, placement, endpoint mode) and Swarm
+ignores `restart` (it has `deploy.restart_policy`); each reads the rest alike.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from mlpk.packager.deliver.manifests import ServiceSpec, ready_command, split
+from mlpk.packager.deliver import proxy
+from mlpk.packager.deliver.manifests import Rollout, ServiceSpec, ready_command, split
+from mlpk.packager.errors import ConfigError
+
+FRONTS = ("auto", "proxy", "mesh", "direct")
+ROLE = "dev.mlpack.role"  # model | canary | proxy, on each service (deploy.labels)
 
 
-def compose(spec: ServiceSpec, *, replicas: int = 1, host_port: int | None = None,
-            grpc_host_port: int | None = None, canary: ServiceSpec | None = None,
+@dataclass(frozen=True, slots=True)
+class Front:
+    """How clients reach the replicas: the kind (FRONTS), the host ports, and the proxy's image."""
+
+    kind: str = "auto"
+    port: int | None = None  # HTTP on the host [default: the image's port]
+    grpc_port: int | None = None  # gRPC on the host [default: the image's gRPC port]
+    proxy_image: str = proxy.DEFAULT_TAG
+
+    def resolved(self, replicas: int, canary: bool) -> str:
+        """The kind for these replicas: `auto` is direct for one replica without a canary, else proxy."""
+        if self.kind not in FRONTS:
+            raise ConfigError(f"--front '{self.kind}' is not one of {', '.join(FRONTS)}", hint="e.g. --front proxy")
+        kind = ("direct" if replicas == 1 and not canary else "proxy") if self.kind == "auto" else self.kind
+        if kind == "direct" and (replicas > 1 or canary):
+            raise ConfigError(f"--front direct publishes the replicas' own ports, so it runs one replica and no "
+                              f"canary, not {replicas}{' and a canary' if canary else ''}",
+                              hint="use --front proxy (or --front mesh on a Swarm with a routing mesh)")
+        if kind == "mesh" and canary:
+            raise ConfigError("--front mesh publishes one service's port, so a canary cannot share it",
+                              hint="use --front proxy for a canary")
+        return kind
+
+
+def compose(spec: ServiceSpec, *, replicas: int = 1, front: Front = Front(), rollout: Rollout = Rollout(),
+            placement: dict[str, str] | None = None, canary: ServiceSpec | None = None,
             canary_weight: int = 10) -> dict[str, Any]:
-    """The Compose document (a dict; yaml.safe_dump writes it). HTTP, and gRPC where the image serves it, are
-    published on `host_port` / `grpc_host_port` (default: the image's own ports).
-
-    With `canary`: a second service, NAME-canary, with `replicas` shared between the two by `canary_weight` percent
-    (manifests.split). It publishes no port and answers under the stable service's name on the project network (a
-    network alias), so a client in the network that resolves NAME for each connection reaches stable and canary
-    containers in the ratio of their replicas (Docker's DNS answers every container of the name); the
-    `x-mlpack-canary` field records the split. Clients on the host reach the stable service's published ports only."""
+    """The Compose document (a dict; manifests.dump writes it). With `canary`, `replicas` are shared between NAME and
+    NAME-canary by `canary_weight` percent (manifests.split), and the proxy serves both in that ratio (round robin
+    over every ready replica), as a Kubernetes Service does over two Deployments."""
+    rollout.check()
+    if replicas < 1:
+        raise ConfigError(f"--replicas {replicas} must be at least 1", hint="give --replicas 1 or more")
+    kind = front.resolved(replicas, canary is not None)
+    placed = placement if placement is not None else {}
+    services: dict[str, Any] = {}
+    volumes: dict[str, Any] = {}
     if canary is not None:
         stable_count, canary_count = split(replicas, canary_weight)
-        document = compose(spec, replicas=stable_count, host_port=host_port, grpc_host_port=grpc_host_port)
-        extra = next(iter(compose(canary, replicas=canary_count)["services"].values()))
-        extra.pop("ports")
-        extra["networks"] = {"default": {"aliases": [spec.name]}}
-        document["services"][f"{spec.name}-canary"] = extra
-        document.setdefault("volumes", {}).update(compose(canary)["volumes"] if canary.engine_cache else {})
+        services[spec.name] = _model(spec, stable_count, kind, front, rollout, placed, "model", volumes)
+        services[f"{spec.name}-canary"] = _model(canary, canary_count, kind, front, rollout, placed, "canary",
+                                                 volumes)
+    else:
+        services[spec.name] = _model(spec, replicas, kind, front, rollout, placed, "model", volumes)
+    if kind == "proxy":
+        services[f"{spec.name}-proxy"] = _proxy(spec, front, replicas)
+    document: dict[str, Any] = {"services": services}
+    if volumes:
+        document["volumes"] = volumes
+    if canary is not None:
         document["x-mlpack-canary"] = {
             "service": spec.name, "stable": {"image": spec.image, "replicas": stable_count},
             "canary": {"image": canary.image, "replicas": canary_count, "weight_percent_asked": canary_weight},
-            "traffic": f"clients in the project network that connect to {spec.name}:{spec.port} reach the canary "
-                       f"for {canary_count} of {replicas} connections on average (DNS over every container); "
-                       f"promote: give {spec.name} the canary's image; abort: remove {spec.name}-canary"}
-        return document
-    ports = [f"{host_port or spec.port}:{spec.port}"]
-    if spec.grpc_port:
-        ports.append(f"{grpc_host_port or spec.grpc_port}:{spec.grpc_port}")
+            "traffic": f"{spec.name}-proxy sends each request to the next ready replica of {spec.name} or "
+                       f"{spec.name}-canary: the canary answers {canary_count} of every {replicas} requests; "
+                       f"promote: mlpack deploy swarm --stack STACK --promote (or this file again with the canary's "
+                       f"image as the stable one); abort: mlpack deploy swarm --stack STACK --abort (or "
+                       f"`docker compose rm -sf {spec.name}-canary`)"}
+    return document
+
+
+def _seconds(value: int) -> str:
+    return f"{value}s"
+
+
+def _model(spec: ServiceSpec, replicas: int, kind: str, front: Front, rollout: Rollout, placed: dict[str, str],
+           role: str, volumes: dict[str, Any]) -> dict[str, Any]:
+    res = spec.resources
+    update = {"parallelism": rollout.parallelism, "delay": _seconds(rollout.delay_s),
+              # start-first keeps every old replica serving until its successor is healthy; two replicas cannot
+              # bind one host port, so a service publishing its own ports stops the old one first
+              "order": "stop-first" if kind == "direct" else "start-first",
+              "failure_action": "rollback", "monitor": _seconds(rollout.monitor_s), "max_failure_ratio": 0}
+    deploy: dict[str, Any] = {
+        "replicas": replicas,
+        "endpoint_mode": "dnsrr" if kind == "proxy" else "vip",
+        "labels": {ROLE: role, "dev.mlpack.service": spec.name},
+        "restart_policy": {"condition": "any", "delay": "5s", "window": "60s"},
+        "update_config": update,
+        "rollback_config": {**update, "parallelism": 0, "failure_action": "pause"},  # all replicas back at once
+        "resources": {"limits": {"cpus": _cpus(res["cpu_limit"]), "memory": f"{res['memory_limit_mb']}M"},
+                      "reservations": {"cpus": _cpus(res["cpu_request"]),
+                                       "memory": f"{res['memory_request_mb']}M"}},
+    }
+    if placed:
+        deploy["placement"] = {"constraints": [f"node.labels.{key} == {value}" for key, value in placed.items()]}
     service: dict[str, Any] = {
         "image": spec.image,
         "restart": "unless-stopped",
-        "ports": ports,
-        "healthcheck": {"test": ready_command(spec.port), "interval": "10s", "timeout": "5s", "retries": 3,
-                        "start_period": f"{spec.start_period_s}s"},
+        "healthcheck": {"test": ready_command(spec.port), "interval": _seconds(rollout.health_interval_s),
+                        "timeout": _seconds(rollout.health_timeout_s), "retries": rollout.health_retries,
+                        "start_period": _seconds(rollout.start_period(spec))},
         "read_only": True,
-        "tmpfs": ["/tmp"],
+        "volumes": [{"type": "tmpfs", "target": "/tmp"}],  # the long form: Swarm ignores the short `tmpfs:` key
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],
         "user": spec.user,
-        "deploy": {
-            "replicas": replicas,
-            "restart_policy": {"condition": "any", "delay": "5s"},
-            "resources": {"limits": {"cpus": _cpus(spec.resources["cpu_limit"]),
-                                     "memory": f"{spec.resources['memory_limit_mb']}M"}},
-        },
+        "stop_grace_period": "30s",  # the server finishes the requests in flight on SIGTERM
+        "deploy": deploy,
     }
+    if kind in ("direct", "mesh"):
+        mode = "host" if kind == "direct" else "ingress"
+        service["ports"] = [{"target": spec.port, "published": front.port or spec.port, "protocol": "tcp",
+                             "mode": mode}]
+        if spec.grpc_port:
+            service["ports"].append({"target": spec.grpc_port, "published": front.grpc_port or spec.grpc_port,
+                                     "protocol": "tcp", "mode": mode})
     if spec.gpu == "jetson":
         service["runtime"] = "nvidia"  # JetPack's nvidia-container-runtime; `docker run --runtime nvidia`
         service["environment"] = {"NVIDIA_VISIBLE_DEVICES": "all"}
     elif spec.gpu == "cuda":
-        service["deploy"]["resources"]["reservations"] = {
-            "devices": [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]}
-    document: dict[str, Any] = {"services": {spec.name: service}}
+        deploy["resources"]["reservations"]["devices"] = [{"driver": "nvidia", "count": "all",
+                                                           "capabilities": ["gpu"]}]
     if spec.engine_cache:
-        service["volumes"] = [f"engine-cache:{spec.engine_cache}"]
-        document["volumes"] = {"engine-cache": {}}
-    return document
+        service["volumes"].append({"type": "volume", "source": "engine-cache", "target": spec.engine_cache})
+        volumes["engine-cache"] = {}
+    return service
+
+
+def _proxy(spec: ServiceSpec, front: Front, replicas: int) -> dict[str, Any]:
+    env = {"MLPACK_UPSTREAM": spec.name, "MLPACK_CANARY": f"{spec.name}-canary",
+           "MLPACK_UPSTREAM_PORT": str(spec.port), "MLPACK_SLOTS": str(max(proxy.SLOTS, 2 * replicas))}
+    # The canary's name is always set, so that adding or removing a canary never restarts the proxy (a name
+    # without replicas resolves to nothing, and its slots stay empty).
+    ports = [{"target": proxy.PORT, "published": front.port or spec.port, "protocol": "tcp", "mode": "host"}]
+    if spec.grpc_port:
+        env["MLPACK_GRPC_PORT"] = str(spec.grpc_port)
+        ports.append({"target": spec.grpc_port, "published": front.grpc_port or spec.grpc_port, "protocol": "tcp",
+                      "mode": "host"})
+    return {
+        "image": front.proxy_image,
+        "restart": "unless-stopped",
+        "environment": env,
+        "ports": ports,
+        "healthcheck": {"test": proxy.live_command(), "interval": "10s", "timeout": "5s", "retries": 3,
+                        "start_period": "10s"},
+        "read_only": True,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "user": "65532:65532",
+        "stop_signal": "SIGUSR1",  # HAProxy's soft stop: stop listening, finish the requests in flight
+        "stop_grace_period": "30s",
+        "deploy": {
+            # one per node: a port published in host mode is bound on the node that runs the task
+            "mode": "global",
+            "labels": {ROLE: "proxy", "dev.mlpack.service": spec.name},
+            "restart_policy": {"condition": "any", "delay": "2s"},
+            "update_config": {"parallelism": 1, "order": "stop-first", "failure_action": "rollback"},
+            "resources": {"limits": {"cpus": "1", "memory": "256M"},
+                          "reservations": {"cpus": "0.05", "memory": "32M"}},
+        },
+    }
 
 
 def _cpus(quantity: str) -> str:

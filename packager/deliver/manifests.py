@@ -40,6 +40,53 @@ class ServiceSpec:
         return 600 if self.engine_cache else 30
 
 
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """How replicas are health-checked and replaced, one policy for Compose/Swarm and Kubernetes.
+
+    Swarm: `healthcheck` + `deploy.update_config` (order start-first: a new replica starts and must be healthy before
+    an old one stops; `failure_action: rollback` with `monitor` and a failure ratio of 0: one replica of the new
+    version that fails within the window rolls the whole service back) + `rollback_config`. Kubernetes: the same
+    probes (period, timeout, failure threshold; a startup probe for the start period), a RollingUpdate with
+    maxSurge = `parallelism` and maxUnavailable 0 (start-first), minReadySeconds = `monitor_s` and a progress
+    deadline; Kubernetes marks a failed rollout but does not roll back by itself (`kubectl rollout undo`)."""
+
+    health_interval_s: int = 10
+    health_timeout_s: int = 5
+    health_retries: int = 3
+    start_period_s: int | None = None  # None: the image's (ServiceSpec.start_period_s)
+    parallelism: int = 1
+    delay_s: int = 5
+    monitor_s: int = 30
+
+    def check(self) -> None:
+        for flag, value, least in (("--health-interval", self.health_interval_s, 1),
+                                   ("--update-parallelism", self.parallelism, 1), ("--update-delay", self.delay_s, 0),
+                                   ("--update-monitor", self.monitor_s, 1),
+                                   ("--start-period", self.start_period_s if self.start_period_s is not None else 0,
+                                    0)):
+            if value < least:
+                raise ConfigError(f"{flag} {value} must be at least {least}", hint=f"give {flag} {max(least, 1)} or more")
+
+    def start_period(self, spec: ServiceSpec) -> int:
+        return spec.start_period_s if self.start_period_s is None else self.start_period_s
+
+
+def placement(spec: ServiceSpec, labels: tuple[str, ...] = ()) -> dict[str, str]:
+    """Node labels a replica needs (KEY=VALUE each, as `--placement` gives them), with the image's own: a GPU target
+    needs a node labelled mlpack.gpu=jetson|cuda (operators label nodes: `docker node update --label-add`, `kubectl
+    label node`). Which architecture a node gets from a multi-platform index is chosen by the orchestrator itself."""
+    out = {"mlpack.gpu": spec.gpu} if spec.gpu else {}
+    for item in labels:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?", key) or \
+                not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?", value):
+            raise ConfigError(f"--placement '{item}' is not LABEL=VALUE (letters, digits, '.', '_', '-')",
+                              hint="e.g. --placement mlpack.arch=arm64 or --placement mlpack.gpu=jetson")
+        out[key] = value
+    return out
+
+
 def ready_command(port: int) -> list[str]:
     """A health check that needs only the image's python3 (the images carry no curl or wget)."""
     return ["CMD", "/usr/bin/python3", "-c", ready_script(port)]
