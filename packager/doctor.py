@@ -44,6 +44,10 @@ def check_docker() -> Check:
     return _from_probe("docker engine", probes.docker_engine(), missing="warn")
 
 
+def check_swarm() -> Check:
+    return _from_probe("docker swarm", probes.swarm_manager(), missing="warn")
+
+
 def check_arm64() -> Check:
     return _from_probe("arm64 emulation", probes.arm64_emulation(), missing="warn")
 
@@ -122,6 +126,7 @@ def check_gpu() -> Check:
 CHECKS: tuple[Callable[[], Check], ...] = (
     check_python,
     check_docker,
+    check_swarm,
     check_arm64,
     check_skopeo,
     check_umoci,

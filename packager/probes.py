@@ -54,6 +54,22 @@ def docker_engine() -> Probe:
     return Probe(True, f"Docker engine {done.stdout.strip()}")
 
 
+def swarm_manager() -> Probe:
+    """The Docker engine is a manager of an active Swarm (`mlpack deploy swarm` needs one)."""
+    engine = docker_engine()
+    if not engine.ok:
+        return engine
+    done = _run("docker", "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.Swarm.Nodes}}")
+    state, manager, nodes = ((done.stdout.split() if done and done.returncode == 0 else []) + ["?", "?", "?"])[:3]
+    if state != "active":
+        return Probe(False, f"the Docker engine is not in a swarm (state: {state})",
+                     f"docker swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2377  (or {PROVISION})")
+    if manager != "true":
+        return Probe(False, "the Docker engine is a swarm worker, not a manager",
+                     "point DOCKER_HOST at a manager node (docker node ls lists them)")
+    return Probe(True, f"swarm manager ({nodes} node{'s' if nodes != '1' else ''})")
+
+
 def arm64_emulation() -> Probe:
     """qemu-aarch64 registered with binfmt_misc, so linux/arm64 images run on this x86-64 machine."""
     if platform.machine() in ("aarch64", "arm64"):

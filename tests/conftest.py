@@ -1,6 +1,6 @@
 """Shared fixtures: the real services integration tests use, and the rule for when they are missing.
 
-A test marked with a service marker (docker, registry, qemu, lambda_rie, moto, sshd) or a framework marker (keras,
+A test marked with a service marker (docker, swarm, registry, qemu, lambda_rie, moto, sshd) or a framework marker (keras,
 torch, sklearn) runs only when the same probe `mlpack doctor` uses says the thing is here. Locally a missing one skips
 the test with the probe's reason and fix; under CI=true it fails the test, so a CI run never hides a skipped check.
 `bash tests/services/provision.sh` provisions every service.
@@ -40,6 +40,7 @@ def _module(name: str, extra: str) -> Callable[[], probes.Probe]:
 
 PROBES: dict[str, Callable[[], probes.Probe]] = {
     "docker": probes.docker_engine,
+    "swarm": probes.swarm_manager,
     "registry": lambda: probes.tool("docker-registry"),
     "qemu": probes.arm64_emulation,
     "lambda_rie": probes.lambda_rie,

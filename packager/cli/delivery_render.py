@@ -32,3 +32,18 @@ def delivery_report(data: dict[str, Any]) -> None:
         console.print(f"{key}: {value}")
     for key, did in (data.get("journal") or {}).get("done", {}).items():
         console.print(f"  {key}: {did}")
+
+
+def swarm_report(data: dict[str, Any]) -> None:
+    """A Swarm stack: what each step did, then each service's replicas and update state."""
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    for key, did in data["journal"].get("done", {}).items():
+        console.print(f"{key}: {did}")
+    for service in data["services"]:
+        update = f", update {service['update']}" if service["update"] else ""
+        console.print(f"{service['name']} ({service['role'] or '-'}): {service['running']}/{service['desired']} "
+                      f"running{update}, {service['image']}")
+    if data.get("address"):
+        console.print(f"address: {data['address']}")

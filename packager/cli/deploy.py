@@ -1,15 +1,19 @@
-"""`mlpack deploy lambda IMAGE|DIR --function NAME`."""
+"""`mlpack deploy lambda IMAGE|DIR --function NAME` and `mlpack deploy swarm IMAGE|DIR --stack NAME`."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import click
 
 from mlpk.packager.cli import report
+from mlpk.packager.cli.manifest import rollout_of, rollout_options
 
 
 @click.group()
 def deploy() -> None:
-    """Deploy an image to a managed service (AWS Lambda)."""
+    """Deploy an image to a managed service (AWS Lambda) or a Docker Swarm."""
 
 
 @deploy.command("lambda")
@@ -68,3 +72,60 @@ def _key_values(items: tuple[str, ...]) -> dict[str, str]:
             raise ConfigError(f"--env '{item}' is not NAME=VALUE", hint="e.g. --env LOG_LEVEL=info")
         out[key] = value
     return out
+
+
+@deploy.command("swarm")
+@click.argument("image", required=False)
+@click.option("--stack", required=True, help="The stack's name (docker stack deploy STACK).")
+@click.option("--registry", metavar="HOST[:PORT][/PREFIX]", help="Registry every node pulls from; the image, a canary "
+              "and the front proxy are pushed there, pinned by digest.")
+@click.option("--name", help="The model service's name in the stack [default: the stack's name].")
+@click.option("--replicas", type=int, default=3, show_default=True, help="Replicas of the model.")
+@click.option("--port", type=int, help="Host port of the one address (HTTP) [default: the image's, 8080].")
+@click.option("--grpc-port", type=int, help="Host port of the gRPC front [default: the image's, 8081].")
+@click.option("--front", type=click.Choice(["proxy", "mesh"]), default="proxy", show_default=True,
+              help="proxy: a HAProxy service in host mode on every node (works without IPVS); mesh: the routing mesh.")
+@rollout_options
+@click.option("--canary", metavar="IMAGE|DIR", help="A second version beside the stable one (--canary-weight percent "
+              "of --replicas), behind the same address.")
+@click.option("--canary-weight", type=int, default=10, show_default=True, help="The canary's share of --replicas (%).")
+@click.option("--timeout", type=float, default=600, show_default=True, help="Seconds to wait for convergence.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Keep the stack file written here.")
+@click.option("--rollback", is_flag=True, help="Roll the model service back to its previous version; no IMAGE.")
+@click.option("--promote", is_flag=True, help="Give the stable service the canary's image, then remove the canary.")
+@click.option("--abort", is_flag=True, help="Remove the canary; the stable service takes its replicas.")
+@click.option("--status", is_flag=True, help="Print the stack's services; change nothing.")
+@click.pass_context
+def swarm_(ctx: click.Context, image: str | None, stack: str, registry: str | None, name: str | None, replicas: int,
+           port: int | None, grpc_port: int | None, front: str, placement: tuple[str, ...], canary: str | None,
+           canary_weight: int, timeout: float, out: Path | None, rollback: bool, promote: bool, abort: bool,
+           status: bool, **rollout: Any) -> None:
+    """Deploy IMAGE|DIR as a Swarm stack: push it (and the front proxy) to --registry, docker stack deploy, wait until
+    every replica is running and healthy, print the services; or move a deployed stack (--rollback, --promote,
+    --abort, --status)."""
+    from mlpk.packager.cli.delivery_render import swarm_report
+    from mlpk.packager.deliver import compose, swarm
+    from mlpk.packager.errors import ConfigError
+
+    actions = [flag for flag, on in (("--rollback", rollback), ("--promote", promote), ("--abort", abort),
+                                     ("--status", status)) if on]
+    if len(actions) > 1:
+        raise ConfigError(f"{' and '.join(actions)} cannot be combined", hint="give one of them")
+    if actions and image:
+        raise ConfigError(f"{actions[0]} acts on the deployed stack {stack} and takes no IMAGE",
+                          hint=f"mlpack deploy swarm {actions[0]} --stack {stack}")
+    if rollback:
+        result = swarm.rollback(stack, timeout)
+    elif promote or abort:
+        result = swarm.finish_canary(stack, promote, timeout)
+    elif status:
+        result = swarm.status(stack)
+    else:
+        if image is None or registry is None:
+            raise ConfigError(f"deploy swarm needs {'IMAGE' if image is None else '--registry HOST[:PORT]'}",
+                              hint="mlpack deploy swarm IMAGE|DIR --stack NAME --registry HOST:PORT (or --rollback, "
+                                   "--promote, --abort, --status)")
+        request = swarm.SwarmRequest(image, stack, registry, name, replicas, compose.Front(front, port, grpc_port),
+                                     rollout_of(rollout), placement, canary, canary_weight, timeout, out)
+        result = swarm.deploy(request)
+    report(ctx, result.to_dict(), lambda: swarm_report(result.to_dict()))

@@ -79,7 +79,9 @@ def compose(spec: ServiceSpec, *, replicas: int = 1, front: Front = Front(), rol
         services[spec.name] = _model(spec, replicas, kind, front, rollout, placed, "model", volumes)
     if kind == "proxy":
         services[f"{spec.name}-proxy"] = _proxy(spec, front, replicas)
-    document: dict[str, Any] = {"services": services}
+    # 3.8, the newest file version a Docker 20.10 CLI's `docker stack deploy` reads (it refuses a file without one);
+    # Compose v2 reads it too and ignores the number
+    document: dict[str, Any] = {"version": "3.8", "services": services}
     if volumes:
         document["volumes"] = volumes
     if canary is not None:

@@ -80,6 +80,14 @@ def resolve(text: str, platform: str | None = None, *, strict: bool = True) -> R
     return Resolved(img, tag, report)
 
 
+def item_of(text: str) -> Image | Index:
+    """Every platform `text` names (an export directory's whole index), for pushes that keep the index."""
+    from mlpk.packager.oci import sources
+
+    path = Path(text)
+    return sources.read(str(path / "oci") if path.is_dir() and (path / "report.json").is_file() else text)
+
+
 def diff_ids(img: Image) -> list[Digest]:
     return [Digest.parse(d) for d in (img.config.get("rootfs") or {}).get("diff_ids", [])]
 

@@ -10,9 +10,13 @@ import re
 import subprocess
 from pathlib import Path
 
+# Text the page shows otherwise: a test's random stack name, its registry's port (set by the tests, e.g.
+# ALIASES[stack] = "scorer"); applied to commands and outputs.
+ALIASES: dict[str, str] = {}
+
 
 def record(section: str, argv: list[str] | tuple[str, ...], done: subprocess.CompletedProcess[str] | str,
-           note: str = "") -> None:
+           note: str = "", replace: dict[str, str] | None = None) -> None:
     """Append `argv` and what it printed (stdout, then stderr) to the section's transcript; machine paths, random
     test tokens are left out so the page reads as a user's session."""
     where = os.environ.get("MLPACK_TRANSCRIPT")
@@ -22,6 +26,9 @@ def record(section: str, argv: list[str] | tuple[str, ...], done: subprocess.Com
         output, code = done, 0
     else:
         output, code = (done.stdout or "") + (done.stderr or ""), done.returncode
+    for old, new in {**ALIASES, **(replace or {})}.items():
+        output = output.replace(old, new)
+        argv = [str(a).replace(old, new) for a in argv]
     entry = {"command": " ".join(_clean(str(a)) for a in argv), "output": _clean(output.rstrip()), "exit": code,
              "note": note}
     path = Path(where) / f"{section}.jsonl"

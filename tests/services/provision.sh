@@ -4,6 +4,7 @@
 #     docker-compose (Debian's 1.29: `docker-compose config` validates generated Compose files), wrk (the load
 #     generator of bench/serving.py and bench/overload.py, run by tests/test_benchmarks_page.py)
 #   - the Docker engine, started in the background when its socket is absent
+#   - a single-node Docker Swarm on that engine (loopback), when it is in none
 #   - qemu-aarch64 registered with binfmt_misc (flag F, so it works inside containers)
 #   - the AWS Lambda Runtime Interface Emulator, unpacked from the aws-sam-cli wheel into the cache
 # Safe to run again: every step checks before it acts. Needs root (apt, dockerd, binfmt_misc).
@@ -33,6 +34,15 @@ if ! docker info >/dev/null 2>&1; then
   (setsid dockerd >"$cache/dockerd.log" 2>&1 &)
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { log "dockerd did not start; see $cache/dockerd.log"; exit 1; }
+fi
+
+# --- Docker Swarm -------------------------------------------------------------------------------------------
+# A single-node swarm on the shared engine for the Swarm tests (tests/deliver/test_swarm.py), on loopback only. It
+# stays on: the tests remove what they create (stacks, node labels), and nothing else depends on swarm mode being
+# off (`docker swarm leave --force` turns it off).
+if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = inactive ]; then
+  log "initializing a single-node swarm (docker swarm init, loopback)"
+  docker swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2377 >/dev/null
 fi
 
 # --- arm64 emulation ----------------------------------------------------------------------------------------
