@@ -19,30 +19,32 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-# argv: GUARD PARENT_PID COMMAND... (PR_SET_PDEATHSIG = 1, linux/prctl.h; SIGKILL = 9)
+# argv: GUARD PARENT_PID SIGNAL COMMAND... (PR_SET_PDEATHSIG = 1, linux/prctl.h; SIGKILL = 9)
 GUARD = (
     "import ctypes, os, sys\n"
-    "if ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0) != 0:\n"
+    "if ctypes.CDLL(None, use_errno=True).prctl(1, int(sys.argv[2]), 0, 0, 0) != 0:\n"
     "    sys.exit(f'mlpack: prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}')\n"
     "if os.getppid() != int(sys.argv[1]):\n"
     "    os._exit(137)  # the parent died before the guard was in place\n"
-    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+    "os.execvp(sys.argv[3], sys.argv[3:])\n"
 )
 
 
-def guarded(args: Sequence[str], path: str | None = None) -> list[str]:
-    """`args` behind the guard, for a child of this process that dies when this process dies. A command not found
-    on `path` (default $PATH) raises FileNotFoundError here, as subprocess would, rather than in the child."""
+def guarded(args: Sequence[str], path: str | None = None, death_signal: int = signal.SIGKILL) -> list[str]:
+    """`args` behind the guard, for a child of this process that gets `death_signal` when this process dies
+    (SIGKILL by default; SIGTERM lets a daemon shut down cleanly). A command not found on `path` (default $PATH)
+    raises FileNotFoundError here, as subprocess would, rather than in the child."""
     if not sys.platform.startswith("linux"):
         return list(args)
     if shutil.which(args[0], path=path) is None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), args[0])
-    return [sys.executable, "-c", GUARD, str(os.getpid()), *args]
+    return [sys.executable, "-c", GUARD, str(os.getpid()), str(int(death_signal)), *args]
 
 
 def run(args: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
@@ -50,9 +52,9 @@ def run(args: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
     return subprocess.run(guarded(args, _path(kwargs)), **kwargs)  # noqa: PLW1510 - callers pass check=
 
 
-def popen(args: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+def popen(args: Sequence[str], *, death_signal: int = signal.SIGKILL, **kwargs: Any) -> subprocess.Popen[Any]:
     """subprocess.Popen of `args` as a guarded child; keep the starting thread alive while it runs."""
-    return subprocess.Popen(guarded(args, _path(kwargs)), **kwargs)
+    return subprocess.Popen(guarded(args, _path(kwargs), death_signal), **kwargs)
 
 
 def _path(kwargs: dict[str, Any]) -> str | None:

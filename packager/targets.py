@@ -179,39 +179,16 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _field(path: Any) -> str:
-    return ".".join(str(p) for p in path) or "(top level)"
-
-
 def problems(raw: Mapping[str, Any]) -> list[str]:
     """Every problem of a raw profile, each naming its field; empty when it is valid."""
-    import jsonschema
+    from mlpk.packager import schema as checking
 
-    found: list[str] = []
-    validator = jsonschema.Draft202012Validator(schema())
-    for err in sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path))):
-        where = _field(err.absolute_path)
-        if err.validator == "additionalProperties":
-            known = list(_properties_at(err.absolute_path))
-            extra = sorted(set(err.instance) - set(known))
-            for key in extra:
-                close = difflib.get_close_matches(key, known, n=1)
-                name = f"{where}.{key}" if err.absolute_path else key
-                found.append(f"{name}: unknown field" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        else:
-            found.append(f"{where}: {err.message}")
+    found = checking.problems(raw, schema())
     try:
         found.extend(p for p in _cross_field_problems(raw) if p not in found)
     except (AttributeError, TypeError, KeyError):
         pass  # fields of the wrong type, already reported by the schema
     return found
-
-
-def _properties_at(path: Any) -> dict[str, Any]:
-    node = schema()
-    for part in path:
-        node = node["properties"][part]
-    return dict(node.get("properties", {}))
 
 
 def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:

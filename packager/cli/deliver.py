@@ -1,4 +1,4 @@
-"""`mlpack deliver bundle|delta|apply|device`: images to edge devices, online or air-gapped."""
+"""`mlpack deliver bundle|delta|apply|device|fleet`: images to edge devices, online or air-gapped."""
 
 from __future__ import annotations
 
@@ -135,3 +135,60 @@ def device(ctx: click.Context, url: str, image: str | None, service: str | None,
     finally:
         engine.close()
     report(ctx, result.to_dict(), lambda: _render(result.to_dict()))
+
+
+@deliver.command()
+@click.argument("fleet_file", metavar="FLEET.toml", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("image", required=False)
+@click.option("--service", help="The container on each device [default: fleet.service, else from the image's tag].")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the per-device report (JSON) here too.")
+@click.option("--journal", type=click.Path(path_type=Path, dir_okay=False),
+              help="The rollout's journal [default: .NAME.rollout.json beside FLEET.toml].")
+@click.option("--fresh", is_flag=True, help="Start over, ignoring an unfinished or stopped rollout's journal.")
+@click.option("--rollback", is_flag=True, help="Put every device the last rollout updated back; no IMAGE.")
+@click.option("--plan", "dry_run", is_flag=True, help="Print the stages and devices; connect to none.")
+@_platform
+@_tag
+@click.pass_context
+def fleet(ctx: click.Context, fleet_file: Path, image: str | None, service: str | None, report_path: Path | None,
+          journal: Path | None, fresh: bool, rollback: bool, dry_run: bool, platform: str | None,
+          tag: str | None) -> None:
+    """Roll IMAGE out over the devices of FLEET.toml in stages, each device health-checked for a window and rolled
+    back on its own when it fails; stop when a stage's failure budget is spent. Resumable (journal)."""
+    from mlpk.packager.cli.delivery_render import fleet_report
+    from mlpk.packager.deliver import fleet as fleets, rollout
+    from mlpk.packager.errors import ConfigError, DeployError
+
+    loaded = fleets.load(fleet_file)
+    if dry_run:
+        plan = {"fleet": str(fleet_file), "stages": [[d.name for d in s] for s in loaded.stages],
+                "budget": [loaded.budget(s) for s in loaded.stages], "health_window_s": loaded.health_window_s}
+        report(ctx, plan, lambda: click.echo("\n".join(
+            f"stage {n}: {', '.join(names)} (may fail: {plan['budget'][n - 1]})"
+            for n, names in enumerate(plan["stages"], 1))))
+        return
+    if rollback:
+        result = rollout.rollback(loaded, journal=journal)
+    elif image is None:
+        raise ConfigError("deliver fleet needs IMAGE", hint=f"mlpack deliver fleet {fleet_file} IMAGE|DIR (or "
+                                                            "--rollback, --plan)")
+    else:
+        result = rollout.run(loaded, image, platform=platform, service=service, tag=tag, journal=journal, fresh=fresh)
+    data = result.to_dict()
+    if report_path is not None:
+        from mlpk.packager.oci.atomic import atomic_file
+
+        with atomic_file(report_path) as staged:
+            staged.write_text(json_text(data))
+    report(ctx, data, lambda: fleet_report(data))
+    if result.state == "stopped":
+        raise DeployError(f"the rollout stopped at {result.reason}",
+                          hint=f"the report lists each device; fix them and run again with --fresh, or put the "
+                               f"updated ones back with mlpack deliver fleet {fleet_file} --rollback")
+
+
+def json_text(data: dict) -> str:
+    import json
+
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"

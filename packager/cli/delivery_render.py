@@ -47,3 +47,17 @@ def swarm_report(data: dict[str, Any]) -> None:
                       f"running{update}, {service['image']}")
     if data.get("address"):
         console.print(f"address: {data['address']}")
+
+
+def fleet_report(data: dict[str, Any]) -> None:
+    """A fleet rollout: one line per device, then how it ended."""
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    for dev in data["devices"]:
+        before, after = (dev["image_before"] or "none")[7:19], (dev["image_after"] or "none")[7:19]
+        line = (f"stage {dev['stage']} {dev['name']}: {dev['result']}; image {before} -> {after}; "
+                f"{dev['layers_sent']} layer(s), {dev['bytes_sent']:,} bytes sent in {dev['seconds']:.1f} s")
+        console.print(line + (f"; {dev['error']}" if dev["error"] else ""))
+    console.print(f"rollout {data['state']}" + (f" at {data['reason']}" if data.get("reason") else "") +
+                  (" (resumed from its journal)" if data.get("resumed") else ""))

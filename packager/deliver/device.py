@@ -44,6 +44,13 @@ class Service:
     grpc_port: int | None = None  # published on the device for the image's gRPC port (default: that port itself)
     run_args: tuple[str, ...] = ()
     ready_timeout_s: float = 120
+    network: str = "bridge"  # "host": the device's own network; the server listens on `port` (MLPACK_PORT)
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def ready_port(self) -> int:
+        """The port the server answers on inside its container."""
+        return self.port if self.network == "host" else self.container_port
 
     def check(self) -> None:
         if not _SERVICE.match(self.name):
@@ -60,6 +67,7 @@ class DeviceResult:
     bytes_sent: int
     service: str | None
     journal: dict[str, Any] = field(default_factory=dict)
+    layer_bytes: int = 0  # of bytes_sent, the layer blobs' (the rest: the archive's tar headers, config, manifest)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -146,16 +154,22 @@ def restart(engine: Engine, service: Service, image: str) -> str:
     inspect = json.loads(_docker(engine, "image", "inspect", image, what="reading the image config"))[0]
     config = inspect.get("Config") or {}
     engine.docker("rm", "-f", service.name)
-    publish = ["-p", f"{service.port}:{service.container_port}"]
     grpc = next((e.split("=", 1)[1] for e in config.get("Env") or [] if e.startswith("MLPACK_GRPC_PORT=")), "0")
-    if grpc.isdigit() and int(grpc):  # the image serves the Open Inference Protocol over gRPC too
-        publish += ["-p", f"{service.grpc_port or int(grpc)}:{grpc}"]
+    if service.network == "host":  # no mapping: the server listens on the device's ports itself
+        publish = ["--network", "host", "-e", f"MLPACK_PORT={service.port}"]
+        if service.grpc_port and grpc.isdigit() and int(grpc):
+            publish += ["-e", f"MLPACK_GRPC_PORT={service.grpc_port}"]
+    else:
+        publish = ["-p", f"{service.port}:{service.container_port}"]
+        if grpc.isdigit() and int(grpc):  # the image serves the Open Inference Protocol over gRPC too
+            publish += ["-p", f"{service.grpc_port or int(grpc)}:{grpc}"]
+    publish += [arg for key, value in service.env for arg in ("-e", f"{key}={value}")]
     cid = _docker(engine, "run", "-d", "--name", service.name, "--label", f"{LABEL}={service.name}",
                   "--restart", "unless-stopped", *publish,
                   *_run_args(config.get("Labels") or {}, config.get("Env") or []), *service.run_args, image,
                   what="starting the service").strip()
     deadline = time.monotonic() + service.ready_timeout_s
-    script = ready_script(service.container_port)
+    script = ready_script(service.ready_port)
     while time.monotonic() < deadline:
         state = engine.docker("inspect", "--format", "{{.State.Status}}", cid).out.strip()
         if state in ("exited", "dead"):
@@ -189,6 +203,7 @@ def deliver(engine: Engine, resolved: Resolved, service: Service | None) -> Devi
         out["did"] = f"{engine.name} answers ({platform})"
     with journal.step("send") as out:
         sent_layers, sent_bytes, image_id = send(engine, resolved, tag)
+        layer_bytes = sum(resolved.image.layers[i].size for i in sent_layers)
         out["did"] = f"{len(sent_layers)} of {len(resolved.image.layers)} layers, {sent_bytes} bytes"
     with journal.step("tag") as out:
         old, older = _image_id(engine, current), _image_id(engine, previous)
@@ -210,7 +225,7 @@ def deliver(engine: Engine, resolved: Resolved, service: Service | None) -> Devi
                                       hint=err.hint) from err
                 raise
     return DeviceResult(engine.name, str(resolved.image.digest), len(resolved.image.layers), len(sent_layers),
-                        sent_bytes, name if service else None, journal.to_dict())
+                        sent_bytes, name if service else None, journal.to_dict(), layer_bytes)
 
 
 def rollback(engine: Engine, service: Service) -> DeviceResult:

@@ -183,12 +183,13 @@ def deploy(request: SwarmRequest, engine: LocalEngine | None = None) -> SwarmRes
         out["did"] = f"{spec.image}" + (f", canary {canary.image}" if canary else "") + \
                      (f", proxy {front.proxy_image}" if front.kind == "proxy" else "")
     with journal.step("stack") as out:
+        before = updates(engine, request.stack)
         document = compose.compose(spec, replicas=request.replicas, front=front, rollout=request.rollout,
                                    placement=manifests.placement(spec, request.placement), canary=canary,
                                    canary_weight=request.canary_weight)
         out["did"] = _stack_deploy(engine, request.stack, document, request.out)
     with journal.step("converge") as out:
-        states = converge(engine, request.stack, request.timeout_s)
+        states = converge(engine, request.stack, request.timeout_s, before=before)
         out["did"] = "; ".join(f"{s.name} {s.running}/{s.desired}" for s in states)
     port = front.port or spec.port
     return SwarmResult(request.stack, states, f"http://127.0.0.1:{port}" if front.kind != "direct" else None,
@@ -227,9 +228,16 @@ def _role(service: dict[str, Any]) -> str:
     return (service["Spec"].get("Labels") or {}).get(compose.ROLE, "")
 
 
-def state(engine: LocalEngine, stack: str) -> tuple[list[ServiceState], list[str], list[str]]:
+def updates(engine: LocalEngine, stack: str) -> dict[str, str]:
+    """Each service's last update start (UpdateStatus.StartedAt), to tell this deployment's updates from older ones."""
+    return {s["ID"]: (s.get("UpdateStatus") or {}).get("StartedAt", "") for s in services(engine, stack)}
+
+
+def state(engine: LocalEngine, stack: str, before: dict[str, str] | None = None) -> tuple[
+        list[ServiceState], list[str], list[str]]:
     """The services' states, the problems that end a wait (a rollback, a task no node takes), and what is still
-    in progress."""
+    in progress. An update status that was there `before` (an earlier deployment's, e.g. a rollback) is not this
+    deployment's: the service is then done when every running task runs its current image."""
     out, failed, waiting = [], [], []
     for service in services(engine, stack):
         spec, name = service["Spec"], service["Spec"]["Name"]
@@ -238,6 +246,8 @@ def state(engine: LocalEngine, stack: str) -> tuple[list[ServiceState], list[str
         mode = spec.get("Mode") or {}
         desired = mode["Replicated"].get("Replicas", 1) if "Replicated" in mode else len(tasks)
         update = service.get("UpdateStatus") or {}
+        if before is not None and update.get("StartedAt", "") == before.get(service["ID"], ""):
+            update = {}  # an older deployment's update
         phase = update.get("State", "")
         image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
         out.append(ServiceState(name, _role(service), image, running, desired, phase))
@@ -252,20 +262,22 @@ def state(engine: LocalEngine, stack: str) -> tuple[list[ServiceState], list[str
             constraints = ((spec["TaskTemplate"].get("Placement") or {}).get("Constraints")) or []
             failed.append(f"{name}: no node can take its tasks ({stuck[0]}; constraints: "
                           f"{', '.join(constraints) or 'none'})")
-        if running != desired or any(t["Status"]["State"] != "running" for t in tasks):
-            waiting.append(f"{name}: {running}/{desired} running")
+        stale = [t for t in tasks if t["Spec"]["ContainerSpec"]["Image"] != image]
+        if running != desired or stale or any(t["Status"]["State"] != "running" for t in tasks):
+            waiting.append(f"{name}: {running}/{desired} running" + (f", {len(stale)} of an older version"
+                                                                      if stale else ""))
     return out, failed, waiting
 
 
-def converge(engine: LocalEngine, stack: str, timeout_s: float, *, rolled_back_ok: bool = False) -> tuple[
-        ServiceState, ...]:
+def converge(engine: LocalEngine, stack: str, timeout_s: float, *, rolled_back_ok: bool = False,
+             before: dict[str, str] | None = None) -> tuple[ServiceState, ...]:
     """Wait until every service runs its replicas (healthy: Swarm counts a task with a health check as running
     only once it is healthy) and no update is in progress; a rollback (unless `rolled_back_ok`), a task no node
     can take, or the timeout is an error naming the service."""
     deadline = time.monotonic() + timeout_s
     stuck_since: float | None = None
     while True:
-        states, failed, waiting = state(engine, stack)
+        states, failed, waiting = state(engine, stack, before)
         if not states:
             raise DeployError(f"stack {stack} has no services", hint="deploy it first: mlpack deploy swarm IMAGE "
                                                                      f"--stack {stack} --registry HOST:PORT")
@@ -325,10 +337,11 @@ def rollback(stack: str, timeout_s: float = 600, engine: LocalEngine | None = No
         if not model.get("PreviousSpec"):
             raise DeployError(f"{model['Spec']['Name']} has no previous version to roll back to",
                               hint="a rollback needs a second deployment of the stack")
+        before = updates(engine, stack)
         _docker(engine, "service", "rollback", "--detach", model["ID"], what="rolling back")
         out["did"] = f"{model['Spec']['Name']} back to {model['PreviousSpec']['TaskTemplate']['ContainerSpec']['Image']}"
     with journal.step("converge") as out:
-        states = converge(engine, stack, timeout_s, rolled_back_ok=True)
+        states = converge(engine, stack, timeout_s, rolled_back_ok=True, before=before)
         out["did"] = "; ".join(f"{s.name} {s.running}/{s.desired}" for s in states)
     return _result(stack, journal, states)
 
@@ -355,10 +368,11 @@ def finish_canary(stack: str, promote: bool, timeout_s: float = 600,
         image = canary["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
         if promote:
             args += ["--image", image]
+        before = updates(engine, stack)
         _docker(engine, *args, stable["ID"], what=f"{verb} the canary")
         out["did"] = f"{stable['Spec']['Name']}: {total} replicas" + (f" of {image}" if promote else "")
     with journal.step("converge") as out:
-        states = converge(engine, stack, timeout_s)
+        states = converge(engine, stack, timeout_s, before=before)
         out["did"] = "; ".join(f"{s.name} {s.running}/{s.desired}" for s in states)
     with journal.step("remove") as out:
         _docker(engine, "service", "rm", canary["ID"], what="removing the canary")

@@ -86,27 +86,33 @@ def _keygen(path: Path) -> None:
                    capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    """`sshd -D` with a temporary host key and an authorized key for root, on a free loopback port."""
-    require("sshd")
-    tmp = tmp_path_factory.mktemp("sshd")
-    _keygen(tmp / "host_key")
-    _keygen(tmp / "client_key")
-    (tmp / "authorized_keys").write_text((tmp / "client_key.pub").read_text())
+def start_sshd(tmp: Path, *, host_key: Path | None = None, client_key: Path | None = None, extra: str = "",
+               death_signal: int = 9) -> tuple[Sshd, subprocess.Popen[bytes]]:
+    """`sshd -D` on a free loopback port letting root in with `client_key` (made when not given), with `host_key`
+    (made when not given) and `extra` sshd_config lines; started guarded, so it dies with this process."""
+    from mlpk.packager import processes
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    if host_key is None:
+        host_key = tmp / "host_key"
+        _keygen(host_key)
+    if client_key is None:
+        client_key = tmp / "client_key"
+        _keygen(client_key)
+    (tmp / "authorized_keys").write_text(Path(f"{client_key}.pub").read_text())
     (tmp / "authorized_keys").chmod(0o600)
     port = free_port()
     config = tmp / "sshd_config"
     config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp / 'host_key'}\nPidFile {tmp / 'sshd.pid'}\n"
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {tmp / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {tmp / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-        "LogLevel ERROR\n")
+        f"LogLevel ERROR\n{extra}")
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
     log = tmp / "sshd.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = processes.popen([shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+                               stdout=out, stderr=subprocess.STDOUT, death_signal=death_signal)
     import socket
     import time
 
@@ -117,9 +123,18 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
+                stop_process(proc)
                 raise RuntimeError(f"sshd did not start: {log.read_text()}") from None
             time.sleep(0.1)
-    key = (tmp / "host_key.pub").read_text().split()
+    key = Path(f"{host_key}.pub").read_text().split()
     (tmp / "known_hosts").write_text(f"[127.0.0.1]:{port} {key[0]} {key[1]}\n")
-    yield Sshd(port, tmp / "client_key", tmp / "known_hosts")
+    return Sshd(port, client_key, tmp / "known_hosts"), proc
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """`sshd -D` with a temporary host key and an authorized key for root, on a free loopback port."""
+    require("sshd")
+    server, proc = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
     stop_process(proc)

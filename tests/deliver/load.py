@@ -24,7 +24,7 @@ class Counts:
 
     statuses: collections.Counter[str] = field(default_factory=collections.Counter)
     replicas: collections.Counter[str] = field(default_factory=collections.Counter)
-    failures: list[tuple[float, str]] = field(default_factory=list)
+    failures: list[tuple[float, str, str]] = field(default_factory=list)  # (time, status, replica)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -43,7 +43,9 @@ class Counts:
 
     def summary(self) -> str:
         share = 100 * self.failed / self.total if self.total else 0.0
-        return f"{self.failed} of {self.total} requests failed ({share:.3f} %): {dict(self.statuses)}"
+        by = collections.Counter(f"{status} from {replica}" for _, status, replica in self.failures)
+        return f"{self.failed} of {self.total} requests failed ({share:.3f} %): {dict(self.statuses)}" + \
+            (f"; failures: {dict(by)}" if by else "")
 
 
 @contextmanager
@@ -74,7 +76,7 @@ def running(port: int, *, path: str = "/v2/models/scorer/infer", workers: int = 
                 counts.statuses[status] += 1
                 counts.replicas[replica] += 1
                 if status != "200":
-                    counts.failures.append((time.monotonic(), status))
+                    counts.failures.append((time.monotonic(), status, replica))
         if conn is not None:
             conn.close()
 

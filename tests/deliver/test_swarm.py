@@ -25,8 +25,10 @@ from tests.deliver.transcript import record
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.registry]
 # A version whose readiness never succeeds: it listens on 8080 and answers 503 to everything (a request routed to
-# it fails, so a proxy that sent traffic there would show in the failure count).
-NEVER_READY = ("import http.server as h\n"
+# it fails, so a proxy that sent traffic there would show in the failure count); it stops on SIGTERM, as the real
+# server does (else Swarm waits out the 30 s stop grace period before it rolls back).
+NEVER_READY = ("import http.server as h, signal, sys\n"
+               "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # PID 1 has no default SIGTERM action\n"
                "class H(h.BaseHTTPRequestHandler):\n"
                "    def do_GET(self):\n"
                "        self.send_response(503); self.end_headers()\n"
@@ -71,7 +73,9 @@ def versions(exported_cpu: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 
 
 def deploy(mlpack, *args: str, section: str | None = None, as_json: bool = False) -> subprocess.CompletedProcess[str]:
+    started = time.monotonic()
     done = mlpack(*(["--json"] if as_json else []), "deploy", "swarm", *args, timeout=900)
+    print(f"TIMING deploy swarm {args[0]}: {time.monotonic() - started:.1f} s")
     if section:
         stack = args[args.index("--stack") + 1]
         record(section, ["mlpack", "deploy", "swarm", *args], done)
