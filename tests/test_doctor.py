@@ -12,7 +12,8 @@ from tests.conftest import IN_CI
 def test_doctor_json_lists_every_check(mlpack) -> None:
     done = mlpack("--json", "doctor")
     checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
-    assert set(checks) == {"python", "docker engine", "arm64 emulation", "skopeo", "umoci", "registry credentials",
+    assert set(checks) == {"python", "docker engine", "docker swarm", "arm64 emulation", "skopeo", "umoci",
+                           "registry credentials",
                            "lambda emulator", "onnxruntime", "gpu / tensorrt"}
     for check in checks.values():
         assert check["status"] in ("ok", "warn", "fail")

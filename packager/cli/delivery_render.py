@@ -45,8 +45,9 @@ def swarm_report(data: dict[str, Any]) -> None:
         update = f", update {service['update']}" if service["update"] else ""
         console.print(f"{service['name']} ({service['role'] or '-'}): {service['running']}/{service['desired']} "
                       f"running{update}, {service['image']}")
-    if data.get("address"):
-        console.print(f"address: {data['address']}")
+    if data.get("ports"):
+        console.print("one address: " + ", ".join(f"port {port} ({kind})" for kind, port in data["ports"].items()) +
+                      " on every node")
 
 
 def fleet_report(data: dict[str, Any]) -> None:
@@ -55,9 +56,14 @@ def fleet_report(data: dict[str, Any]) -> None:
 
     console = Console(highlight=False, soft_wrap=True)
     for dev in data["devices"]:
-        before, after = (dev["image_before"] or "none")[7:19], (dev["image_after"] or "none")[7:19]
+        before, after = (_short(dev["image_before"]), _short(dev["image_after"]))
         line = (f"stage {dev['stage']} {dev['name']}: {dev['result']}; image {before} -> {after}; "
-                f"{dev['layers_sent']} layer(s), {dev['bytes_sent']:,} bytes sent in {dev['seconds']:.1f} s")
+                f"{dev['layers_sent']} layer(s), {dev['bytes_sent']:,} bytes sent in {dev['seconds']:.1f} s" +
+                (" (kept from the journal)" if dev.get("from_journal") else ""))
         console.print(line + (f"; {dev['error']}" if dev["error"] else ""))
     console.print(f"rollout {data['state']}" + (f" at {data['reason']}" if data.get("reason") else "") +
                   (" (resumed from its journal)" if data.get("resumed") else ""))
+
+
+def _short(image_id: str | None) -> str:
+    return image_id.split(":", 1)[-1][:12] if image_id else "none"

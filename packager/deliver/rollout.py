@@ -50,6 +50,7 @@ class DeviceReport:
     bytes_sent: int = 0  # everything streamed into `docker load`: the blobs, the archive's tar headers and JSON
     seconds: float = 0.0
     error: str | None = None
+    from_journal: bool = False  # a result an interrupted run of this rollout recorded, kept as it was
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -217,8 +218,8 @@ def run(fleet: Fleet, image: str, *, platform: str | None = None, service: str |
     for number, stage in enumerate(fleet.stages, 1):
         for dev in stage:
             kept = book.data["devices"].get(dev.name)
-            reports[dev.name] = DeviceReport(**kept) if kept and kept["result"] in FINISHED else \
-                DeviceReport(dev.name, dev.url, number)
+            reports[dev.name] = replace(DeviceReport(**kept), from_journal=True) \
+                if kept and kept["result"] in FINISHED else DeviceReport(dev.name, dev.url, number)
     state, stopped_at, reason = "done", None, None
     for number, stage in enumerate(fleet.stages, 1):
         book.data["stage"] = number

@@ -69,12 +69,12 @@ class ServiceState:
 class SwarmResult:
     stack: str
     services: tuple[ServiceState, ...]
-    address: str | None
+    ports: dict[str, int] | None  # the one address: {"http": P, "grpc": G} on every node (host mode) or the mesh
     stack_file: str | None
     journal: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stack": self.stack, "services": [s.to_dict() for s in self.services], "address": self.address,
+        return {"stack": self.stack, "services": [s.to_dict() for s in self.services], "ports": self.ports,
                 "stack_file": self.stack_file, "journal": self.journal}
 
 
@@ -191,9 +191,9 @@ def deploy(request: SwarmRequest, engine: LocalEngine | None = None) -> SwarmRes
     with journal.step("converge") as out:
         states = converge(engine, request.stack, request.timeout_s, before=before)
         out["did"] = "; ".join(f"{s.name} {s.running}/{s.desired}" for s in states)
-    port = front.port or spec.port
-    return SwarmResult(request.stack, states, f"http://127.0.0.1:{port}" if front.kind != "direct" else None,
-                       str(request.out) if request.out else None, journal.to_dict())
+    ports = {"http": front.port or spec.port, **({"grpc": front.grpc_port or spec.grpc_port} if spec.grpc_port
+                                                  else {})}
+    return SwarmResult(request.stack, states, ports, str(request.out) if request.out else None, journal.to_dict())
 
 
 def _stack_deploy(engine: LocalEngine, stack: str, document: dict[str, Any], keep: Path | None) -> str:

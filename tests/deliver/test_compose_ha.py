@@ -110,7 +110,11 @@ def wait_proxy(port: int, servers: int, timeout: float = 60) -> None:
 def test_three_replicas_behind_one_port_survive_a_killed_replica(mlpack, exported_cpu: Path, proxy_tag: str,
                                                                  model_tags: dict[str, str], tmp_path: Path,
                                                                  token: str) -> None:
+    from tests.deliver.transcript import ALIASES
+
     path, port, grpc_port = tmp_path / "docker-compose.yml", free_port(), free_port()
+    ALIASES.update({str(port): "8080", str(grpc_port): "8081", f"mlpack{token}": "scorer", proxy_tag:
+                    "mlpack/proxy:0.1.0", model_tags["stable"]: "mlpack/scorer:cpu-amd64"})
     argv = ["manifest", "compose", str(exported_cpu), "--name", "scorer", "--image", model_tags["stable"], "--replicas", "3", "--port",
             str(port), "--grpc-port", str(grpc_port), "--proxy-image", proxy_tag, "--health-interval", "2", "-o",
             str(path)]
@@ -126,8 +130,10 @@ def test_three_replicas_behind_one_port_survive_a_killed_replica(mlpack, exporte
         assert len(replicas) == 3
         wait_healthy(replicas)
         wait_proxy(port, 3)
-        record("compose", ["docker-compose", "-f", "docker-compose.yml", "ps"],
-               subprocess.run([*base, "ps"], capture_output=True, text=True, check=False))
+        record("compose", ["docker", "ps", "--filter", "label=com.docker.compose.project=scorer", "--format",
+                           "'{{.Names}}  {{.Status}}  {{.Ports}}'"],
+               images.docker("ps", "--filter", f"label=com.docker.compose.project=mlpack{token}", "--format",
+                             "{{.Names}}  {{.Status}}  {{.Ports}}"))
         import tritonclient.grpc as triton_grpc
 
         assert triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}").is_model_ready("scorer")  # gRPC front

@@ -148,6 +148,7 @@ def test_rollout_stops_at_its_budget_resumes_and_updates_all(mlpack, sims: list[
     assert done.returncode == 0, done.stderr
     assert report["resumed"] and report["state"] == "done", report
     assert [d["result"] for d in report["devices"]] == ["updated"] * 3, report
+    assert [d["from_journal"] for d in report["devices"]] == [True, False, False]  # edge-1 finished before the kill
     assert {image_id(sim) for sim in sims} == {config_digest(imgs["v3"])}
     new_layer = imgs["v3"].layers[-1].size
     for dev in report["devices"]:  # bytes sent <= the new layers' size: only the model layer, at most once

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,21 +37,27 @@ FAST = ("--health-interval", "1", "--start-period", "10", "--update-delay", "0",
 
 
 @pytest.fixture
-def stack(swarm_ready: None) -> Iterator[str]:
-    """A stack name of the test's own; the stack is removed afterwards, and its network waited out."""
+def stack(swarm_ready: None, registry) -> Iterator[str]:
+    """A stack name of the test's own; afterwards the stack is removed, its containers and network waited out, and
+    the images the swarm pulled from the test registry removed from the engine."""
     from tests.deliver.transcript import ALIASES
 
     name = f"mlpk{uuid.uuid4().hex[:8]}"
     ALIASES[name] = "scorer"
     yield name
     subprocess.run(["docker", "stack", "rm", name], capture_output=True, timeout=120, check=False)
-    deadline = time.monotonic() + 60
+    label = f"label=com.docker.stack.namespace={name}"
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:  # services, then their tasks' containers, then the overlay network go
-        left = images.docker("service", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={name}") + \
-            images.docker("network", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={name}")
+        left = "".join(images.docker(kind, "ls", *(["-a"] if kind == "container" else []), "-q", "--filter", label)
+                       for kind in ("service", "container", "network"))
         if not left.strip():
             break
         time.sleep(1)
+    pulled = [line.split()[1] for line in images.docker("image", "ls", "--format", "{{.Repository}} {{.ID}}")
+              .splitlines() if line.startswith(f"{registry.host}/")]
+    if pulled:
+        images.docker("rmi", "-f", *sorted(set(pulled)), check=False)
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +78,7 @@ def versions(exported_cpu: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 
 
 def deploy(mlpack, *args: str, section: str | None = None, as_json: bool = False) -> subprocess.CompletedProcess[str]:
-    started = time.monotonic()
     done = mlpack(*(["--json"] if as_json else []), "deploy", "swarm", *args, timeout=900)
-    print(f"TIMING deploy swarm {args[0]}: {time.monotonic() - started:.1f} s")
     if section:
         stack = args[args.index("--stack") + 1]
         record(section, ["mlpack", "deploy", "swarm", *args], done)
@@ -107,6 +110,7 @@ def test_replicas_rolling_updates_and_rollback(mlpack, registry, stack: str, ver
 
     ALIASES[registry.host] = "127.0.0.1:5000"
     port, grpc_port = free_port(), free_port()
+    ALIASES.update({str(port): "8080", str(grpc_port): "8081"})
     common = ("--stack", stack, "--registry", registry.host, "--port", str(port), "--grpc-port", str(grpc_port),
               "--name", "scorer", *FAST)
     site = f"lab-{stack}"
@@ -168,8 +172,14 @@ def test_replicas_rolling_updates_and_rollback(mlpack, registry, stack: str, ver
 
 
 def test_canary_promote_and_abort(mlpack, registry, stack: str, versions: dict[str, Path]) -> None:
+    from tests.deliver.transcript import ALIASES
+
+    ALIASES[registry.host] = "127.0.0.1:5000"
     port = free_port()
-    common = ("--stack", stack, "--registry", registry.host, "--port", str(port), "--grpc-port", str(free_port()),
+    ALIASES[str(port)] = "8080"
+    grpc_port = free_port()
+    ALIASES[str(grpc_port)] = "8081"
+    common = ("--stack", stack, "--registry", registry.host, "--port", str(port), "--grpc-port", str(grpc_port),
               "--name", "scorer", "--replicas", "3", *FAST)
     done = deploy(mlpack, str(versions["v1"]), "--canary", str(versions["v2"]), "--canary-weight", "34", *common)
     assert done.returncode == 0, done.stderr
@@ -180,6 +190,8 @@ def test_canary_promote_and_abort(mlpack, registry, stack: str, versions: dict[s
         counts.wait_for(300)
     share = sum(n for r, n in counts.replicas.items() if r.startswith("canary")) / counts.total
     print(f"swarm canary: share {share:.3f} of {counts.total}; {dict(counts.replicas)}")
+    record("canary", ["# 300 requests through the stack's port, by the replica that answered (X-Mlpack-Replica)"],
+           f"{dict(sorted(counts.replicas.items()))}: the canary answered {share:.1%}")
     assert counts.failed == 0 and abs(share - 1 / 3) < 0.02, counts.replicas
     canary_image = image_of(stack, "canary")
 
@@ -202,10 +214,12 @@ def test_canary_promote_and_abort(mlpack, registry, stack: str, versions: dict[s
 
 
 def test_user_errors_are_one_line(mlpack, stack: str, versions: dict[str, Path]) -> None:
-    done = deploy(mlpack, str(versions["v1"]), "--stack", stack, "--registry", f"127.0.0.1:{free_port()}")
+    closed = free_port()
+    done = deploy(mlpack, str(versions["v1"]), "--stack", stack, "--registry", f"127.0.0.1:{closed}")
     assert done.returncode == 10 and "is unreachable (ConnectError" in done.stderr, done.stderr
     assert "not done: push, stack, converge" in done.stderr and done.stderr.count("\n") == 1
-    record("errors", ["mlpack", "deploy", "swarm", "v1/", "--stack", "scorer", "--registry", "127.0.0.1:9"], done)
+    record("errors", ["mlpack", "deploy", "swarm", "v1/", "--stack", "scorer", "--registry", "127.0.0.1:9"], done,
+           replace={f"127.0.0.1:{closed}": "127.0.0.1:9"})
     for args, needle in ((("--rollback",), "has no mlpack model service"), (("--promote",), "has no canary to promote"),
                          (("--rollback", "--abort"), "cannot be combined"),
                          ((str(versions["v1"]),), "needs --registry")):

@@ -111,3 +111,78 @@ def test_measure_request_body_and_resources() -> None:
     assert source == "measured run"
     assert sized == {"cpu_request": "300m", "memory_request_mb": 101, "cpu_limit": "600m", "memory_limit_mb": 229}
     assert manifests.resources(None) == (manifests.DEFAULT_RESOURCES, "defaults")
+
+
+def _fleet_file(tmp_path: Path, devices: int, fleet: str = "") -> Path:
+    path = tmp_path / "fleet.toml"
+    path.write_text(f"[fleet]\n{fleet}\n" + "".join(f'[[device]]\nname = "d{n}"\nurl = "ssh://root@127.0.0.1:{2200 + n}"\n'
+                                                    for n in range(devices)))
+    return path
+
+
+@pytest.mark.parametrize(("devices", "stages", "sizes"), [
+    (3, '[1, "50%", "100%"]', [1, 1, 1]), (8, '[1, "25%", "100%"]', [1, 1, 6]), (10, '[2, "50%"]', [2, 3, 5]),
+    (1, '[1, "25%", "100%"]', [1]), (4, '["100%"]', [4])])
+def test_fleet_stages_are_cumulative_and_cover_every_device(tmp_path: Path, devices: int, stages: str,
+                                                            sizes: list[int]) -> None:
+    from mlpk.packager.deliver import fleet
+
+    loaded = fleet.load(_fleet_file(tmp_path, devices, f"stages = {stages}"))
+    assert [len(s) for s in loaded.stages] == sizes
+    assert [d.name for s in loaded.stages for d in s] == [f"d{n}" for n in range(devices)]
+
+
+def test_fleet_budget_and_device_settings(tmp_path: Path) -> None:
+    from mlpk.packager.deliver import fleet
+
+    path = _fleet_file(tmp_path, 2, 'max_failures = "50%"\nport = 9000\nenv = { A = "1", B = "2" }')
+    path.write_text(path.read_text() + 'env = { B = "3" }\nnetwork = "host"\n')
+    loaded = fleet.load(path)
+    assert loaded.budget(loaded.devices) == 1 and loaded.budget(loaded.devices[:1]) == 0
+    last = loaded.devices[-1]
+    assert (last.port, last.network, dict(last.env)) == (9000, "host", {"A": "1", "B": "3"})
+
+
+def test_fleet_file_problems_are_listed_together(tmp_path: Path) -> None:
+    from mlpk.packager.deliver import fleet
+
+    path = _fleet_file(tmp_path, 2, 'paralel = 2\nstages = ["half"]\nidentity = "missing-key"')
+    with pytest.raises(ConfigError) as caught:
+        fleet.load(path)
+    text = str(caught.value)
+    assert "fleet.paralel: unknown field (did you mean 'parallel'?)" in text and "fleet.stages.0:" in text
+    path.write_text(path.read_text().replace('paralel = 2\nstages = ["half"]\n', ""))
+    with pytest.raises(ConfigError, match="missing-key .* is not a file"):
+        fleet.load(path)
+    path.write_text('[[device]]\nname = "a"\nurl = "ssh://x"\n[[device]]\nname = "a"\nurl = "ssh://y"\n')
+    with pytest.raises(ConfigError, match="the name 'a' is used twice"):
+        fleet.load(path)
+
+
+def test_compose_fronts_and_placement() -> None:
+    from mlpk.packager.deliver import compose
+
+    spec = manifests.ServiceSpec("scorer", "reg/s:1", 8080, "65532:65532", "cpu", None, None,
+                                 dict(manifests.DEFAULT_RESOURCES), "defaults", 8081, ("scorer",))
+    one = compose.compose(spec)
+    assert set(one["services"]) == {"scorer"} and one["services"]["scorer"]["ports"][0]["mode"] == "host"
+    assert one["services"]["scorer"]["deploy"]["update_config"]["order"] == "stop-first"
+    three = compose.compose(spec, replicas=3, placement=manifests.placement(spec, ("mlpack.arch=arm64",)))
+    model, front = three["services"]["scorer"], three["services"]["scorer-proxy"]
+    assert "ports" not in model and model["deploy"]["endpoint_mode"] == "dnsrr"
+    assert model["deploy"]["update_config"]["order"] == "start-first"
+    assert model["deploy"]["update_config"]["failure_action"] == "rollback"
+    assert model["deploy"]["placement"]["constraints"] == ["node.labels.mlpack.arch == arm64"]
+    assert model["deploy"]["resources"]["reservations"] == {"cpus": "0.25", "memory": "256M"}
+    assert [p["published"] for p in front["ports"]] == [8080, 8081]
+    assert front["environment"]["MLPACK_UPSTREAM"] == "scorer" and front["deploy"]["mode"] == "global"
+    mesh = compose.compose(spec, replicas=3, front=compose.Front("mesh"))
+    assert set(mesh["services"]) == {"scorer"} and mesh["services"]["scorer"]["ports"][0]["mode"] == "ingress"
+    with pytest.raises(ConfigError, match="--front direct publishes the replicas' own ports"):
+        compose.compose(spec, replicas=3, front=compose.Front("direct"))
+    with pytest.raises(ConfigError, match="is not LABEL=VALUE"):
+        manifests.placement(spec, ("mlpack.arch",))
+    with pytest.raises(ConfigError, match="--health-interval 0 must be at least 1"):
+        compose.compose(spec, rollout=manifests.Rollout(health_interval_s=0))
+    gpu = manifests.placement(manifests.ServiceSpec("s", "r/s:1", 8080, "1:1", "jetson", "jetson", None, {}, ""))
+    assert gpu == {"mlpack.gpu": "jetson"}

@@ -10,8 +10,8 @@ import re
 import subprocess
 from pathlib import Path
 
-# Text the page shows otherwise: a test's random stack name, its registry's port (set by the tests, e.g.
-# ALIASES[stack] = "scorer"); applied to commands and outputs.
+# Text the page shows otherwise: a test's random stack or project name, its registry's address, its free ports
+# (set by the tests, e.g. ALIASES[stack] = "scorer"); applied to commands and outputs.
 ALIASES: dict[str, str] = {}
 
 
@@ -26,9 +26,10 @@ def record(section: str, argv: list[str] | tuple[str, ...], done: subprocess.Com
         output, code = done, 0
     else:
         output, code = (done.stdout or "") + (done.stderr or ""), done.returncode
-    for old, new in {**ALIASES, **(replace or {})}.items():
-        output = output.replace(old, new)
-        argv = [str(a).replace(old, new) for a in argv]
+    for old, new in [*(replace or {}).items(), *ALIASES.items()]:  # the test's own first: they may hold an alias
+        pattern = rf"\b{re.escape(old)}\b" if old.isdigit() else re.escape(old)  # a port, not part of a number
+        output = re.sub(pattern, new, output)
+        argv = [re.sub(pattern, new, str(a)) for a in argv]
     entry = {"command": " ".join(_clean(str(a)) for a in argv), "output": _clean(output.rstrip()), "exit": code,
              "note": note}
     path = Path(where) / f"{section}.jsonl"
