@@ -54,10 +54,12 @@ def stack(swarm_ready: None, registry) -> Iterator[str]:
         if not left.strip():
             break
         time.sleep(1)
-    pulled = [line.split()[1] for line in images.docker("image", "ls", "--format", "{{.Repository}} {{.ID}}")
-              .splitlines() if line.startswith(f"{registry.host}/")]
+    # by reference, not by image ID: the same image may also go by other names (deterministic builds)
+    pulled = [line for line in images.docker("image", "ls", "--digests", "--format",
+                                             "{{.Repository}}@{{.Digest}}").splitlines()
+              if line.startswith(f"{registry.host}/")]
     if pulled:
-        images.docker("rmi", "-f", *sorted(set(pulled)), check=False)
+        images.docker("rmi", *sorted(set(pulled)), check=False)
 
 
 @pytest.fixture(scope="module")
