@@ -260,8 +260,10 @@ def state(engine: LocalEngine, stack: str, before: dict[str, str] | None = None)
                  and "no suitable node" in t["Status"].get("Err", "")]
         if stuck:
             constraints = ((spec["TaskTemplate"].get("Placement") or {}).get("Constraints")) or []
+            reserved = (spec["TaskTemplate"].get("Resources") or {}).get("Reservations") or {}
             failed.append(f"{name}: no node can take its tasks ({stuck[0]}; constraints: "
-                          f"{', '.join(constraints) or 'none'})")
+                          f"{', '.join(constraints) or 'none'}; each replica reserves "
+                          f"{reserved.get('NanoCPUs', 0) / 1e9:g} CPUs and {reserved.get('MemoryBytes', 0) >> 20} MiB)")
         stale = [t for t in tasks if t["Spec"]["ContainerSpec"]["Image"] != image]
         if running != desired or stale or any(t["Status"]["State"] != "running" for t in tasks):
             waiting.append(f"{name}: {running}/{desired} running" + (f", {len(stale)} of an older version"
@@ -284,11 +286,14 @@ def converge(engine: LocalEngine, stack: str, timeout_s: float, *, rolled_back_o
         if rolled_back_ok:
             failed = [f for f in failed if "rolled back" not in f]
         placement = [f for f in failed if "no node can take" in f]
-        if placement:  # give the scheduler a few seconds (a node may be joining or being labelled)
+        if placement:  # give the scheduler a few seconds (a node may be joining, being labelled or freeing)
             stuck_since = stuck_since or time.monotonic()
             if time.monotonic() - stuck_since > 5:
-                raise DeployError("; ".join(placement), hint="label a node to match: docker node update --label-add "
-                                                             "LABEL=VALUE NODE (or deploy with other --placement)")
+                hint = ("give fewer --replicas or add nodes (the reservations are the requests of the measured run, "
+                        "or mlpack's defaults without one)" if "insufficient resources" in placement[0] else
+                        "label a node to match: docker node update --label-add LABEL=VALUE NODE (or deploy with "
+                        "other --placement)")
+                raise DeployError("; ".join(placement), hint=hint)
             failed = [f for f in failed if f not in placement]
         else:
             stuck_since = None

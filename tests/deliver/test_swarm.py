@@ -71,12 +71,14 @@ def swarm_ready(docker_engine: str) -> None:
 
 @pytest.fixture(scope="module")
 def versions(exported_cpu: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """v1 (the export), v2 (a model-only update: another model under the same name) and a never-ready version."""
+    """v1 (the export's image), v2 (a model-only update: another model under the same name) and a never-ready
+    version, as OCI layouts: an export directory may hold a measured run of another test (measured.json), whose
+    reservations would not fit 3 replicas on this 2-core node."""
     tmp = tmp_path_factory.mktemp("swarm")
     v2 = canary_layout(exported_cpu, tmp / "v2")
     bad = with_config(image_from_layout(exported_cpu / "oci"), entrypoint=["/usr/bin/python3", "-c", NEVER_READY],
                       cmd=[])
-    return {"v1": exported_cpu, "v2": v2, "bad": layout.write(bad, tmp / "bad", "bad")}
+    return {"v1": exported_cpu / "oci", "v2": v2, "bad": layout.write(bad, tmp / "bad", "bad")}
 
 
 def deploy(mlpack, *args: str, section: str | None = None, as_json: bool = False) -> subprocess.CompletedProcess[str]:
