@@ -72,14 +72,23 @@ def swarm_ready(docker_engine: str) -> None:
 
 @pytest.fixture(scope="module")
 def versions(exported_cpu: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """v1 (the export's image), v2 (a model-only update: another model under the same name) and a never-ready
-    version, as OCI layouts: an export directory may hold a measured run of another test (measured.json), whose
-    reservations would not fit 3 replicas on this 2-core node."""
+    """v1 (the export's image in an index beside an arm64 twin: a mixed fleet's one index, of which this amd64 node
+    must pull its own), v2 (a model-only update: another model under the same name) and a never-ready version, as
+    OCI layouts: an export directory may hold a measured run of another test (measured.json), whose reservations
+    would not fit 3 replicas on this 2-core node. The arm64 twin is the same layers under an arm64 config: never
+    run here, only offered."""
+    from mlpk.packager.oci import Image, index
+    from mlpk.packager.oci.image import canonical_json
+
     tmp = tmp_path_factory.mktemp("swarm")
+    amd64 = image_from_layout(exported_cpu / "oci")
+    config = amd64.config
+    config["architecture"] = "arm64"
+    mixed = layout.write(index(amd64, Image(canonical_json(config), amd64.layers)), tmp / "v1", "v1")
     v2 = canary_layout(exported_cpu, tmp / "v2")
     bad = with_config(image_from_layout(exported_cpu / "oci"), entrypoint=["/usr/bin/python3", "-c", NEVER_READY],
                       cmd=[])
-    return {"v1": exported_cpu / "oci", "v2": v2, "bad": layout.write(bad, tmp / "bad", "bad")}
+    return {"v1": mixed, "v2": v2, "bad": layout.write(bad, tmp / "bad", "bad")}
 
 
 def deploy(mlpack, *args: str, section: str | None = None, as_json: bool = False) -> subprocess.CompletedProcess[str]:
@@ -140,6 +149,8 @@ def test_replicas_rolling_updates_and_rollback(mlpack, registry, stack: str, ver
         assert counts.failed == 0 and len([r for r in counts.replicas if r != "-"]) == 3, counts.replicas
         v1_image = image_of(stack)
         assert registry.host in v1_image and "@sha256:" in v1_image
+        platforms = service(stack, "model")["Spec"]["TaskTemplate"]["Placement"].get("Platforms") or []
+        assert {p["Architecture"] for p in platforms} >= {"amd64", "arm64"}, platforms  # the whole index went
 
         # A version whose readiness never succeeds: Swarm rolls the update back by itself; the load never notices.
         with load.running(port, workers=1, max_seconds=400) as counts:
