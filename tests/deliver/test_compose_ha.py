@@ -92,19 +92,23 @@ def wait_healthy(ids: list[str], timeout: float = 180) -> None:
 
 
 def wait_proxy(port: int, servers: int, timeout: float = 60) -> None:
-    """Until the proxy reports `servers` replicas UP (its Prometheus exporter, backend 'models')."""
-    deadline, up = time.monotonic() + timeout, -1
+    """Until the proxy reports `servers` replicas UP in each of its backends (HTTP 'models' and, when the image
+    serves it, 'grpc'), from its Prometheus exporter."""
+    deadline, up = time.monotonic() + timeout, {}
     while time.monotonic() < deadline:
         try:
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/proxy/metrics", timeout=5).read().decode()
-            up = sum(line.endswith(" 1") for line in text.splitlines()
-                     if line.startswith('haproxy_server_status{proxy="models"') and 'state="UP"' in line)
-            if up == servers:
+            up = {}
+            for line in text.splitlines():
+                if line.startswith("haproxy_server_status{") and 'state="UP"' in line:
+                    backend = line.split('proxy="', 1)[1].split('"', 1)[0]
+                    up[backend] = up.get(backend, 0) + line.endswith(" 1")
+            if up and all(count == servers for count in up.values()):
                 return
         except OSError:
             pass
         time.sleep(0.5)
-    raise AssertionError(f"the proxy has {up} replicas up, not {servers}, after {timeout} s")
+    raise AssertionError(f"the proxy has {up} replicas up, not {servers} in each backend, after {timeout} s")
 
 
 def test_three_replicas_behind_one_port_survive_a_killed_replica(mlpack, exported_cpu: Path, proxy_tag: str,
