@@ -1,12 +1,12 @@
 """Code that runs inside mlpack images: the inference server and the Lambda handler.
 
 It ships alone in every image (at /opt/mlpack/lib/mlpk/runtimes, with openapi.json beside it), so it imports only the
-standard library, numpy, onnxruntime and its server dependencies (httptools, uvloop, orjson, prometheus_client,
+standard library, numpy, onnxruntime and its server dependencies (httptools, orjson, prometheus_client,
 grpcio), and never
 `mlpk.packager`; tests/runtime/test_imports.py holds it to that.
 
     server.py          `python3 -m mlpk.runtimes.server`: the process, its lifecycle, SIGTERM drain
-    http.py            HTTP/1.1 connections (httptools' parser on asyncio / uvloop), limits and deadlines
+    http.py            HTTP/1.1 connections (httptools' parser on asyncio), limits and deadlines
     scheduler.py       when and where inference calls run: concurrency, the queue, deadlines, batches
     batching.py        dynamic batching: which calls stack, and the check that stacking changes no answer
     grpc_server.py     the Open Inference Protocol over gRPC (grpc.aio, on the same event loop)

@@ -1,4 +1,4 @@
-"""HTTP/1.1 for the inference server: connections on asyncio (uvloop where installed), requests parsed by httptools
+"""HTTP/1.1 for the inference server: connections on asyncio, requests parsed by httptools
 (llhttp, the parser of Node.js: request smuggling forms such as Content-Length beside Transfer-Encoding are refused
 there), one request at a time per connection (pipelined requests wait their turn; answers keep their order).
 

@@ -4,7 +4,8 @@ Inference Protocol over gRPC, in one process on one event loop.
 `python3 -m mlpk.runtimes.server` is the entrypoint of mlpack's server images; `mlpack serve` runs the same on a
 host. Settings come from MLPACK_* environment variables (config.py).
 
-Stack: HTTP/1.1 on asyncio (http.py: httptools' parser, uvloop's loop where installed), gRPC on grpc.aio on the same
+Stack: HTTP/1.1 on asyncio (http.py: httptools' parser; uvloop's loop saved under 5 % of a request's CPU time in
+bench/serving.py's runs, not worth its 14 MB in every image), gRPC on grpc.aio on the same
 loop (grpc_server.py), and the routes and handlers of api.py, shared with the Lambda handler so every transport
 answers alike. Inference calls are scheduled per model version (scheduler.py: runs at once, a bounded queue,
 deadlines, dynamic batching); short runs of small requests run on the loop, the others in worker threads.
@@ -268,22 +269,13 @@ async def run(settings: Settings, models: Any, metrics: Metrics) -> None:
     logs.info("server stopped", models=api.repository.names())
 
 
-def _loop_runner() -> Any:
-    """uvloop's run where installed (a faster event loop; in every server image), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
-
-
 def serve(settings: Settings) -> None:
     """Load the models and serve them until SIGTERM/SIGINT (blocking): HTTP, and gRPC when settings.grpc_port is set."""
     logs.setup(settings.log_level)
     models = model_module.load_all(settings)
     metrics = Metrics()
     metrics.set_ready(models)
-    _loop_runner()(run(settings, models, metrics))
+    asyncio.run(run(settings, models, metrics))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,7 +107,7 @@ def test_cpu_index_runs_on_amd64_and_arm64(mlpack, mlp: Path, inputs: np.ndarray
                 assert sbom["bomFormat"] == "CycloneDX"
                 assert components["onnxruntime"]["version"] == "1.31.1"
                 assert components["onnxruntime"]["purl"].startswith("pkg:pypi/onnxruntime@")
-                assert {"numpy", "httptools", "uvloop", "orjson"} <= set(components)
+                assert {"numpy", "httptools", "orjson"} <= set(components)
                 assert any(c.get("purl", "").startswith("pkg:deb/debian/python3") for c in sbom["components"])
             else:
                 status, answer = containers.post_json(f"{url}/v2/models/{name}/infer", v2_body(inputs))
@@ -128,7 +128,7 @@ def test_jetson_with_debian_base_logs_providers_in_order(mlpack, mlp: Path, inpu
         'extends = "jetson"\nname = "jetson-here"\npython = "3.11"\n'
         '[base]\nkind = "debian"\nsuite = "bookworm"\n'
         '[wheels]\nextra_index_required = false\nrequirements = ["onnxruntime==1.31.1", "numpy>=1.26", '
-        '"httptools>=0.6", "uvloop>=0.19", "orjson>=3.9", "prometheus-client>=0.20"]\n')
+        '"httptools>=0.6", "orjson>=3.9", "prometheus-client>=0.20"]\n')
     out = tmp_path / "jetson"
     report = export(mlpack, str(mlp), "--target", str(profile), "-o", str(out))
     assert [p["platform"] for p in report["platforms"]] == ["linux/arm64"]
