@@ -208,6 +208,8 @@ def _observed(method: str, call: Callable[[Any, Any], Any], metrics: Metrics,
             return await answer if asyncio.iscoroutine(answer) else answer
         except ClientError as err:
             code = status_of(err)
+            if isinstance(err, Overloaded):  # HTTP's Retry-After, as trailing metadata
+                context.set_trailing_metadata((("retry-after", str(err.retry_after_s)),))
             await context.abort(code, err.message)
         except _Unavailable as err:
             code = grpc.StatusCode.UNAVAILABLE

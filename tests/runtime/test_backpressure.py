@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
+from mlpk.runtimes import proto
 from tests.conftest import free_port
 from tests.runtime import models
 from tests.runtime.conftest import Served
@@ -58,6 +60,15 @@ def until(check: Callable[[], bool], what: str, seconds: float = 30) -> None:
     while not check():
         assert time.monotonic() < deadline, f"{what} did not happen within {seconds} s"
         time.sleep(0.01)
+
+
+def infer_request(rounds: int = 0) -> object:
+    """A ModelInferRequest for the sleeper, raw contents."""
+    request_class, _ = proto.methods()["ModelInfer"]
+    return request_class(model_name="sleeper", inputs=[{"name": "x", "datatype": "FP32", "shape": [1, WIDTH]},
+                                                        {"name": "n", "datatype": "INT64", "shape": []}],
+                         raw_input_contents=[np.full((1, WIDTH), 0.01, np.float32).tobytes(),
+                                             np.array(rounds, np.int64).tobytes()])
 
 
 def grpc_input(rounds: int = 0) -> list[tgrpc.InferInput]:
@@ -144,7 +155,13 @@ def test_past_the_runs_and_the_queue_a_call_is_refused_at_once(sleepy: Sleepy) -
         tgrpc.InferenceServerClient(sleepy.target).infer("sleeper", grpc_input())
     assert refused.value.status() == "StatusCode.RESOURCE_EXHAUSTED", refused.value
     assert "MLPACK_MAX_QUEUE" in refused.value.message()
-    assert metric(sleepy.served, shed("queue_full")) - shed_before == 2
+    channel = grpc.insecure_channel(sleepy.target)
+    with pytest.raises(grpc.RpcError) as raw:  # the bare channel shows the trailing metadata tritonclient drops
+        channel.unary_unary(f"/{proto.SERVICE}/ModelInfer", request_serializer=lambda m: m.SerializeToString())(
+            infer_request(), timeout=10)
+    assert raw.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert dict(raw.value.trailing_metadata())["retry-after"] == "1"
+    assert metric(sleepy.served, shed("queue_full")) - shed_before == 3  # HTTP, tritonclient.grpc, the bare channel
     assert sleepy.settle() == [200, 200]
     assert sleepy.call(0, timeout=10).status_code == 200
 
