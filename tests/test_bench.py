@@ -1,4 +1,5 @@
-"""bench/server.py runs end to end (a tiny run: the figures themselves are the benchmark's output, not asserted)."""
+"""bench/grpc_vs_http.py runs end to end on bench/server.py's shared pieces (the MLP, the readiness wait, the HTTP
+load loop and its summary); a tiny run: the figures themselves are the benchmark's output, not asserted."""
 
 from __future__ import annotations
 
@@ -6,16 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "server.py"
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "grpc_vs_http.py"
 
 
-def test_server_benchmark_prints_every_row_with_ratios() -> None:
-    done = subprocess.run([sys.executable, str(BENCH), "--requests", "80", "--concurrency", "4", "--rounds", "2"],
+def test_grpc_against_http_prints_every_row_with_ratios() -> None:
+    done = subprocess.run([sys.executable, str(BENCH), "--requests", "80", "--concurrency", "1", "4", "--rounds", "2"],
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
-    rows = {line[:32].strip(): line[32:].split() for line in done.stdout.splitlines()[2:]}
-    assert set(rows) == {"raw session.run (in process)", "flask tutorial app (/predict)",
-                         "mlpack TF Serving :predict", "mlpack v2 JSON", "mlpack v2 binary"}
-    for name, cells in rows.items():
-        assert cells[3] == "0", f"{name} had errors"
-        assert cells[4].endswith("x") and cells[5].endswith("x")
+    rows = [line.split() for line in done.stdout.splitlines()[2:] if line.strip()]
+    names = [(row[0], " ".join(cell for cell in row[1:] if not cell.replace(".", "").rstrip("x").isdigit()))
+             for row in rows]
+    assert names == [("1", "http binary"), ("1", "grpc"), ("1", "grpc / http"), ("4", "http binary"), ("4", "grpc"),
+                     ("4", "grpc / http")]
+    for row in rows:
+        if row[-1].endswith("x"):  # a ratio row: p50, p99 and req/s of gRPC over HTTP
+            assert all(cell.endswith("x") and float(cell[:-1]) > 0 for cell in row[-3:]), row
+        else:
+            p50, p99, rps, errors = (float(cell) for cell in row[-4:])
+            assert errors == 0 and rps > 0 and 0 < p50 <= p99, row
