@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import page  # noqa: E402 - bench/ is a folder of scripts
 import sections  # noqa: E402
 
+from mlpk.packager import exportdir  # noqa: E402
+
 SECTIONS = ("export", "size", "start", "server", "load", "quantize", "lambda", "card")
 DOCS = sections.REPO / "docs"
 
@@ -44,7 +46,7 @@ def measure(name: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     models = sections.keras_models(work)
     if name == "export":
         return sections.export_times(work, models)
-    if not (work / "export-a" / "report.json").is_file():
+    if not exportdir.is_export(work / "export-a"):
         sections.export_times(work, models)  # the other sections use the cold export's image and model
     if name == "size":
         return sections.image_sizes(work, models)

@@ -23,6 +23,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from mlpk.packager import exportdir
+from mlpk.packager.exportdir import ExportReport
+
 REPO = Path(__file__).resolve().parents[1]
 MLPACK = [sys.executable, "-m", "mlpk.packager.cli"]
 PLATFORM = "linux/amd64"
@@ -94,11 +97,11 @@ def _cold_cache(work: Path) -> Path:
     return fresh
 
 
-def _export(model: Path, out: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[float, dict[str, Any]]:
+def _export(model: Path, out: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[float, ExportReport]:
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     _run([*MLPACK, "export", str(model), "-o", str(out), *extra], env=env)
-    return time.perf_counter() - started, json.loads((out / "report.json").read_text())
+    return time.perf_counter() - started, exportdir.read(out)
 
 
 def export_times(work: Path, models: dict[str, Path]) -> dict[str, Any]:
@@ -110,10 +113,10 @@ def export_times(work: Path, models: dict[str, Path]) -> dict[str, Any]:
     env = {**os.environ, "MLPACK_CACHE": str(_cold_cache(work))}
     cold, report_a = _export(models["a"], work / "export-a", *common, env=env)
     warm, report_b = _export(models["b"], work / "export-b", *common, env=env)
-    same = [a["name"] for a, b in zip(report_a["platforms"][0]["layers"], report_b["platforms"][0]["layers"],
-                                      strict=True) if a["digest"] == b["digest"]]
+    same = [a.name for a, b in zip(report_a.platforms[0].layers, report_b.platforms[0].layers, strict=True)
+            if a.digest == b.digest]
     return {"cold_s": cold, "model_only_s": warm, "ratio": cold / warm, "layers_kept": same,
-            "steps_cold": report_a["seconds"], "steps_model_only": report_b["seconds"],
+            "steps_cold": dict(report_a.seconds), "steps_model_only": dict(report_b.seconds),
             "command": "mlpack export digits_cnn.h5 --target cpu --sample-data digits_nhwc_test.npz -o OUT"}
 
 
@@ -131,10 +134,10 @@ def image_sizes(work: Path, models: dict[str, Path]) -> dict[str, Any]:
     from mlpk.packager.oci import image_from_layout, layer_from_dir
 
     export = work / "export-a"
-    report = json.loads((export / "report.json").read_text())
-    build = next(b for b in report["platforms"] if b["platform"] == PLATFORM)
-    mlpack = {layer["name"]: {"compressed": layer["compressed"], "uncompressed": layer["uncompressed"]}
-              for layer in build["layers"]}
+    build = exportdir.read(export).platform(PLATFORM)
+    assert build is not None, f"the export at {export} has no {PLATFORM} image"
+    mlpack = {layer.name: {"compressed": layer.compressed, "uncompressed": layer.uncompressed}
+              for layer in build.layers}
     image = image_from_layout(export / "oci", PLATFORM)
     base_layers = list(image.layers)[:-3]  # below deps, runtime, model
     target = targets.load("cpu")
@@ -238,10 +241,10 @@ def lambda_init(work: Path, runs: int) -> dict[str, Any]:
     from mlpk.packager import locations
 
     out = work / "export-lambda"
-    _export(work / "export-a" / "model" / "model.onnx", out, "--target", "lambda", "--quantize", "none")
-    report = json.loads((out / "report.json").read_text())
-    build = report["platforms"][0]
-    loaded = _run(["docker", "load", "-i", str(out / build["archive"])])
+    _, report = _export(work / "export-a" / "model" / "model.onnx", out, "--target", "lambda", "--quantize", "none")
+    build = report.platforms[0]
+    assert build.archive is not None, "the lambda export wrote no docker-archive"
+    loaded = _run(["docker", "load", "-i", str(out / build.archive)])
     tag = loaded.rsplit("Loaded image: ", 1)[-1].strip()
     rie = locations.lambda_rie("x86_64")
     from mlpk.packager.deliver.measure import body as zeros_request
@@ -278,7 +281,7 @@ def lambda_init(work: Path, runs: int) -> dict[str, Any]:
     finally:
         subprocess.run(["docker", "rmi", tag], capture_output=True, check=False)
     return {"to_first_answer_s": to_answer, "init_ms": init_ms, "runs": runs,
-            "image_mb": build["size_mb"], "command": "mlpack export model.onnx --target lambda"}
+            "image_mb": build.size_mb, "command": "mlpack export model.onnx --target lambda"}
 
 
 def image_card(work: Path, out: Path, duration: float) -> dict[str, Any]:

@@ -11,6 +11,7 @@ export), and a killed one leaves a folder that the next run of mlpack sweeps.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlpk.packager import assemble, locks, runs, targets
-from mlpk.packager.errors import ConfigError
+from mlpk.packager import assemble, exportdir, locks, runs, targets
+from mlpk.packager.errors import ConfigError, InputError
+from mlpk.packager.exportdir import ExportReport, LayerEntry, PlatformBuild, Pushed, ServedModel, WheelsLock
 from mlpk.packager.oci import Image, Index, Layer, Platform, index, sources
 from mlpk.packager.targets import Target
 
@@ -113,41 +115,6 @@ class ExportRequest:
         return over
 
 
-@dataclass(frozen=True, slots=True)
-class PlatformBuild:
-    platform: str
-    digest: str
-    layers: list[dict[str, Any]]
-    size_mb: float
-    archive: str | None
-    # file (in out), status (re-used | resolved: why) and refetched (cached wheels that failed their sha256)
-    wheels_lock: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class ExportReport:
-    """What an export built, measured and wrote. `model` and `optimization` are the card and optimization of the
-    model this export prepared (the last one, for several); `models` lists every version the image serves."""
-
-    target: str
-    tag: str
-    out: str
-    model: dict[str, Any]
-    optimization: dict[str, Any]
-    platforms: list[PlatformBuild]
-    digest: str  # of the index (several platforms) or the image
-    budget_mb: float
-    pushed: dict[str, Any] | None
-    run: list[str]
-    seconds: dict[str, float]
-    models: list[dict[str, Any]] = field(default_factory=list)  # every model version the image serves
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        data["platforms"] = [{k: getattr(p, k) for k in p.__dataclass_fields__} for p in self.platforms]
-        return data
-
-
 def _check_names(request: ExportRequest) -> None:
     """Refuse a --tag or --push that is no image reference, a --name that is no model name, and a --wheel-index
     that is no URL, before any work."""
@@ -210,7 +177,7 @@ def _check_repository(request: ExportRequest) -> None:
             except ValueError as err:
                 raise ConfigError(str(err), hint="give NAME=PATH or NAME/VERSION=PATH with NAME of letters, "
                                                  "digits, '.', '_' and '-'") from None
-    if request.add_version and not (request.out / "report.json").is_file():
+    if request.add_version and not exportdir.is_export(request.out):
         raise ConfigError(f"--add-version adds to the export at --out {request.out}, and there is none",
                           hint="export the first version with mlpack export MODEL --target T --out OUT, then add "
                                "versions with --add-version --out OUT")
@@ -299,8 +266,9 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
             checked: Any = ()  # the layers already checked: the base's, by its safety check
             if previous is not None:
                 img, names, lock = previous.extend(platform, model, labels)
-                (staging / lock["file"]).parent.mkdir(exist_ok=True)
-                shutil.copyfile(request.out / lock["file"], staging / lock["file"])
+                if lock is not None:
+                    (staging / lock.file).parent.mkdir(exist_ok=True)
+                    shutil.copyfile(request.out / lock.file, staging / lock.file)
             else:
                 img, lock, checked = _build_platform(request, target, platform, work, staging, runtime, model, labels,
                                                      step)
@@ -317,9 +285,9 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
             step(f"{platform}: checking the size budget")
             parts = assemble.parts(img, names, checked=checked)
             size = assemble.check_budget(target, platform, parts)
-            builds.append(PlatformBuild(platform, str(img.digest), [
-                {"name": p.name, "digest": str(p.layer.digest), "compressed": p.layer.size,
-                 "uncompressed": p.uncompressed} for p in parts], round(size, 2), None, lock))
+            builds.append(PlatformBuild(platform, str(img.digest), tuple(
+                LayerEntry(p.name, str(p.layer.digest), p.layer.size, p.uncompressed) for p in parts),
+                round(size, 2), None, lock))
             images.append(img)
         clock["build"] = time.perf_counter() - started
 
@@ -333,21 +301,21 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
             from mlpk.packager.oci import remote
 
             step(f"pushing to {request.push}")
-            pushed = remote.push(result, request.push).to_dict()
+            pushed = Pushed.from_dict(remote.push(result, request.push).to_dict())
         clock["write"] = time.perf_counter() - started
         report = ExportReport(
             target=target.name, tag=tag, out=str(request.out), model=prepared.summary,
-            optimization=prepared.optimization, platforms=builds, digest=str(result.digest),
-            budget_mb=target.budget_mb, pushed=pushed, run=_run_hints(target, tag, builds, request.out),
-            seconds={k: round(v, 2) for k, v in clock.items()}, models=[v.to_dict() for v in versions])
-        (staging / "report.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+            optimization=prepared.optimization, platforms=tuple(builds), digest=str(result.digest),
+            budget_mb=target.budget_mb, pushed=pushed, run=tuple(_run_hints(target, tag, builds, request.out)),
+            seconds={k: round(v, 2) for k, v in clock.items()}, models=tuple(v.served() for v in versions))
+        exportdir.write_report(report, staging)
         _replace(staging, request.out, work / "previous")
     return report
 
 
 def _build_platform(request: ExportRequest, target: Target, platform: str, work: Path, staging: Path,
                     runtime: Layer, model: Layer | list[assemble.ModelLayer], labels: dict[str, str | None],
-                    step: Step) -> tuple[Image, dict[str, Any], Any]:
+                    step: Step) -> tuple[Image, WheelsLock, Any]:
     """base + deps + runtime + model for `platform`, with the wheels lock it used written into `staging`: (the image,
     its lock entry for the report, the base's layer reports)."""
     step(f"{platform}: base image")
@@ -360,7 +328,7 @@ def _build_platform(request: ExportRequest, target: Target, platform: str, work:
     (staging / lock_file).write_text(installed.lock.text())
     img = assemble.assemble(base.image, target, platform, deps=deps, runtime=runtime, model=model,
                             labels={**labels, "dev.mlpack.base.digest": str(base.image.digest)})
-    lock_entry = {"file": lock_file, "status": installed.relock or "re-used", "refetched": list(installed.refetched)}
+    lock_entry = WheelsLock(lock_file, installed.relock or "re-used", tuple(installed.refetched))
     return img, lock_entry, base.layers
 
 
@@ -378,14 +346,15 @@ class ModelVersion:
     optimization: dict[str, Any]
     files: dict[str, Path] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "layer": self.layer, "sha256": self.sha256,
-                "source": self.source, "card": self.card, "optimization": self.optimization}
+    def served(self) -> ServedModel:
+        return ServedModel(self.name, self.version, self.layer, self.sha256, self.source, self.card,
+                           self.optimization)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelVersion:
-        return cls(str(data["name"]), int(data["version"]), str(data["layer"]), str(data["sha256"]),
-                   str(data["source"]), dict(data["card"]), dict(data["optimization"]))
+    def carried(cls, served: ServedModel) -> ModelVersion:
+        """A version of the export --add-version adds to (its files stay in that export)."""
+        return cls(served.name, served.version, served.layer, served.sha256, served.source, dict(served.card),
+                   dict(served.optimization))
 
 
 def _specs(request: ExportRequest) -> tuple[ModelSpec, ...]:
@@ -399,7 +368,6 @@ def _prepare_models(request: ExportRequest, target: Target, work: Path, step: St
                     ) -> tuple[list[ModelVersion], Layer | list[assemble.ModelLayer], Any]:
     """Convert and optimize every model of the request: (every version the image serves, the model layer or the
     new version layers, the last model prepared)."""
-    import dataclasses
 
     from mlpk.packager import modelprep
 
@@ -466,74 +434,75 @@ class Previous:
 
     out: Path
     item: Image | Index
-    report: dict[str, Any]
+    report: ExportReport
     versions: tuple[ModelVersion, ...]
     links: tuple[tuple[str, int], ...]
 
     @property
     def tag(self) -> str:
-        return str(self.report["tag"])
+        return self.report.tag
 
     @classmethod
     def read(cls, out: Path, target: Target) -> Previous:
         from mlpk.packager.oci import layout
 
         try:
-            report = json.loads((out / "report.json").read_text())
-            item = layout.read(out / "oci")
-        except (OSError, ValueError) as err:
+            report = exportdir.read(out)
+            item = layout.read(out / exportdir.LAYOUT)
+        except (OSError, ValueError, InputError) as err:
             raise ConfigError(f"the export at --out {out} cannot be read: {err}",
                               hint="export it again with mlpack export MODEL --target T --out OUT") from None
-        if report.get("target") != target.name:
-            raise ConfigError(f"the export at --out {out} is for target {report.get('target')}, not {target.name}",
-                              hint=f"give --target {report.get('target')} to add to it, or another --out")
+        if report.target != target.name:
+            raise ConfigError(f"the export at --out {out} is for target {report.target}, not {target.name}",
+                              hint=f"give --target {report.target} to add to it, or another --out")
         images = list(item.images) if isinstance(item, Index) else [item]
         first = images[0]
         env = dict(entry.split("=", 1) for entry in (first.config.get("config") or {}).get("Env") or []
                    if "=" in entry)
         labels = (first.config.get("config") or {}).get("Labels") or {}
-        if "models" in report:
-            versions = tuple(ModelVersion.from_dict(entry) for entry in report["models"])
+        if report.models:
+            versions = tuple(ModelVersion.carried(entry) for entry in report.models)
         else:  # written before exports listed their models: its one model
             versions = (ModelVersion(str(labels.get("org.opencontainers.image.title") or "model"), 1, "model",
                                      str(labels.get("dev.mlpack.model.sha256", "")),
-                                     str(labels.get("dev.mlpack.model.source", "")), dict(report.get("model") or {}),
-                                     dict(report.get("optimization") or {})),)
+                                     str(labels.get("dev.mlpack.model.source", "")), dict(report.model),
+                                     dict(report.optimization)),)
         single = env.get("MLPACK_MODEL_DIR") == assemble.MODEL_DIR
         links = ((versions[0].name, 1),) if single else ()
-        if any("engine" == layer["name"] for build in report["platforms"] for layer in build["layers"]):
+        if any(build.layer("engine") for build in report.platforms):
             raise ConfigError(f"the export at --out {out} ships a prebuilt TensorRT engine for its one model",
                               hint="export it again without --prebuild-engine, then add versions with --add-version")
         return cls(out, item, report, versions, links)
 
     def check_runtime(self, runtime: Layer) -> None:
         """The runtime layer must be this mlpack's: the old one may not serve a repository."""
-        for build in self.report["platforms"]:
-            old = next((layer["digest"] for layer in build["layers"] if layer["name"] == "runtime"), None)
+        for build in self.report.platforms:
+            entry = build.layer("runtime")
+            old = entry.digest if entry else None
             if old != str(runtime.digest):
                 models = " ".join(f"{v.name}/{v.version}=MODEL" for v in self.versions)
                 raise ConfigError(f"the export at --out {self.out} was built by another version of mlpack (its "
                                   f"runtime layer is {str(old)[:19]}, this one's {str(runtime.digest)[:19]}), which "
                                   "may not serve a model repository",
                                   hint=f"export every version again at once: mlpack export {models} NEW_MODEL "
-                                       f"--target {self.report['target']} --out {self.out}")
+                                       f"--target {self.report.target} --out {self.out}")
 
     def extend(self, platform: str, model: Layer | list[assemble.ModelLayer], labels: dict[str, str | None]
-               ) -> tuple[Image, tuple[str, ...], dict[str, Any]]:
+               ) -> tuple[Image, tuple[str, ...], WheelsLock | None]:
         """The earlier image for `platform` with the new version layers on top: (image, its layer names above the
         base, the wheels lock entry it keeps)."""
         assert not isinstance(model, Layer)  # --add-version always makes version layers
         images = list(self.item.images) if isinstance(self.item, Index) else [self.item]
         wanted = Platform.parse(platform)
         img = next((i for i in images if wanted.matches(i.platform)), None)
-        build = next((b for b in self.report["platforms"] if wanted.matches(Platform.parse(b["platform"]))), None)
+        build = self.report.platform(platform)
         if img is None or build is None:
             raise ConfigError(f"the export at --out {self.out} has no image for {platform}",
                               hint="export it again with mlpack export MODEL --target T --out OUT")
-        names = tuple(layer["name"] for layer in build["layers"] if not layer["name"].startswith("base"))
+        names = tuple(layer.name for layer in build.layers if not layer.name.startswith("base"))
         extended = assemble.add_versions(img, model, labels)
-        lock = dict(build.get("wheels_lock") or {})
-        lock["status"] = "re-used (--add-version keeps every layer of the export)"
+        lock = None if build.wheels_lock is None else dataclasses.replace(
+            build.wheels_lock, status="re-used (--add-version keeps every layer of the export)")
         return extended, names + tuple(m.name for m in model), lock
 
 
@@ -593,7 +562,7 @@ def _check_out(out: Path) -> None:
     """Refuse an --out that is not an earlier export, or where nothing can be written, before any work starts; the
     probe creates what export would (missing parents, a temporary directory beside `out`) and removes it again."""
     try:
-        taken = out.exists() and (not out.is_dir() or (not (out / "report.json").is_file() and any(out.iterdir())))
+        taken = out.exists() and (not out.is_dir() or (not exportdir.is_export(out) and any(out.iterdir())))
     except OSError as err:
         raise ConfigError(f"--out {out} cannot be inspected: {err.strerror}",
                           hint="choose an --out directory you can read and write") from err

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from mlpk.packager import exportdir
 from mlpk.packager.card import TensorSpec
 from mlpk.packager.errors import BuildError, InputError
+from mlpk.packager.exportdir import ExportReport
 from mlpk.packager.oci import Image, Platform
 
 Kind = Literal["model", "export", "layout", "archive", "registry"]
@@ -51,7 +53,7 @@ class Source:
     model_path: Path | None = None  # a model given directly: the .onnx file or its directory
     image: Image | None = None
     tag: str | None = None
-    report: dict[str, Any] | None = None
+    report: ExportReport | None = None
     export_dir: Path | None = None
 
     @property
@@ -89,7 +91,7 @@ def host_platform() -> str:
 
 def _is_model_dir(path: Path) -> bool:
     """A directory the runtime serves: model.onnx or a single .onnx file in it (not an export or OCI layout)."""
-    if not path.is_dir() or (path / "oci-layout").is_file() or (path / "report.json").is_file():
+    if not path.is_dir() or (path / "oci-layout").is_file() or exportdir.is_export(path):
         return False
     return (path / MODEL_FILE).is_file() or len(list(path.glob("*.onnx"))) == 1
 
@@ -105,7 +107,7 @@ def open_source(text: str, platform: str | None = None) -> Source:
         raise InputError(f"'{text}' does not exist", hint=_IMAGE_HINT)
     if path.is_file() and not tarfile.is_tarfile(path):
         raise InputError(f"'{text}' is neither an ONNX model (.onnx) nor a docker-archive tar", hint=_IMAGE_HINT)
-    if path.is_dir() and not (path / "report.json").is_file() and not (path / "oci-layout").is_file():
+    if path.is_dir() and not exportdir.is_export(path) and not (path / "oci-layout").is_file():
         raise InputError(f"'{text}' holds neither model.onnx, an `mlpack export` (report.json) nor an OCI layout "
                          "(oci-layout)", hint=_IMAGE_HINT)
     try:
@@ -229,10 +231,9 @@ def layer_sizes(source: Source) -> tuple[LayerSize, ...]:
     img = source.image
     if img is None:
         return ()
-    for build in (source.report or {}).get("platforms", []):
-        if build.get("digest") == str(img.digest) and len(build.get("layers", [])) == len(img.layers):
-            return tuple(LayerSize(str(item["name"]), str(item["digest"]), int(item["compressed"]),
-                                   int(item["uncompressed"])) for item in build["layers"])
+    for build in source.report.platforms if source.report is not None else ():
+        if build.digest == str(img.digest) and len(build.layers) == len(img.layers):
+            return tuple(LayerSize(item.name, item.digest, item.compressed, item.uncompressed) for item in build.layers)
     from mlpk.packager.oci.validate import check_layer
 
     names = _layer_names(img)

@@ -1,7 +1,7 @@
 """IMAGE|DIR arguments of the delivery commands, resolved to one single-platform image.
 
-An argument is an `mlpack export` output directory (its report.json names the tag and its oci/ layout holds the
-image), an OCI layout directory, a docker-archive tar or a registry reference (mlpk.packager.oci.sources).
+An argument is an `mlpack export` output directory (its report names the tag and its layout holds the image,
+mlpk.packager.exportdir), an OCI layout directory, a docker-archive tar or a registry reference (mlpk.packager.oci.sources).
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from mlpk.packager import exportdir
 from mlpk.packager.errors import ConfigError, InputError
+from mlpk.packager.exportdir import ExportReport
 from mlpk.packager.oci import Image, Index, Platform
 from mlpk.packager.oci.digest import Digest
 
@@ -23,7 +24,7 @@ class Resolved:
 
     image: Image
     tag: str | None
-    report: dict[str, Any] | None
+    report: ExportReport | None
 
     @property
     def labels(self) -> dict[str, str]:
@@ -52,12 +53,9 @@ def resolve(text: str, platform: str | None = None, *, strict: bool = True) -> R
     report = None
     tag: str | None = None
     source = text
-    if path.is_dir() and (path / "report.json").is_file():
-        try:
-            report = json.loads((path / "report.json").read_text())
-        except json.JSONDecodeError as err:
-            raise InputError(f"'{path / 'report.json'}' is not JSON", hint="export again") from err
-        source, tag = str(path / "oci"), report.get("tag")
+    if path.is_dir() and exportdir.is_export(path):
+        report = exportdir.read(path)
+        source, tag = str(path / exportdir.LAYOUT), report.tag
     elif path.is_file():
         tag = _archive_tag(path)
     elif not path.exists() and "/" not in text and ":" not in text:
@@ -85,7 +83,7 @@ def item_of(text: str) -> Image | Index:
     from mlpk.packager.oci import sources
 
     path = Path(text)
-    return sources.read(str(path / "oci") if path.is_dir() and (path / "report.json").is_file() else text)
+    return sources.read(str(path / exportdir.LAYOUT) if path.is_dir() and exportdir.is_export(path) else text)
 
 
 def diff_ids(img: Image) -> list[Digest]:

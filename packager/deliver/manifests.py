@@ -157,8 +157,8 @@ def spec(image: str, *, name: str | None = None, ref: str | None = None, platfor
     if target.startswith("lambda") or "awslambdaric" in (config.get("Entrypoint") or []):
         raise ConfigError(f"'{image}' is a Lambda image (target {target or 'lambda'}): it speaks the Lambda runtime "
                           "API, not HTTP", hint="deploy it with mlpack deploy lambda, or export --target cpu|cuda")
-    report = resolved.report or {}
-    pull = ref or ((report.get("pushed") or {}).get("reference")) or resolved.tag
+    pushed = resolved.report.pushed if resolved.report is not None else None
+    pull = ref or (pushed.reference if pushed else None) or resolved.tag
     if pull is None:
         from mlpk.packager.oci import sources
 
