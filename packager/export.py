@@ -319,11 +319,11 @@ def _build_platform(request: ExportRequest, target: Target, platform: str, work:
     """base + deps + runtime + model for `platform`, with the wheels lock it used written into `staging`: (the image,
     its lock entry for the report, the base's layer reports)."""
     step(f"{platform}: base image")
-    base, base_sbom = _base(request, target, platform)
+    base = _base(request, target, platform)
     step(f"{platform}: installing {target.abi} wheels")
     lock_file = locks.file_name(platform)  # re-used from the previous export to `out` while it still fits
     previous = locks.read(request.out / lock_file) if (request.out / lock_file).is_file() else None
-    deps, installed = assemble.deps_layer(target, platform, work, sbom=base_sbom, lock=previous)
+    deps, installed = assemble.deps_layer(target, platform, work, sbom=base.sbom, lock=previous)
     (staging / lock_file).parent.mkdir(exist_ok=True)
     (staging / lock_file).write_text(installed.lock.text())
     img = assemble.assemble(base.image, target, platform, deps=deps, runtime=runtime, model=model,
@@ -511,23 +511,15 @@ def _slug(name: str) -> str:
     return text or "model"
 
 
-def _base(request: ExportRequest, target: Target, platform: str) -> tuple[sources.Base, Any]:
-    """The base image for `platform`, through the layer-safety check whatever its source, and, when mlpack built
-    it, its SBOM."""
-    ref = request.base
-    if ref is None and target.base.kind == "debian":
-        from mlpk.packager.base import pipeline
-
-        suite = target.base.suite or "bookworm"
-        arch = Platform.parse(platform).architecture
-        built = pipeline.build(pipeline.BaseSpec(suite=suite, arch=arch))
-        return sources.Base.checked(built.image, f"debian:{suite} ({arch})"), built.sbom()
-    ref = ref or target.base.ref or ""
-    if sources.kind_of(ref) == "scratch":
-        raise ConfigError(f"--base {ref} has no Python, which the {target.runtime} runtime of {target.name} runs on",
-                          hint="give a base with python3 (a registry ref, oci:DIR or docker-archive:FILE.tar), or "
-                               "leave --base out for the target's own")
-    return sources.base(ref, Platform.parse(platform)), None
+def _base(request: ExportRequest, target: Target, platform: str) -> sources.Base:
+    """The base image for `platform` (the --base source, else the target's), through the layer-safety check whatever
+    its source, with its SBOM when mlpack built it from Debian packages."""
+    source = sources.parse(request.base or target.base.source)
+    if source.kind is sources.Kind.SCRATCH:
+        raise ConfigError(f"--base {source} has no Python, which the {target.runtime} runtime of {target.name} runs on",
+                          hint="give a base with python3 (debian:SUITE, a registry ref, oci:DIR or "
+                               "docker-archive:FILE.tar), or leave --base out for the target's own")
+    return sources.base(source, Platform.parse(platform))
 
 
 def _write(result: Image | Index, images: list[Image], builds: list[PlatformBuild], staging: Path, tag: str,

@@ -44,6 +44,11 @@ class Base:
     jetpack: str | None
 
     @property
+    def source(self) -> str:
+        """The base as an image source (mlpk.packager.oci.sources): debian:SUITE or the registry reference."""
+        return f"debian:{self.suite}" if self.kind == "debian" else self.ref or ""
+
+    @property
     def pinned(self) -> bool:
         """A registry reference pinned by digest (always true for bases mlpack builds itself)."""
         return self.kind == "debian" or (self.ref is not None and "@sha256:" in self.ref)

@@ -20,8 +20,8 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
 
 
 @click.command()
-@click.option("--base", default="scratch", show_default=True, help="Base image: registry ref, OCI layout DIR[:TAG], "
-              "docker-archive TAR[:TAG], or scratch.")
+@click.option("--base", default="scratch", show_default=True, help="Base image: debian:SUITE, registry ref, OCI "
+              "layout DIR[:TAG], docker-archive TAR[:TAG], or scratch.")
 @click.option("--platform", "platforms", default="linux/amd64", show_default=True,
               help="Comma-separated platforms; several give a multi-arch index.")
 @click.option("--add", "adds", multiple=True, metavar="SRC:DEST", help="A file or directory as one layer at DEST.")

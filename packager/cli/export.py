@@ -17,7 +17,8 @@ from mlpk.packager.cli import report, wants_json
 @click.option("--name", help="The model's name in URLs (/v2/models/NAME) [default: MODEL's file name without its "
               "suffix, as mlpack serve gives it].")
 @click.option("--push", metavar="REF", help="Also push the image (or index) to this registry reference.")
-@click.option("--base", metavar="REF", help="Base image: registry ref, oci:DIR or docker-archive:FILE.tar.")
+@click.option("--base", metavar="SOURCE", help="Base image: debian:SUITE, registry ref, oci:DIR[:TAG] or "
+              "docker-archive:FILE.tar [default: the target's].")
 @click.option("--quantize", type=click.Choice(["auto", "none", "fp16", "int8-dynamic", "int8-static"]),
               help="Override the profile's optimization (auto: the target's default behind the gate).")
 @click.option("--calibration", type=click.Path(path_type=Path, exists=True), help="Calibration data (.npz or dir).")
