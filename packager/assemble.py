@@ -137,7 +137,7 @@ def _cached_deps(key: str, platform: str, python: str, lock: locks.Lock,
         return None
     store = default_cache()
     digest = Digest.parse(data["digest"])
-    if not store.intact(digest, int(data["size"])):
+    if not store.sound(digest, int(data["size"])):
         store.evict(digest)  # a corrupted blob is never reused: the caller builds the layer again
         return None
     layer = BlobLayer(store.path(digest), digest, Digest.parse(data["diff_id"]), int(data["size"]))

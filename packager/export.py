@@ -24,7 +24,7 @@ from typing import Any
 from mlpk.packager import assemble, exportdir, locks, runs, targets
 from mlpk.packager.errors import ConfigError, InputError
 from mlpk.packager.exportdir import ExportReport, LayerEntry, PlatformBuild, Pushed, ServedModel, WheelsLock
-from mlpk.packager.oci import Image, Index, Layer, Platform, index, sources
+from mlpk.packager.oci import Image, Index, Layer, Platform, index, known, sources
 from mlpk.packager.targets import Target
 
 Step = Callable[[str], None]
@@ -233,6 +233,7 @@ def _mode(target: Target, request: ExportRequest) -> str:
 def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
     """Run the whole export; see the module docstring."""
     clock: dict[str, float] = {}
+    read_back = known.READ_BACK.total
     target = resolve_target(request)
     _check_out(request.out)
     if request.prebuild_engine:
@@ -307,7 +308,8 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
             target=target.name, tag=tag, out=str(request.out), model=prepared.summary,
             optimization=prepared.optimization, platforms=tuple(builds), digest=str(result.digest),
             budget_mb=target.budget_mb, pushed=pushed, run=tuple(_run_hints(target, tag, builds, request.out)),
-            seconds={k: round(v, 2) for k, v in clock.items()}, models=tuple(v.served() for v in versions))
+            seconds={k: round(v, 2) for k, v in clock.items()}, models=tuple(v.served() for v in versions),
+            cached_layers_read_bytes=known.READ_BACK.total - read_back)
         exportdir.write_report(report, staging)
         _replace(staging, request.out, work / "previous")
     return report
@@ -526,7 +528,8 @@ def _write(result: Image | Index, images: list[Image], builds: list[PlatformBuil
            archive: bool) -> list[PlatformBuild]:
     from mlpk.packager.oci import layout, tarball
 
-    layout.write(result, staging / "oci", tag.rsplit(":", 1)[-1] if ":" in tag.rsplit("/", 1)[-1] else None)
+    layout.write(result, staging / "oci", tag.rsplit(":", 1)[-1] if ":" in tag.rsplit("/", 1)[-1] else None,
+                 link=True)
     if not archive:
         return builds
     out = []

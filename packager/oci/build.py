@@ -70,7 +70,7 @@ def write_outputs(item: Image | Index, *, layout_dir: Path | None = None, tar: P
     """Write `item` to each sink asked for; returns what was written where."""
     out: dict[str, Any] = {"digest": str(item.digest)}
     if layout_dir:
-        out["layout"] = str(layout.write(item, layout_dir, tag))
+        out["layout"] = str(layout.write(item, layout_dir, tag, link=True))
     if tar or load:
         if isinstance(item, Index):
             raise ConfigError("a docker-archive or a Docker engine holds one platform, but several were built",

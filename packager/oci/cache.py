@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 from mlpk.packager import locations
 from mlpk.packager.errors import MlpackError, RegistryError
+from mlpk.packager.oci import known
 from mlpk.packager.oci.digest import CHUNK, Digest, HashingReader, sha256_stream
 
 
@@ -37,10 +38,18 @@ class PendingBlob:
     committed: bool = field(default=False)
 
     def commit(self, digest: Digest) -> Path:
+        """Name the blob by `digest`: read-only from now on (a blob never changes; files linked to it in layouts
+        are not written by mistake), in place."""
         self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
         final = self.cache.path(digest)
+        if known.trusted(final, digest):  # the same bytes are there already: keep that file (and its links)
+            self.file.close()
+            self.tmp.unlink()
+            self.committed = True
+            return final
+        os.fsync(self.file.fileno())
+        os.fchmod(self.file.fileno(), 0o444)
+        self.file.close()
         os.replace(self.tmp, final)
         self.committed = True
         return final
@@ -59,9 +68,12 @@ class BlobCache:
         return self.path(digest).is_file()
 
     def open(self, digest: Digest, size: int | None = None) -> BinaryIO:
-        """The cached blob, verified against `digest` (and `size`) as it is read."""
+        """The cached blob, verified against `digest` (and `size`) as it is read, counted as read back."""
         path = self.path(digest)
-        return HashingReader(path.open("rb"), digest, size, what=f"cached blob at {path}")  # type: ignore[return-value]
+        raw = path.open("rb")
+        before = os.fstat(raw.fileno())
+        return HashingReader(known.Counted(raw), digest, size,  # type: ignore[arg-type,return-value]
+                             what=f"cached blob at {path}", verified=lambda: known.hashed(path, digest, before))
 
     def verify(self, digest: Digest) -> None:
         """Read a cached blob to the end; a mismatch is a RegistryError naming the file."""
@@ -96,16 +108,29 @@ class BlobCache:
             while chunk := reader.read(CHUNK):
                 pending.file.write(chunk)
             reader.verify()
-            return pending.commit(digest)
+            path = pending.commit(digest)
+            known.hashed(path, digest)
+            return path
 
     def intact(self, digest: Digest, size: int | None = None) -> bool:
-        """Whether the blob is cached and its bytes hash to `digest` (and number `size`), read now."""
+        """Whether the blob is cached and its bytes hash to `digest` (and number `size`), read now (and counted as
+        read back); a blob that does is remembered as hashed."""
+        path = self.path(digest)
         try:
-            with self.path(digest).open("rb") as blob:
-                found, length = sha256_stream(blob)
+            with path.open("rb") as blob:
+                before = os.fstat(blob.fileno())
+                found, length = sha256_stream(known.Counted(blob))  # type: ignore[arg-type]
         except FileNotFoundError:
             return False
-        return found == digest and (size is None or length == size)
+        good = found == digest and (size is None or length == size)
+        if good:
+            known.hashed(path, digest, before)
+        return good
+
+    def sound(self, digest: Digest, size: int | None = None) -> bool:
+        """Whether the blob is cached with bytes that hash to `digest`: without reading it when it is the file
+        remembered as hashed and unchanged since (known.trusted), else read now (`intact`)."""
+        return known.trusted(self.path(digest), digest, size) or self.intact(digest, size)
 
     def evict(self, digest: Digest) -> bool:
         """Remove a cached blob; returns whether there was one."""
@@ -119,7 +144,7 @@ class BlobCache:
                source: str = "its source") -> Path:
         """The cached blob, checked now: a copy that does not match `digest` is evicted, and a missing or evicted
         one is written by `fill` (from `source`, named in the error) and checked before it is committed."""
-        if self.intact(digest, size):
+        if self.sound(digest, size):
             return self.path(digest)
         self.evict(digest)
         with self.writer() as pending:
@@ -131,7 +156,9 @@ class BlobCache:
                 raise RegistryError(f"blob {digest} fetched again from {source} hashes to {found} ({length} bytes)",
                                     hint=f"{source} serves bytes that do not match the digest; nothing was cached. "
                                          "Fix or rebuild the source, then run the command again")
-            return pending.commit(digest)
+            path = pending.commit(digest)
+            known.hashed(path, digest)
+            return path
 
     def entries(self) -> list[Path]:
         """Every file under the cache's sha256 folder (a name that is no digest is a bad entry too)."""

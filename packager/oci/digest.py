@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -47,10 +48,11 @@ class Digest:
 
 class HashingReader:
     """Wraps a binary stream; hashes and counts what is read, and at end of stream checks it against an expected
-    digest and size (when given), so a blob whose bytes do not match its name is never consumed silently."""
+    digest and size (when given), so a blob whose bytes do not match its name is never consumed silently.
+    `verified` is called once the whole stream matched."""
 
     def __init__(self, raw: BinaryIO, expected: Digest | None = None, size: int | None = None,
-                 what: str = "blob") -> None:
+                 what: str = "blob", verified: Callable[[], None] | None = None) -> None:
         self._raw = raw
         self._hash = hashlib.sha256()
         self._expected = expected
@@ -58,6 +60,7 @@ class HashingReader:
         self._what = what
         self.count = 0
         self._checked = False
+        self._verified = verified
 
     def read(self, n: int = -1) -> bytes:
         data = self._raw.read(n)
@@ -85,6 +88,8 @@ class HashingReader:
             self._fail(f"has {self.count} bytes but its descriptor says {self._size}")
         if self._expected is not None and self.digest() != self._expected:
             self._fail(f"hashes to {self.digest()}")
+        if self._verified is not None and self._expected is not None:
+            self._verified()
 
     def _fail(self, what: str) -> None:
         raise RegistryError(

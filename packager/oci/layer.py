@@ -3,7 +3,8 @@
 A layer built here is reproducible: entries sorted by path, mtime fixed (SOURCE_DATE_EPOCH or 0), owners numeric
 (root or one fixed uid/gid) with no user/group names, no xattrs or device numbers, and gzip without a file name or
 timestamp. Its compressed digest and its diff_id (the digest of the uncompressed tar) are computed while the bytes
-stream into the blob cache, so a multi-GB layer never sits whole in memory.
+stream into the blob cache, so a multi-GB layer never sits whole in memory; its sizes, member count and safety
+verdict are recorded then (`known`), so no later step decompresses it to learn them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import BinaryIO, Protocol, runtime_checkable
 
 from mlpk.packager.errors import BuildError, InputError
 from mlpk.packager.oci import mediatype
+from mlpk.packager.oci import known
 from mlpk.packager.oci.cache import BlobCache, default_cache
 from mlpk.packager.oci.digest import CHUNK, Digest, HashingReader
 from mlpk.packager.oci.safety import check_member, normalize_image_path
@@ -47,6 +49,16 @@ class Layer(Protocol):
         ...
 
 
+@runtime_checkable
+class FileBacked(Protocol):
+    """A layer whose compressed bytes may be a file on this machine that sinks can link or copy without reading."""
+
+    def local_file(self) -> Path | None:
+        """The file holding exactly the layer's compressed bytes, when `known.trusted` vouches for it (never reads
+        it); None otherwise."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class BlobLayer:
     """A layer whose compressed bytes are a file on disk (the blob cache, an OCI layout)."""
@@ -58,12 +70,20 @@ class BlobLayer:
     media_type: str = mediatype.OCI_LAYER_GZIP
 
     def open(self) -> BinaryIO:
+        """The file's bytes, counted as read back (known.READ_BACK) and checked against the digest; a file that
+        matches in full is remembered as hashed (known.hashed)."""
         try:
             raw = self.path.open("rb")
+            before = os.fstat(raw.fileno())
         except OSError as err:
             raise InputError(f"layer blob {self.digest} cannot be read at {self.path}: {err.strerror}",
                              hint="the layout or cache was changed underneath; rebuild it") from err
-        return HashingReader(raw, self.digest, self.size, what=f"layer blob at {self.path}")  # type: ignore[return-value]
+        return HashingReader(known.Counted(raw), self.digest, self.size,  # type: ignore[arg-type,return-value]
+                             what=f"layer blob at {self.path}",
+                             verified=lambda: known.hashed(self.path, self.digest, before))
+
+    def local_file(self) -> Path | None:
+        return self.path if known.trusted(self.path, self.digest, self.size) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +154,17 @@ def _with_parents(entries: Iterable[Entry]) -> list[tuple[str, Entry]]:
     return sorted(by_path.items())
 
 
-def write_tar(entries: Iterable[Entry], out: BinaryIO) -> None:
-    """Write `entries` as a deterministic tar stream to `out` (see the module docstring)."""
+def write_tar(entries: Iterable[Entry], out: BinaryIO) -> int:
+    """Write `entries` as a deterministic tar stream to `out` (see the module docstring); every member passes the
+    layer-safety check as it is written. Returns the number of members."""
     mtime = source_date_epoch()
+    members = 0
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for name, entry in _with_parents(entries):
             info = _tarinfo(entry, name, mtime)
             if entry.kind == "dir":
                 info.type, info.mode = tarfile.DIRTYPE, 0o755 if entry.mode is None else entry.mode
+                check_member(info)
                 tar.addfile(info)
             elif entry.kind == "symlink":
                 if not entry.target:
@@ -153,10 +176,13 @@ def write_tar(entries: Iterable[Entry], out: BinaryIO) -> None:
                 _add_file(tar, info, entry)
             else:
                 raise BuildError(f"layer entry '/{name}' has kind '{entry.kind}'", hint="use file, dir or symlink")
+            members += 1
+    return members
 
 
 def _add_file(tar: tarfile.TarFile, info: tarfile.TarInfo, entry: Entry) -> None:
     info.type = tarfile.REGTYPE
+    check_member(info)
     if entry.data is not None:
         info.size, info.mode = len(entry.data), 0o644 if entry.mode is None else entry.mode
         tar.addfile(info, io.BytesIO(entry.data))
@@ -176,17 +202,21 @@ def _add_file(tar: tarfile.TarFile, info: tarfile.TarInfo, entry: Entry) -> None
 
 def layer_from_entries(entries: Iterable[Entry], *, cache: BlobCache | None = None,
                        compresslevel: int = 6) -> BlobLayer:
-    """Build a deterministic gzip layer from `entries` into the blob cache, hashing while it streams."""
+    """Build a deterministic gzip layer from `entries` into the blob cache, hashing while it streams, and record
+    what is known of it then (sizes, members, the safety verdict of write_tar, the blob file as hashed)."""
     store = cache or default_cache()
     with store.writer() as blob:
         compressed = _Hasher(blob.file)
         with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0,  # type: ignore[arg-type]
                            compresslevel=compresslevel) as gz:
             uncompressed = _Hasher(gz)  # type: ignore[arg-type]
-            write_tar(entries, uncompressed)  # type: ignore[arg-type]
+            members = write_tar(entries, uncompressed)  # type: ignore[arg-type]
         digest = Digest(compressed.hash.hexdigest())
-        blob.commit(digest)
-    return BlobLayer(store.path(digest), digest, Digest(uncompressed.hash.hexdigest()), compressed.count)
+        path = blob.commit(digest)
+    diff_id = Digest(uncompressed.hash.hexdigest())
+    known.remember_layer(known.LayerReport(digest, compressed.count, uncompressed.count, members), diff_id)
+    known.hashed(path, digest)
+    return BlobLayer(path, digest, diff_id, compressed.count)
 
 
 def entries_from_dir(root: Path, *, prefix: str = "/", uid: int = 0, gid: int = 0,

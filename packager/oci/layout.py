@@ -1,4 +1,9 @@
-"""OCI image layout directories (image-layout spec): a source (`image_from_layout`) and a sink (`write`)."""
+"""OCI image layout directories (image-layout spec): a source (`image_from_layout`) and a sink (`write`).
+
+The sink places a layer blob that is a file mlpack knows (known.trusted) by a reflink, a hard link (when the caller
+allows: layouts mlpack writes for users, never its own cache entries, which `mlpack cache verify` judges one by one)
+or a copy in the kernel (reuse.place): no byte of it passes through mlpack; any other blob is streamed through its
+digest check."""
 
 from __future__ import annotations
 
@@ -9,21 +14,21 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mlpk.packager.errors import InputError
-from mlpk.packager.oci import mediatype
+from mlpk.packager.oci import known, mediatype, reuse
 from mlpk.packager.oci.atomic import atomic_dir
 from mlpk.packager.oci.digest import CHUNK, Digest, HashingReader
 from mlpk.packager.oci.image import Image, Index
-from mlpk.packager.oci.layer import BlobLayer
+from mlpk.packager.oci.layer import BlobLayer, FileBacked, Layer
 from mlpk.packager.oci.platform import Platform
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
 
 
-def _write_blob(root: Path, digest: Digest, size: int, stream: BinaryIO) -> None:
+def _write_blob(root: Path, digest: Digest, size: int, stream: BinaryIO) -> Path:
     path = root / "blobs" / "sha256" / digest.hex
     if path.exists():
-        return
+        return path
     with stream as src, path.open("wb") as out:
         reader = HashingReader(src, digest, size, what="blob")
         while chunk := reader.read(CHUNK):
@@ -31,28 +36,41 @@ def _write_blob(root: Path, digest: Digest, size: int, stream: BinaryIO) -> None
         reader.verify()
         out.flush()
         os.fsync(out.fileno())
+    return path
 
 
-def _write_image(root: Path, img: Image) -> None:
-    for layer in img.layers:
+def _write_layer(root: Path, layer: Layer, link: bool) -> None:
+    """A layer's blob: placed without reading when its file is known, else streamed; known as hashed either way."""
+    path = root / "blobs" / "sha256" / layer.digest.hex
+    if path.exists():
+        return
+    source = layer.local_file() if isinstance(layer, FileBacked) else None
+    if source is None or not reuse.place(source, path, link=link):
         _write_blob(root, layer.digest, layer.size, layer.open())
+    known.hashed(path, layer.digest)
+
+
+def _write_image(root: Path, img: Image, link: bool) -> None:
+    for layer in img.layers:
+        _write_layer(root, layer, link)
     config = img.config_blob
     _write_blob(root, config.digest, config.size, config.open())
     data = img.manifest_bytes()
     _write_blob(root, Digest.of(data), len(data), io.BytesIO(data))
 
 
-def write(item: Image | Index, path: Path, tag: str | None = None) -> Path:
+def write(item: Image | Index, path: Path, tag: str | None = None, *, link: bool = False) -> Path:
     """Write an image or index as an OCI layout at `path` (into a temporary directory, then renamed).
 
     index.json lists one descriptor: the image's manifest, or the index's own manifest for multi-arch; `tag`
-    becomes its org.opencontainers.image.ref.name annotation.
+    becomes its org.opencontainers.image.ref.name annotation. `link`: known blob files may be hard-linked (see the
+    module docstring).
     """
     with atomic_dir(Path(path)) as root:
         (root / "blobs" / "sha256").mkdir(parents=True)
         images = item.images if isinstance(item, Index) else (item,)
         for img in images:
-            _write_image(root, img)
+            _write_image(root, img, link)
         data = item.manifest_bytes()
         if isinstance(item, Index):
             _write_blob(root, Digest.of(data), len(data), io.BytesIO(data))

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from mlpk.packager.errors import RegistryError
-from mlpk.packager.oci import mediatype
+from mlpk.packager.oci import known, mediatype
 from mlpk.packager.oci.cache import BlobCache, default_cache
 from mlpk.packager.oci.client import RegistryClient
 from mlpk.packager.oci.digest import Digest
@@ -47,6 +48,12 @@ class RemoteLayer:
 
         self.cache.ensure(self.digest, self.size, pull, source=f"{self.registry}/{self.repository}")
         return self.cache.open(self.digest, self.size)
+
+    def local_file(self) -> Path | None:
+        """The cached blob, when it is the file remembered as hashed (known.trusted); None: not pulled yet, or
+        to be checked when opened."""
+        path = self.cache.path(self.digest)
+        return path if known.trusted(path, self.digest, self.size) else None
 
 
 def _image(client: RegistryClient, repo: str, data: bytes, media_type: str, cache: BlobCache) -> Image:

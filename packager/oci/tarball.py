@@ -1,8 +1,9 @@
 """docker-archive tars (the `docker save` / `docker load` format): a source and a sink.
 
 The sink writes manifest.json, the config and the gzip layers as they are (Docker 20.10+ decompresses them on
-load), deterministically and into a temporary file that is renamed into place. The source accepts both gzip and
-plain layer tars; plain ones are compressed into the blob cache so the image can be pushed.
+load), deterministically and into a temporary file that is renamed into place; a layer blob that is a file mlpack
+knows (known.trusted) is copied into the archive by the kernel (reuse.copy_range), never read here. The source
+accepts both gzip and plain layer tars; plain ones are compressed into the blob cache so the image can be pushed.
 """
 
 from __future__ import annotations
@@ -11,18 +12,19 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from mlpk.packager.errors import BuildError, InputError
-from mlpk.packager.oci import mediatype
+from mlpk.packager.oci import known, mediatype, reuse
 from mlpk.packager.oci.atomic import atomic_file
 from mlpk.packager.oci.cache import BlobCache, default_cache
 from mlpk.packager.oci.digest import CHUNK, Digest, HashingReader, sha256_stream
 from mlpk.packager.oci.image import Image
-from mlpk.packager.oci.layer import BlobLayer, Layer, read_members
+from mlpk.packager.oci.layer import BlobLayer, FileBacked, Layer, read_members
 from mlpk.packager.oci.safety import check_archive_name
 
 
@@ -56,14 +58,66 @@ class ArchiveLayer:
     media_type: str = mediatype.DOCKER_LAYER_GZIP
 
     def open(self) -> BinaryIO:
-        return HashingReader(_Window(self.archive, self.offset, self.size), self.digest,  # type: ignore[arg-type]
-                             self.size, what=f"layer in {self.archive}")  # type: ignore[return-value]
+        return HashingReader(known.Counted(_Window(self.archive, self.offset, self.size)),  # type: ignore[arg-type]
+                             self.digest, self.size, what=f"layer in {self.archive}")  # type: ignore[return-value]
 
 
 def _info(name: str, size: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime, info.uname, info.gname = size, 0o644, 0, "", ""
     return info
+
+
+class _TarWriter:
+    """A tar written member by member to a file descriptor, byte for byte as tarfile writes it (PAX headers, 512-byte
+    blocks, two zero blocks and a 10240-byte record at the end), so a member's data can also be copied in by the
+    kernel."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def _pad(self, size: int, block: int) -> None:
+        if size % block:
+            self._write(tarfile.NUL * (block - size % block))
+
+    def add(self, name: str, size: int, data: BinaryIO | None = None, file: Path | None = None) -> bool:
+        """A member of `size` bytes from `data` (streamed) or `file` (copied by the kernel; the caller vouches for
+        its bytes). False, with nothing written, when the kernel cannot copy `file` here."""
+        start = os.lseek(self.fd, 0, os.SEEK_CUR)
+        self._write(_info(name, size).tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        if file is not None:
+            if not reuse.copy_range(file, self.fd, size):
+                os.ftruncate(self.fd, start)
+                os.lseek(self.fd, start, os.SEEK_SET)
+                return False
+        else:
+            assert data is not None
+            copied = 0
+            while chunk := data.read(CHUNK):
+                self._write(chunk)
+                copied += len(chunk)
+            if copied != size:
+                raise InputError(f"member {name} has {copied} bytes, not {size}", hint="the source changed; retry")
+        self._pad(size, tarfile.BLOCKSIZE)
+        return True
+
+    def close(self) -> None:
+        self._write(tarfile.NUL * (tarfile.BLOCKSIZE * 2))
+        self._pad(os.lseek(self.fd, 0, os.SEEK_CUR), tarfile.RECORDSIZE)
+
+
+def _add_layer(tar: _TarWriter, name: str, layer: Layer) -> None:
+    """A layer's blob: copied by the kernel when its file is known, else streamed through its digest check."""
+    source = layer.local_file() if isinstance(layer, FileBacked) else None
+    if source is not None and tar.add(name, layer.size, file=source):
+        return
+    with layer.open() as src:
+        tar.add(name, layer.size, data=src)
 
 
 def write(img: Image, path: Path, tag: str | None = None) -> Path:
@@ -73,17 +127,22 @@ def write(img: Image, path: Path, tag: str | None = None) -> Path:
     config = img.config_blob
     layer_names = [f"{layer.digest.hex}.tar.gz" for layer in img.layers]
     manifest = [{"Config": f"{config.digest.hex}.json", "RepoTags": [tag] if tag else [], "Layers": layer_names}]
-    with atomic_file(Path(path)) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(_info(f"{config.digest.hex}.json", config.size), io.BytesIO(config.data))
-        written: set[str] = set()
-        for name, layer in zip(layer_names, img.layers, strict=True):
-            if name in written:
-                continue
-            written.add(name)
-            with layer.open() as src:
-                tar.addfile(_info(name, layer.size), src)
-        data = json.dumps(manifest, separators=(",", ":")).encode()
-        tar.addfile(_info("manifest.json", len(data)), io.BytesIO(data))
+    with atomic_file(Path(path)) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            tar = _TarWriter(fd)
+            tar.add(f"{config.digest.hex}.json", config.size, io.BytesIO(config.data))
+            written: set[str] = set()
+            for name, layer in zip(layer_names, img.layers, strict=True):
+                if name in written:
+                    continue
+                written.add(name)
+                _add_layer(tar, name, layer)
+            data = json.dumps(manifest, separators=(",", ":")).encode()
+            tar.add("manifest.json", len(data), io.BytesIO(data))
+            tar.close()
+        finally:
+            os.close(fd)
     return Path(path)
 
 

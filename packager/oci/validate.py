@@ -11,30 +11,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import tarfile
-from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
-from mlpk.packager import __version__, locations
 from mlpk.packager.errors import BuildError, InputError, MlpackError
-from mlpk.packager.oci import mediatype
-from mlpk.packager.oci.atomic import atomic_file
+from mlpk.packager.oci import known, mediatype
+from mlpk.packager.oci.known import LayerReport
 from mlpk.packager.oci.digest import CHUNK, Digest
 from mlpk.packager.oci.image import Image, Index
 from mlpk.packager.oci.layer import Layer
 from mlpk.packager.oci.safety import check_member
-
-
-@dataclass(frozen=True, slots=True)
-class LayerReport:
-    """What validation learned about one layer."""
-
-    digest: Digest
-    size: int
-    uncompressed_size: int
-    members: int
 
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -108,40 +94,21 @@ def check_layer(layer: Layer) -> LayerReport:
     return LayerReport(layer.digest, layer.size, tee.count, members)
 
 
-CHECK_RULES = "1"  # bump when check_member's rules change: verdicts recorded under the old rules are not reused
-
-
-def _checked_record(digest: Digest) -> Path:
-    return locations.cache_dir() / "layers" / f"checked-{digest.hex}.json"
-
-
 def known_layer(layer: Layer) -> LayerReport:
-    """check_layer, done once per layer content: a layer that passes is recorded by its compressed digest (which
-    fixes every byte the check read), and a later call for the same digest, size and diff_id answers from the
-    record without reading the blob, so a re-export does not decompress the cached base and deps layers again.
+    """check_layer, done once per layer content: a layer that passes (or that mlpack made, layer_from_entries) is
+    recorded by its compressed digest, which fixes every byte the check read, and a later call for the same digest,
+    size and diff_id answers from the record without reading the blob (`known.recall`), so a re-export decompresses
+    no cached layer again.
 
-    Sound because every later use of a layer's bytes goes through `Layer.open()`, which fails when they do not hash
-    to the digest (writing a layout or a docker-archive, pushing): bytes other than those checked never reach an
-    image. A record written by another mlpack or under other rules is ignored. Validation (`validate`, `mlpack
-    inspect --verify`) reads every byte instead."""
-    record = _checked_record(layer.digest)
-    try:
-        data = json.loads(record.read_text())
-        if (data["rules"], data["mlpack"], data["size"]) == (CHECK_RULES, __version__, layer.size):
-            if Digest.parse(data["diff_id"]) != layer.diff_id:
-                raise BuildError(f"layer {layer.digest} decompresses to {data['diff_id']}, but the config records "
-                                 f"diff_id {layer.diff_id}", hint="the image is corrupt; rebuild it")
-            return LayerReport(layer.digest, layer.size, int(data["uncompressed_size"]), int(data["members"]))
-    except (OSError, ValueError, KeyError, TypeError, InputError):
-        pass  # no record, or one that cannot be read: check the bytes
+    Sound because bytes other than those checked never reach an image: a sink links or copies a blob file without
+    reading it only when it is the very file that hashed to the digest and is unchanged since (`known.trusted`),
+    and reads every other one through its digest check (writing a layout or a docker-archive, pushing). Validation
+    (`validate`, `mlpack inspect --verify`) reads every byte instead."""
+    found = known.recall(layer.digest, layer.size, layer.diff_id)
+    if found is not None:
+        return found
     report = check_layer(layer)
-    try:
-        with atomic_file(record) as tmp:
-            tmp.write_text(json.dumps({"rules": CHECK_RULES, "mlpack": __version__, "size": report.size,
-                                       "diff_id": str(layer.diff_id), "uncompressed_size": report.uncompressed_size,
-                                       "members": report.members}))
-    except OSError:
-        pass  # a cache that cannot be written only costs the next run this check again
+    known.remember_layer(report, layer.diff_id)
     return report
 
 

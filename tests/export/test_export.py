@@ -237,6 +237,7 @@ def test_model_only_change_keeps_every_other_layer(mlpack, tmp_path: Path) -> No
     assert list(layers_a) == ["base", "deps", "runtime", "model"]
     assert {k for k in layers_a if layers_a[k] != layers_b[k]} == {"model"}
     assert a["digest"] != b["digest"]
+    assert b["cached_layers_read_bytes"] == 0, "no layer the first export made or checked is read back (issue 16)"
     print(f"re-export after a model-only change: {warm:.1f} s vs {cold:.1f} s for the first export "
           f"(ratio {warm / cold:.2f}; caches of earlier tests may warm the first)")
     same = export(mlpack, str(first), "--target", "lambda", "--quantize", "none", "-o", str(tmp_path / "a"))
