@@ -3,47 +3,83 @@
     base image  +  deps layer (wheels for the platform)  +  runtime layer (mlpk.runtimes)  +  model layer  + config
 
 Layers go from the least to the most often changed, so a model-only change gives a new top layer and every other
-layer keeps its digest. Building returns images and writes nothing but cache blobs; sinks write.
+layer keeps its digest. `build` returns a `Built` (an image per platform, or the index of several, with every layer
+a named `Part`) and writes nothing but cache blobs; sinks write it (exportdir.write, oci.build.write_outputs).
+
+A part's name travels with its layer: the report lists it, and the image's history says `mlpack: NAME (DETAIL)`,
+which `part_names` reads back from any image mlpack built (bench, inspect).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mlpk.packager import __version__, locations, locks, wheels
+from mlpk.packager import __version__, deps, locks, wheels
+from mlpk.packager.deps import PREFIX, SBOM_PATH, SITE
 from mlpk.packager.errors import BuildError
-from mlpk.packager.oci import BlobLayer, Digest, Entry, Image, Layer, Platform, append_layers, layer_from_entries, \
-    with_config
-from mlpk.packager.oci.cache import default_cache
-from mlpk.packager.oci.validate import LayerReport, known_layer
+from mlpk.packager.oci import Entry, Image, Index, Layer, Platform, append_layers, index, layer_from_entries, \
+    sources, with_config
+from mlpk.packager.oci.validate import known_layer
 from mlpk.packager.targets import Target
 
-PREFIX = "/opt/mlpack"
 LIB = f"{PREFIX}/lib"  # the runtime code: LIB/mlpk/runtimes
-SITE = f"{PREFIX}/site-packages"  # the deps
 MODEL_DIR = f"{PREFIX}/model"  # one model: its files
 MODELS_DIR = f"{PREFIX}/models"  # a model repository (runtimes/repository.py): MODELS_DIR/NAME/VERSION/its files
-SBOM_PATH = f"{PREFIX}/sbom.cdx.json"  # model.onnx, model-card.json (and external data, when the model has it)
 # Files of mlpk.runtimes that ship in images (code, the OpenAPI document it serves, the gRPC descriptor set).
 RUNTIME_SUFFIXES = (".py", ".json", ".yaml", ".binpb")
+# What the history says of a part beside its name (`mlpack: NAME (DETAIL)`).
+DETAILS = {"deps": "wheels", "runtime": "mlpk.runtimes", "engine": "TensorRT, prebuilt"}
+HISTORY_PREFIX = "mlpack: "
+
+__all__ = ["LIB", "MODELS_DIR", "MODEL_DIR", "PREFIX", "SBOM_PATH", "SITE", "Built", "Part", "PlatformImage",
+           "build", "check_budget", "configure", "extend", "model_layer", "part_names", "runtime_layer",
+           "version_layer"]
 
 
 @dataclass(frozen=True, slots=True)
 class Part:
-    """One layer of an assembled image, named for the report."""
+    """One layer of an assembled image with its name for the report (base, base[i], deps, runtime, model,
+    `model NAME/VERSION`, engine) and its uncompressed size."""
 
-    name: str  # base | deps | runtime | model
+    name: str
     layer: Layer
     uncompressed: int
+
+    @classmethod
+    def of(cls, name: str, layer: Layer) -> Part:
+        """`layer` named `name`, its size from what is known of it (a layer mlpack made is never read for it)."""
+        return cls(name, layer, known_layer(layer).uncompressed_size)
+
+    @property
+    def history(self) -> str:
+        detail = DETAILS.get(self.name)
+        return f"{HISTORY_PREFIX}{self.name}" + (f" ({detail})" if detail else "")
+
+
+def part_names(img: Image) -> list[str]:
+    """The part name of each of `img`'s layers, read from its history (`mlpack: NAME (DETAIL)`); layers without
+    one are the base's: `base`, or `base[i]` when there are several."""
+    history = [h for h in img.config.get("history") or [] if not h.get("empty_layer")]
+    said = [str(h.get("created_by", "")) for h in history] if len(history) == len(img.layers) else \
+        [""] * len(img.layers)
+    names = [text.removeprefix(HISTORY_PREFIX).split(" (")[0] if text.startswith(HISTORY_PREFIX) else ""
+             for text in said]
+    unnamed = [i for i, name in enumerate(names) if not name]
+    for position, i in enumerate(unnamed):
+        names[i] = "base" if len(unnamed) == 1 else f"base[{position}]"
+    return names
+
+
+def _stack(img: Image, parts: Sequence[Part]) -> Image:
+    for part in parts:
+        img = append_layers(img, part.layer, created_by=part.history)
+    return img
 
 
 def _runtime_sources() -> Iterator[tuple[str, Path]]:
@@ -71,120 +107,7 @@ def runtime_layer(python: str) -> Layer:
         return layer_from_entries(entries)
 
 
-def deps_layer(target: Target, platform: str, workdir: Path, *, sbom: object | None = None,
-               lock: locks.Lock | None = None) -> tuple[Layer, wheels.Deps]:
-    """The target's requirements for `platform`, installed from wheels at SITE, with the image's CycloneDX SBOM
-    (the base's packages when mlpack built the base, plus every installed distribution) at SBOM_PATH.
-
-    The wheels are the ones `lock` pins while it answers the target's requirements, else a fresh resolution
-    (wheels.lock_for); the returned Deps carries the lock used. The finished layer is remembered under a key of
-    everything that decides its bytes (the lock's pins, platform, Python, glibc and the base's SBOM identity), so a
-    re-export whose deps did not change reuses it without installing anything: the model-only change is the fast
-    path. The remembered blob is hashed before it is reused; one that no longer matches is evicted and the layer
-    rebuilt.
-    """
-    lock, relock = wheels.lock_for(target.wheels.requirements, platform=platform, python=target.python,
-                                   glibc=target.base.glibc, index=target.wheels.index,
-                                   extra_index=target.wheels.extra_index, previous=lock)
-    base_id = str(getattr(sbom, "serial_number", "")) if sbom is not None else ""
-    key = _deps_key(target, platform, lock, base_id)
-    cached = _cached_deps(key, platform, target.python, lock, relock)
-    if cached is not None:
-        return cached
-    deps = wheels.install(target.wheels.requirements, workdir / f"site-{platform.replace('/', '-')}",
-                          platform=platform, python=target.python, glibc=target.base.glibc,
-                          index=target.wheels.index, extra_index=target.wheels.extra_index, image_path=SITE,
-                          lock=lock)
-    deps = replace(deps, relock=relock)
-    entries = [Entry(SITE, "dir", mode=0o755)]
-    for path in sorted(deps.root.rglob("*")):
-        image_path = f"{SITE}/{path.relative_to(deps.root).as_posix()}"
-        if path.is_symlink():
-            entries.append(Entry(image_path, "symlink", target=str(path.readlink())))
-        elif path.is_dir():
-            entries.append(Entry(image_path, "dir", mode=0o755))
-        else:
-            entries.append(Entry(image_path, "file", source=path, mode=0o755 if path.stat().st_mode & 0o111
-                                 else 0o644))
-    sbom_file = workdir / f"sbom-{platform.replace('/', '-')}.cdx.json"
-    sbom_file.write_text(image_sbom(sbom, deps.distributions, target, platform))
-    entries.append(Entry(SBOM_PATH, "file", source=sbom_file, mode=0o644))
-    layer = layer_from_entries(entries)
-    _remember_deps(key, layer, deps)
-    return layer, deps
-
-
-DEPS_CACHE_VERSION = "1"
-
-
-def _deps_key(target: Target, platform: str, lock: locks.Lock, base_id: str) -> str:
-    ident = [DEPS_CACHE_VERSION, __version__, list(target.wheels.requirements), target.wheels.index,
-             target.wheels.extra_index, platform, target.python, target.base.glibc, SITE, SBOM_PATH, base_id,
-             target.name, lock.text(), sorted(wheels.PRUNED)]
-    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
-
-
-def _deps_record(key: str) -> Path:
-    return locations.cache_dir() / "layers" / f"deps-{key}.json"
-
-
-def _cached_deps(key: str, platform: str, python: str, lock: locks.Lock,
-                 relock: str) -> tuple[Layer, wheels.Deps] | None:
-    record = _deps_record(key)
-    try:
-        data = json.loads(record.read_text())
-    except (OSError, ValueError):
-        return None
-    store = default_cache()
-    digest = Digest.parse(data["digest"])
-    if not store.sound(digest, int(data["size"])):
-        store.evict(digest)  # a corrupted blob is never reused: the caller builds the layer again
-        return None
-    layer = BlobLayer(store.path(digest), digest, Digest.parse(data["diff_id"]), int(data["size"]))
-    found = tuple(wheels.Distribution(**d) for d in data["distributions"])
-    return layer, wheels.Deps(Path(SITE), platform, python, found, int(data["pruned_bytes"]), bool(data["compiled"]),
-                              lock, relock)
-
-
-def _remember_deps(key: str, layer: Layer, deps: wheels.Deps) -> None:
-    record = _deps_record(key)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    data = {"digest": str(layer.digest), "diff_id": str(layer.diff_id), "size": layer.size,
-            "distributions": [{"name": d.name, "version": d.version, "license": d.license, "summary": d.summary}
-                              for d in deps.distributions],
-            "pruned_bytes": deps.pruned_bytes, "compiled": deps.compiled}
-    tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, record)
-
-
-def image_sbom(base_sbom: object | None, distributions: tuple[wheels.Distribution, ...], target: Target,
-               platform: str) -> str:
-    """CycloneDX JSON: the base's SBOM (or an empty one for bases mlpack did not build) plus the Python
-    distributions of the deps layer."""
-    from mlpk.packager.base import sbom
-
-    if base_sbom is None:
-        from cyclonedx.model.bom import Bom, BomMetaData
-        from cyclonedx.model.component import Component, ComponentType
-
-        import uuid
-        from datetime import UTC, datetime
-
-        from mlpk.packager.oci.layer import source_date_epoch
-
-        name = f"mlpack-{target.name}-{platform.replace('/', '-')}"
-        ident = name + "".join(f" {d.name}=={d.version}" for d in distributions)
-        root = Component(name=name, type=ComponentType.CONTAINER, bom_ref="mlpack-image")
-        # Serial number and timestamp derive from the inputs, so the deps layer stays reproducible.
-        base_sbom = Bom(metadata=BomMetaData(component=root,
-                                             timestamp=datetime.fromtimestamp(source_date_epoch(), UTC)),
-                        serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"mlpack-image:{ident}"))
-    sbom.add_python_distributions(base_sbom, [(d.name, d.version) for d in distributions])
-    return sbom.to_json(base_sbom)
-
-
-def model_layer(files: dict[str, Path]) -> Layer:
+def model_layer(files: Mapping[str, Path]) -> Layer:
     """The model's files (name in MODEL_DIR -> source), read-only for the runtime user."""
     entries = [Entry(MODEL_DIR, "dir", mode=0o755)]
     entries += [Entry(f"{MODEL_DIR}/{name}", "file", source=source, mode=0o644)
@@ -192,21 +115,12 @@ def model_layer(files: dict[str, Path]) -> Layer:
     return layer_from_entries(entries)
 
 
-@dataclass(frozen=True, slots=True)
-class ModelLayer:
-    """The layer of one model version in a repository image, and its name in the report (`model NAME/VERSION`,
-    or `model` for the model layer of a one-model image)."""
-
-    name: str
-    layer: Layer
-
-
 def version_label(name: str, version: int) -> str:
     return f"model {name}/{version}"
 
 
-def version_layer(name: str, version: int, files: dict[str, Path], *,
-                  links: Sequence[tuple[str, int]] = ()) -> ModelLayer:
+def version_layer(name: str, version: int, files: Mapping[str, Path], *,
+                  links: Sequence[tuple[str, int]] = ()) -> Part:
     """One model version at MODELS_DIR/NAME/VERSION, in a layer of its own, so adding a version to an image adds
     one layer and leaves the others' digests alone. `links`: (NAME, VERSION) of a one-model image's model
     (MODEL_DIR, in a layer below) to serve from the repository too, as a relative symlink to it."""
@@ -219,10 +133,10 @@ def version_layer(name: str, version: int, files: dict[str, Path], *,
     entries += [Entry(f"{folder}/{version}/{file}", "file", source=source, mode=0o644)
                 for file, source in sorted(files.items())]
     unique = list({entry.path: entry for entry in entries}.values())  # a linked name may be this layer's own
-    return ModelLayer(version_label(name, version), layer_from_entries(unique))
+    return Part.of(version_label(name, version), layer_from_entries(unique))
 
 
-def configure(img: Image, target: Target, *, labels: dict[str, str | None], model_dir: str = MODEL_DIR) -> Image:
+def configure(img: Image, target: Target, *, labels: Mapping[str, str | None], model_dir: str = MODEL_DIR) -> Image:
     """The runtime config for `target`: entrypoint, env, non-root user, ports, labels; the server reads its model
     (or model repository) from `model_dir`."""
     python = "/usr/bin/python3"
@@ -255,51 +169,23 @@ def configure(img: Image, target: Target, *, labels: dict[str, str | None], mode
                        labels=all_labels, exposed_ports=[str(p) for p in target.exposed_ports])
 
 
-def assemble(base: Image, target: Target, platform: str, *, deps: Layer, runtime: Layer,
-             model: Layer | Sequence[ModelLayer], labels: dict[str, str | None]) -> Image:
-    """base + deps + runtime + model, configured for `target`; `model` is one model's layer, or the version layers
-    of a model repository (served from MODELS_DIR)."""
+def _check_platform(base: Image, target: Target, platform: str) -> None:
     if not Platform.parse(platform).matches(base.platform):  # arm64 is arm64/v8, however the base records it
         raise BuildError(f"the base image is for {base.platform}, but {target.name} builds {platform}",
                          hint="give a base for that platform (an index, or --base for each platform)")
-    img = append_layers(base, deps, created_by="mlpack: deps (wheels)")
-    img = append_layers(img, runtime, created_by="mlpack: runtime (mlpk.runtimes)")
-    if isinstance(model, Sequence):
-        for version in model:
-            img = append_layers(img, version.layer, created_by=f"mlpack: {version.name}")
-        return configure(img, target, labels=labels, model_dir=MODELS_DIR)
-    img = append_layers(img, model, created_by="mlpack: model")
-    return configure(img, target, labels=labels)
 
 
-def add_versions(img: Image, versions: Sequence[ModelLayer], labels: dict[str, str | None]) -> Image:
-    """An exported image with more model versions on top (`mlpack export --add-version`): every layer it has is
-    kept, and it serves the repository at MODELS_DIR."""
-    for version in versions:
-        img = append_layers(img, version.layer, created_by=f"mlpack: {version.name}")
-    return with_config(img, env={"MLPACK_MODEL_DIR": MODELS_DIR}, labels=labels)
+def assemble(base: Image, target: Target, platform: str, *, deps: Layer, runtime: Layer,
+             model: Layer | Sequence[Part], labels: Mapping[str, str | None]) -> Image:
+    """base + deps + runtime + model, configured for `target`; `model` is one model's layer, or the version parts
+    of a model repository (served from MODELS_DIR)."""
+    _check_platform(base, target, platform)
+    models = list(model) if isinstance(model, Sequence) else [Part("model", model, 0)]
+    img = _stack(base, [Part("deps", deps, 0), Part("runtime", runtime, 0), *models])
+    return configure(img, target, labels=labels, model_dir=MODELS_DIR if isinstance(model, Sequence) else MODEL_DIR)
 
 
-def parts(img: Image, names: tuple[str, ...] = ("deps", "runtime", "model"),
-          checked: Sequence[LayerReport] = ()) -> list[Part]:
-    """The image's layers named for the report: the top ones by `names`, everything below as base. Each layer is
-    checked (digest, members, diff_id) unless `checked` already holds its report (the base's, from its check),
-    once per layer content (validate.known_layer)."""
-    known = {report.digest: report.uncompressed_size for report in checked}
-
-    def size(layer: Layer) -> int:
-        found = known.get(layer.digest)
-        return found if found is not None else known_layer(layer).uncompressed_size
-
-    layers = list(img.layers)
-    top = len(names)
-    out = [Part("base" if len(layers) - top == 1 else f"base[{i}]", layer, size(layer))
-           for i, layer in enumerate(layers[:-top])]
-    out += [Part(name, layer, size(layer)) for name, layer in zip(names, layers[-top:])]
-    return out
-
-
-def check_budget(target: Target, platform: str, layer_parts: list[Part]) -> float:
+def check_budget(target: Target, platform: str, layer_parts: Sequence[Part]) -> float:
     """The image's uncompressed size in MB; BuildError with the per-layer table when it exceeds the budget."""
     total = sum(p.uncompressed for p in layer_parts) / 1e6
     if total > target.budget_mb:
@@ -309,3 +195,89 @@ def check_budget(target: Target, platform: str, layer_parts: list[Part]) -> floa
                          hint="quantize the model (mlpack export --quantize MODE), give a slimmer --base, or "
                               "raise the budget with --budget-mb MB")
     return total
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformImage:
+    """The image of one platform, its parts bottom to top, its uncompressed size in MB, and the wheels lock its
+    deps layer was installed from: its text and file name, why it was resolved ('' when re-used) and the cached
+    wheels that were fetched again."""
+
+    platform: str
+    image: Image
+    parts: tuple[Part, ...]
+    size_mb: float
+    lock_file: str
+    lock_text: str | None  # None: an earlier export that kept no lock file
+    lock_status: str
+    refetched: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """A target's image per platform, built and checked against the budget; nothing written yet."""
+
+    target: Target
+    platforms: tuple[PlatformImage, ...]
+
+    @property
+    def item(self) -> Image | Index:
+        """The image (one platform) or the index of every platform's image."""
+        images = [p.image for p in self.platforms]
+        return images[0] if len(images) == 1 else index(*images)
+
+
+Step = Callable[[str], None]
+
+
+def _finish(target: Target, platform: str, img: Image, parts: Sequence[Part], lock_file: str, lock_text: str | None,
+            status: str, refetched: tuple[str, ...], step: Step) -> PlatformImage:
+    step(f"{platform}: checking the size budget")
+    size = check_budget(target, platform, parts)
+    return PlatformImage(platform, img, tuple(parts), round(size, 2), lock_file, lock_text, status, refetched)
+
+
+def build(target: Target, models: Sequence[Part], *, labels: Mapping[str, str | None], workdir: Path,
+          base: str | None = None, locks_found: Mapping[str, locks.Lock] | None = None,
+          engine: Callable[[str], Layer] | None = None, step: Step = lambda _: None) -> Built:
+    """Every platform's image of `target` serving `models` (one part named `model`, or a repository's version
+    parts): the base (`base`, an image source, else the target's) through its safety check, the deps layer
+    (installed from the lock in `locks_found` for the platform while it still answers the requirements), the
+    runtime layer, the models, the config with `labels`, and with `engine` the prebuilt TensorRT engine for the
+    platform on top; each checked against the budget. Writes nothing but cache blobs."""
+    step("building the runtime layer")
+    runtime = Part.of("runtime", runtime_layer(target.python))
+    repository = not (len(models) == 1 and models[0].name == "model")
+    built = []
+    for platform in target.platforms:
+        step(f"{platform}: base image")
+        found = sources.base(base or target.base.source, Platform.parse(platform))
+        step(f"{platform}: installing {target.abi} wheels")
+        layer, installed = deps.layer(target, platform, workdir, sbom=found.sbom, lock=(locks_found or {}).get(platform))
+        sizes = {report.digest: report.uncompressed_size for report in found.layers}
+        below = [Part("base" if len(found.image.layers) == 1 else f"base[{i}]", la, sizes[la.digest])
+                 for i, la in enumerate(found.image.layers)]
+        above = [Part.of("deps", layer), runtime, *models]
+        img = configure(_stack(found.image, above), target,
+                        labels={**labels, "dev.mlpack.base.digest": str(found.image.digest)},
+                        model_dir=MODELS_DIR if repository else MODEL_DIR)
+        if engine is not None:
+            step(f"{platform}: building the TensorRT engine on this GPU")
+            prebuilt = Part.of("engine", engine(platform))
+            img, above = _stack(img, [prebuilt]), [*above, prebuilt]
+        built.append(_finish(target, platform, img, [*below, *above], locks.file_name(platform),
+                             installed.lock.text(), installed.relock or "re-used", tuple(installed.refetched), step))
+    return Built(target, tuple(built))
+
+
+def extend(target: Target, images: Sequence[PlatformImage], versions: Sequence[Part],
+           labels: Mapping[str, str | None], step: Step = lambda _: None) -> Built:
+    """Earlier images (`mlpack export --add-version`: every layer kept, with its lock) with more model versions on
+    top, serving the repository at MODELS_DIR."""
+    built = []
+    for earlier in images:
+        img = with_config(_stack(earlier.image, versions), env={"MLPACK_MODEL_DIR": MODELS_DIR}, labels=labels)
+        built.append(_finish(target, earlier.platform, img, [*earlier.parts, *versions], earlier.lock_file,
+                             earlier.lock_text, "re-used (--add-version keeps every layer of the export)",
+                             earlier.refetched, step))
+    return Built(target, tuple(built))

@@ -1,8 +1,13 @@
 """`mlpack export`: one call from a trained model to a verified image per target (the product's main job).
 
-    convert (unless ONNX; parity-gated)  ->  optimize per the profile, behind the accuracy gate
-      ->  per platform: base + deps layer + runtime layer + model layer + config  ->  budget check
-      ->  OCI layout (an index when the target has several platforms) + docker-archive per platform + push
+    export(request)
+      resolve_target            the target profile with the request's overrides; names and flags checked
+      _prepare_models           modelprep.prepare per model: convert (unless ONNX; parity-gated), then optimize per
+                                the profile behind the accuracy gate; a model layer (or a layer per version)
+      assemble.build            per platform: base (oci.sources) + deps layer + runtime layer + model layer(s) +
+                                config, checked against the budget: a Built, nothing written
+      exportdir.write           the sink: OCI layout (an index for several platforms) and a docker-archive per
+                                platform through oci.build.write_outputs, model files, locks, report; push
 
 Nothing is written to `out` until everything has been built: the outputs are assembled in the run's folder beside
 `out` (`runs.folder`) and renamed into place, so a failed export leaves `out` as it was (absent, or the previous
@@ -12,23 +17,23 @@ export), and a killed one leaves a folder that the next run of mlpack sweeps.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from mlpk.packager import assemble, exportdir, locks, runs, targets
+from mlpk.packager import assemble, exportdir, locks, modelprep, runs, targets, tensorrt
+from mlpk.packager.assemble import Part, PlatformImage
 from mlpk.packager.errors import ConfigError, InputError
-from mlpk.packager.exportdir import ExportReport, LayerEntry, PlatformBuild, Pushed, ServedModel, WheelsLock
-from mlpk.packager.oci import Image, Index, Layer, Platform, index, known, sources
-from mlpk.packager.targets import Target
+from mlpk.packager.exportdir import ExportReport, ServedModel, ShippedModel
+from mlpk.packager.oci import Image, Index, Layer, Platform, known, layout
+from mlpk.packager.oci.reference import Reference
+from mlpk.packager.targets import QuantizeMode, Target
+from mlpk.runtimes.config import MODEL_NAME, model_name, name_from_file
 
 Step = Callable[[str], None]
-OPTIMIZE_MODES = ("auto", "none", "fp16", "int8-dynamic", "int8-static")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +48,6 @@ class ModelSpec:
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
         """`PATH`, `NAME=PATH` or `NAME/VERSION=PATH`; text naming a file or folder that exists is always a PATH."""
-        from mlpk.runtimes.config import MODEL_NAME
-
         if "=" in text and not Path(text).exists():
             left, _, right = text.partition("=")
             name, _, version = left.partition("/")
@@ -53,8 +56,6 @@ class ModelSpec:
         return cls(Path(text))
 
     def served_name(self) -> str:
-        from mlpk.runtimes.config import name_from_file
-
         return self.name or name_from_file(self.path.name if self.path.is_dir() else self.path.stem)
 
 
@@ -94,8 +95,6 @@ class ExportRequest:
     def model_name(self) -> str:
         """The name the image answers under: --name, else the name `mlpack serve MODEL` gives the model's file (or
         folder), so a client written against one answers against the other."""
-        from mlpk.runtimes.config import name_from_file
-
         return self.name or name_from_file(self.model.name if self.model.is_dir() else self.model.stem)
 
     def overrides(self) -> dict[str, Any]:
@@ -105,8 +104,9 @@ class ExportRequest:
         if self.wheel_index:
             over["wheels"] = {"extra_index": self.wheel_index}
         if self.quantize:
-            if self.quantize not in OPTIMIZE_MODES:
-                raise ConfigError(f"--quantize {self.quantize} is not one of {', '.join(OPTIMIZE_MODES)}")
+            if self.quantize not in set(QuantizeMode):
+                raise ConfigError(f"--quantize {self.quantize} is not one of {', '.join(QuantizeMode)}",
+                                  hint=f"give --quantize {'|'.join(QuantizeMode)}")
             over["optimize"] = {"quantize": self.quantize}
         if self.budget_mb is not None:
             over["budget_mb"] = self.budget_mb
@@ -118,12 +118,6 @@ class ExportRequest:
 def _check_names(request: ExportRequest) -> None:
     """Refuse a --tag or --push that is no image reference, a --name that is no model name, and a --wheel-index
     that is no URL, before any work."""
-    from urllib.parse import urlsplit
-
-    from mlpk.runtimes.config import model_name
-
-    from mlpk.packager.oci.reference import Reference
-
     for flag, value in (("--tag", request.tag), ("--push", request.push)):
         if value is None:
             continue
@@ -157,8 +151,6 @@ ONE_MODEL_FLAGS = (("--sample-data", "sample_data"), ("--calibration", "calibrat
 def _check_repository(request: ExportRequest) -> None:
     """Refuse what a repository export cannot take: one model's flags with several models, a name that is no model
     name, a version given twice, a TensorRT engine (one model's), --add-version with no export at --out."""
-    from mlpk.runtimes.config import model_name
-
     specs = request.models or (ModelSpec(request.model),)
     if len(specs) > 1:
         for flag, field_name in ONE_MODEL_FLAGS:
@@ -205,14 +197,14 @@ def plan(request: ExportRequest) -> list[str]:
                  f"in a layer of its own, {where}"]
     else:
         steps = [f"check {request.model}; convert it to ONNX with a parity gate unless it is ONNX already"]
-    steps.append(f"optimize: {_mode(target, request)} (gate: max drop {target.optimize.max_drop:g}, for "
-                 f"{target.optimize.consumer})")
+    mode = modelprep.planned_mode(target, request.quantize, request.calibration is not None)
+    steps.append(f"optimize: {mode} (gate: max drop {target.optimize.max_drop:g}, for {target.optimize.consumer})")
     for platform in target.platforms:
         base = request.base or (f"debian {target.base.suite} base built from packages" if target.base.kind ==
                                 "debian" else target.base.ref)
         steps.append(f"{platform}: base {base}; deps {', '.join(target.wheels.requirements)} as {target.abi} "
                      f"wheels; runtime ({target.runtime}); model layer; budget {target.budget_mb:g} MB")
-    outputs = [f"OCI layout {request.out}/oci" + (" (index)" if len(target.platforms) > 1 else "")]
+    outputs = [f"OCI layout {request.out}/{exportdir.LAYOUT}" + (" (index)" if len(target.platforms) > 1 else "")]
     if request.archive:
         outputs.append(f"docker-archive per platform in {request.out}")
     if request.push:
@@ -221,24 +213,12 @@ def plan(request: ExportRequest) -> list[str]:
     return steps
 
 
-def _mode(target: Target, request: ExportRequest) -> str:
-    mode = target.optimize.quantize
-    if mode != "auto":
-        return mode
-    if target.optimize.consumer == "tensorrt":
-        return "int8-static" if request.calibration else "fp16"
-    return "int8-dynamic (only on at least 32 real samples, kept only if it passes the gate, else fp32)"
-
-
 def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
     """Run the whole export; see the module docstring."""
-    clock: dict[str, float] = {}
     read_back = known.READ_BACK.total
     target = resolve_target(request)
-    _check_out(request.out)
+    exportdir.check_out(request.out)
     if request.prebuild_engine:
-        from mlpk.packager import tensorrt
-
         for platform in target.platforms:  # before any work: a missing toolchain is known now
             tensorrt.check_available(target, platform)
     previous = Previous.read(request.out, target) if request.add_version else None
@@ -246,117 +226,42 @@ def export(request: ExportRequest, step: Step = lambda _: None) -> ExportReport:
     with runs.folder("export", near=request.out.parent) as work:  # beside out: the result is renamed into place
         started = time.perf_counter()
         step("converting the model")
-        versions, model, prepared = _prepare_models(request, target, work, step, previous)
-        clock["model"] = time.perf_counter() - started
+        versions, models, prepared = _prepare_models(request, target, work, step, previous)
+        seconds = {"model": time.perf_counter() - started}
 
         started = time.perf_counter()
         tag = request.tag or (previous.tag if previous else
                               f"mlpack/{_slug(request.model.stem if request.model.is_file() else request.model.name)}"
                               f":{target.name}")
         labels = _labels(versions, request.is_repository)
-        step("building the runtime and model layers")
-        runtime = assemble.runtime_layer(target.python)
         if previous is not None:
-            previous.check_runtime(runtime)
-        images: list[Image] = []
-        builds: list[PlatformBuild] = []
-        staging = work / "out"
-        staging.mkdir()
-        model_names = ("model",) if isinstance(model, Layer) else tuple(m.name for m in model)
-        for platform in target.platforms:
-            checked: Any = ()  # the layers already checked: the base's, by its safety check
-            if previous is not None:
-                img, names, lock = previous.extend(platform, model, labels)
-                if lock is not None:
-                    (staging / lock.file).parent.mkdir(exist_ok=True)
-                    shutil.copyfile(request.out / lock.file, staging / lock.file)
-            else:
-                img, lock, checked = _build_platform(request, target, platform, work, staging, runtime, model, labels,
-                                                     step)
-                names = ("deps", "runtime", *model_names)
+            built = assemble.extend(target, previous.images(target), models, labels, step)
+        else:
+            engine = None
             if request.prebuild_engine:
-                from mlpk.packager import tensorrt
-                from mlpk.packager.oci import append_layers
+                card = prepared.card.to_dict()
+                onnx_file = prepared.files["model.onnx"]
 
-                step(f"{platform}: building the TensorRT engine on this GPU")
-                card = json.loads(prepared.files["model-card.json"].read_text())
-                engine = tensorrt.engine_layer(prepared.files["model.onnx"], target, card, platform)
-                img = append_layers(img, engine, created_by="mlpack: TensorRT engine (prebuilt)")
-                names += ("engine",)
-            step(f"{platform}: checking the size budget")
-            parts = assemble.parts(img, names, checked=checked)
-            size = assemble.check_budget(target, platform, parts)
-            builds.append(PlatformBuild(platform, str(img.digest), tuple(
-                LayerEntry(p.name, str(p.layer.digest), p.layer.size, p.uncompressed) for p in parts),
-                round(size, 2), None, lock))
-            images.append(img)
-        clock["build"] = time.perf_counter() - started
+                def engine(platform: str) -> Layer:
+                    return tensorrt.engine_layer(onnx_file, target, card, platform)
 
-        started = time.perf_counter()
-        step("writing outputs")
-        result: Image | Index = images[0] if len(images) == 1 else index(*images)
-        builds = _write(result, images, builds, staging, tag, request.archive)
-        _ship_files(versions, staging, request.out, request.is_repository)
-        pushed = None
-        if request.push:
-            from mlpk.packager.oci import remote
+            found = {platform: _lock_at(request.out, platform) for platform in target.platforms}
+            built = assemble.build(target, models, labels=labels, workdir=work, base=request.base,
+                                   locks_found={p: lock for p, lock in found.items() if lock is not None},
+                                   engine=engine, step=step)
+        seconds["build"] = time.perf_counter() - started
 
-            step(f"pushing to {request.push}")
-            pushed = Pushed.from_dict(remote.push(result, request.push).to_dict())
-        clock["write"] = time.perf_counter() - started
-        report = ExportReport(
-            target=target.name, tag=tag, out=str(request.out), model=prepared.summary,
-            optimization=prepared.optimization, platforms=tuple(builds), digest=str(result.digest),
-            budget_mb=target.budget_mb, pushed=pushed, run=tuple(_run_hints(target, tag, builds, request.out)),
-            seconds={k: round(v, 2) for k, v in clock.items()}, models=tuple(v.served() for v in versions),
-            cached_layers_read_bytes=known.READ_BACK.total - read_back)
-        exportdir.write_report(report, staging)
-        _replace(staging, request.out, work / "previous")
-    return report
+        step("writing outputs" + (f" and pushing to {request.push}" if request.push else ""))
+        contents = exportdir.Contents(built, tag, tuple(versions), prepared.summary(),
+                                      prepared.optimization.to_dict(), request.is_repository)
+        return exportdir.write(contents, request.out, work, archive=request.archive, push=request.push,
+                               seconds=seconds, read_back_since=read_back)
 
 
-def _build_platform(request: ExportRequest, target: Target, platform: str, work: Path, staging: Path,
-                    runtime: Layer, model: Layer | list[assemble.ModelLayer], labels: dict[str, str | None],
-                    step: Step) -> tuple[Image, WheelsLock, Any]:
-    """base + deps + runtime + model for `platform`, with the wheels lock it used written into `staging`: (the image,
-    its lock entry for the report, the base's layer reports)."""
-    step(f"{platform}: base image")
-    base = _base(request, target, platform)
-    step(f"{platform}: installing {target.abi} wheels")
-    lock_file = locks.file_name(platform)  # re-used from the previous export to `out` while it still fits
-    previous = locks.read(request.out / lock_file) if (request.out / lock_file).is_file() else None
-    deps, installed = assemble.deps_layer(target, platform, work, sbom=base.sbom, lock=previous)
-    (staging / lock_file).parent.mkdir(exist_ok=True)
-    (staging / lock_file).write_text(installed.lock.text())
-    img = assemble.assemble(base.image, target, platform, deps=deps, runtime=runtime, model=model,
-                            labels={**labels, "dev.mlpack.base.digest": str(base.image.digest)})
-    lock_entry = WheelsLock(lock_file, installed.relock or "re-used", tuple(installed.refetched))
-    return img, lock_entry, base.layers
-
-
-@dataclass(frozen=True, slots=True)
-class ModelVersion:
-    """One model version an image serves, as the report lists it. `files` are the ones this export prepared
-    (None: carried over from the export --add-version added to)."""
-
-    name: str
-    version: int
-    layer: str  # the name of its layer in the report: `model` (a one-model image) or `model NAME/VERSION`
-    sha256: str  # of the source model as given
-    source: str  # its kind
-    card: dict[str, Any]
-    optimization: dict[str, Any]
-    files: dict[str, Path] | None = None
-
-    def served(self) -> ServedModel:
-        return ServedModel(self.name, self.version, self.layer, self.sha256, self.source, self.card,
-                           self.optimization)
-
-    @classmethod
-    def carried(cls, served: ServedModel) -> ModelVersion:
-        """A version of the export --add-version adds to (its files stay in that export)."""
-        return cls(served.name, served.version, served.layer, served.sha256, served.source, dict(served.card),
-                   dict(served.optimization))
+def _lock_at(out: Path, platform: str) -> locks.Lock | None:
+    """The wheels lock the export at `out` installed `platform`'s deps from: re-used while it still fits."""
+    path = out / locks.file_name(platform)
+    return locks.read(path) if path.is_file() else None
 
 
 def _specs(request: ExportRequest) -> tuple[ModelSpec, ...]:
@@ -367,66 +272,54 @@ def _specs(request: ExportRequest) -> tuple[ModelSpec, ...]:
 
 
 def _prepare_models(request: ExportRequest, target: Target, work: Path, step: Step, previous: Previous | None
-                    ) -> tuple[list[ModelVersion], Layer | list[assemble.ModelLayer], Any]:
-    """Convert and optimize every model of the request: (every version the image serves, the model layer or the
-    new version layers, the last model prepared)."""
-
-    from mlpk.packager import modelprep
-
+                    ) -> tuple[list[ShippedModel], list[Part], modelprep.PreparedModel]:
+    """Convert and optimize every model of the request: (every version the image serves, the model part or the
+    new version parts, the last model prepared)."""
     if not request.is_repository:
         prepared = modelprep.prepare(request, target, work / "model", step)
-        version = ModelVersion(prepared.name, 1, "model", prepared.sha256, prepared.source_kind, prepared.summary,
-                               prepared.optimization, prepared.files)
-        return [version], assemble.model_layer(prepared.files), prepared
+        served = ServedModel(prepared.name, 1, "model", prepared.sha256, prepared.source_kind, prepared.summary(),
+                             prepared.optimization.to_dict())
+        return [ShippedModel(served, prepared.files)], [Part.of("model", assemble.model_layer(prepared.files))], \
+            prepared
     carried = list(previous.versions) if previous else []
     planned: list[tuple[ModelSpec, str, int]] = []
     for spec in _specs(request):  # every name and version first: a clash is known before any conversion
         name = spec.served_name()
-        taken = [v.version for v in carried if v.name == name] + [v for n, v in
-                                                                  ((p[1], p[2]) for p in planned) if n == name]
+        taken = [v.served.version for v in carried if v.served.name == name] + \
+            [version for _, other, version in planned if other == name]
         version = spec.version or max(taken, default=0) + 1
         if version in taken:
-            where = f"the export at {request.out}" if any(v.name == name and v.version == version
+            where = f"the export at {request.out}" if any(v.served.name == name and v.served.version == version
                                                            for v in carried) else "this export"
             raise ConfigError(f"model {name} version {version} is already in {where}",
                               hint=f"give another version with {name}/VERSION=PATH, or leave the version out "
                                    "for the next one")
         planned.append((spec, name, version))
-    versions, layers, prepared = list(carried), [], None
+    versions, parts = list(carried), []
     links = previous.links if previous else ()
-    for index, (spec, name, version) in enumerate(planned):
+    prepared = None
+    for number, (spec, name, version) in enumerate(planned):
         step(f"converting {name} version {version}")
         one = dataclasses.replace(request, model=spec.path, name=name, models=(), add_version=False)
-        prepared = modelprep.prepare(one, target, work / f"model-{index}", step)
-        layer = assemble.version_layer(name, version, prepared.files, links=links if index == 0 else ())
-        layers.append(layer)
-        versions.append(ModelVersion(name, version, layer.name, prepared.sha256, prepared.source_kind,
-                                     prepared.summary, prepared.optimization, prepared.files))
-    return sorted(versions, key=lambda v: (v.name, v.version)), layers, prepared
+        prepared = modelprep.prepare(one, target, work / f"model-{number}", step)
+        part = assemble.version_layer(name, version, prepared.files, links=links if number == 0 else ())
+        parts.append(part)
+        versions.append(ShippedModel(ServedModel(name, version, part.name, prepared.sha256, prepared.source_kind,
+                                                 prepared.summary(), prepared.optimization.to_dict()),
+                                     prepared.files))
+    assert prepared is not None, "a repository export prepares at least one model"
+    return sorted(versions, key=lambda v: (v.served.name, v.served.version)), parts, prepared
 
 
-def _labels(versions: list[ModelVersion], repository: bool) -> dict[str, str | None]:
+def _labels(versions: list[ShippedModel], repository: bool) -> dict[str, str | None]:
+    served = [v.served for v in versions]
     if not repository:
-        [only] = versions
+        [only] = served
         return {"org.opencontainers.image.title": only.name, "dev.mlpack.model.sha256": only.sha256,
                 "dev.mlpack.model.source": only.source}
-    return {"org.opencontainers.image.title": ", ".join(dict.fromkeys(v.name for v in versions)),
-            "dev.mlpack.models": ",".join(f"{v.name}/{v.version}" for v in versions),
+    return {"org.opencontainers.image.title": ", ".join(dict.fromkeys(v.name for v in served)),
+            "dev.mlpack.models": ",".join(f"{v.name}/{v.version}" for v in served),
             "dev.mlpack.model.sha256": None, "dev.mlpack.model.source": None}  # one model's labels: none here
-
-
-def _ship_files(versions: list[ModelVersion], staging: Path, out: Path, repository: bool) -> None:
-    """The shipped models as the image's model layers hold them: OUT/model/ (one model), or
-    OUT/models/NAME/VERSION/ (a repository; versions carried over are copied from the export added to)."""
-    for version in versions:
-        folder = staging / "models" / version.name / str(version.version) if repository else staging / "model"
-        if version.files is None:
-            earlier = out / "models" / version.name / str(version.version)
-            shutil.copytree(earlier if earlier.is_dir() else out / "model", folder)
-            continue
-        folder.mkdir(parents=True)
-        for name, source in version.files.items():
-            shutil.copyfile(source, folder / name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,7 +330,7 @@ class Previous:
     out: Path
     item: Image | Index
     report: ExportReport
-    versions: tuple[ModelVersion, ...]
+    versions: tuple[ShippedModel, ...]
     links: tuple[tuple[str, int], ...]
 
     @property
@@ -446,8 +339,6 @@ class Previous:
 
     @classmethod
     def read(cls, out: Path, target: Target) -> Previous:
-        from mlpk.packager.oci import layout
-
         try:
             report = exportdir.read(out)
             item = layout.read(out / exportdir.LAYOUT)
@@ -463,134 +354,53 @@ class Previous:
                    if "=" in entry)
         labels = (first.config.get("config") or {}).get("Labels") or {}
         if report.models:
-            versions = tuple(ModelVersion.carried(entry) for entry in report.models)
+            versions = tuple(ShippedModel(entry) for entry in report.models)
         else:  # written before exports listed their models: its one model
-            versions = (ModelVersion(str(labels.get("org.opencontainers.image.title") or "model"), 1, "model",
-                                     str(labels.get("dev.mlpack.model.sha256", "")),
-                                     str(labels.get("dev.mlpack.model.source", "")), dict(report.model),
-                                     dict(report.optimization)),)
+            versions = (ShippedModel(ServedModel(
+                str(labels.get("org.opencontainers.image.title") or "model"), 1, "model",
+                str(labels.get("dev.mlpack.model.sha256", "")), str(labels.get("dev.mlpack.model.source", "")),
+                dict(report.model), dict(report.optimization))),)
         single = env.get("MLPACK_MODEL_DIR") == assemble.MODEL_DIR
-        links = ((versions[0].name, 1),) if single else ()
+        links = ((versions[0].served.name, 1),) if single else ()
         if any(build.layer("engine") for build in report.platforms):
             raise ConfigError(f"the export at --out {out} ships a prebuilt TensorRT engine for its one model",
                               hint="export it again without --prebuild-engine, then add versions with --add-version")
         return cls(out, item, report, versions, links)
 
-    def check_runtime(self, runtime: Layer) -> None:
-        """The runtime layer must be this mlpack's: the old one may not serve a repository."""
+    def images(self, target: Target) -> list[PlatformImage]:
+        """The earlier export's image per platform of `target`, with its named parts and its wheels lock, once its
+        runtime layer is this mlpack's (the old one may not serve a repository)."""
+        runtime = assemble.runtime_layer(target.python)
         for build in self.report.platforms:
             entry = build.layer("runtime")
             old = entry.digest if entry else None
             if old != str(runtime.digest):
-                models = " ".join(f"{v.name}/{v.version}=MODEL" for v in self.versions)
+                models = " ".join(f"{v.served.name}/{v.served.version}=MODEL" for v in self.versions)
                 raise ConfigError(f"the export at --out {self.out} was built by another version of mlpack (its "
                                   f"runtime layer is {str(old)[:19]}, this one's {str(runtime.digest)[:19]}), which "
                                   "may not serve a model repository",
                                   hint=f"export every version again at once: mlpack export {models} NEW_MODEL "
                                        f"--target {self.report.target} --out {self.out}")
-
-    def extend(self, platform: str, model: Layer | list[assemble.ModelLayer], labels: dict[str, str | None]
-               ) -> tuple[Image, tuple[str, ...], WheelsLock | None]:
-        """The earlier image for `platform` with the new version layers on top: (image, its layer names above the
-        base, the wheels lock entry it keeps)."""
-        assert not isinstance(model, Layer)  # --add-version always makes version layers
         images = list(self.item.images) if isinstance(self.item, Index) else [self.item]
-        wanted = Platform.parse(platform)
-        img = next((i for i in images if wanted.matches(i.platform)), None)
-        build = self.report.platform(platform)
-        if img is None or build is None:
-            raise ConfigError(f"the export at --out {self.out} has no image for {platform}",
-                              hint="export it again with mlpack export MODEL --target T --out OUT")
-        names = tuple(layer.name for layer in build.layers if not layer.name.startswith("base"))
-        extended = assemble.add_versions(img, model, labels)
-        lock = None if build.wheels_lock is None else dataclasses.replace(
-            build.wheels_lock, status="re-used (--add-version keeps every layer of the export)")
-        return extended, names + tuple(m.name for m in model), lock
+        out = []
+        for platform in target.platforms:
+            wanted = Platform.parse(platform)
+            img = next((i for i in images if wanted.matches(i.platform)), None)
+            build = self.report.platform(platform)
+            if img is None or build is None or [e.digest for e in build.layers] != [str(la.digest) for la in
+                                                                                   img.layers]:
+                raise ConfigError(f"the export at --out {self.out} has no image for {platform} that its report "
+                                  "describes", hint="export it again with mlpack export MODEL --target T --out OUT")
+            parts = tuple(Part(entry.name, layer, entry.uncompressed) for entry, layer in zip(build.layers,
+                                                                                            img.layers, strict=True))
+            lock = build.wheels_lock
+            lock_file = lock.file if lock else locks.file_name(platform)
+            text = (self.out / lock_file).read_text() if (self.out / lock_file).is_file() else None
+            out.append(PlatformImage(platform, img, parts, build.size_mb, lock_file, text, "",
+                                     lock.refetched if lock else ()))
+        return out
 
 
 def _slug(name: str) -> str:
     text = "".join(c if c.isalnum() or c in "-._" else "-" for c in name.lower()).strip("-._")
     return text or "model"
-
-
-def _base(request: ExportRequest, target: Target, platform: str) -> sources.Base:
-    """The base image for `platform` (the --base source, else the target's), through the layer-safety check whatever
-    its source, with its SBOM when mlpack built it from Debian packages."""
-    source = sources.parse(request.base or target.base.source)
-    if source.kind is sources.Kind.SCRATCH:
-        raise ConfigError(f"--base {source} has no Python, which the {target.runtime} runtime of {target.name} runs on",
-                          hint="give a base with python3 (debian:SUITE, a registry ref, oci:DIR or "
-                               "docker-archive:FILE.tar), or leave --base out for the target's own")
-    return sources.base(source, Platform.parse(platform))
-
-
-def _write(result: Image | Index, images: list[Image], builds: list[PlatformBuild], staging: Path, tag: str,
-           archive: bool) -> list[PlatformBuild]:
-    from mlpk.packager.oci import layout, tarball
-
-    layout.write(result, staging / "oci", tag.rsplit(":", 1)[-1] if ":" in tag.rsplit("/", 1)[-1] else None,
-                 link=True)
-    if not archive:
-        return builds
-    out = []
-    for img, build in zip(images, builds, strict=True):
-        arch = Platform.parse(build.platform).architecture
-        name = f"image-{arch}.tar"
-        tarball.write(img, staging / name, tag if len(images) == 1 else f"{tag}-{arch}")
-        out.append(PlatformBuild(build.platform, build.digest, build.layers, build.size_mb, name, build.wheels_lock))
-    return out
-
-
-def _run_hints(target: Target, tag: str, builds: list[PlatformBuild], out: Path) -> list[str]:
-    hints = []
-    for build in builds:
-        if build.archive:
-            hints.append(f"docker load -i {out / build.archive}")
-    image = tag if len(builds) == 1 else f"{tag}-{Platform.parse(builds[0].platform).architecture}"
-    from mlpk.packager import locations
-
-    hints.append(target.run_hint.replace("{image}", image).replace("{rie}", str(locations.cache_dir() / "rie")))
-    return hints
-
-
-def _check_out(out: Path) -> None:
-    """Refuse an --out that is not an earlier export, or where nothing can be written, before any work starts; the
-    probe creates what export would (missing parents, a temporary directory beside `out`) and removes it again."""
-    try:
-        taken = out.exists() and (not out.is_dir() or (not exportdir.is_export(out) and any(out.iterdir())))
-    except OSError as err:
-        raise ConfigError(f"--out {out} cannot be inspected: {err.strerror}",
-                          hint="choose an --out directory you can read and write") from err
-    if taken:
-        raise ConfigError(f"--out {out} exists and is not an earlier mlpack export",
-                          hint="choose an empty or new directory")
-    parent = out.absolute().parent
-    existing = next(place for place in (parent, *parent.parents) if place.exists() or place.is_symlink())
-    if not existing.is_dir():
-        raise ConfigError(f"--out {out} is under {existing}, which is a file, not a directory",
-                          hint="choose an --out path whose parents are directories (or new)")
-    created: list[Path] = []
-    where = existing
-    try:
-        for place in reversed([parent, *parent.parents][:len(parent.parents) - len(existing.parents)]):
-            place.mkdir()
-            created.append(place)
-            where = place
-        with runs.folder("export", near=parent):  # what the export will make there (a killed probe is swept too)
-            pass
-    except OSError as err:
-        raise ConfigError(f"--out {out} cannot be written: {err.strerror} (in {where})",
-                          hint="choose an --out directory in a place you can write to") from err
-    finally:
-        for place in reversed(created):
-            place.rmdir()
-
-
-def _replace(staging: Path, out: Path, old: Path) -> None:
-    """Put `staging` at `out`, replacing a previous export there as a whole: the previous one is renamed to `old`
-    (in the run's folder, so a run killed right then leaves nothing beside `out`), then removed."""
-    if out.exists():
-        os.replace(out, old)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)
-

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,15 +23,35 @@ import numpy as np
 
 from mlpk.packager import card as cards
 from mlpk.packager.errors import QuantizationError
+from mlpk.packager.parity import ParityReport
+from mlpk.packager.targets import QuantizeMode, Target
 
-if TYPE_CHECKING:
-    from mlpk.packager.feeds import Feeds
+if TYPE_CHECKING:  # export imports this module
     from mlpk.packager.export import ExportRequest
-    from mlpk.packager.targets import Target
+    from mlpk.packager.feeds import Feeds
 
 MIN_AUTO_SAMPLES = 32
 WARMUP_FILE = "warmup.npz"
 _ORT = re.compile(r"^onnxruntime(?:-gpu)?(?:\[[^\]]*\])?\s*(?:==|>=|~=)\s*([0-9]+\.[0-9]+(?:\.[0-9]+)?)")
+
+
+@dataclass(frozen=True, slots=True)
+class Optimization:
+    """What the optimization step tried (`requested`; `required`: a gate failure stops the export), what shipped
+    (`mode`: none, or the quantization that passed its gate, with the quantization report's `figures`) and, when
+    FP32 shipped instead of what was asked, why."""
+
+    mode: str
+    requested: QuantizeMode
+    required: bool
+    kept_fp32_because: str | None = None
+    figures: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {**self.figures, "mode": self.mode, "requested": str(self.requested), "required": self.required}
+        if self.kept_fp32_because is not None:
+            out["kept_fp32_because"] = self.kept_fp32_because
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +62,16 @@ class PreparedModel:
     sha256: str  # of the source model as given
     source_kind: str
     files: dict[str, Path]  # name in the model directory -> file
-    summary: dict[str, Any]  # the card: inputs, outputs, parity
-    optimization: dict[str, Any]  # what was tried, what shipped, and why
+    card: cards.ModelCard  # the card that ships (inputs, outputs, signature, parity, quantization)
+    exporter: str
+    parity: ParityReport | None
+    optimization: Optimization
+
+    def summary(self) -> dict[str, Any]:
+        """The card as the export report lists it."""
+        return {"name": self.card.name, "source": self.card.source.to_dict(), "exporter": self.exporter,
+                "inputs": [s.to_dict() for s in self.card.inputs], "outputs": [s.to_dict() for s in self.card.outputs],
+                "parity": self.parity.to_dict() if self.parity else None, "signature": self.card.signature}
 
 
 def runtime_ort_version(target: Target) -> str | None:
@@ -55,14 +83,24 @@ def runtime_ort_version(target: Target) -> str | None:
     return None
 
 
-def chosen_mode(target: Target, explicit: str | None, has_calibration: bool) -> tuple[str, bool]:
-    """(mode, required): the quantization to run and whether a gate failure must stop the export."""
-    mode = explicit or target.optimize.quantize
-    if mode != "auto":
-        return mode, mode != "none"
+def chosen_mode(target: Target, explicit: str | None, has_calibration: bool) -> tuple[QuantizeMode, bool]:
+    """(mode, required): the quantization to run and whether a gate failure must stop the export. The one
+    quantization policy: an explicit mode is required; `auto` is the target's default (TensorRT: int8-static with
+    calibration data, else fp16; CPU: int8-dynamic), tried only on real evidence and kept only behind the gate."""
+    mode = QuantizeMode(explicit or target.optimize.quantize)
+    if mode is not QuantizeMode.AUTO:
+        return mode, mode is not QuantizeMode.NONE
     if target.optimize.consumer == "tensorrt":
-        return ("int8-static" if has_calibration else "fp16"), False
-    return "int8-dynamic", False
+        return (QuantizeMode.INT8_STATIC if has_calibration else QuantizeMode.FP16), False
+    return QuantizeMode.INT8_DYNAMIC, False
+
+
+def planned_mode(target: Target, explicit: str | None, has_calibration: bool) -> str:
+    """chosen_mode in words, for `mlpack export --plan`."""
+    mode, required = chosen_mode(target, explicit, has_calibration)
+    if required or mode is QuantizeMode.NONE or target.optimize.consumer == "tensorrt":
+        return str(mode)
+    return f"{mode} (only on at least {MIN_AUTO_SAMPLES} real samples, kept only if it passes the gate, else fp32)"
 
 
 def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callable[[str], None]) -> PreparedModel:
@@ -79,20 +117,19 @@ def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callabl
     card = converted.card
     files = {f.name: f for f in converted.files if not f.name.endswith(cards.SUFFIX)}
     mode, required = chosen_mode(target, request.quantize, request.calibration is not None)
-    optimization: dict[str, Any] = {"mode": "none", "requested": mode, "required": required}
-    thin = None if required or mode == "none" else thin_evidence(request, card, converted.evidence)
+    optimization = Optimization("none", mode, required)
+    thin = None if required or mode is QuantizeMode.NONE else thin_evidence(request, card, converted.evidence)
     if thin:
-        optimization["kept_fp32_because"] = thin
-    elif mode != "none":
+        optimization = replace(optimization, kept_fp32_because=thin)
+    elif mode is not QuantizeMode.NONE:
         step(f"quantizing: {mode}")
         try:
-            optimization = _quantize(converted.output, workdir, mode, target, request) | {"requested": mode,
-                                                                                          "required": required}
+            figures = _quantize(converted.output, workdir, mode, target, request)
+            optimization = Optimization(str(figures["mode"]), mode, required, figures=figures)
         except QuantizationError as err:
             if required:
                 raise
-            optimization = {"mode": "none", "requested": mode, "required": False,
-                            "kept_fp32_because": err.one_line()}
+            optimization = Optimization("none", mode, False, kept_fp32_because=err.one_line())
         else:
             files = {"model.onnx": workdir / "quantized.onnx"}
             card = cards.read(files["model.onnx"]) or card
@@ -105,10 +142,8 @@ def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callabl
     card_path = workdir / cards.FILE_NAME
     card_path.write_text(json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n")
     files[cards.FILE_NAME] = card_path
-    summary = {"name": card.name, "source": card.source.to_dict(), "exporter": converted.exporter,
-               "inputs": [s.to_dict() for s in card.inputs], "outputs": [s.to_dict() for s in card.outputs],
-               "parity": converted.parity.to_dict() if converted.parity else None, "signature": card.signature}
-    return PreparedModel(card.name, card.source.sha256, card.source.kind, files, summary, optimization)
+    return PreparedModel(card.name, card.source.sha256, card.source.kind, files, card, converted.exporter,
+                         converted.parity, optimization)
 
 
 def thin_evidence(request: ExportRequest, card: cards.ModelCard, parity_data: Feeds | None = None) -> str | None:
@@ -130,13 +165,14 @@ def thin_evidence(request: ExportRequest, card: cards.ModelCard, parity_data: Fe
     return None
 
 
-def _quantize(model: Path, workdir: Path, mode: str, target: Target, request: ExportRequest) -> dict[str, Any]:
-    from mlpk.packager.quantize.options import Backend, Mode, QuantizeOptions
+def _quantize(model: Path, workdir: Path, mode: QuantizeMode, target: Target, request: ExportRequest
+              ) -> dict[str, Any]:
+    from mlpk.packager.quantize.options import Backend, QuantizeOptions
     from mlpk.packager.quantize.pipeline import quantize
 
     arches = {p.rsplit("/", 1)[-1] for p in target.platforms}
     options = QuantizeOptions(
-        mode=Mode(mode), backend=Backend(target.optimize.consumer),
+        mode=mode, backend=Backend(target.optimize.consumer),
         calibration=request.calibration or request.sample_data, max_drop=target.optimize.max_drop,
         # One model layer serves every platform of the target: choose INT8 types that are right on x86-64 when it
         # is among them (the stricter case: U8S8 saturation), else for arm64.

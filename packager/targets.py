@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import enum
 import json
 import os
 import re
@@ -62,9 +63,24 @@ class Wheels:
     extra_index_required: bool  # e.g. Jetson's onnxruntime-gpu, which is not on PyPI
 
 
+class QuantizeMode(enum.StrEnum):
+    """What an export's optimization (a profile's optimize.quantize, --quantize) may be: the one list of modes.
+    `auto` is the target's default behind the gate (modelprep.chosen_mode, the one policy), `none` ships FP32, the
+    others are what `mlpack quantize --mode` runs (QUANTIZING)."""
+
+    AUTO = "auto"
+    NONE = "none"
+    FP16 = "fp16"
+    INT8_DYNAMIC = "int8-dynamic"
+    INT8_STATIC = "int8-static"
+
+
+QUANTIZING = (QuantizeMode.FP16, QuantizeMode.INT8_DYNAMIC, QuantizeMode.INT8_STATIC)
+
+
 @dataclass(frozen=True, slots=True)
 class Optimize:
-    quantize: str
+    quantize: QuantizeMode
     max_drop: float
     consumer: str  # "cpu" | "tensorrt"
 
@@ -275,7 +291,7 @@ def resolve(raw: Mapping[str, Any], source: str | None = None) -> Target:
                       index=wheels.get("index", ""),
                       extra_index=extra, extra_index_required=bool(wheels.get("extra_index_required"))),
         providers=tuple(raw["providers"]),
-        optimize=Optimize(quantize=opt.get("quantize", "auto"), max_drop=float(opt.get("max_drop", 0.01)),
+        optimize=Optimize(quantize=QuantizeMode(opt.get("quantize", "auto")), max_drop=float(opt.get("max_drop", 0.01)),
                           consumer=opt.get("for", "tensorrt" if uses_trt else "cpu")),
         tensorrt=TensorRT(engine_cache=(trt or {}).get("engine_cache", "/var/cache/mlpack/tensorrt"),
                           fp16=(trt or {}).get("fp16", True), int8=(trt or {}).get("int8", False),

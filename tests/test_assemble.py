@@ -1,4 +1,4 @@
-"""Assembly pieces that need no engine: the deps-layer key, the runtime layer, budgets."""
+"""Assembly pieces that need no engine: the deps-layer key (deps.py), the runtime layer, budgets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from mlpk.packager import assemble, locks, targets
+from mlpk.packager import assemble, deps, locks, targets
 from mlpk.packager.errors import BuildError
 from mlpk.packager.oci.layer import read_members
 
@@ -16,15 +16,15 @@ def test_deps_key_follows_what_decides_the_layer() -> None:
     lam = targets.load("lambda")
     numpy = locks.Pin("numpy", "2.4.6", "numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl", "a" * 64)
     lock = locks.Lock("linux/amd64", "3.11", "2.36", lam.wheels.requirements, (numpy,))
-    key = assemble._deps_key(lam, "linux/amd64", lock, "base-1")
-    assert key == assemble._deps_key(lam, "linux/amd64", lock, "base-1")
+    key = deps._deps_key(lam, "linux/amd64", lock, "base-1")
+    assert key == deps._deps_key(lam, "linux/amd64", lock, "base-1")
     other_reqs = targets.load("lambda", {"wheels": {"requirements": ["onnxruntime==1.31.1"]}})
-    assert key != assemble._deps_key(other_reqs, "linux/amd64", lock, "base-1")
-    assert key != assemble._deps_key(lam, "linux/arm64", lock, "base-1")
-    assert key != assemble._deps_key(lam, "linux/amd64", lock, "base-2"), "another base SBOM"
+    assert key != deps._deps_key(other_reqs, "linux/amd64", lock, "base-1")
+    assert key != deps._deps_key(lam, "linux/arm64", lock, "base-1")
+    assert key != deps._deps_key(lam, "linux/amd64", lock, "base-2"), "another base SBOM"
     rebuilt = locks.Lock(lock.platform, lock.python, lock.glibc, lock.requirements,
                          (locks.Pin(numpy.name, numpy.version, numpy.filename, "b" * 64),))
-    assert key != assemble._deps_key(lam, "linux/amd64", rebuilt, "base-1"), "other wheel bytes, another layer"
+    assert key != deps._deps_key(lam, "linux/amd64", rebuilt, "base-1"), "other wheel bytes, another layer"
 
 
 def test_runtime_layer_ships_the_runtime_with_image_paths() -> None:

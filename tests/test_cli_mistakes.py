@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlpk.packager import export
+from mlpk.packager import exportdir
 from mlpk.packager.errors import ConfigError
 from mlpk.runtimes import config
 from tests.conftest import free_port
@@ -48,12 +48,12 @@ def test_export_under_a_regular_file_is_refused_before_the_model_is_read(mlpack,
 
 
 def test_out_check_creates_nothing_it_leaves(tmp_path: Path) -> None:
-    export._check_out(tmp_path / "new" / "deeper" / "out")
+    exportdir.check_out(tmp_path / "new" / "deeper" / "out")
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="exists and is not an earlier mlpack export"):
-        export._check_out(tmp_path / "taken")
+        exportdir.check_out(tmp_path / "taken")
 
 
 @pytest.mark.parametrize(("flags", "words"), [

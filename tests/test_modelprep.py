@@ -51,8 +51,8 @@ def test_auto_keeps_fp32_when_the_evidence_is_thin(tmp_path: Path) -> None:
     model = _embedding(tmp_path / "embed.onnx", fragile=False)
     for samples in (None, 1, 17):
         prepared = _prepare(tmp_path, model, samples)
-        reason = prepared.optimization.get("kept_fp32_because", "")
-        assert prepared.optimization["mode"] == "none" and not _quantized(prepared)
+        reason = prepared.optimization.kept_fp32_because or ""
+        assert prepared.optimization.mode == "none" and not _quantized(prepared)
         assert "auto quantizes only on" in reason and ("none were given" in reason if samples is None
                                                        else f"holds {samples}" in reason)
     assert prepared.files["warmup.npz"].is_file(), "the user's first sample warms the server up"
@@ -62,9 +62,9 @@ def test_auto_never_ships_an_embedding_that_fails_the_gate_on_real_inputs(tmp_pa
     """With enough real samples auto tries INT8: the fragile embedding fails the worst-row cosine gate and FP32
     ships; a robust one passes and ships quantized — and its figures on the real inputs are within the gate."""
     fragile = _prepare(tmp_path / "f", _embedding((tmp_path / "f").mkdir() or tmp_path / "f" / "e.onnx", True), 64)
-    assert not _quantized(fragile) and "failed the accuracy gate" in fragile.optimization["kept_fp32_because"]
+    assert not _quantized(fragile) and "failed the accuracy gate" in (fragile.optimization.kept_fp32_because or "")
     robust = _prepare(tmp_path / "r", _embedding((tmp_path / "r").mkdir() or tmp_path / "r" / "e.onnx", False), 64)
-    assert _quantized(robust) and robust.optimization["mode"] == "int8-dynamic"
+    assert _quantized(robust) and robust.optimization.mode == "int8-dynamic"
     real = Dataset(({"x": np.random.default_rng(2).standard_normal((40, 64)).astype(np.float32)},), None, "real")
     reference = gate.run(gate.open_session(tmp_path / "r" / "e.onnx"), real, 64)
     shipped = gate.run(gate.open_session(robust.files["model.onnx"]), real, 64)

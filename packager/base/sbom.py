@@ -7,22 +7,24 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
+from cyclonedx.model import HashAlgorithm, HashType, Property
+from cyclonedx.model.bom import Bom, BomMetaData
+from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.model.contact import OrganizationalEntity
+from cyclonedx.model.dependency import Dependency
+from cyclonedx.output.json import JsonV1Dot6
+from debian.deb822 import PkgRelation
+from packageurl import PackageURL
+
 from mlpk.packager import __version__
 from mlpk.packager.base.resolve import Package
+from mlpk.packager.oci.layer import source_date_epoch
 
 DISTRO = {"bookworm": "debian-12", "trixie": "debian-13"}
 
 
 def base_sbom(packages: Sequence[Package], *, suite: str, arch: str, key: str, epoch: int = 0) -> object:
     """The SBOM (a cyclonedx Bom) of `packages`, with their Depends edges, for a base keyed by `key`."""
-    from cyclonedx.model import HashAlgorithm, HashType, Property
-    from cyclonedx.model.bom import Bom, BomMetaData
-    from cyclonedx.model.component import Component, ComponentType
-    from cyclonedx.model.contact import OrganizationalEntity
-    from cyclonedx.model.dependency import Dependency
-    from debian.deb822 import PkgRelation
-    from packageurl import PackageURL
-
     components: dict[str, Component] = {}
     for pkg in packages:
         components[pkg.name] = Component(
@@ -49,11 +51,16 @@ def base_sbom(packages: Sequence[Package], *, suite: str, arch: str, key: str, e
                serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"mlpack-base:{key}"))
 
 
+def empty(name: str, ident: str) -> Bom:
+    """An SBOM with no components for an image named `name` (a base mlpack did not build); its serial number and
+    timestamp derive from `ident` and SOURCE_DATE_EPOCH, so the deps layer that carries it stays reproducible."""
+    root = Component(name=name, type=ComponentType.CONTAINER, bom_ref="mlpack-image")
+    return Bom(metadata=BomMetaData(component=root, timestamp=datetime.fromtimestamp(source_date_epoch(), UTC)),
+               serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"mlpack-image:{ident}"))
+
+
 def add_python_distributions(bom: object, distributions: Iterable[tuple[str, str]]) -> None:
     """Add Python distributions (name, version) — e.g. the deps layer's wheels — to `bom` as pypi components."""
-    from cyclonedx.model.component import Component, ComponentType
-    from packageurl import PackageURL
-
     for name, version in sorted(distributions):
         bom.components.add(Component(  # type: ignore[attr-defined]
             name=name, version=version, type=ComponentType.LIBRARY, bom_ref=f"pypi:{name}@{version}",
@@ -62,6 +69,4 @@ def add_python_distributions(bom: object, distributions: Iterable[tuple[str, str
 
 def to_json(bom: object) -> str:
     """CycloneDX 1.6 JSON."""
-    from cyclonedx.output.json import JsonV1Dot6
-
     return str(JsonV1Dot6(bom).output_as_string(indent=2))  # type: ignore[arg-type]

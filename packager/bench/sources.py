@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mlpk.packager import exportdir
+from mlpk.packager import assemble, exportdir
 from mlpk.packager.card import TensorSpec
 from mlpk.packager.errors import BuildError, InputError
 from mlpk.packager.exportdir import ExportReport
 from mlpk.packager.oci import Image, Platform
+from mlpk.packager.oci.validate import known_layer
 
 Kind = Literal["model", "export", "layout", "archive", "registry"]
 MODEL_FILE = "model.onnx"
@@ -227,29 +228,16 @@ def model_info(model: Path) -> ModelInfo:
 
 def layer_sizes(source: Source) -> tuple[LayerSize, ...]:
     """The image's layers with compressed and uncompressed sizes: from the export report when it describes this
-    image, else by reading every layer (named from the image history's `mlpack: NAME` entries, else base[i])."""
+    image, else from what is known of each layer (reading those never seen before), named as the image's history
+    names them (assemble.part_names)."""
     img = source.image
     if img is None:
         return ()
     for build in source.report.platforms if source.report is not None else ():
         if build.digest == str(img.digest) and len(build.layers) == len(img.layers):
             return tuple(LayerSize(item.name, item.digest, item.compressed, item.uncompressed) for item in build.layers)
-    from mlpk.packager.oci.validate import check_layer
-
-    names = _layer_names(img)
-    return tuple(LayerSize(name, str(layer.digest), layer.size, check_layer(layer).uncompressed_size)
-                 for name, layer in zip(names, img.layers, strict=True))
-
-
-def _layer_names(img: Image) -> list[str]:
-    history = [h for h in img.config.get("history") or [] if not h.get("empty_layer")]
-    named = [str(h.get("created_by", "")) for h in history] if len(history) == len(img.layers) else \
-        [""] * len(img.layers)
-    names = [text.removeprefix("mlpack: ").split(" (")[0] if text.startswith("mlpack: ") else "" for text in named]
-    unnamed = [i for i, name in enumerate(names) if not name]
-    for position, i in enumerate(unnamed):
-        names[i] = "base" if len(unnamed) == 1 else f"base[{position}]"
-    return names
+    return tuple(LayerSize(name, str(layer.digest), layer.size, known_layer(layer).uncompressed_size)
+                 for name, layer in zip(assemble.part_names(img), img.layers, strict=True))
 
 
 def infer_body(specs: tuple[TensorSpec, ...]) -> bytes:

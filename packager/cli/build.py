@@ -56,5 +56,6 @@ def build(ctx: click.Context, base: str, platforms: str, adds: tuple[str, ...], 
                      int(uid), int(gid), entrypoint or None, cmd or None, _pairs(env, "--env"), user, workdir,
                      _pairs(labels, "--label"), expose)
     with runs.folder("build"):  # sweeps what killed runs left; holds this run's temporary files
-        result = write_outputs(run_build(spec), layout_dir=layout_dir, tar=tar, push=push, load=load, tag=tag)
+        result = write_outputs(run_build(spec), layout_dir=layout_dir, tar=tar, push=push, load=load,
+                               tag=tag).to_dict()
     report(ctx, result, lambda: click.echo("\n".join(f"{k}: {v}" for k, v in result.items())))

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from mlpk.packager.cli import report, wants_json
+from mlpk.packager.targets import QuantizeMode
 
 
 @click.command()
@@ -19,7 +20,7 @@ from mlpk.packager.cli import report, wants_json
 @click.option("--push", metavar="REF", help="Also push the image (or index) to this registry reference.")
 @click.option("--base", metavar="SOURCE", help="Base image: debian:SUITE, registry ref, oci:DIR[:TAG] or "
               "docker-archive:FILE.tar [default: the target's].")
-@click.option("--quantize", type=click.Choice(["auto", "none", "fp16", "int8-dynamic", "int8-static"]),
+@click.option("--quantize", type=click.Choice([str(mode) for mode in QuantizeMode]),
               help="Override the profile's optimization (auto: the target's default behind the gate).")
 @click.option("--calibration", type=click.Path(path_type=Path, exists=True), help="Calibration data (.npz or dir).")
 @click.option("--sample-data", type=click.Path(path_type=Path),

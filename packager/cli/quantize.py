@@ -7,11 +7,12 @@ from pathlib import Path
 import click
 
 from mlpk.packager.cli import report
+from mlpk.packager.targets import QUANTIZING
 
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--mode", required=True, type=click.Choice(["fp16", "int8-dynamic", "int8-static"]),
+@click.option("--mode", required=True, type=click.Choice([str(mode) for mode in QUANTIZING]),
               help="fp16; int8-dynamic (transformers, recurrent, linear models on CPU); int8-static (QDQ).")
 @click.option("--calibration", type=click.Path(path_type=Path),
               help="Calibration data: .npz or a directory of arrays. Default: the model's sample data.")

@@ -28,6 +28,7 @@ from mlpk.packager.deliver.manifests import ready_script
 from mlpk.packager.errors import ConfigError, DeployError
 from mlpk.packager.oci import Platform
 from mlpk.packager.oci.digest import Digest
+from mlpk.packager.oci.reference import split_tag
 
 REPO = "mlpack-device"
 LABEL = "dev.mlpack.service"
@@ -276,7 +277,7 @@ def apply(engine: Engine, path: Path) -> DeviceResult:
 
 def default_service(resolved: Resolved) -> str:
     if resolved.tag:
-        repo = resolved.tag.rsplit(":", 1)[0] if ":" in resolved.tag.rsplit("/", 1)[-1] else resolved.tag
+        repo = split_tag(resolved.tag)[0]
         name = re.sub(r"[^a-z0-9_.-]", "-", repo.rsplit("/", 1)[-1].lower()).strip("-._")
         if name:
             return name

@@ -11,6 +11,7 @@ from typing import Any
 
 from mlpk.packager.deliver.images import Resolved, resolve
 from mlpk.packager.errors import ConfigError
+from mlpk.packager.oci.reference import split_tag
 
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
@@ -172,7 +173,8 @@ def spec(image: str, *, name: str | None = None, ref: str | None = None, platfor
     cache = env.get("MLPACK_TRT_CACHE")
     gpu = "jetson" if target.startswith("jetson") else "cuda" if target.startswith("cuda") else None
     sized, source = resources(_measured(image, resolved, measure))
-    title = pull.rsplit("/", 1)[-1].split(":")[0].split("@")[0] or labels.get("org.opencontainers.image.title", "")
+    title = split_tag(pull.partition("@")[0])[0].rsplit("/", 1)[-1] or \
+        labels.get("org.opencontainers.image.title", "")
     served = labels.get("dev.mlpack.models")
     models = tuple(dict.fromkeys(v.split("/")[0] for v in served.split(","))) if served else \
         tuple(filter(None, [labels.get("org.opencontainers.image.title")]))

@@ -1,15 +1,18 @@
-"""A generic daemonless image build (`mlpack build`): a base (registry, layout, tar or scratch) per platform,
-one deterministic layer per `--add SRC:DEST`, a config, then any of the sinks."""
+"""A generic daemonless image build (`mlpack build`): a base (any image source: oci.sources) per platform, one
+deterministic layer per `--add SRC:DEST`, a config; and `write_outputs`, the one function that writes an image or
+index to the sinks (OCI layout, docker-archive, registry, Docker engine), for `mlpack build` and `mlpack export`
+alike."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mlpk.packager.errors import ConfigError
 from mlpk.packager.oci import daemon, layout, remote, sources, tarball
+from mlpk.packager.oci.digest import Digest
 from mlpk.packager.oci.image import Image, Index, index
 from mlpk.packager.oci.layer import Layer, layer_from_dir
 from mlpk.packager.oci.mutate import append_layers, with_config
@@ -65,20 +68,46 @@ def build(spec: BuildSpec) -> Image | Index:
     return images[0] if len(images) == 1 else index(*images)
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What `write_outputs` wrote where: the item's digest, the layout and archive paths, the engine's image id
+    and what a push did."""
+
+    digest: Digest
+    layout: Path | None = None
+    tar: Path | None = None
+    loaded: str | None = None
+    pushed: remote.PushReport | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"digest": str(self.digest)}
+        if self.layout is not None:
+            out["layout"] = str(self.layout)
+        if self.tar is not None:
+            out["tar"] = str(self.tar)
+        if self.loaded is not None:
+            out["loaded"] = self.loaded
+        if self.pushed is not None:
+            out["push"] = self.pushed.to_dict()
+        return out
+
+
 def write_outputs(item: Image | Index, *, layout_dir: Path | None = None, tar: Path | None = None,
-                  push: str | None = None, load: str | None = None, tag: str | None = None) -> dict[str, Any]:
-    """Write `item` to each sink asked for; returns what was written where."""
-    out: dict[str, Any] = {"digest": str(item.digest)}
+                  push: str | None = None, load: str | None = None, tag: str | None = None) -> Written:
+    """Write `item` to each sink asked for: an OCI layout at `layout_dir` and a docker-archive at `tar` (both
+    naming it `tag`), an image in the local engine named `load`, a push to `push`. Blob files mlpack knows
+    reach a layout as links or clones and an archive as kernel copies (oci.reuse), never read back."""
+    written = Written(item.digest)
     if layout_dir:
-        out["layout"] = str(layout.write(item, layout_dir, tag, link=True))
+        written = replace(written, layout=layout.write(item, layout_dir, tag, link=True))
     if tar or load:
         if isinstance(item, Index):
             raise ConfigError("a docker-archive or a Docker engine holds one platform, but several were built",
                               hint="give one --platform with --tar/--load, or use --layout/--push for an index")
         if tar:
-            out["tar"] = str(tarball.write(item, tar, tag))
+            written = replace(written, tar=tarball.write(item, tar, tag))
         if load:
-            out["loaded"] = daemon.load(item, load)
+            written = replace(written, loaded=daemon.load(item, load))
     if push:
-        out["push"] = remote.push(item, push).to_dict()
-    return out
+        written = replace(written, pushed=remote.push(item, push))
+    return written

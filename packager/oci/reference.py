@@ -15,6 +15,20 @@ _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
 
 
+def split_tag(text: str) -> tuple[str, str | None]:
+    """`[HOST[:PORT]/]NAME[:TAG]` (no digest) -> (everything before the tag, the tag or None): the tag is what
+    follows the last ':' of the last path segment, so a registry's port is never taken for one. The one place that
+    splits a tag off an image name."""
+    head, slash, last = text.rpartition("/")
+    name, colon, tag = last.rpartition(":") if ":" in last else (last, "", "")
+    return head + slash + name, (tag if colon else None)
+
+
+def with_default_tag(text: str) -> str:
+    """`text` with `:latest` when it names no tag (as `docker load` and `docker save` name images)."""
+    return text if split_tag(text)[1] is not None else f"{text}:latest"
+
+
 @dataclass(frozen=True, slots=True)
 class Reference:
     """A parsed reference; `tag` and `digest` may both be set (the digest wins when pulling)."""
@@ -34,8 +48,8 @@ class Reference:
             registry, path = DOCKER_HUB, rest
             if "/" not in path:
                 path = f"library/{path}"
-        name, colon, tag = path.rpartition(":") if ":" in path.rsplit("/", 1)[-1] else (path, "", "")
-        if not _REPO.match(name) or (colon and not _TAG.match(tag)):
+        name, tag = split_tag(path)
+        if not _REPO.match(name) or (tag is not None and not _TAG.match(tag)):
             raise ConfigError(f"image reference '{text}' is not valid",
                               hint="use HOST[:PORT]/REPO[:TAG][@sha256:DIGEST], lowercase repository names")
         return cls(registry, name, tag or None, Digest.parse(digest_text) if digest_text else None)

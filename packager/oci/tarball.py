@@ -25,6 +25,7 @@ from mlpk.packager.oci.cache import BlobCache, default_cache
 from mlpk.packager.oci.digest import CHUNK, Digest, HashingReader, sha256_stream
 from mlpk.packager.oci.image import Image
 from mlpk.packager.oci.layer import BlobLayer, FileBacked, Layer, read_members
+from mlpk.packager.oci.reference import with_default_tag
 from mlpk.packager.oci.safety import check_archive_name
 
 
@@ -122,8 +123,8 @@ def _add_layer(tar: _TarWriter, name: str, layer: Layer) -> None:
 
 def write(img: Image, path: Path, tag: str | None = None) -> Path:
     """Write `img` as a docker-archive at `path`, tagged `tag` (e.g. `mlpack/model:1`) when given."""
-    if tag and ":" not in tag.rsplit("/", 1)[-1]:
-        tag = f"{tag}:latest"
+    if tag:
+        tag = with_default_tag(tag)
     config = img.config_blob
     layer_names = [f"{layer.digest.hex}.tar.gz" for layer in img.layers]
     manifest = [{"Config": f"{config.digest.hex}.json", "RepoTags": [tag] if tag else [], "Layers": layer_names}]
@@ -148,7 +149,7 @@ def write(img: Image, path: Path, tag: str | None = None) -> Path:
 
 def _select(entries: list[dict[str, Any]], tag: str | None, path: Path) -> dict[str, Any]:
     if tag:
-        full = tag if ":" in tag.rsplit("/", 1)[-1] else f"{tag}:latest"
+        full = with_default_tag(tag)
         matches = [e for e in entries if full in (e.get("RepoTags") or [])]
     else:
         matches = entries

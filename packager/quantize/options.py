@@ -17,11 +17,10 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlpk.packager.targets import QUANTIZING
+from mlpk.packager.targets import QuantizeMode as Mode
 
-class Mode(enum.StrEnum):
-    FP16 = "fp16"
-    INT8_DYNAMIC = "int8-dynamic"
-    INT8_STATIC = "int8-static"
+__all__ = ["QUANTIZING", "Backend", "Calibration", "Int8Types", "Mode", "QuantizeOptions"]
 
 
 class Backend(enum.StrEnum):

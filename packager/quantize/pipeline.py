@@ -22,7 +22,7 @@ from mlpk.packager.quantize import data as datasets
 from mlpk.packager.quantize import gate, measure, report, sensitivity, subgraphs
 from mlpk.packager.quantize.data import Dataset
 from mlpk.packager.quantize.methods import Attempt, Method, method_for
-from mlpk.packager.quantize.options import Backend, Mode, QuantizeOptions, default_per_channel
+from mlpk.packager.quantize.options import QUANTIZING, Backend, Mode, QuantizeOptions, default_per_channel
 from mlpk.packager.quantize.prepare import TWO_GB, prepare
 from mlpk.packager.quantize.refusals import ort_reason
 from mlpk.packager.quantize.report import NOTHING_QUANTIZED, Outcome, QuantizationReport, Trial
@@ -84,6 +84,9 @@ def _check(source: Path, options: QuantizeOptions, output: Path) -> None:
         raise ConfigError(f"the output {output} would overwrite the input model", hint="pass another --output")
     if not 0 <= options.max_drop < 1:
         raise ConfigError(f"--max-drop {options.max_drop} is outside [0, 1)", hint="e.g. --max-drop 0.01 (1 point)")
+    if options.mode not in QUANTIZING:
+        raise ConfigError(f"--mode {options.mode} quantizes nothing", hint="give --mode fp16, int8-dynamic or "
+                                                                           "int8-static")
     if options.mode is Mode.INT8_DYNAMIC and options.backend is Backend.TENSORRT:
         raise ConfigError("int8-dynamic cannot run on TensorRT (it has no DynamicQuantizeLinear / MatMulInteger)",
                           hint="use --mode int8-static --for tensorrt (symmetric QDQ) or --mode fp16")
