@@ -326,7 +326,7 @@ def _sections(results: dict[str, Any], charts: dict[str, str]) -> list[str]:
 
 def write(results: dict[str, Any], docs: Path, work: Path, readme: Path) -> Path:
     """Write results.json, the charts, benchmarks.md and the README's headline block (each through a temp file)."""
-    from mlpk.packager.oci.atomic import atomic_file
+    from mlpk.packager.atomic import atomic_file
 
     folder = docs / "benchmarks"
     folder.mkdir(parents=True, exist_ok=True)
@@ -364,7 +364,7 @@ def write(results: dict[str, Any], docs: Path, work: Path, readme: Path) -> Path
 
 def _readme(headlines: list[tuple[str, str, str, str, str]], readme: Path) -> None:
     """Replace the README's block between the benchmarks markers with the headline ratios."""
-    from mlpk.packager.oci.atomic import atomic_file
+    from mlpk.packager.atomic import atomic_file
 
     text = readme.read_text()
     if README_START not in text:

@@ -23,8 +23,8 @@ from pathlib import Path
 from mlpk.packager import __version__, deps, locks, wheels
 from mlpk.packager.deps import PREFIX, SBOM_PATH, SITE
 from mlpk.packager.errors import BuildError
-from mlpk.packager.oci import Entry, Image, Index, Layer, Platform, append_layers, index, layer_from_entries, \
-    sources, with_config
+from mlpk.packager.oci import (Entry, Image, Index, Layer, Platform, append_layers, index, layer_from_entries, sources,
+                               with_config)
 from mlpk.packager.oci.validate import known_layer
 from mlpk.packager.targets import Target
 

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlpk.packager import locations
+from mlpk.packager import atomic, locations, runs
+from mlpk.packager.base import archive, pipeline
 from mlpk.packager.errors import ConfigError, MlpackError
+from mlpk.packager.oci.cache import BlobCache, remove_stale
 
 TMP_AGE_S = 3600.0  # a temporary file untouched this long belongs to a writer that is gone
 
@@ -157,9 +159,6 @@ def usage(root: Path | None = None) -> list[Usage]:
 def verify(*, fix: bool = False, root: Path | None = None) -> Verification:
     """Re-hash blobs, the .deb store and the base images; with `fix`, evict the bad entries (each is fetched
     again or rebuilt when next needed)."""
-    from mlpk.packager.base import archive, pipeline
-    from mlpk.packager.oci.cache import BlobCache
-
     base = _root(root)
     checked: dict[str, int] = {}
     bad: list[BadEntry] = []
@@ -212,10 +211,6 @@ def prune(*, older_than_days: float | None = None, root: Path | None = None) -> 
     """Remove what killed writers left (the blob caches' and the download store's own rules; other temporary files
     once untouched for an hour) and, with `older_than_days`, the entries of blobs, debs, bases and layers stored
     longer ago than that; returns what each area freed."""
-    from mlpk.packager import runs
-    from mlpk.packager.base import archive
-    from mlpk.packager.oci.cache import BlobCache, remove_stale
-
     base = _root(root)
     if older_than_days is not None and older_than_days < 0:
         raise ConfigError(f"--older-than {older_than_days:g} is negative", hint="give a number of days, e.g. 30")
@@ -223,13 +218,16 @@ def prune(*, older_than_days: float | None = None, root: Path | None = None) -> 
     def stale(*patterns: str, age: float = TMP_AGE_S) -> Callable[[], int]:
         return lambda: remove_stale([p for pattern in patterns for p in base.glob(pattern)], age)
 
+    def swept(*folders: str) -> Callable[[], int]:  # atomic writes' temporaries whose writers are gone
+        return lambda: sum(atomic.sweep(base / folder) for folder in folders)
+
     leftovers: dict[str, list[Callable[[], int]]] = {
         "blobs": [BlobCache(base / "blobs").prune_tmp],
         "debs": [archive.Store(base / "base" / "downloads").prune_partial],
-        "bases": [BlobCache(base / "base" / "blobs").prune_tmp,
+        "bases": [BlobCache(base / "base" / "blobs").prune_tmp, swept("base/plans", "base/images"),
                   stale(f"base/plans/{archive.PARTIAL}*", f"base/images/{archive.PARTIAL}*", "base/images/.*.tmp-*",
-                        "base/images/.*.old-*")],
-        "layers": [stale("layers/.*.tmp")],
+                        "base/images/.*.old-*")],  # what mlpack versions before atomic.sweep left: by age
+        "layers": [swept("layers"), stale("layers/.*.tmp")],
         "runs": [lambda: runs.sweep().folders if base == locations.cache_dir() else 0],  # sweep() reads the cache
     }
     stored = {"blobs": ("blobs/sha256/*",), "debs": ("base/downloads/??/[!.]*",),

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from mlpk.packager import __version__
 from mlpk.packager.errors import InputError
 
@@ -193,3 +195,34 @@ def read(model_path: Path) -> ModelCard | None:
     if found is not None:
         return ModelCard.from_dict(json.loads(found.read_text()), origin=str(found.name))
     return None
+
+
+def _dtype_name(elem_type: int) -> str:
+    import onnx
+
+    if elem_type == onnx.TensorProto.STRING:
+        return "str"
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+
+
+def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":
+        return TensorSpec(value.name, kind or "unknown", None)
+    tensor = value.type.tensor_type
+    shape: tuple[Dim, ...] | None = None
+    if tensor.HasField("shape"):
+        # A negative dim_value (some exporters write -1 for "any") is no size: it is an unknown dimension.
+        shape = tuple((d.dim_value if d.dim_value >= 0 else None) if d.HasField("dim_value") else (d.dim_param or None)
+                      for d in tensor.shape.dim)
+    return TensorSpec(value.name, _dtype_name(tensor.elem_type), shape)
+
+
+def graph_inputs(model: onnx.ModelProto) -> tuple[TensorSpec, ...]:
+    """The real inputs: old models (IR < 4) also list every initializer as an input; those are weights, not inputs."""
+    weights = {init.name for init in model.graph.initializer}
+    return tuple(_spec(v) for v in model.graph.input if v.name not in weights)
+
+
+def graph_outputs(model: onnx.ModelProto) -> tuple[TensorSpec, ...]:
+    return tuple(_spec(v) for v in model.graph.output)

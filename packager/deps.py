@@ -12,7 +12,7 @@ from pathlib import Path
 from mlpk.packager import __version__, locations, locks, wheels
 from mlpk.packager.base import sbom
 from mlpk.packager.oci import BlobLayer, Digest, Entry, Layer, layer_from_entries
-from mlpk.packager.oci.atomic import atomic_file
+from mlpk.packager.atomic import atomic_file
 from mlpk.packager.oci.cache import default_cache
 from mlpk.packager.targets import Target
 

@@ -22,8 +22,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlpk.packager import card as cards
+from mlpk.packager import feeds
+from mlpk.packager.convert.pipeline import convert
+from mlpk.packager.convert.registry import ConvertOptions
 from mlpk.packager.errors import QuantizationError
 from mlpk.packager.parity import ParityReport
+from mlpk.packager.quantize.options import Backend, QuantizeOptions
+from mlpk.packager.quantize.pipeline import quantize
+from mlpk.packager.signature import Signature
 from mlpk.packager.targets import QuantizeMode, Target
 
 if TYPE_CHECKING:  # export imports this module
@@ -105,9 +111,6 @@ def planned_mode(target: Target, explicit: str | None, has_calibration: bool) ->
 
 def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callable[[str], None]) -> PreparedModel:
     """Convert `request.model` and optimize it for `target` inside `workdir`."""
-    from mlpk.packager.convert.pipeline import convert
-    from mlpk.packager.convert.registry import ConvertOptions
-
     workdir.mkdir(parents=True, exist_ok=True)
     options = ConvertOptions(model_class=request.model_class, model_args=request.model_args,
                              trust_pickle=request.trust_pickle)
@@ -148,9 +151,6 @@ def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callabl
 
 def thin_evidence(request: ExportRequest, card: cards.ModelCard, parity_data: Feeds | None = None) -> str | None:
     """Why `auto` must not quantize on the evidence at hand, or None when there is enough of it."""
-    from mlpk.packager import feeds
-    from mlpk.packager.signature import Signature
-
     path = request.calibration or request.sample_data
     if path is None:
         return (f"auto quantizes only on real inputs, and none were given (pass --sample-data or --calibration "
@@ -167,9 +167,6 @@ def thin_evidence(request: ExportRequest, card: cards.ModelCard, parity_data: Fe
 
 def _quantize(model: Path, workdir: Path, mode: QuantizeMode, target: Target, request: ExportRequest
               ) -> dict[str, Any]:
-    from mlpk.packager.quantize.options import Backend, QuantizeOptions
-    from mlpk.packager.quantize.pipeline import quantize
-
     arches = {p.rsplit("/", 1)[-1] for p in target.platforms}
     options = QuantizeOptions(
         mode=mode, backend=Backend(target.optimize.consumer),

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlpk.packager.card import Dim, TensorSpec
+from mlpk.packager.card import Dim, TensorSpec, graph_inputs, graph_outputs
+from mlpk.packager.errors import InputError
 
 if TYPE_CHECKING:
     import onnx
@@ -139,10 +140,8 @@ class Signature:
 def from_model(model: onnx.ModelProto) -> Signature:
     """The signature the graph declares: inputs that are not initializers, state inputs, compared-with values;
     inputs whose shapes are fully fixed get their own shape as example."""
-    from mlpk.packager.convert import specs
-
-    inputs = specs.graph_inputs(model)
-    outputs = specs.graph_outputs(model)
+    inputs = graph_inputs(model)
+    outputs = graph_outputs(model)
     constants = _constants(model)
     items = []
     for spec in inputs:
@@ -248,8 +247,6 @@ def concrete_shape(item: InputSignature, rows: int | None, size: int = 4) -> tup
     """A shape for `item`: its example shape (first axis replaced by `rows` when that axis is free), else its
     declared shape with free axes set to `rows` (first) or `size`."""
     if item.shape is None and item.example_shape is None:
-        from mlpk.packager.errors import InputError
-
         raise InputError(f"input {item.name!r} has an unknown rank, so no data can be made for it",
                          hint="pass --sample-data FILE.npz (or --input NAME:SHAPE:DTYPE to mlpack convert)")
     declared = item.shape if item.shape is not None else tuple(None for _ in item.example_shape or ())

@@ -162,6 +162,12 @@ def compat() -> dict[str, Any]:
     return tomllib.loads(resources.files("mlpk.targets").joinpath("compat.toml").read_text())
 
 
+@cache
+def debian_suites() -> MappingProxyType[str, str]:
+    """The Debian suites mlpack builds bases from, each with its Python (compat.toml's [debian] table)."""
+    return MappingProxyType({suite: str(row["python"]) for suite, row in compat()["debian"].items()})
+
+
 def _parse(text: str, source: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)

@@ -18,16 +18,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mlpk.packager.emulation import emulated
 from mlpk.packager.errors import ToolchainError
 from mlpk.packager.oci import Layer, layer_from_dir
 from mlpk.packager.targets import Target
+from mlpk.runtimes import providers
 
 
 def settings_for(model: Path, target: Target, card: dict[str, Any], cache_root: Path) -> Any:
     """The runtime's TensorRT settings for `model` under `target`, with the caches rooted at `cache_root`."""
-    from mlpk.runtimes import providers
-
     _require_tensorrt_target(target)
     assert target.tensorrt is not None
     sha = hashlib.sha256(model.read_bytes()).hexdigest()
@@ -63,10 +64,7 @@ def check_available(target: Target, platform: str) -> None:
 
 def engine_layer(model: Path, target: Target, card: dict[str, Any], platform: str) -> Layer:
     """Build the engine for `model` with TensorRT here and return it as a layer at the target's engine cache."""
-    import numpy as np
     import onnxruntime as ort
-
-    from mlpk.runtimes import providers
 
     check_available(target, platform)
     assert target.tensorrt is not None

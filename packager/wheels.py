@@ -33,7 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlpk.packager import locations, locks, processes
+from mlpk.packager import atomic, locations, locks, processes
+from mlpk.packager.atomic import atomic_dir
 from mlpk.packager.card import sha256_of
 from mlpk.packager.errors import BuildError, ConfigError
 
@@ -200,18 +201,13 @@ def install(requirements: list[str] | tuple[str, ...], dest: Path, *, platform: 
     lock, relock = lock_for(requirements, platform=platform, python=python, glibc=glibc, index=index,
                             extra_index=extra_index, previous=lock)
     refetched = fetch(lock, house, index=index, extra_index=extra_index)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(dest) as tmp, tempfile.TemporaryDirectory(prefix="mlpack-lock-") as folder:
         # Offline, from the wheelhouse, and pip checks each file against the lock's hash once more as it reads it.
-        lock_file = dest.with_name(f".{dest.name}.lock-{os.getpid()}.txt")
+        lock_file = Path(folder) / "lock.txt"
         lock_file.write_text(lock.text())
-        try:
-            done = _pip(["install", "-q", "--no-compile", "--no-index", f"--find-links={house}", "--require-hashes",
-                         "--no-deps", "--target", str(tmp), *_target_flags(platform, python, glibc), "-r",
-                         str(lock_file)])
-        finally:
-            lock_file.unlink()
+        done = _pip(["install", "-q", "--no-compile", "--no-index", f"--find-links={house}", "--require-hashes",
+                     "--no-deps", "--target", str(tmp), *_target_flags(platform, python, glibc), "-r",
+                     str(lock_file)])
         if done.returncode != 0:
             raise BuildError(f"installing {', '.join(requirements)} for {platform} from its lock failed: "
                              f"{_last_error(done)}",
@@ -221,10 +217,6 @@ def install(requirements: list[str] | tuple[str, ...], dest: Path, *, platform: 
         if compiled:
             compile_tree(tmp, image_path)
         found = distributions(tmp)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return Deps(dest, platform, python, found, pruned, compiled, lock, relock, refetched)
 
 
@@ -307,9 +299,7 @@ def _record(house: Path, good: dict[str, str], *, forget: list[str]) -> None:
     if all(known.get(name) == sha for name, sha in good.items()) and not set(forget) & set(known):
         return
     known = {name: sha for name, sha in known.items() if name not in forget} | good
-    tmp = house / f".{RECORD}.{os.getpid()}.tmp"
-    tmp.write_text("".join(f"{sha}  {name}\n" for name, sha in sorted(known.items())))
-    os.replace(tmp, house / RECORD)
+    atomic.write_text(house / RECORD, "".join(f"{sha}  {name}\n" for name, sha in sorted(known.items())))
 
 
 def _recorded(house: Path) -> dict[str, str]:

@@ -116,3 +116,19 @@ def test_json_flag_reaches_commands() -> None:
     result = CliRunner().invoke(cli.cli, ["--json", "doctor"])
     data = json.loads(result.output)
     assert {c["name"] for c in data["checks"]} >= {"python", "docker engine", "onnxruntime"}
+
+
+def test_the_command_list_says_what_each_command_says() -> None:
+    """`mlpack --help` lists the commands from cli.SUMMARIES without importing them; each entry is the first
+    paragraph of that command's own help."""
+    import inspect as source
+
+    import click
+
+    ctx = click.Context(cli.cli)
+    assert sorted(cli.SUMMARIES) == sorted(cli.COMMANDS)
+    for name, listed in cli.SUMMARIES.items():
+        command = cli.cli.get_command(ctx, name)
+        assert command is not None and command.help is not None, name
+        first = " ".join(source.cleandoc(command.help).split("\n\n")[0].split())
+        assert listed == first, name

@@ -10,9 +10,9 @@ longer matches is evicted and fetched once more; a second mismatch is the archiv
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import lzma
-import os
 import shutil
 import subprocess
 import tempfile
@@ -26,13 +26,17 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from debian import deb822
+
+from mlpk.packager import atomic
+from mlpk.packager.atomic import atomic_file
 from mlpk.packager.base.sources import Repo
 from mlpk.packager.errors import BuildError, ConfigError, ToolchainError
 from mlpk.packager.oci.cache import remove_stale
 from mlpk.packager.oci.digest import sha256_stream
 
 TIMEOUT_S = 60
-PARTIAL = ".partial-"  # the prefix of a download being written
+PARTIAL = ".partial-"  # the prefix of a download being written by mlpack before atomic.py named temporaries
 
 
 class NotFound(BuildError):
@@ -138,8 +142,6 @@ def _verified_text(repo: Repo) -> str:
 def verified_release(repo: Repo, *, now: datetime | None = None, check_valid_until: bool = True) -> Release:
     """Fetch and verify the Release of `repo`; checks that it is the suite asked for and, where the archive
     sets Valid-Until, that it has not expired (apt's defence against replaying an old, vulnerable index)."""
-    from debian import deb822
-
     text = _verified_text(repo)
     release = deb822.Release(text)
     names = {release.get("Suite"), release.get("Codename")}
@@ -230,15 +232,13 @@ class Store:
             raise BuildError(f"checksum mismatch for {source}: expected sha256 {sha256} ({size} bytes), got "
                              f"{digest} ({len(data)} bytes)", hint="the mirror or a proxy served a corrupted or "
                              "tampered file; nothing was written. Retry, or use another mirror")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
+        with atomic_file(target) as tmp:
+            tmp.write_bytes(data)
 
     def entries(self) -> list[Path]:
         """Every stored file (not the partial downloads of writers that were killed)."""
-        return sorted(p for p in self.root.glob("??/*") if p.is_file() and not p.name.startswith(PARTIAL))
+        return sorted(p for p in self.root.glob("??/*") if p.is_file() and not p.name.startswith(PARTIAL)
+                      and not atomic.is_temporary(p.name))
 
     def check(self) -> list[Path]:
         """Every stored file whose bytes no longer hash to the checksum it is named by."""
@@ -251,8 +251,10 @@ class Store:
         return bad
 
     def prune_partial(self, older_than_s: float = 3600.0) -> int:
-        """Remove partial downloads left by killed writers (older than `older_than_s`); returns how many."""
-        return remove_stale(self.root.glob(f"??/{PARTIAL}*"), older_than_s)
+        """Remove partial downloads left by killed writers (atomic.sweep; those of older mlpack versions, named
+        PARTIAL, once untouched for `older_than_s`); returns how many."""
+        folders = [p for p in self.root.glob("??") if p.is_dir()]
+        return sum(atomic.sweep(f) for f in folders) + remove_stale(self.root.glob(f"??/{PARTIAL}*"), older_than_s)
 
 
 def read_index(ref: IndexRef, store: Store) -> bytes:
@@ -262,7 +264,5 @@ def read_index(ref: IndexRef, store: Store) -> bytes:
     if suffix == ".xz":
         return lzma.decompress(raw)
     if suffix == ".gz":
-        import gzip
-
         return gzip.decompress(raw)
     return raw

@@ -22,10 +22,10 @@ built again; the .debs it needs are re-verified then (and re-fetched once when t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -34,13 +34,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlpk.packager import __version__, locations
+from mlpk.packager import __version__, atomic, locations, oci, targets
+from mlpk.packager.atomic import atomic_file
 from mlpk.packager.base import archive, resolve, rootfs, sbom, sources, system
 from mlpk.packager.base.resolve import Package
 from mlpk.packager.errors import BuildError, ConfigError, MlpackError
+from mlpk.packager.oci import layout
+from mlpk.packager.oci.build import write_outputs
+from mlpk.packager.oci.cache import BlobCache
+from mlpk.packager.oci.digest import sha256_stream
+from mlpk.packager.oci.layer import FileBacked, entries_from_dir, layer_from_entries
 
 ARCHES = ("amd64", "arm64")
-PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
+PYTHON = targets.debian_suites()  # suite -> its Python
 # Bumped whenever the bytes a plan turns into change (prune rules, system files, config).
 BUILDER_VERSION = "1"
 # The version of the image cache's records (IMAGE_RECORD below); entries of other versions are rebuilt.
@@ -175,17 +181,11 @@ class Cache:
         return self.root / "images" / key
 
     def blobs(self) -> Any:
-        from mlpk.packager.oci.cache import BlobCache
-
         return BlobCache(self.root / "blobs")
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=archive.PARTIAL)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, sort_keys=True)
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(data, sort_keys=True))
 
 
 def plan(spec: BaseSpec, cache: Cache | None = None) -> Plan:
@@ -238,8 +238,6 @@ def assemble(plan: Plan, root: Path, cache: Cache | None = None) -> Assembly:
 
 
 def _entries(root: Path) -> Iterator[Any]:
-    from mlpk.packager.oci.layer import entries_from_dir
-
     for entry in entries_from_dir(root):
         if entry.path.lstrip("/") == "home/nonroot":
             entry = dataclasses.replace(entry, uid=system.NONROOT_UID, gid=system.NONROOT_UID)
@@ -247,9 +245,6 @@ def _entries(root: Path) -> Iterator[Any]:
 
 
 def _image(plan: Plan, root: Path, cache: Cache, key: str) -> Any:
-    from mlpk.packager import oci
-    from mlpk.packager.oci.layer import layer_from_entries
-
     spec = plan.spec
     layer = layer_from_entries(_entries(root), cache=cache.blobs())
     img = oci.append_layers(oci.empty_image(f"linux/{spec.arch}"), layer,
@@ -277,10 +272,6 @@ def evict(stored: Path) -> None:
 def proven(stored: Path) -> tuple[Any, dict[str, Any]]:
     """The cached image at `stored` and its record, once the layout's manifest and every layer blob hashed to the
     digests recorded when it was built; ValueError or an MlpackError names what does not."""
-    from mlpk.packager import oci
-    from mlpk.packager.oci.digest import sha256_stream
-    from mlpk.packager.oci.layer import FileBacked
-
     try:
         meta = json.loads(stored.with_suffix(".json").read_text())
     except OSError as err:
@@ -315,9 +306,6 @@ def reusable(plan: Plan, stored: Path) -> tuple[Any, dict[str, Any]] | None:
 
 def build(spec: BaseSpec, cache: Cache | None = None) -> BaseImage:
     """The base image for `spec` (see the module docstring); writes only into the cache."""
-    from mlpk.packager import oci
-    from mlpk.packager.oci import layout
-
     started = time.perf_counter()
     cache = cache or Cache()
     the_plan = plan(spec, cache)
@@ -349,27 +337,16 @@ def write(base: BaseImage, output: Path, *, tag: str | None = None, sbom_path: P
     """Write the base to `output`: a docker-archive when it ends in .tar (for `docker load`), else an OCI layout
     directory; and its SBOM to `sbom_path`. Each file appears whole or not at all (temp path, then rename), and
     the SBOM is staged first, so a failure leaves neither."""
-    from mlpk.packager.oci import layout, tarball
-
     output = Path(output)
     for path in (output, sbom_path):
         if path is not None and not Path(path).parent.is_dir():
             raise ConfigError(f"cannot write '{path}': its folder {Path(path).parent} does not exist",
                               hint="create the folder first, or write elsewhere")
-    staged = None
-    if sbom_path is not None:
-        fd, staged = tempfile.mkstemp(dir=Path(sbom_path).parent, prefix=archive.PARTIAL)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(sbom.to_json(base.sbom()))
-    try:
+    with contextlib.ExitStack() as stack:  # the SBOM is renamed into place only once the image is written
+        if sbom_path is not None:
+            stack.enter_context(atomic_file(Path(sbom_path))).write_text(sbom.to_json(base.sbom()))
         if output.suffix == ".tar":
-            tarball.write(base.image, output, tag)
+            write_outputs(base.image, tar=output, tag=tag)
         else:
-            layout.write(base.image, output, tag, link=True)
-    except BaseException:
-        if staged:
-            os.unlink(staged)
-        raise
-    if staged:
-        os.replace(staged, Path(sbom_path))  # type: ignore[arg-type]
+            write_outputs(base.image, layout_dir=output, tag=tag)
     return output

@@ -18,6 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from debian import deb822
+from debian.deb822 import PkgRelation
+from debian.debian_support import version_compare
+
 from mlpk.packager.errors import BuildError
 
 _OPS = {"<<": lambda c: c < 0, "<=": lambda c: c <= 0, "=": lambda c: c == 0, ">=": lambda c: c >= 0,
@@ -51,8 +55,6 @@ class Package:
 
 def compare_versions(a: str, b: str) -> int:
     """Debian version order (deb-version(7)), negative when a < b."""
-    from debian.debian_support import version_compare
-
     return int(version_compare(a, b))
 
 
@@ -68,8 +70,6 @@ class Universe:
 
     def __init__(self, arch: str, indices: Iterable[tuple[str, bytes]]) -> None:
         """`indices`: (archive URI, uncompressed Packages text) pairs; later duplicates of a version lose."""
-        from debian import deb822
-
         self.arch = arch
         self.by_name: dict[str, list[dict[str, str]]] = {}
         self.providers: dict[str, list[tuple[dict[str, str], str | None]]] = {}
@@ -114,8 +114,6 @@ class _VersionKey:
 
 
 def _relations(entry: Mapping[str, str], field: str) -> list[list[dict[str, Any]]]:
-    from debian.deb822 import PkgRelation
-
     text = entry.get(field)
     return PkgRelation.parse_relations(text) if text else []
 

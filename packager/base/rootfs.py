@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from debian.debfile import DebError, DebFile
+
 from mlpk.packager.errors import BuildError
 
 MERGED = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -110,8 +112,6 @@ def _remove(target: Path) -> None:
 def unpack(deb: Path, root: Path, *, rules: Iterable[str] = PRUNE, file: BinaryIO | None = None) -> Unpacked:
     """Extract the data member of `deb` into `root` (see the module docstring); pruned paths are skipped. With
     `file` (an open handle on `deb` whose bytes were verified) the package is read from it, not from the path."""
-    from debian.debfile import DebError, DebFile
-
     rules = tuple(rules)
     try:
         package = DebFile(fileobj=file) if file is not None else DebFile(str(deb))

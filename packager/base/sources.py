@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from debian import deb822
+
 from mlpk.packager.errors import ConfigError
 
 DEFAULT_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -54,8 +56,6 @@ def _signed_by(value: str | None, origin: Path) -> Path | None:
 
 
 def _deb822_entries(path: Path) -> list[AptEntry]:
-    from debian import deb822  # python-debian: imported only when a base is built
-
     entries = []
     with path.open(encoding="utf-8") as handle:
         for para in deb822.Deb822.iter_paragraphs(handle):

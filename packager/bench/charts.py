@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpk.packager.errors import missing_extra
+from mlpk.packager.atomic import atomic_file
 
 DPI = 120
 _SIZE = (7.5, 4.5)  # inches: 900 x 540 pixels at DPI
@@ -36,8 +37,6 @@ def require() -> None:
 
 def _save(figure: Any, path: Path) -> Path:
     """Write `figure` to `path` whole or not at all (atomic_file), and free it."""
-    from mlpk.packager.oci.atomic import atomic_file
-
     plt = _pyplot()
     try:
         figure.tight_layout()

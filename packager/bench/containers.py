@@ -25,11 +25,14 @@ import threading
 import time
 from pathlib import Path
 
+from mlpk.packager import emulation, locations, probes
 from mlpk.packager.bench import subjects
 from mlpk.packager.bench.load import HttpPost
 from mlpk.packager.bench.subjects import Memory
 from mlpk.packager.errors import ConfigError, DeployError, MlpackError, ToolchainError
 from mlpk.packager.oci import Image
+from mlpk.packager.atomic import atomic_file
+from mlpk.packager.oci.build import write_outputs
 
 CONTAINER_PORT = 8080
 INVOCATIONS = "/2015-03-31/functions/function/invocations"  # the RIE's invoke API (AWS Lambda Runtime API docs)
@@ -148,8 +151,6 @@ class Container:
     what, probe = "the container", "GET /v2/health/ready"
 
     def __init__(self, img: Image, body: bytes, *, log: Path, port: int | None = None) -> None:
-        from mlpk.packager import emulation
-
         self.image = img
         self.body = body
         self.log = log
@@ -176,13 +177,10 @@ class Container:
         return subjects.http_ready(self.base)
 
     def start(self, timeout_s: float) -> float:
-        from mlpk.packager import emulation
-        from mlpk.packager.oci import daemon
-
         if self.port is not None:
             subjects.check_port(self.port)
         self._loaded = True  # before the load: an interrupted load may still leave the tag behind
-        daemon.load(self.image, self.tag)
+        write_outputs(self.image, load=self.tag)
         published = f"127.0.0.1:{self.port or ''}:{CONTAINER_PORT}"
         self._created = True
         _checked("create", "--name", self.name, "--platform", self.platform,
@@ -235,8 +233,6 @@ class Container:
         return None
 
     def _save_log(self) -> None:
-        from mlpk.packager.oci.atomic import atomic_file
-
         done = _docker("logs", self.name, timeout=60)
         if done.returncode == 0:
             with atomic_file(self.log) as tmp:
@@ -264,8 +260,6 @@ class LambdaFunction(Container):
     what, probe = "the function", "its first invocation"
 
     def __init__(self, img: Image, body: bytes, command: list[str], *, log: Path, port: int | None = None) -> None:
-        from mlpk.packager import locations, probes
-
         super().__init__(img, body, log=log, port=port)
         self.command = command
         arch = {"amd64": "x86_64", "arm64": "arm64"}.get(img.platform.architecture, img.platform.architecture)

@@ -22,16 +22,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mlpk.packager import __version__
-from mlpk.packager.bench import containers, sources
+from mlpk.packager import __version__, probes
+from mlpk.packager.bench import charts, containers, sources
 from mlpk.packager.bench.containers import lambda_init_s
 from mlpk.packager.bench.load import LoadResult, run_load
 from mlpk.packager.bench.sources import LayerSize, Source
 from mlpk.packager.bench.subjects import LocalServer, Memory, Subject
 from mlpk.packager.errors import ConfigError, DeployError
+from mlpk.packager.atomic import atomic_file
 
 SCHEMA = "mlpack.bench/v1"
 DEFAULT_CONCURRENCY = (1, 4, 16)
@@ -119,8 +121,6 @@ def parse_concurrency(text: str) -> tuple[int, ...]:
 
 def host_facts() -> dict[str, Any]:
     """The machine the benchmark (and the load generator) ran on."""
-    from importlib import metadata
-
     versions = {}
     for name in ("onnxruntime", "onnxruntime-gpu"):
         try:
@@ -151,8 +151,6 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 def _where(source: Source, local: bool, notes: list[str]) -> str:
     """process | container | lambda."""
-    from mlpk.packager import probes
-
     if source.image is None:
         return "process"
     if local:
@@ -179,8 +177,6 @@ def _subject(where: str, source: Source, model: Path, body: bytes, request: Benc
 
 def run(request: BenchRequest, step: Step = lambda _: None) -> BenchReport:
     """Benchmark `request.source` and write the outputs; see the module docstring."""
-    from mlpk.packager.bench import charts
-
     charts.require()  # before minutes of load, not after
     if request.out.exists() and not request.out.is_dir():
         raise ConfigError(f"--out {request.out} exists and is not a directory", hint="choose a directory")
@@ -246,9 +242,6 @@ def _measure(subject: Subject, levels: tuple[int, ...], request: BenchRequest,
 
 def write(report: BenchReport) -> Path:
     """The charts, then bench.json, into `report.out`; returns bench.json's path."""
-    from mlpk.packager.bench import charts
-    from mlpk.packager.oci.atomic import atomic_file
-
     out = report.out
     out.mkdir(parents=True, exist_ok=True)
     name = report.model["name"]

@@ -18,11 +18,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mlpk.packager import assemble, exportdir
+from mlpk.packager import card as cards
+from mlpk.packager.assemble import MODEL_DIR
 from mlpk.packager.card import TensorSpec
+from mlpk.packager.convert.specs import graph_inputs
+from mlpk.packager.deliver.images import resolve
+from mlpk.packager.emulation import ARCH_OF_MACHINE
 from mlpk.packager.errors import BuildError, InputError
 from mlpk.packager.exportdir import ExportReport
 from mlpk.packager.oci import Image, Platform
+from mlpk.packager.oci.safety import check_member
 from mlpk.packager.oci.validate import known_layer
+from mlpk.packager.sample_data import generate
+from mlpk.runtimes.dtypes import numpy_to_v2
 
 Kind = Literal["model", "export", "layout", "archive", "registry"]
 MODEL_FILE = "model.onnx"
@@ -84,8 +92,6 @@ class Source:
 
 def host_platform() -> str:
     """linux/ARCH of this machine, in OCI's architecture names."""
-    from mlpk.packager.emulation import ARCH_OF_MACHINE
-
     machine = host.machine().lower()
     return f"linux/{ARCH_OF_MACHINE.get(machine, machine)}"
 
@@ -99,8 +105,6 @@ def _is_model_dir(path: Path) -> bool:
 
 def open_source(text: str, platform: str | None = None) -> Source:
     """Resolve `text`; from a multi-platform index, the image for `platform` (default: this machine's)."""
-    from mlpk.packager.deliver.images import resolve
-
     path = Path(text).expanduser()
     if (path.is_file() and path.suffix == ".onnx") or _is_model_dir(path):
         return Source(text, "model", model_path=path)
@@ -137,9 +141,6 @@ def model_dir(source: Source, workdir: Path) -> Path:
 
 
 def _extract_model(img: Image, dest: Path) -> Path:
-    from mlpk.packager.assemble import MODEL_DIR
-    from mlpk.packager.oci.safety import check_member
-
     prefix = MODEL_DIR.strip("/") + "/"
     for layer in reversed(img.layers):
         found = False
@@ -202,9 +203,6 @@ def model_info(model: Path) -> ModelInfo:
     card's, else the file's stem (the runtime's rule, mlpk.runtimes.model.load)."""
     import onnx
 
-    from mlpk.packager import card as cards
-    from mlpk.packager.convert.specs import graph_inputs
-
     file = model_file(model)
     try:
         proto = onnx.load(str(file), load_external_data=False)
@@ -243,9 +241,6 @@ def layer_sizes(source: Source) -> tuple[LayerSize, ...]:
 def infer_body(specs: tuple[TensorSpec, ...]) -> bytes:
     """An Open Inference Protocol v2 JSON request of one sample (sample_data.generate at batch 1) for `specs`; the
     same object is a direct-invocation event for mlpack's Lambda handler."""
-    from mlpk.packager.sample_data import generate
-    from mlpk.runtimes.dtypes import numpy_to_v2
-
     arrays = generate(specs, batch=1).inputs
     inputs = [{"name": name, "shape": list(array.shape), "datatype": numpy_to_v2(array.dtype),
                "data": array.ravel().tolist()} for name, array in arrays.items()]

@@ -1,8 +1,10 @@
 """The `mlpack` command line: a thin click layer over the library (shared STYLE.md 1).
 
 Each command lives in its own module under this package, parses its flags, calls one library function and renders
-the result. Command modules import only click and this package at import time, so `mlpack --help` stays fast and
-loads no framework or onnxruntime. This module holds the only catch-all for errors.
+the result. A command's module (and with it the library it calls) is imported only when that command is asked for:
+`mlpack --help` lists the commands from COMMANDS without importing them, so it stays fast, and no command's help
+loads a framework or onnxruntime (those are imported where they are used). This module holds the only catch-all
+for errors.
 """
 
 from __future__ import annotations
@@ -38,9 +40,40 @@ COMMANDS: dict[str, str] = {
     "cache": "cache:cache",
 }
 
+# name -> the first paragraph of the command's help, which `mlpack --help` lists without importing the command
+# (tests/test_cli.py checks that the two say the same).
+SUMMARIES: dict[str, str] = {
+    "convert": "Convert MODEL (.onnx, .h5, .keras, SavedModel dir, .pt, .pt2, .safetensors, .joblib) to ONNX, prove "
+               "parity with the source framework, and write it with its model card (nothing is written if any step "
+               "fails).",
+    "base": "Slim, distroless Python base images built from Debian packages (amd64 and arm64, no daemon).",
+    "doctor": "Check this machine: Python, Docker engine, arm64 emulation, image tools, credentials, Lambda emulator, "
+              "onnxruntime and GPU / TensorRT. Exits 1 when a check fails.",
+    "export": "Convert, validate, optimize and package MODEL into a verified image for TARGET.",
+    "targets": "List the built-in targets (see `targets show NAME` for one resolved profile).",
+    "build": "Build an image without a Docker daemon: a base, one deterministic layer per --add, a config; then write "
+             "it as an OCI layout, a docker-archive, push it, or load it.",
+    "inspect": "Show an image (registry REF, OCI layout DIR or docker-archive TAR): platforms, layers with compressed "
+               "and uncompressed sizes, config, labels, and the model card when present.",
+    "quantize": "Quantize an ONNX model (FP16, INT8 dynamic, INT8 static QDQ) behind an accuracy gate against FP32.",
+    "serve": "Serve MODEL (an .onnx file, a directory with model.onnx, or a model repository "
+             "DIR/NAME/VERSION/model.onnx of several models and versions) on this host with the server mlpack images "
+             "run: Open Inference Protocol v2 over HTTP and gRPC (tritonclient works), TF Serving :predict, /metrics. "
+             "Stops cleanly on Ctrl-C/SIGTERM.",
+    "deploy": "Deploy an image to a managed service (AWS Lambda).",
+    "deliver": "Ship images to edge devices: offline bundles, deltas, or straight to a device's Docker over SSH.",
+    "manifest": "Write Compose or Kubernetes manifests that run an image as a service.",
+    "bench": "Benchmark a model or image as it serves: latency percentiles, throughput and errors per concurrency, "
+             "cold start, peak memory and size per layer; writes bench.json and charts. An image runs in a container "
+             "when a Docker engine answers (a Lambda image under the Lambda emulator), else its model is served on "
+             "this host.",
+    "cache": "mlpack's cache ($MLPACK_CACHE, else ~/.cache/mlpack): blobs, debs, bases, layers, wheels, corpus.",
+}
+
 
 class LazyGroup(click.Group):
-    """A group whose commands are imported on first use (click's documented lazy-loading pattern)."""
+    """A group whose commands are imported on first use (click's documented lazy-loading pattern), and whose help
+    lists them from SUMMARIES without importing any."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -53,6 +86,13 @@ class LazyGroup(click.Group):
         command = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
         assert isinstance(command, click.Command), target
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = [(name, click.utils.make_default_short_help(SUMMARIES.get(name, ""), limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from mlpk.packager import base as lib
 from mlpk.packager.cli import report
 
 
@@ -36,8 +37,6 @@ def build(ctx: click.Context, suite: str, arch: str, extra: tuple[str, ...], tzd
           snapshot: str | None, keyring: Path | None, output: Path | None, tag: str | None,
           sbom_path: Path | None, plan_only: bool) -> None:
     """Resolve, verify (Release signature, package checksums), unpack and assemble a base image."""
-    from mlpk.packager import base as lib
-
     packages = tuple(name.strip() for item in extra for name in item.split(",") if name.strip())
     spec = lib.BaseSpec(suite=suite, arch=arch, packages=packages, tzdata=tzdata, mirror=mirror,
                         snapshot=snapshot, keyring=keyring)

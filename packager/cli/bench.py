@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.table import Table
 
+from mlpk.packager.bench import report as benching
 from mlpk.packager.cli import report, wants_json
 
 
@@ -17,9 +20,6 @@ def _size(count: int) -> str:
 
 
 def _render(data: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     where = {"process": "a process on this host", "container": "a container", "lambda": "Lambda under the RIE"}
     table = Table("concurrency", "requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", box=None,
@@ -72,8 +72,6 @@ def bench(ctx: click.Context, source: str, concurrency: str, duration: float, ou
     """Benchmark a model or image as it serves: latency percentiles, throughput and errors per concurrency, cold
     start, peak memory and size per layer; writes bench.json and charts. An image runs in a container when a Docker
     engine answers (a Lambda image under the Lambda emulator), else its model is served on this host."""
-    from mlpk.packager.bench import report as benching
-
     request = benching.BenchRequest(
         source=source, out=out, concurrency=benching.parse_concurrency(concurrency), duration_s=duration,
         local=local, platform=platform, port=port, ready_timeout_s=ready_timeout,
@@ -81,8 +79,6 @@ def bench(ctx: click.Context, source: str, concurrency: str, duration: float, ou
     if wants_json(ctx):
         result = benching.run(request)
     else:
-        from rich.console import Console
-
         with Console(stderr=True).status("benchmarking") as status:
             result = benching.run(request, lambda text: status.update(text))
     data = result.to_dict(samples=False)

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import click
 
+from mlpk.packager import runs
 from mlpk.packager.cli import report
+from mlpk.packager.oci.build import Add, BuildSpec, build as run_build, write_outputs
+from mlpk.packager.oci.platform import Platform
 
 
 def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -45,10 +48,6 @@ def build(ctx: click.Context, base: str, platforms: str, adds: tuple[str, ...], 
           tar: Path | None, push: str | None, load: str | None, tag: str | None) -> None:
     """Build an image without a Docker daemon: a base, one deterministic layer per --add, a config; then write
     it as an OCI layout, a docker-archive, push it, or load it."""
-    from mlpk.packager import runs
-    from mlpk.packager.oci.build import Add, BuildSpec, build as run_build, write_outputs
-    from mlpk.packager.oci.platform import Platform
-
     uid, _, gid = owner.partition(":")
     if not (uid.isdigit() and gid.isdigit()):
         raise click.BadParameter(f"'{owner}' is not UID:GID", param_hint="--owner")

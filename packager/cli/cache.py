@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from mlpk.packager import cache as lib
 from mlpk.packager.cli import report
 
 
@@ -28,8 +29,6 @@ def cache() -> None:
 @click.pass_context
 def ls(ctx: click.Context) -> None:
     """Each cache area with its entries and bytes."""
-    from mlpk.packager import cache as lib
-
     areas = lib.usage()
     report(ctx, {"areas": [a.to_dict() for a in areas], "bytes": sum(a.bytes for a in areas)}, lambda: click.echo(
         "\n".join(f"{a.area:<7} {a.entries:>7} entries {_mb(a.bytes):>12}  {a.what}" for a in areas)
@@ -41,8 +40,6 @@ def ls(ctx: click.Context) -> None:
 @click.pass_context
 def verify(ctx: click.Context, fix: bool) -> None:
     """Re-hash blobs, Debian downloads and base images; exits 1 while bad entries remain."""
-    from mlpk.packager import cache as lib
-
     done = lib.verify(fix=fix)
     lines = [f"bad {b.area} {b.path}: {b.reason}{' (evicted)' if b.evicted else ''}" for b in done.bad]
     summary = ", ".join(f"{n} {area}" for area, n in done.checked)
@@ -58,8 +55,6 @@ def verify(ctx: click.Context, fix: bool) -> None:
 @click.pass_context
 def clean(ctx: click.Context, areas: tuple[str, ...]) -> None:
     """Remove cache areas (blobs, debs, bases, layers, wheels, corpus); all of them when none is named."""
-    from mlpk.packager import cache as lib
-
     _removed(ctx, lib.clean(areas), "removed")
 
 
@@ -69,6 +64,4 @@ def clean(ctx: click.Context, areas: tuple[str, ...]) -> None:
 @click.pass_context
 def prune(ctx: click.Context, days: float | None) -> None:
     """Remove what killed writers left (temporary files untouched for an hour), and old entries with --older-than."""
-    from mlpk.packager import cache as lib
-
     _removed(ctx, lib.prune(older_than_days=days), "pruned")

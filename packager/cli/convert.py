@@ -6,14 +6,17 @@ import json
 from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from mlpk.packager.cli import report
+from mlpk.packager.convert import ConvertOptions
+from mlpk.packager.convert import convert as run
+from mlpk.packager.convert.specs import parse_input, parse_model_args
 
 
 def _render(result) -> None:  # noqa: ANN001 - a ConvertResult; imported lazily to keep --help light
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
 
     console = Console()
     card = result.card
@@ -61,10 +64,6 @@ def convert(ctx: click.Context, model: Path, output: Path | None, inputs: tuple[
 
     The format is read from the file's content. Keras 3 .keras files go through Keras's own SavedModel export,
     then tf2onnx. PyTorch: the dynamo exporter first, the TorchScript-based one as fallback (reason in the card)."""
-    from mlpk.packager.convert import ConvertOptions
-    from mlpk.packager.convert import convert as run
-    from mlpk.packager.convert.specs import parse_input, parse_model_args
-
     options = ConvertOptions(inputs=tuple(parse_input(text) for text in inputs), opset=opset, model_class=model_class,
                              model_args=parse_model_args(model_args), trust_pickle=trust_pickle, zipmap=zipmap)
     result = run(model, output, options=options, sample_data=sample_data, tolerance=tolerance, ort_version=ort_version)

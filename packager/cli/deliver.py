@@ -7,14 +7,17 @@ from pathlib import Path
 import click
 
 from mlpk.packager.cli import report
+from mlpk.packager.cli.delivery_render import delivery_report
+from mlpk.packager.deliver import archive
+from mlpk.packager.deliver import device as delivery
+from mlpk.packager.deliver.images import resolve
+from mlpk.packager.errors import ConfigError
 
 _platform = click.option("--platform", help="From a multi-platform image, the one to use (e.g. linux/arm64).")
 _tag = click.option("--tag", help="Name:tag the image gets on the engine [default: the export's tag].")
 
 
 def _render(data: dict) -> None:
-    from mlpk.packager.cli.delivery_render import delivery_report
-
     delivery_report(data)
 
 
@@ -31,8 +34,6 @@ def deliver() -> None:
 @click.pass_context
 def bundle(ctx: click.Context, image: str, out: Path, platform: str | None, tag: str | None) -> None:
     """Write IMAGE as a docker-archive (for offline `docker load`) and OUT.sha256 beside it."""
-    from mlpk.packager.deliver import archive
-
     info = archive.bundle(image, out, platform, tag)
     report(ctx, info.to_dict(), lambda: _render(info.to_dict()))
 
@@ -46,8 +47,6 @@ def bundle(ctx: click.Context, image: str, out: Path, platform: str | None, tag:
 @click.pass_context
 def delta(ctx: click.Context, old: str, new: str, out: Path, platform: str | None, tag: str | None) -> None:
     """Write a docker-archive of NEW holding only the layers a device with OLD lacks, and OUT.sha256."""
-    from mlpk.packager.deliver import archive
-
     info = archive.delta(old, new, out, platform, tag)
     report(ctx, info.to_dict(), lambda: _render(info.to_dict()))
 
@@ -75,8 +74,6 @@ def _with_device_options(fn):  # type: ignore[no-untyped-def]
 def apply(ctx: click.Context, file: Path, device: str | None, identity: Path | None, known_hosts: Path | None,
           docker_cmd: str) -> None:
     """Check and load a bundle or delta into a Docker engine (air-gapped devices run this locally)."""
-    from mlpk.packager.deliver import device as delivery
-
     engine = delivery.connect(device, delivery.steps_of("apply"), identity=identity, known_hosts=known_hosts,
                               docker=docker_cmd)
     try:
@@ -106,10 +103,6 @@ def device(ctx: click.Context, url: str, image: str | None, service: str | None,
            tag: str | None,
            identity: Path | None, known_hosts: Path | None, docker_cmd: str) -> None:
     """Load IMAGE into the device's Docker engine over SSH, sending only the layers it lacks; restart the service."""
-    from mlpk.packager.deliver import device as delivery
-    from mlpk.packager.deliver.images import resolve
-    from mlpk.packager.errors import ConfigError
-
     if not rollback and image is None:
         raise ConfigError("deliver device needs IMAGE", hint="or pass --rollback --service NAME")
     if rollback and not service:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Console
+
 
 def deploy_report(data: dict[str, Any], *, planned: bool) -> None:
     """A Lambda deployment: the plan, or what each step did and where the alias points."""
-    from rich.console import Console
-
     console = Console(highlight=False, soft_wrap=True)
     if planned:
         arch = f" ({data['architecture']})" if data.get("architecture") else ""
@@ -23,8 +23,6 @@ def deploy_report(data: dict[str, Any], *, planned: bool) -> None:
 
 def delivery_report(data: dict[str, Any]) -> None:
     """A device delivery, bundle, delta or apply: what was sent or written, and the service's state."""
-    from rich.console import Console
-
     console = Console(highlight=False, soft_wrap=True)
     for key, value in data.items():
         if isinstance(value, dict | list):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import click
+from rich.console import Console
+from rich.table import Table
 
+from mlpk.packager import doctor as checks
 from mlpk.packager.cli import report
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "red"}
@@ -14,11 +17,6 @@ _STYLE = {"ok": "green", "warn": "yellow", "fail": "red"}
 def doctor(ctx: click.Context) -> None:
     """Check this machine: Python, Docker engine, arm64 emulation, image tools, credentials, Lambda emulator,
     onnxruntime and GPU / TensorRT. Exits 1 when a check fails."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from mlpk.packager import doctor as checks
-
     results = checks.run()
 
     def render() -> None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.console import Console
 
+from mlpk.packager import export as exporting
 from mlpk.packager.cli import report, wants_json
+from mlpk.packager.cli.render import export_report
+from mlpk.packager.convert.specs import parse_model_args
 from mlpk.packager.targets import QuantizeMode
 
 
@@ -54,10 +58,6 @@ def export(ctx: click.Context, models: tuple[str, ...], target: str, out: Path |
 
     Several MODELs (PATH, NAME=PATH or NAME/VERSION=PATH) make an image that serves them all side by side as a model
     repository, each version in a layer of its own; --add-version adds versions to an earlier export."""
-    from mlpk.packager import export as exporting
-    from mlpk.packager.cli.render import export_report
-    from mlpk.packager.convert.specs import parse_model_args
-
     args = parse_model_args(model_args)
     specs = tuple(exporting.ModelSpec.parse(text) for text in models)
     repository = len(specs) > 1 or add_version or specs[0].name is not None or specs[0].version is not None
@@ -76,8 +76,6 @@ def export(ctx: click.Context, models: tuple[str, ...], target: str, out: Path |
     if wants_json(ctx):
         result = exporting.export(request)
     else:
-        from rich.console import Console
-
         with Console(stderr=True).status("exporting") as status:
             result = exporting.export(request, lambda text: status.update(text))
     report(ctx, result.to_dict(), lambda: export_report(result))

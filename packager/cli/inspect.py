@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from mlpk.packager.cli import report
+from mlpk.packager.oci.describe import describe
 
 
 def _render(data: dict[str, Any]) -> None:
@@ -35,7 +36,5 @@ def _render(data: dict[str, Any]) -> None:
 def inspect(ctx: click.Context, source: str, no_sizes: bool) -> None:
     """Show an image (registry REF, OCI layout DIR or docker-archive TAR): platforms, layers with compressed and
     uncompressed sizes, config, labels, and the model card when present."""
-    from mlpk.packager.oci.describe import describe
-
     data = describe(source, sizes=not no_sizes)
     report(ctx, data, lambda: _render(data))

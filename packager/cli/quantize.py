@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
+from mlpk.packager import quantize as q
 from mlpk.packager.cli import report
+from mlpk.packager.quantize.table import render
 from mlpk.packager.targets import QUANTIZING
 
 
@@ -33,9 +35,6 @@ def quantize(ctx: click.Context, model: Path, mode: str, calibration: Path | Non
              max_drop: float, backend: str, method: str, per_channel: bool | None, no_fallbacks: bool, arch: str,
              output: Path | None) -> None:
     """Quantize an ONNX model (FP16, INT8 dynamic, INT8 static QDQ) behind an accuracy gate against FP32."""
-    from mlpk.packager import quantize as q
-    from mlpk.packager.quantize.table import render
-
     options = q.QuantizeOptions(q.Mode(mode), q.Backend(backend), calibration, evaluation, q.Calibration(method),
                                 max_drop, per_channel, not no_fallbacks, arch=arch)
     result = q.quantize(model, options, output)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 
 def _mb(value: float) -> str:
     return f"{value / 1e6:.1f} MB"
@@ -11,9 +14,6 @@ def _mb(value: float) -> str:
 
 def export_report(result: Any) -> None:
     """An ExportReport: layers against the budget, figures, digests, and how to run the image."""
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     data = result.to_dict()
     for build in data["platforms"]:

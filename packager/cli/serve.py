@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from mlpk.packager import serving
+
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
@@ -44,8 +46,6 @@ def serve(model: Path, host: str | None, port: int | None, grpc_port: int | None
     """Serve MODEL (an .onnx file, a directory with model.onnx, or a model repository DIR/NAME/VERSION/model.onnx of
     several models and versions) on this host with the server mlpack images run: Open Inference Protocol v2 over
     HTTP and gRPC (tritonclient works), TF Serving :predict, /metrics. Stops cleanly on Ctrl-C/SIGTERM."""
-    from mlpk.packager import serving
-
     serving.serve(model, host=host, port=port, grpc_port=grpc_port, model_name=name, providers=providers,
                   threads=threads, warmup_runs=warmup_runs, max_body_bytes=max_body_bytes, max_buffered_bytes=max_buffered_bytes,
                   body_timeout_s=body_timeout_s, max_concurrent_runs=max_concurrent_runs, max_queue=max_queue,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 
 import click
+from rich.console import Console
+from rich.table import Table
 
+from mlpk.packager import targets as profiles
 from mlpk.packager.cli import report
 
 
@@ -15,10 +18,7 @@ def targets(ctx: click.Context) -> None:
     """List the built-in targets (see `targets show NAME` for one resolved profile)."""
     if ctx.invoked_subcommand is not None:
         return
-    from rich.console import Console
-    from rich.table import Table
 
-    from mlpk.packager import targets as profiles
 
     resolved = [profiles.load(name) for name in profiles.names()]
 
@@ -37,8 +37,6 @@ def targets(ctx: click.Context) -> None:
 @click.pass_context
 def show(ctx: click.Context, target: str) -> None:
     """Print TARGET (a built-in name or a TOML file that `extends` one) fully resolved."""
-    from mlpk.packager import targets as profiles
-
     data = profiles.load(target).to_dict()
     report(ctx, data, lambda: click.echo(json.dumps(data, indent=2)))
 
@@ -46,6 +44,4 @@ def show(ctx: click.Context, target: str) -> None:
 @targets.command()
 def schema() -> None:
     """Print the JSON Schema of target profiles (for editors)."""
-    from mlpk.packager import targets as profiles
-
     click.echo(json.dumps(profiles.schema(), indent=2))

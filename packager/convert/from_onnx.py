@@ -7,6 +7,7 @@ initializers are also listed as graph inputs (those are not treated as inputs), 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,8 +89,6 @@ def infer_shapes(model: onnx.ModelProto, source: Path, size: int) -> onnx.ModelP
 
     try:
         if size > _LARGE:
-            import tempfile
-
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "inferred.onnx"
                 onnx.shape_inference.infer_shapes_path(str(source), str(out))

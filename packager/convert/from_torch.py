@@ -8,8 +8,8 @@ torch.export program carries its own (and its sample inputs).
 from __future__ import annotations
 
 import io
-import re
 import logging
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path

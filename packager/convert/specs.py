@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlpk.packager.card import Dim, TensorSpec
+from mlpk.packager.card import Dim, TensorSpec, graph_inputs, graph_outputs
 from mlpk.packager.errors import ConfigError
 
 if TYPE_CHECKING:
     import onnx
+
+__all__ = ["from_arrays", "graph_inputs", "graph_outputs", "name_batch_axis", "parse_input", "parse_model_args"]
 
 _INPUT_HINT = "e.g. --input image:batch,8,8,1:float32 (SHAPE: comma-separated ints or names; DTYPE a numpy name or str)"
 
@@ -39,37 +42,6 @@ def parse_input(text: str) -> TensorSpec:
     return TensorSpec(name, dtype, tuple(dims))
 
 
-def _dtype_name(elem_type: int) -> str:
-    import onnx
-
-    if elem_type == onnx.TensorProto.STRING:
-        return "str"
-    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
-
-
-def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
-    kind = value.type.WhichOneof("value")
-    if kind != "tensor_type":
-        return TensorSpec(value.name, kind or "unknown", None)
-    tensor = value.type.tensor_type
-    shape: tuple[Dim, ...] | None = None
-    if tensor.HasField("shape"):
-        # A negative dim_value (some exporters write -1 for "any") is no size: it is an unknown dimension.
-        shape = tuple((d.dim_value if d.dim_value >= 0 else None) if d.HasField("dim_value") else (d.dim_param or None)
-                      for d in tensor.shape.dim)
-    return TensorSpec(value.name, _dtype_name(tensor.elem_type), shape)
-
-
-def graph_inputs(model: onnx.ModelProto) -> tuple[TensorSpec, ...]:
-    """The real inputs: old models (IR < 4) also list every initializer as an input; those are weights, not inputs."""
-    weights = {init.name for init in model.graph.initializer}
-    return tuple(_spec(v) for v in model.graph.input if v.name not in weights)
-
-
-def graph_outputs(model: onnx.ModelProto) -> tuple[TensorSpec, ...]:
-    return tuple(_spec(v) for v in model.graph.output)
-
-
 def from_arrays(arrays: dict[str, np.ndarray]) -> tuple[TensorSpec, ...]:
     """Specs for sample arrays, the first axis made the symbolic `batch`."""
     return tuple(TensorSpec(name, "str" if a.dtype.kind in "USO" else a.dtype.name, ("batch", *a.shape[1:]))
@@ -95,8 +67,6 @@ def name_batch_axis(model: onnx.ModelProto) -> None:
 
 def parse_model_args(text: str) -> dict[str, object]:
     """--model-args: a JSON object of keyword arguments."""
-    import json
-
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlpk.packager.deliver.images import chain_ids, diff_ids
+from mlpk.packager.deliver.images import chain_ids, diff_ids, missing_layers, resolve
 from mlpk.packager.errors import InputError
 from mlpk.packager.oci import Image
-from mlpk.packager.oci.atomic import atomic_file
+from mlpk.packager.atomic import atomic_file
 from mlpk.packager.oci.digest import CHUNK
 
 INFO = "mlpack-delivery.json"
@@ -145,16 +145,12 @@ def read_info(path: Path) -> dict[str, Any]:
 
 def bundle(image: str, out: Path, platform: str | None = None, tag: str | None = None) -> ArchiveInfo:
     """A full docker-archive of IMAGE for offline `docker load`, with its checksum file."""
-    from mlpk.packager.deliver.images import resolve
-
     resolved = resolve(image, platform)
     return write(resolved.image, out, tag or resolved.tag)
 
 
 def delta(old: str, new: str, out: Path, platform: str | None = None, tag: str | None = None) -> ArchiveInfo:
     """An archive of NEW holding only the layers a device that has OLD lacks (checked again by `apply`)."""
-    from mlpk.packager.deliver.images import missing_layers, resolve
-
     before = resolve(old, platform)
     after = resolve(new, platform)
     old_platform, new_platform = before.image.platform, after.image.platform

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpk.packager.deliver import archive
-from mlpk.packager.deliver.engine import Engine
+from mlpk.packager.deliver.engine import Engine, open_engine
 from mlpk.packager.deliver.images import Resolved, chain_ids, missing_layers
 from mlpk.packager.deliver.journal import Journal, Step
 from mlpk.packager.deliver.manifests import ready_script
@@ -76,8 +76,6 @@ class DeviceResult:
 
 def connect(device: str | None, then: list[str], **options: Any) -> Engine:
     """Open the engine (engine.open_engine); a failure reports the steps that were then not done."""
-    from mlpk.packager.deliver.engine import open_engine
-
     journal = Journal([Step("connect", f"SSH to {device}" if device else "the local engine"),
                        *(Step(key, "") for key in then)])
     with journal.step("connect"):

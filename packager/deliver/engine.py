@@ -7,6 +7,8 @@ keys come from --identity, the SSH agent or ~/.ssh, and nothing but `docker` is 
 
 from __future__ import annotations
 
+import errno
+import getpass
 import os
 import shlex
 import socket
@@ -90,7 +92,6 @@ class SshTarget:
             raise ConfigError(f"device '{url}' has a bad port", hint="ssh://user@host[:port]") from err
         if parts.scheme != "ssh" or not parts.hostname:
             raise ConfigError(f"device '{url}' is not an ssh:// URL", hint="ssh://user@host[:port]")
-        import getpass
 
         return cls(parts.username or getpass.getuser(), parts.hostname, port)
 
@@ -175,8 +176,6 @@ class SshEngine:
 
 def _socket_error(err: OSError) -> str:
     """The errno name and text of a connection failure (paramiko wraps one per address tried)."""
-    import errno
-
     inner = next(iter(getattr(err, "errors", {}).values()), err)
     number = getattr(inner, "errno", None)
     name = errno.errorcode.get(number, type(inner).__name__) if number else type(inner).__name__

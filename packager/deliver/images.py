@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlpk.packager import exportdir
 from mlpk.packager.errors import ConfigError, InputError
 from mlpk.packager.exportdir import ExportReport
-from mlpk.packager.oci import Image, Index, Platform
+from mlpk.packager.oci import Image, Index, Platform, sources
 from mlpk.packager.oci.digest import Digest
 
 
@@ -32,8 +33,6 @@ class Resolved:
 
 
 def _archive_tag(path: Path) -> str | None:
-    import tarfile
-
     try:
         with tarfile.open(path, "r:") as tar:
             member = tar.extractfile("manifest.json")
@@ -47,8 +46,6 @@ def _archive_tag(path: Path) -> str | None:
 def resolve(text: str, platform: str | None = None, *, strict: bool = True) -> Resolved:
     """The image `text` names; from an index, the one for `platform` (required when there are several). A single
     image for another platform is an error when `strict`, else returned as it is (the caller checks)."""
-    from mlpk.packager.oci import sources
-
     path = Path(text)
     report = None
     tag: str | None = None

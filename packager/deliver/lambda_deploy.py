@@ -12,6 +12,7 @@ pushed. `rollback` moves the alias to the highest published version below the on
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,10 @@ from mlpk.packager.deliver import aws
 from mlpk.packager.deliver.images import Resolved, resolve
 from mlpk.packager.deliver.journal import Journal, Step
 from mlpk.packager.errors import ConfigError, DeployError
+from mlpk.packager.oci.auth import Credentials
+from mlpk.packager.oci.build import write_outputs
+from mlpk.packager.oci.client import RegistryClient
+from mlpk.packager.oci.reference import Reference
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # ECR's repositoryName constraint (ECR API reference, CreateRepository).
@@ -138,20 +143,14 @@ def _ensure_repository(ecr: Any, request: LambdaRequest) -> tuple[dict[str, Any]
 
 
 def _push(ecr: Any, request: LambdaRequest, repository: dict[str, Any], resolved: Resolved) -> str:
-    import base64
-
-    from mlpk.packager.oci import remote
-    from mlpk.packager.oci.auth import Credentials
-    from mlpk.packager.oci.client import RegistryClient
-    from mlpk.packager.oci.reference import Reference
-
     data = aws.call("ecr.GetAuthorizationToken", ecr.get_authorization_token,
                     registryIds=[repository["registryId"]])["authorizationData"][0]
     user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
     host = request.push_registry or repository["repositoryUri"].split("/", 1)[0]
     ref = Reference.parse(f"{host}/{request.repo}:{_tag(resolved)}")
     with RegistryClient(host, scheme=ref.scheme, credentials=Credentials(user, password)) as client:
-        pushed = remote.push(resolved.image, ref, client=client)
+        pushed = write_outputs(resolved.image, push=ref, client=client).pushed
+    assert pushed is not None
     counts: dict[str, int] = {}
     for _, state in pushed.blobs:
         counts[state] = counts.get(state, 0) + 1

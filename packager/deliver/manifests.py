@@ -3,14 +3,17 @@ or not, Jetson or not), engine cache, and the resources to ask for (measured, or
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from mlpk.packager.deliver import measure as measuring
 from mlpk.packager.deliver.images import Resolved, resolve
 from mlpk.packager.errors import ConfigError
+from mlpk.packager.oci import sources
 from mlpk.packager.oci.reference import split_tag
 
 READY_PATH = "/v2/health/ready"
@@ -128,10 +131,6 @@ def dump(docs: list[dict[str, Any]]) -> str:
 
 def _measured(image: str, resolved: Resolved, measure: bool) -> dict[str, Any] | None:
     """A measurement of this image: taken now (`measure`), or kept in the export directory by an earlier one."""
-    from pathlib import Path
-
-    from mlpk.packager.deliver import measure as measuring
-
     export_dir = Path(image) if resolved.report is not None else None
     if measure:
         taken = measuring.measure(resolved)
@@ -161,8 +160,6 @@ def spec(image: str, *, name: str | None = None, ref: str | None = None, platfor
     pushed = resolved.report.pushed if resolved.report is not None else None
     pull = ref or (pushed.reference if pushed else None) or resolved.tag
     if pull is None:
-        from mlpk.packager.oci import sources
-
         pull = image if sources.kind_of(image) == "registry" else None
     if not pull:
         raise ConfigError(f"'{image}' carries no tag to pull it by", hint=f"pass {ref_flag} REGISTRY/REPO:TAG")

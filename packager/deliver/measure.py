@@ -23,6 +23,8 @@ from typing import Any
 
 from mlpk.packager.deliver.images import Resolved
 from mlpk.packager.errors import DeployError
+from mlpk.packager.atomic import atomic_file
+from mlpk.packager.oci.build import write_outputs
 
 MODEL_CARD = "/opt/mlpack/model/model-card.json"
 # The card of the model a measurement loads: the image's one model, or in a model repository image the newest
@@ -111,10 +113,8 @@ def measure(resolved: Resolved, *, duration_s: float = 8, threads: int = 4,
             ready_timeout: float = 120) -> Measurement:
     """Run the image, serve inference requests from `threads` threads for `duration_s`, and return the peaks of
     the `docker stats` samples taken meanwhile."""
-    from mlpk.packager.oci import daemon
-
     tag = f"mlpack-measure/{resolved.image.digest.hex[:16]}:latest"
-    daemon.load(resolved.image, tag)
+    write_outputs(resolved.image, load=tag)
     cid = _docker("run", "-d", "-p", "127.0.0.1::8080", tag)
     peaks = {"memory": 0.0, "cpu": 0.0}
     served: list[int] = []
@@ -159,8 +159,6 @@ def measure(resolved: Resolved, *, duration_s: float = 8, threads: int = 4,
 
 def save(measurement: Measurement, export_dir: Path) -> Path:
     """Keep a measurement beside an export's report (read back by manifests.spec)."""
-    from mlpk.packager.oci.atomic import atomic_file
-
     path = export_dir / "measured.json"
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(measurement.to_dict(), indent=2, sort_keys=True))

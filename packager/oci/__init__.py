@@ -14,6 +14,7 @@ per storage medium, each a source and a sink (shared STYLE.md, after go-containe
 
 from __future__ import annotations
 
+from mlpk.packager.oci import remote
 from mlpk.packager.oci.digest import Digest
 from mlpk.packager.oci.image import Blob, Image, Index, empty_image, index
 from mlpk.packager.oci.layer import BlobLayer, Entry, Layer, layer_from_dir, layer_from_entries
@@ -25,8 +26,6 @@ from mlpk.packager.oci.tarball import image_from_tarball
 
 def image_from_registry(ref: str, platform: Platform | str | None = None, **kwargs: object) -> Image:
     """The image at a registry reference (see mlpk.packager.oci.remote.image_from_registry)."""
-    from mlpk.packager.oci import remote
-
     return remote.image_from_registry(ref, platform, **kwargs)  # type: ignore[arg-type]
 
 

@@ -12,11 +12,13 @@ from typing import Any
 
 from mlpk.packager.errors import ConfigError
 from mlpk.packager.oci import daemon, layout, remote, sources, tarball
+from mlpk.packager.oci.client import RegistryClient
 from mlpk.packager.oci.digest import Digest
 from mlpk.packager.oci.image import Image, Index, index
 from mlpk.packager.oci.layer import Layer, layer_from_dir
 from mlpk.packager.oci.mutate import append_layers, with_config
 from mlpk.packager.oci.platform import Platform
+from mlpk.packager.oci.reference import Reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +95,11 @@ class Written:
 
 
 def write_outputs(item: Image | Index, *, layout_dir: Path | None = None, tar: Path | None = None,
-                  push: str | None = None, load: str | None = None, tag: str | None = None) -> Written:
+                  push: str | Reference | None = None, load: str | None = None, tag: str | None = None,
+                  client: RegistryClient | None = None) -> Written:
     """Write `item` to each sink asked for: an OCI layout at `layout_dir` and a docker-archive at `tar` (both
-    naming it `tag`), an image in the local engine named `load`, a push to `push`. Blob files mlpack knows
+    naming it `tag`), an image in the local engine named `load`, a push to `push` (through `client` when the
+    caller holds one with its own credentials). Blob files mlpack knows
     reach a layout as links or clones and an archive as kernel copies (oci.reuse), never read back."""
     written = Written(item.digest)
     if layout_dir:
@@ -109,5 +113,5 @@ def write_outputs(item: Image | Index, *, layout_dir: Path | None = None, tar: P
         if load:
             written = replace(written, loaded=daemon.load(item, load))
     if push:
-        written = replace(written, pushed=remote.push(item, push))
+        written = replace(written, pushed=remote.push(item, push, client=client))
     return written

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from mlpk.packager import locations
+from mlpk.packager import locations, owners
 from mlpk.packager.errors import MlpackError, RegistryError
 from mlpk.packager.oci import known
 from mlpk.packager.oci.digest import CHUNK, Digest, HashingReader, sha256_stream
@@ -87,10 +87,9 @@ class BlobCache:
         tmpdir = self.root / "tmp"
         tmpdir.mkdir(parents=True, exist_ok=True)
         (self.root / "sha256").mkdir(parents=True, exist_ok=True)
-        from mlpk.packager import runs
 
-        fd, name = tempfile.mkstemp(dir=tmpdir, prefix=f"{runs.Owner.current().token}-")
-        runs.lock(fd)  # held until the file is closed: prune_tmp never takes the file of a writer that lives
+        fd, name = tempfile.mkstemp(dir=tmpdir, prefix=f"{owners.Owner.current().token}-")
+        owners.lock(fd)  # held until the file is closed: prune_tmp never takes the file of a writer that lives
         pending = PendingBlob(os.fdopen(fd, "wb"), Path(name), self)
         try:
             yield pending
@@ -166,14 +165,12 @@ class BlobCache:
 
     def prune_tmp(self, older_than_s: float = 3600.0) -> int:
         """Remove temporary files left by interrupted writers; returns how many. A file named by its writer
-        (`runs.Owner`: pid and start time) goes as soon as that process is gone and no lock is held on it, so a
+        (`owners.Owner`: pid and start time) goes as soon as that process is gone and no lock is held on it, so a
         live writer's file is never taken, however slow; one without (older mlpack versions) once it is
         `older_than_s` seconds untouched."""
-        from mlpk.packager import runs
-
         paths = sorted((self.root / "tmp").glob("*"))
-        named = [p for p in paths if runs.Owner.from_name(p.name) is not None]
-        return runs.remove_orphans(named) + remove_stale([p for p in paths if p not in named], older_than_s)
+        named = [p for p in paths if owners.Owner.from_name(p.name) is not None]
+        return owners.remove_orphans(named) + remove_stale([p for p in paths if p not in named], older_than_s)
 
     def check(self) -> list[Digest]:
         """Every cached blob whose bytes do not match its name (an empty list means the cache is valid)."""

@@ -9,6 +9,7 @@ timeouts; it is also already a dependency of the test stack.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
@@ -118,8 +119,6 @@ class RegistryClient:
                                 hint="the registry is corrupt or was tampered with")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         if media_type not in (*mediatype.MANIFESTS, *mediatype.INDEXES):
-            import json
-
             media_type = json.loads(data).get("mediaType", media_type)
         return data, media_type
 

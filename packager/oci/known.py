@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from mlpk.packager import __version__, locations
 from mlpk.packager.errors import BuildError, MlpackError
-from mlpk.packager.oci.atomic import atomic_file
+from mlpk.packager.atomic import atomic_file
 from mlpk.packager.oci.digest import Digest
 
 CHECK_RULES = "1"  # bump when safety.check_member's rules change: verdicts recorded under the old rules are not reused

@@ -21,8 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from mlpk.packager.errors import BuildError, InputError
-from mlpk.packager.oci import mediatype
-from mlpk.packager.oci import known
+from mlpk.packager.oci import known, mediatype
 from mlpk.packager.oci.cache import BlobCache, default_cache
 from mlpk.packager.oci.digest import CHUNK, Digest, HashingReader
 from mlpk.packager.oci.safety import check_member, normalize_image_path

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from mlpk.packager.errors import InputError
 from mlpk.packager.oci import known, mediatype, reuse
-from mlpk.packager.oci.atomic import atomic_dir
+from mlpk.packager.atomic import atomic_dir
 from mlpk.packager.oci.digest import CHUNK, Digest, HashingReader
 from mlpk.packager.oci.image import Image, Index
 from mlpk.packager.oci.layer import BlobLayer, FileBacked, Layer

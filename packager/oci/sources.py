@@ -18,7 +18,7 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlpk.packager.base import pipeline
+from mlpk.packager import targets
 from mlpk.packager.errors import BuildError, ConfigError
 from mlpk.packager.oci import layout, remote, tarball
 from mlpk.packager.oci.image import Image, Index, empty_image, index
@@ -74,9 +74,9 @@ class ImageSource:
                 raise ConfigError(f"image source '{text}' has no {what} after '{prefix}'",
                                   hint=f"write {prefix}{'SUITE' if kind is Kind.DEBIAN else 'PATH'}")
             if kind is Kind.DEBIAN:
-                if rest not in pipeline.PYTHON:
+                if rest not in targets.debian_suites():
                     raise ConfigError(f"image source '{text}' names an unknown Debian suite '{rest}'",
-                                      hint=f"use one of: {', '.join('debian:' + s for s in pipeline.PYTHON)}")
+                                      hint=f"use one of: {', '.join('debian:' + s for s in targets.debian_suites())}")
                 return cls(kind, rest, None, text)
             path, tag = _split_tag(rest)
             return cls(kind, str(path), tag, text)
@@ -99,7 +99,7 @@ class ImageSource:
         if self.kind is Kind.SCRATCH:
             return empty_image()
         if self.kind is Kind.DEBIAN:
-            return index(*(self.image(Platform("linux", arch)) for arch in pipeline.ARCHES))
+            return index(*(self.image(Platform("linux", arch)) for arch in ("amd64", "arm64")))
         return remote.read(self.location)
 
     def image(self, platform: Platform) -> Image:
@@ -113,6 +113,10 @@ class ImageSource:
         if self.kind is Kind.REGISTRY:
             return remote.image_from_registry(self.location, platform), None
         if self.kind is Kind.DEBIAN:
+            # The one internal import not at the top: mlpk.packager.base builds on this package (oci), so it is
+            # imported where a Debian base is opened, not when oci is.
+            from mlpk.packager.base import pipeline
+
             built = pipeline.build(pipeline.BaseSpec(suite=self.location, arch=platform.architecture))
             return built.image, built.sbom()
         item = self.read()

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from mlpk.packager.errors import BuildError, InputError
 from mlpk.packager.oci import known, mediatype, reuse
-from mlpk.packager.oci.atomic import atomic_file
+from mlpk.packager.atomic import atomic_file
 from mlpk.packager.oci.cache import BlobCache, default_cache
 from mlpk.packager.oci.digest import CHUNK, Digest, HashingReader, sha256_stream
 from mlpk.packager.oci.image import Image

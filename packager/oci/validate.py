@@ -16,12 +16,11 @@ from typing import BinaryIO
 
 from mlpk.packager.errors import BuildError, InputError, MlpackError
 from mlpk.packager.oci import known, mediatype
-from mlpk.packager.oci.known import LayerReport
 from mlpk.packager.oci.digest import CHUNK, Digest
 from mlpk.packager.oci.image import Image, Index
+from mlpk.packager.oci.known import LayerReport
 from mlpk.packager.oci.layer import Layer
 from mlpk.packager.oci.safety import check_member
-
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlpk.packager import card as cards
 from mlpk.packager import feeds, signature
 from mlpk.packager.feeds import LABEL_KEYS, SINGLE_INPUT_KEYS, Feeds
+from mlpk.packager.quantize import gate
 from mlpk.packager.signature import Signature
 
 Dataset = Feeds  # the name the quantize modules use for the shared value
@@ -22,8 +24,6 @@ def model_signature(model_path: Path) -> Signature:
     shapes, else the graph's, probed for example shapes with onnxruntime."""
     import onnx
 
-    from mlpk.packager import card as cards
-
     model = onnx.load(str(model_path), load_external_data=False)
     graph = signature.from_model(model)
     card = cards.from_model(model, origin=model_path.name)
@@ -33,7 +33,6 @@ def model_signature(model_path: Path) -> Signature:
             return known
     if graph.runnable:
         return graph
-    from mlpk.packager.quantize import gate
 
     session = gate.open_session(model_path)
     names = [o.name for o in session.get_outputs()]

@@ -27,7 +27,7 @@ import numpy as np
 
 from mlpk.packager import feeds, onnxrt
 from mlpk.packager.errors import QuantizationError
-from mlpk.packager.quantize.data import Dataset
+from mlpk.packager.feeds import Feeds
 from mlpk.packager.signature import Signature
 
 Outputs = dict[str, "np.ndarray | list[np.ndarray]"]
@@ -124,7 +124,7 @@ def batch_size(sig: Signature) -> int:
     return sig.fixed_batch or 64
 
 
-def run(session: Any, data: Dataset, batch: int, names: list[str] | None = None) -> Outputs:
+def run(session: Any, data: Feeds, batch: int, names: list[str] | None = None) -> Outputs:
     """All outputs (or `names`) of `session` on `data` (see feeds.run)."""
     return feeds.run(session, data, batch, names)
 

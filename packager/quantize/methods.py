@@ -24,8 +24,8 @@ from mlpk.packager.errors import QuantizationError
 from mlpk.packager.quantize import gate, refusals, subgraphs
 from mlpk.packager.quantize.data import Dataset
 from mlpk.packager.quantize.options import Backend, Calibration, Int8Types, Mode, QuantizeOptions, int8_types
-from mlpk.packager.quantize.refusals import KeptInFloat, Refusal
 from mlpk.packager.quantize.prepare import TWO_GB
+from mlpk.packager.quantize.refusals import KeptInFloat, Refusal
 
 if TYPE_CHECKING:
     import onnx

@@ -12,11 +12,13 @@ model is written: never a silent broken model.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from mlpk.packager import atomic
+from mlpk.packager import card as cards
+from mlpk.packager.atomic import atomic_file
 from mlpk.packager.errors import ConfigError, InputError, MlpackError, QuantizationError
 from mlpk.packager.quantize import data as datasets
 from mlpk.packager.quantize import gate, measure, report, sensitivity, subgraphs
@@ -276,30 +278,18 @@ def _write(candidate: Path, output: Path, result: QuantizationReport) -> None:
     """Write the model (report embedded) and its JSON report atomically: temp files in place, then rename."""
     import onnx
 
-    from mlpk.packager import card as cards
-
     data = result.to_dict()
     model = onnx.load(str(candidate))
     has_card = report.embed(model, data)
     output.parent.mkdir(parents=True, exist_ok=True)
     json_path = report.report_path(output)
-    model_tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    json_tmp = json_path.with_name(f".{json_path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_file(output) as model_tmp, atomic_file(json_path) as json_tmp:
         if model.ByteSize() > TWO_GB:  # protobuf's limit: the weights go to OUTPUT.data beside the model
             onnx.save(model, str(model_tmp), save_as_external_data=True, location=output.name + ".data")
         else:
             onnx.save(model, str(model_tmp))
         json_tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(model_tmp, output)
-        os.replace(json_tmp, json_path)
-        if has_card:  # NAME.card.json beside the output describes the output (one card per model)
-            card = cards.from_model(model)
-            assert card is not None
-            card_file = cards.card_path(output)
-            card_tmp = card_file.with_name(f".{card_file.name}.{os.getpid()}.tmp")
-            card_tmp.write_text(card.to_json())
-            os.replace(card_tmp, card_file)
-    finally:
-        model_tmp.unlink(missing_ok=True)
-        json_tmp.unlink(missing_ok=True)
+    if has_card:  # NAME.card.json beside the output describes the output (one card per model)
+        card = cards.from_model(model)
+        assert card is not None
+        atomic.write_text(cards.card_path(output), card.to_json())

@@ -18,13 +18,13 @@ Nodes without a name get one (`OpType_N`), because the fallbacks exclude nodes b
 from __future__ import annotations
 
 import contextlib
-
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mlpk.packager.convert.compat import merge_opsets
 from mlpk.packager.errors import QuantizationError
 from mlpk.packager.quantize import gate
 from mlpk.packager.quantize.data import Dataset
@@ -94,7 +94,6 @@ def _initializers_off_inputs(source: Path, out: Path) -> Step | None:
 
 
 def _preprocess(source: Path, out: Path, large: bool) -> Step:
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # the pre-processor logs every unknown shape as a warning
@@ -129,8 +128,6 @@ def _preprocess_here(source: Path, out: Path, large: bool, quiet: int) -> Step:
 
 def _name_nodes(path: Path, out: Path, large: bool) -> None:
     import onnx
-
-    from mlpk.packager.convert.compat import merge_opsets
 
     model = onnx.load(str(path))
     merge_opsets(model)  # onnxruntime's quantizers refuse a domain listed twice

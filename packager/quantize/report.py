@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpk.packager import card as cards
 from mlpk.packager.errors import MlpackError
 from mlpk.packager.quantize.gate import Agreement
 from mlpk.packager.quantize.measure import Latency
@@ -112,8 +113,6 @@ def report_path(output: Path) -> Path:
 def embed(model: onnx.ModelProto, report: dict[str, Any]) -> bool:
     """Store `report` in the model's metadata, and in its embedded model card when it has one (returns whether it
     had one). A card that cannot be read is left as it is; the report key still holds the figures."""
-    from mlpk.packager import card as cards
-
     keep = [prop for prop in model.metadata_props if prop.key != METADATA_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from rich.console import Console
+from rich.table import Table
+
 from mlpk.packager.quantize.report import QuantizationReport
 
 
@@ -11,9 +14,6 @@ def _pct(value: float | None) -> str:
 
 def render(result: QuantizationReport) -> None:
     """Print the before/after table and the attempts tried."""
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     chosen = result.chosen
     gate = chosen.agreement
