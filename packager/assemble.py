@@ -253,7 +253,8 @@ def build(target: Target, models: Sequence[Part], *, labels: Mapping[str, str | 
         step(f"{platform}: base image")
         found = sources.base(base or target.base.source, Platform.parse(platform))
         step(f"{platform}: installing {target.abi} wheels")
-        layer, installed = deps.layer(target, platform, workdir, sbom=found.sbom, lock=(locks_found or {}).get(platform))
+        layer, installed = deps.layer(target, platform, workdir, sbom=found.sbom,
+                                      lock=(locks_found or {}).get(platform))
         sizes = {report.digest: report.uncompressed_size for report in found.layers}
         below = [Part("base" if len(found.image.layers) == 1 else f"base[{i}]", la, sizes[la.digest])
                  for i, la in enumerate(found.image.layers)]

@@ -51,7 +51,7 @@ class ModelSpec:
         if "=" in text and not Path(text).exists():
             left, _, right = text.partition("=")
             name, _, version = left.partition("/")
-            if right and MODEL_NAME.fullmatch(name) and (not version or version.isdigit() and int(version) > 0):
+            if right and MODEL_NAME.fullmatch(name) and (not version or (version.isdigit() and int(version) > 0)):
                 return cls(Path(right), name, int(version) if version else None)
         return cls(Path(text))
 
@@ -276,11 +276,10 @@ def _prepare_models(request: ExportRequest, target: Target, work: Path, step: St
     """Convert and optimize every model of the request: (every version the image serves, the model part or the
     new version parts, the last model prepared)."""
     if not request.is_repository:
-        prepared = modelprep.prepare(request, target, work / "model", step)
-        served = ServedModel(prepared.name, 1, "model", prepared.sha256, prepared.source_kind, prepared.summary(),
-                             prepared.optimization.to_dict())
-        return [ShippedModel(served, prepared.files)], [Part.of("model", assemble.model_layer(prepared.files))], \
-            prepared
+        only = modelprep.prepare(request, target, work / "model", step)
+        served = ServedModel(only.name, 1, "model", only.sha256, only.source_kind, only.summary(),
+                             only.optimization.to_dict())
+        return [ShippedModel(served, only.files)], [Part.of("model", assemble.model_layer(only.files))], only
     carried = list(previous.versions) if previous else []
     planned: list[tuple[ModelSpec, str, int]] = []
     for spec in _specs(request):  # every name and version first: a clash is known before any conversion
@@ -297,7 +296,7 @@ def _prepare_models(request: ExportRequest, target: Target, work: Path, step: St
         planned.append((spec, name, version))
     versions, parts = list(carried), []
     links = previous.links if previous else ()
-    prepared = None
+    prepared: modelprep.PreparedModel | None = None
     for number, (spec, name, version) in enumerate(planned):
         step(f"converting {name} version {version}")
         one = dataclasses.replace(request, model=spec.path, name=name, models=(), add_version=False)
@@ -386,17 +385,17 @@ class Previous:
         for platform in target.platforms:
             wanted = Platform.parse(platform)
             img = next((i for i in images if wanted.matches(i.platform)), None)
-            build = self.report.platform(platform)
-            if img is None or build is None or [e.digest for e in build.layers] != [str(la.digest) for la in
+            found = self.report.platform(platform)
+            if img is None or found is None or [e.digest for e in found.layers] != [str(la.digest) for la in
                                                                                    img.layers]:
                 raise ConfigError(f"the export at --out {self.out} has no image for {platform} that its report "
                                   "describes", hint="export it again with mlpack export MODEL --target T --out OUT")
-            parts = tuple(Part(entry.name, layer, entry.uncompressed) for entry, layer in zip(build.layers,
+            parts = tuple(Part(entry.name, layer, entry.uncompressed) for entry, layer in zip(found.layers,
                                                                                             img.layers, strict=True))
-            lock = build.wheels_lock
+            lock = found.wheels_lock
             lock_file = lock.file if lock else locks.file_name(platform)
             text = (self.out / lock_file).read_text() if (self.out / lock_file).is_file() else None
-            out.append(PlatformImage(platform, img, parts, build.size_mb, lock_file, text, "",
+            out.append(PlatformImage(platform, img, parts, found.size_mb, lock_file, text, "",
                                      lock.refetched if lock else ()))
         return out
 

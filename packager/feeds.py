@@ -33,7 +33,8 @@ SINGLE_INPUT_KEYS = ("x", "X", "inputs", "input", "x_test", "data")
 NPZ_HINT = "write it with numpy.savez(path, INPUT_NAME=array, labels=array): the sample axis first, or one feed"
 
 Feed = dict[str, np.ndarray]
-Outputs = dict[str, "np.ndarray | list[np.ndarray]"]  # per output: the runs joined, or one array per run
+Output = "np.ndarray | list[np.ndarray]"  # an output over the runs: joined, or one array per run
+Outputs = dict[str, "np.ndarray | list[np.ndarray]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +161,8 @@ def combine(items: Sequence[Feeds], source: str) -> Feeds:
                 else:
                     parts.append(part)
         labels = [item.labels for item in items]
-        joined = np.concatenate(labels) if all(lab is not None for lab in labels) else None  # type: ignore[arg-type]
+        joined = np.concatenate([lab for lab in labels if lab is not None]) if all(lab is not None for lab in labels) \
+            else None
         return Feeds(tuple(parts), joined, source, True)
     singles = [part for item in items for part in (item.parts if not item.stacked else _unstack(item))]
     return Feeds(tuple(singles), None, source, False)

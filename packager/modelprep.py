@@ -139,7 +139,8 @@ def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callabl
     if converted.evidence is not None and not converted.evidence.synthetic:
         warmup = workdir / WARMUP_FILE
         first = converted.evidence.first()
-        np.savez(warmup, **{k: v.astype(str) if v.dtype == object else v for k, v in first.items()})
+        arrays: dict[str, Any] = {k: v.astype(str) if v.dtype == object else v for k, v in first.items()}
+        np.savez(warmup, **arrays)
         files[WARMUP_FILE] = warmup
         card = card.with_(extra={**card.extra, "warmup": {"file": WARMUP_FILE, "origin": converted.evidence.source}})
     card_path = workdir / cards.FILE_NAME

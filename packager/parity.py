@@ -137,11 +137,11 @@ def compare_output(name: str, onnx_out: np.ndarray, source_out: np.ndarray, tole
     source_out = source_out.reshape(onnx_out.shape)
     if onnx_out.dtype.kind in "USO" or source_out.dtype.kind in "USO":
         same = onnx_out.astype(str) == source_out.astype(str)
-        agreement = float(same.mean()) if same.size else 1.0
+        matching = float(same.mean()) if same.size else 1.0
         # Strings have no distance: the error figures are 0 when all match and 1 otherwise (JSON-safe, unlike inf).
         mismatch = 0.0 if same.all() else 1.0
-        return OutputParity(name, onnx_out.shape, mismatch, mismatch, 1.0 - mismatch, agreement,
-                            agreement >= tolerance.agreement)
+        return OutputParity(name, onnx_out.shape, mismatch, mismatch, 1.0 - mismatch, matching,
+                            matching >= tolerance.agreement)
     got, want = onnx_out.astype(np.float64), source_out.astype(np.float64)
     diff = np.abs(got - want)
     max_abs = float(diff.max()) if diff.size else 0.0
@@ -174,7 +174,7 @@ def _flat(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def compare(onnx_outputs: Mapping[str, np.ndarray], source_outputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
+def compare(onnx_outputs: Mapping[str, Any], source_outputs: Sequence[Any] | Mapping[str, Any],
             tolerance: Tolerance, *, samples: int, inputs_from: str) -> ParityReport:
     """Compare every ONNX output with the source's: by name when the source names its outputs, else by position."""
     names = list(onnx_outputs)

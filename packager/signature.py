@@ -108,7 +108,8 @@ class Signature:
     def fixed_batch(self) -> int | None:
         """The fixed first dimension shared by every input (a model exported for batch 1), if any."""
         firsts = {item.shape[0] for item in self.inputs if item.shape}
-        return firsts.pop() if self.stackable and len(firsts) == 1 and isinstance(next(iter(firsts)), int) else None
+        first = next(iter(firsts)) if len(firsts) == 1 else None
+        return first if self.stackable and isinstance(first, int) else None
 
     @property
     def runnable(self) -> bool:
@@ -145,10 +146,10 @@ def from_model(model: onnx.ModelProto) -> Signature:
     constants = _constants(model)
     items = []
     for spec in inputs:
-        fixed = spec.shape is not None and all(isinstance(d, int) for d in spec.shape)
+        dims = tuple(d for d in spec.shape or () if isinstance(d, int))
+        fixed = spec.shape is not None and len(dims) == len(spec.shape)
         items.append(InputSignature(spec.name, spec.dtype, spec.shape, _is_state(spec, outputs),
-                                    _compared_values(model, spec.name, constants),
-                                    tuple(int(d) for d in spec.shape) if fixed and spec.shape is not None else None))
+                                    _compared_values(model, spec.name, constants), dims if fixed else None))
     examples = "fixed shapes" if items and all(i.example_shape is not None for i in items) else "none"
     return Signature(tuple(items), outputs, examples)
 

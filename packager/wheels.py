@@ -32,6 +32,7 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlpk.packager import atomic, locations, locks, processes
 from mlpk.packager.atomic import atomic_dir
@@ -368,7 +369,7 @@ def distributions(root: Path) -> tuple[Distribution, ...]:
     """The distributions installed under `root`, sorted by name."""
     found = {}
     for dist in importlib.metadata.distributions(path=[str(root)]):
-        meta = dist.metadata
+        meta: Any = dist.metadata  # an email.message.Message (importlib.metadata's PackageMetadata protocol lacks get)
         name = meta["Name"] or ""
         licence = meta.get("License-Expression") or meta.get("License") or ""
         if not licence or len(licence) > 100:  # some projects put the whole licence text here

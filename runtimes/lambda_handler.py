@@ -32,7 +32,7 @@ from mlpk.runtimes.providers import CPU
 
 _STARTED = time.perf_counter()
 # Lambda functions have no GPU and a read-only file system except /tmp.
-LAMBDA_DEFAULTS = config.Settings(providers=(CPU,), trt_cache=Path("/tmp/mlpack/trt"), warmup_runs=1)  # noqa: S108
+LAMBDA_DEFAULTS = config.Settings(providers=(CPU,), trt_cache=Path("/tmp/mlpack/trt"), warmup_runs=1)
 SETTINGS = config.from_env(base=LAMBDA_DEFAULTS)
 logs.setup(SETTINGS.log_level)
 MODELS = model_module.load_all(SETTINGS)

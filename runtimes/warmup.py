@@ -218,7 +218,7 @@ def warm_up(model: Model, runs: int, *, heartbeat_s: float = 15.0,
         watcher.start()
         try:
             model.run(chosen.values, names, quiet=True)
-        except Exception as err:  # noqa: BLE001 - any failure of a run is reported by settle(), never swallowed
+        except Exception as err:  # any failure of a run is reported by settle(), never swallowed
             raise WarmupFailed(model.name, chosen, _reason(err)) from err
         finally:
             done.set()

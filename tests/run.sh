@@ -10,4 +10,7 @@ bash tests/services/provision.sh
 # release with several GB of CUDA packages that a CPU test run does not need.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[all,dev]"
+# Lint and type check first: they take seconds, the suite takes minutes (pyproject.toml configures both).
+.venv/bin/ruff check packager runtimes
+.venv/bin/python tests/typecheck.py
 exec .venv/bin/python -m pytest "$@"

@@ -126,3 +126,10 @@ def test_cli_lists_and_shows(mlpack) -> None:
     bad = mlpack("targets", "show", "jetsn")
     assert bad.returncode == ConfigError.exit_code
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_the_schema_lists_the_one_list_of_quantize_modes() -> None:
+    """targets.QuantizeMode is the one list (issue 16); the published schema for editors says the same."""
+    schema = targets.schema()
+    listed = schema["properties"]["optimize"]["properties"]["quantize"]["enum"]
+    assert sorted(listed) == sorted(str(mode) for mode in targets.QuantizeMode)

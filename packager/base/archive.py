@@ -122,8 +122,9 @@ def _gpgv(keyring: Path, signed: Path, data: Path | None, output: Path | None) -
         detail = " ".join(r for r in reasons if r in ("BADSIG", "ERRSIG", "NO_PUBKEY", "EXPKEYSIG", "REVKEYSIG",
                                                        "NODATA", "BADARMOR")) or done.stderr.strip()[-200:]
         detail = detail or "no valid signature"
-        raise BuildError(f"the signature of {signed.name} does not verify against {keyring} ({detail})", hint="the archive file was altered or is not Debian's: check the "
-                         "mirror (apt sources or --mirror) and the keyring")
+        raise BuildError(f"the signature of {signed.name} does not verify against {keyring} ({detail})",
+                         hint="the archive file was altered or is not Debian's: check the mirror (apt sources or "
+                              "--mirror) and the keyring")
 
 
 def _verified_text(repo: Repo) -> str:

@@ -113,7 +113,7 @@ class _VersionKey:
         return compare_versions(self.version, other.version) < 0
 
 
-def _relations(entry: Mapping[str, str], field: str) -> list[list[dict[str, Any]]]:
+def _relations(entry: Mapping[str, str], field: str) -> list[list[Any]]:
     text = entry.get(field)
     return PkgRelation.parse_relations(text) if text else []
 

@@ -48,10 +48,23 @@ class Memory:
 class Subject(Protocol):
     """A server under test. `stop` is always called (also after a failed `start`) and is idempotent."""
 
-    kind: str  # process | container | lambda
-    log: Path  # where its output is kept
-    concurrency_limit: int | None  # the most requests it serves at once, when it cannot take more
-    emulated: bool
+    @property
+    def kind(self) -> str:
+        """process | container | lambda."""
+        ...
+
+    @property
+    def log(self) -> Path:
+        """Where its output is kept."""
+        ...
+
+    @property
+    def concurrency_limit(self) -> int | None:
+        """The most requests it serves at once, when it cannot take more."""
+        ...
+
+    @property
+    def emulated(self) -> bool: ...
 
     def start(self, timeout_s: float) -> float:
         """Start it and wait until it answers; returns the cold start in seconds."""

@@ -71,6 +71,11 @@ SUMMARIES: dict[str, str] = {
 }
 
 
+def _short(text: str, limit: int) -> str:
+    """`text` shortened for the command list as click shortens a command's help."""
+    return click.Command(None, help=text).get_short_help_str(limit)
+
+
 class LazyGroup(click.Group):
     """A group whose commands are imported on first use (click's documented lazy-loading pattern), and whose help
     lists them from SUMMARIES without importing any."""
@@ -90,7 +95,7 @@ class LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         names = self.list_commands(ctx)
         limit = formatter.width - 6 - max(len(name) for name in names)
-        rows = [(name, click.utils.make_default_short_help(SUMMARIES.get(name, ""), limit)) for name in names]
+        rows = [(name, _short(SUMMARIES.get(name, ""), limit)) for name in names]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

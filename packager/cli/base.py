@@ -44,8 +44,8 @@ def build(ctx: click.Context, suite: str, arch: str, extra: tuple[str, ...], tzd
         plan = lib.plan(spec)
         rows = [f"{p.name}={p.version}" for p in plan.packages]
         report(ctx, {"suite": suite, "arch": arch, "packages": rows, "installed_bytes": plan.installed_size()},
-               lambda: click.echo("\n".join(rows + [f"{len(rows)} packages, {plan.installed_size() / 1e6:.1f} MB "
-                                                     "installed before pruning"])))
+               lambda: click.echo("\n".join([*rows, f"{len(rows)} packages, {plan.installed_size() / 1e6:.1f} MB "
+                                                 "installed before pruning"])))
         return
     result = lib.build(spec)
     if output is not None:

@@ -11,12 +11,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from mlpk.packager.cli import report
-from mlpk.packager.convert import ConvertOptions
+from mlpk.packager.convert import ConvertOptions, ConvertResult
 from mlpk.packager.convert import convert as run
 from mlpk.packager.convert.specs import parse_input, parse_model_args
 
 
-def _render(result) -> None:  # noqa: ANN001 - a ConvertResult; imported lazily to keep --help light
+def _render(result: ConvertResult) -> None:
 
     console = Console()
     card = result.card

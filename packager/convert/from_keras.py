@@ -74,13 +74,13 @@ def _convert_keras(source: Path, fmt: Format, options: ConvertOptions) -> Conver
         raise missing_extra("tf_keras", "keras", "converting tf-keras models") from err
     try:
         model = tf_keras.models.load_model(source, compile=False)
-    except Exception as err:  # noqa: BLE001 - any failure to deserialize is an unreadable input file
+    except Exception as err:  # any failure to deserialize is an unreadable input file
         raise _unreadable(source, fmt, err) from err
     specs = [TensorSpec(t.name.split(":")[0], t.dtype.name, tuple(t.shape)) for t in model.inputs]
     specs = _override(specs, options)
     try:
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=_tf_specs(tf, specs), opset=options.target_opset)
-    except Exception as err:  # noqa: BLE001 - tf2onnx raises bare Exceptions for unconvertible graphs
+    except Exception as err:  # tf2onnx raises bare Exceptions for unconvertible graphs
         raise ConversionError(f"{source.name}: tf2onnx failed ({_first_line(err)})",
                               hint="try another --opset, or check for custom layers") from err
     check_ops(proto, source.name, f"tf2onnx {tf2onnx.__version__}")
@@ -98,7 +98,7 @@ def convert_saved_model(source: Path, options: ConvertOptions, *, via: str = "")
     tf, tf2onnx = _import_tf()
     try:
         loaded = tf.saved_model.load(str(source))
-    except Exception as err:  # noqa: BLE001 - any failure to deserialize is an unreadable input
+    except Exception as err:  # any failure to deserialize is an unreadable input
         raise _unreadable(source, "tf-savedmodel", err) from err
     signatures = dict(loaded.signatures)
     name = next((n for n in ("serving_default", "serve") if n in signatures), None)
@@ -113,7 +113,7 @@ def convert_saved_model(source: Path, options: ConvertOptions, *, via: str = "")
     try:
         proto, _ = tf2onnx.convert.from_function(tf.function(function), input_signature=_tf_specs(tf, specs),
                                                  opset=options.target_opset)
-    except Exception as err:  # noqa: BLE001 - tf2onnx raises bare Exceptions for unconvertible graphs
+    except Exception as err:  # tf2onnx raises bare Exceptions for unconvertible graphs
         raise ConversionError(f"{source.name}: tf2onnx failed ({_first_line(err)})",
                               hint="try another --opset") from err
     check_ops(proto, source.name, f"tf2onnx {tf2onnx.__version__}")
@@ -136,13 +136,13 @@ def _convert_keras3(source: Path, options: ConvertOptions) -> Conversion:
                               hint="pip install 'keras>=3'")
     try:
         model = keras.saving.load_model(source, compile=False)
-    except Exception as err:  # noqa: BLE001 - any failure to deserialize is an unreadable input file
+    except Exception as err:  # any failure to deserialize is an unreadable input file
         raise _unreadable(source, "keras3-zip", err) from err
     tmp = tempfile.mkdtemp(prefix="mlpack-keras3-")
     try:
         try:
             model.export(tmp, format="tf_saved_model", verbose=False)
-        except Exception as err:  # noqa: BLE001 - Keras raises many kinds for unexportable models
+        except Exception as err:  # Keras raises many kinds for unexportable models
             raise ConversionError(f"{source.name}: Keras 3 could not export a SavedModel ({_first_line(err)})",
                                   hint="this path needs Keras 3's TensorFlow backend (KERAS_BACKEND=tensorflow)",
                                   ) from err

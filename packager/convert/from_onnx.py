@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from mlpk.packager import onnxrt
 from mlpk.packager.convert import compat, ops
 from mlpk.packager.convert.detect import Format
-from mlpk.packager.convert.registry import Conversion, ConvertOptions
+from mlpk.packager.convert.registry import Conversion, ConvertOptions, SourceRunner
 from mlpk.packager.errors import ConversionError, InputError
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def infer_shapes(model: onnx.ModelProto, source: Path, size: int) -> onnx.ModelP
                               hint="check the model with onnx.checker.check_model(..., full_check=True)") from err
 
 
-def _source_runner(source: Path):  # noqa: ANN202 - a SourceRunner
+def _source_runner(source: Path) -> SourceRunner:
     """The user's file as it is, in onnxruntime with every graph optimization off: what the converted (and
     optimized) model is compared with. Nothing of the user's graph is converted unless an opset change or a
     rewrite (ZipMap, initializer inputs) was made, so this compares like with like; the ONNX reference evaluator,

@@ -13,7 +13,7 @@ the source was fitted on from those columns (a DataFrame needs pandas, part of t
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import numpy as np
 from mlpk.packager.card import TensorSpec
 from mlpk.packager.convert.detect import Format
 from mlpk.packager.convert.ops import check_ops
-from mlpk.packager.convert.registry import Conversion, ConvertOptions
+from mlpk.packager.convert.registry import Conversion, ConvertOptions, SourceRunner
 from mlpk.packager.errors import ConfigError, ConversionError, InputError, missing_extra
 
 _LOCALE = "C.UTF-8"
@@ -182,7 +182,7 @@ def _options(model: Any, zipmap: bool) -> dict[int, dict[str, Any]]:
     return options
 
 
-def _table(model: Any, specs: list[TensorSpec]):  # noqa: ANN202 - inputs -> what the source model was fitted on
+def _table(model: Any, specs: list[TensorSpec]) -> Callable[[Mapping[str, np.ndarray]], Any]:
     """Per-column arrays back into one table: a DataFrame where the model was fitted on one (columns by name, in
     training order), else an object array with the columns in input order."""
     names_in = [str(n) for n in getattr(_column_transformer(model), "feature_names_in_", ())]
@@ -208,7 +208,7 @@ def _table(model: Any, specs: list[TensorSpec]):  # noqa: ANN202 - inputs -> wha
     return table
 
 
-def _runner(model: Any, specs: list[TensorSpec]):  # noqa: ANN202 - a SourceRunner
+def _runner(model: Any, specs: list[TensorSpec]) -> SourceRunner:
     from sklearn.base import is_classifier
 
     table = _table(model, specs) if len(specs) > 1 else None
@@ -246,7 +246,7 @@ class SklearnConverter:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # version-mismatch warnings: parity will tell if it matters
                 model = joblib.load(source)
-        except Exception as err:  # noqa: BLE001 - any failure to unpickle is an unreadable input file
+        except Exception as err:  # any failure to unpickle is an unreadable input file
             raise InputError(f"{source.name} cannot be read as a joblib/pickle file ({_first_line(err)}); expected "
                              f"a scikit-learn estimator saved with joblib.dump or pickle.dump",
                              hint="the file may be truncated: save it again") from err
@@ -260,7 +260,7 @@ class SklearnConverter:
         try:
             proto = skl2onnx.to_onnx(model, initial_types=types, options=_options(model, options.zipmap),
                                      target_opset={"": options.target_opset, "ai.onnx.ml": 3})
-        except Exception as err:  # noqa: BLE001 - skl2onnx raises RuntimeError/ValueError/MissingShapeCalculator
+        except Exception as err:  # skl2onnx raises RuntimeError/ValueError/MissingShapeCalculator
             missing = type(err).__name__ in ("MissingConverter", "MissingShapeCalculator")
             raise ConversionError(f"{source.name}: skl2onnx {skl2onnx.__version__} cannot convert "
                                   f"{type(model).__name__} with inputs {[s.render() for s in specs]}: "

@@ -112,7 +112,7 @@ def _export(model: Any, callable_: Any, args: tuple[Any, ...], specs: Sequence[T
         try:
             torch.onnx.export(callable_, args, buffer, dynamo=False, input_names=names, output_names=output_names,
                               dynamic_axes=axes, opset_version=min(opset, 20))
-        except Exception as err:  # noqa: BLE001 - the exporter's own errors name the unsupported op
+        except Exception as err:  # the exporter's own errors name the unsupported op
             raise ConversionError(f"torch.onnx cannot export the model: {_first_line(err)} (the dynamo exporter "
                                   f"failed first: {dynamo_failure})",
                                   hint="replace the unsupported op, or export with a newer torch") from err
@@ -136,7 +136,7 @@ class TorchConverter:
         with torch.no_grad():
             try:
                 outputs = _flatten(module(*args))
-            except Exception as err:  # noqa: BLE001 - the model rejects the input spec
+            except Exception as err:  # the model rejects the input spec
                 raise ConfigError(f"{source.name} rejects inputs {[s.render() for s in specs]}: {_first_line(err)}",
                                   hint="check --input NAME:SHAPE:DTYPE against the model") from err
         output_names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from mlpk.packager.errors import ConversionError
@@ -21,7 +22,7 @@ _STANDARD = ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training")
 _ORT = ("com.microsoft", "com.microsoft.nchwc", "com.microsoft.experimental", "com.ms.internal.nhwc")
 
 
-def _nodes(graph: onnx.GraphProto):  # noqa: ANN202 - a generator of NodeProto, subgraphs included
+def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:  # subgraphs included
     for node in graph.node:
         yield node
         for attr in node.attribute:

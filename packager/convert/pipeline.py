@@ -57,7 +57,7 @@ def _session(path: Path, name: str, model: Any, kind: str) -> Any:
     options = onnxrt.session_options()
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own Fail/NotImplemented/InvalidGraph types
+    except Exception as err:  # onnxruntime raises its own Fail/NotImplemented/InvalidGraph types
         custom = ops.custom_ops(model)
         if custom:
             domains = sorted({op.split(":", 1)[0] for op in custom})
@@ -136,11 +136,11 @@ def _run_source(conversion: Conversion, data: Feeds, batch: int, names: list[str
     """The source model's outputs on `data`, batch by batch, joined like the ONNX model's; maps of a rewritten
     ZipMap output become columns in its class order (onnxruntime hands the maps out sorted by key)."""
     def tensor(value: Any, name: str | None) -> np.ndarray:
-        if name in classes and isinstance(value, list) and value and isinstance(value[0], dict):
+        if name is not None and name in classes and isinstance(value, list) and value and isinstance(value[0], dict):
             return np.array([[row[k] for k in classes[name]] for row in value], dtype=np.float32)
         return feeds.as_array(value)
 
-    runs = [conversion.run_source(feed) for feed in data.batches(batch)]
+    runs: list[Any] = [conversion.run_source(feed) for feed in data.batches(batch)]
     if isinstance(runs[0], Mapping):
         return {key: feeds.join([tensor(run[key], key) for run in runs]) for key in runs[0]}
     return [feeds.join([tensor(run[i], names[i] if i < len(names) else None) for run in runs])
@@ -152,7 +152,7 @@ def _parity(conversion: Conversion, session: Any, data: Feeds, tolerance: parity
     onnx_out = feeds.run(session, data, batch)
     try:
         source_out = _run_source(conversion, data, batch, list(onnx_out), classes)
-    except Exception as err:  # noqa: BLE001 - the source framework may raise anything on these inputs
+    except Exception as err:  # the source framework may raise anything on these inputs
         text = " ".join(str(err).split())[:300]
         raise ValidationError(f"{name}: the source model failed on {data.describe()} ({type(err).__name__}: {text})",
                               hint="check the inputs (--sample-data / --input) against the model") from err

@@ -74,7 +74,7 @@ def model_class(spec: str) -> type:
             module = importlib.import_module(location)
     except ConfigError:
         raise
-    except Exception as err:  # noqa: BLE001 - user code may raise anything while importing
+    except Exception as err:  # user code may raise anything while importing
         raise ConfigError(f"--model-class {spec!r}: importing {location} failed ({_first_line(err)})",
                           hint=_CLASS_HINT) from err
     cls = getattr(module, name, None)
@@ -203,7 +203,7 @@ def _instantiate(options: ConvertOptions) -> Any:
     cls = model_class(str(options.model_class))
     try:
         module = cls(**dict(options.model_args))
-    except Exception as err:  # noqa: BLE001 - user code may raise anything
+    except Exception as err:  # user code may raise anything
         raise ConfigError(f"{options.model_class}(**{dict(options.model_args)}) failed ({_first_line(err)})",
                           hint="check --model-args (a JSON object of the constructor's keyword arguments)") from err
     if not isinstance(module, torch.nn.Module):
@@ -286,7 +286,7 @@ def _torch_load(source: Path, options: ConvertOptions) -> Any:
     torch = import_torch()
     try:
         return torch.load(str(source), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - weights_only refuses pickled code with UnpicklingError
+    except Exception as err:  # weights_only refuses pickled code with UnpicklingError
         if "weights_only" not in str(err) and "Unsupported global" not in str(err):
             raise _unreadable(source, "torch-save", err) from err
         if not options.trust_pickle:
@@ -297,7 +297,7 @@ def _torch_load(source: Path, options: ConvertOptions) -> Any:
                                    "(torch.save(model.state_dict(), PATH)) or TorchScript") from err
     try:
         return torch.load(str(source), map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise _unreadable(source, "torch-save", err) from err
 
 
@@ -309,12 +309,12 @@ def load(source: Path, fmt: Format, options: ConvertOptions) -> LoadedModel:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript loading
                 return LoadedModel(torch.jit.load(str(source), map_location="cpu").eval())
-        except Exception as err:  # noqa: BLE001 - any failure to deserialize is an unreadable input file
+        except Exception as err:  # any failure to deserialize is an unreadable input file
             raise _unreadable(source, fmt, err) from err
     if fmt == "torch-export":
         try:
             return LoadedModel(torch.export.load(str(source)))
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             raise _unreadable(source, fmt, err) from err
     if fmt == "safetensors":
         try:
@@ -323,7 +323,7 @@ def load(source: Path, fmt: Format, options: ConvertOptions) -> LoadedModel:
             raise missing_extra("safetensors", "torch", "reading .safetensors state dicts") from err
         try:
             state = load_file(str(source), device="cpu")
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             raise _unreadable(source, fmt, err) from err
         return _from_checkpoint(source, state, options)
     return _from_checkpoint(source, _torch_load(source, options), options)

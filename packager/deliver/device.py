@@ -177,8 +177,9 @@ def restart(engine: Engine, service: Service, image: str) -> str:
             return cid
         time.sleep(1)
     logs = engine.docker("logs", "--tail", "5", cid)
+    said = " ".join((logs.out + logs.err).split())[-300:]
     raise DeployError(f"{engine.name}: service {service.name} ({image}) did not answer /v2/health/ready within "
-                      f"{service.ready_timeout_s:g} s (state {state}): {' '.join((logs.out + logs.err).split())[-300:]}",
+                      f"{service.ready_timeout_s:g} s (state {state}): {said}",
                       hint="see `docker logs " + service.name + "` on the device")
 
 

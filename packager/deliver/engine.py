@@ -11,7 +11,6 @@ import errno
 import getpass
 import os
 import shlex
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -130,7 +129,7 @@ class SshEngine:
             raise DeployError(f"{target}: SSH failed ({code}: {err})",
                               hint="add the device's host key with ssh-keyscan to known_hosts, or pass --known-hosts")\
                 from err
-        except (OSError, socket.timeout) as err:
+        except (TimeoutError, OSError) as err:
             raise DeployError(f"{target} is unreachable ({_socket_error(err)})",
                               hint="check the address, the port and that sshd runs on the device") from err
 
@@ -139,28 +138,28 @@ class SshEngine:
 
         command = f"{self.command} {shlex.join(args)}"
         try:
-            channel = self.client.get_transport().open_session(timeout=30)  # type: ignore[union-attr]
+            channel = self.client.get_transport().open_session(timeout=30)
             channel.settimeout(timeout)
             channel.exec_command(command)
             sent = 0
             if stdin is not None:
                 sent = _pump(stdin, channel.sendall)
                 channel.shutdown_write()
-            out, err = bytearray(), bytearray()
+            out, errs = bytearray(), bytearray()
             while True:  # until the remote's EOF (sent after all of stdout and stderr) and both buffers drained
                 got = False
                 if channel.recv_ready():
                     out += channel.recv(CHUNK)
                     got = True
                 if channel.recv_stderr_ready():
-                    err += channel.recv_stderr(CHUNK)
+                    errs += channel.recv_stderr(CHUNK)
                     got = True
                 if not got:
                     if channel.eof_received:  # data that came just before the EOF is in the buffers now
                         while channel.recv_ready():
                             out += channel.recv(CHUNK)
                         while channel.recv_stderr_ready():
-                            err += channel.recv_stderr(CHUNK)
+                            errs += channel.recv_stderr(CHUNK)
                         break
                     time.sleep(0.01)
             code = channel.recv_exit_status()
@@ -168,7 +167,7 @@ class SshEngine:
         except (paramiko.SSHException, OSError) as err:
             raise DeployError(f"{self.name}: running '{command}' failed ({type(err).__name__}: {err})",
                               hint="check the SSH connection to the device") from err
-        return Done(code, out.decode(errors="replace"), err.decode(errors="replace"), sent)
+        return Done(code, out.decode(errors="replace"), errs.decode(errors="replace"), sent)
 
     def close(self) -> None:
         self.client.close()

@@ -1,7 +1,8 @@
 """IMAGE|DIR arguments of the delivery commands, resolved to one single-platform image.
 
 An argument is an `mlpack export` output directory (its report names the tag and its layout holds the image,
-mlpk.packager.exportdir), an OCI layout directory, a docker-archive tar or a registry reference (mlpk.packager.oci.sources).
+mlpk.packager.exportdir), an OCI layout directory, a docker-archive tar or a registry reference
+(mlpk.packager.oci.sources).
 """
 
 from __future__ import annotations

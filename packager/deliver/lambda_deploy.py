@@ -47,7 +47,7 @@ class LambdaRequest:
     immutable_tags: bool = True
     env: dict[str, str] = field(default_factory=dict)
     platform: str | None = None
-    aws: aws.Settings = aws.Settings()
+    aws: aws.Settings = field(default_factory=aws.Settings)
     # Push the blobs to this registry host instead of the ECR repository's (a mirror, or a local registry in
     # tests: an emulator's ECR cannot store blobs). The function still names the ECR repository URI.
     push_registry: str | None = None

@@ -4,7 +4,8 @@ the figures Kubernetes requests and limits are sized from (manifests.resources).
 The image is loaded (mlpk.packager.oci.daemon), run with its port on loopback, fed requests built from its model
 card (zeros of each input's dtype, symbolic dimensions as 1) from a few threads for a few seconds, while
 `docker stats` samples the container's memory and CPU (sampled peaks: a spike between samples can be missed, which
-is why the limits keep headroom). The result is kept as measured.json in an export directory so later manifests reuse it.
+is why the limits keep headroom). The result is kept as measured.json in an export directory so later manifests
+reuse it.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def measure(resolved: Resolved, *, duration_s: float = 8, threads: int = 4,
         stop = threading.Event()
 
         def infer() -> None:
-            request = urllib.request.Request(f"{url}/v2/models/{name}/infer", data=payload,
+            request = urllib.request.Request(f"{url}/v2/models/{name}/infer", data=payload,  # noqa: S310 - loopback
                                              headers={"Content-Type": "application/json"})
             while not stop.is_set():
                 with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310 - loopback

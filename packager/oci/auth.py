@@ -173,7 +173,7 @@ class RegistryAuth(httpx.Auth):
         yield request
 
     def _token_request(self, params: dict[str, str]) -> httpx.Request:
-        query: list[tuple[str, str]] = [("service", params.get("service", ""))]
+        query: list[tuple[str, str | int | float | bool | None]] = [("service", params.get("service", ""))]
         query += [("scope", scope) for scope in self.scopes]
         headers = {}
         creds = self.credentials

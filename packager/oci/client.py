@@ -197,9 +197,13 @@ class RegistryClient:
         while offset < size:
             end = min(offset + self.chunk_size, size)
             start = offset
+
+            def body(start: int = start, end: int = end) -> Iterator[bytes]:  # this chunk's, bound now
+                return _chunks(opener(), start, end)
+
             try:
                 response = self.request(
-                    "PATCH", location, ok=(202,), retries_inner=False, body=lambda: _chunks(opener(), start, end),
+                    "PATCH", location, ok=(202,), retries_inner=False, body=body,
                     headers={"Content-Type": "application/octet-stream", "Content-Length": str(end - start),
                              "Content-Range": f"{start}-{end - 1}"})
                 location = response.headers.get("Location", location)

@@ -42,15 +42,15 @@ def _scan(layer: Layer) -> tuple[int, dict[str, Any]]:
     version that links to the one model) of one layer, in one streaming pass; members are checked."""
     cards: dict[str, Any] = {}
     with layer.open() as raw:
-        counter = _Counter(gzip.GzipFile(fileobj=raw, mode="rb"))  # type: ignore[arg-type]
+        counter = _Counter(gzip.GzipFile(fileobj=raw, mode="rb"))
         with tarfile.open(fileobj=counter, mode="r|") as tar:  # type: ignore[call-overload]
             for info in tar:
                 check_member(info)
                 name = info.name.removeprefix("./")
                 version = _version_of(name)
-                if info.issym() and version == name.removeprefix(REPOSITORY):
+                if info.issym() and version is not None and version == name.removeprefix(REPOSITORY):
                     cards[version] = MODEL_CARD  # resolved against the one model's card once all layers are read
-                elif info.isfile() and (name == MODEL_CARD or version and name.endswith("/model-card.json")):
+                elif info.isfile() and (name == MODEL_CARD or (version and name.endswith("/model-card.json"))):
                     extracted = tar.extractfile(info)
                     try:
                         card = json.loads(extracted.read()) if extracted else None

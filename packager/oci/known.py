@@ -134,6 +134,11 @@ def _stamp(st: os.stat_result) -> list[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
 
 
+def _stamps(record: Path) -> list[list[int]]:
+    files = (_read(record) or {}).get("files")
+    return [s for s in files if isinstance(s, list)] if isinstance(files, list) else []
+
+
 def hashed(path: Path, digest: Digest, before: os.stat_result | None = None) -> None:
     """Remember that the file at `path` hashed to `digest` (`before`: its stat taken before it was read; the file is
     remembered only when it is unchanged since)."""
@@ -144,7 +149,7 @@ def hashed(path: Path, digest: Digest, before: os.stat_result | None = None) -> 
     if before is not None and _stamp(before) != _stamp(st):
         return
     record = _folder() / f"files-{digest.hex}.json"
-    stamps = [s for s in (_read(record) or {}).get("files", []) or [] if isinstance(s, list)]  # type: ignore[union-attr]
+    stamps = _stamps(record)
     stamp = _stamp(st)
     if stamp in stamps:
         return
@@ -160,5 +165,4 @@ def trusted(path: Path, digest: Digest, size: int | None = None) -> bool:
         return False
     if size is not None and st.st_size != size:
         return False
-    stamps = (_read(_folder() / f"files-{digest.hex}.json") or {}).get("files") or []
-    return _stamp(st) in stamps  # type: ignore[operator]
+    return _stamp(st) in _stamps(_folder() / f"files-{digest.hex}.json")

@@ -206,8 +206,7 @@ def layer_from_entries(entries: Iterable[Entry], *, cache: BlobCache | None = No
     store = cache or default_cache()
     with store.writer() as blob:
         compressed = _Hasher(blob.file)
-        with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0,  # type: ignore[arg-type]
-                           compresslevel=compresslevel) as gz:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=compresslevel) as gz:
             uncompressed = _Hasher(gz)  # type: ignore[arg-type]
             members = write_tar(entries, uncompressed)  # type: ignore[arg-type]
         digest = Digest(compressed.hash.hexdigest())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from mlpk.packager.errors import BuildError
@@ -14,7 +14,7 @@ from mlpk.packager.oci.layer import Layer, source_date_epoch
 
 def _created() -> str:
     """The creation time recorded in configs and history: SOURCE_DATE_EPOCH or the epoch, for reproducibility."""
-    return datetime.fromtimestamp(source_date_epoch(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(source_date_epoch(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _with(img: Image, config: dict[str, Any], **changes: Any) -> Image:
@@ -39,7 +39,7 @@ def append_layers(img: Image, *layers: Layer, created_by: str = "mlpack build", 
 
 def _env_merge(current: Sequence[str], updates: Mapping[str, str]) -> list[str]:
     order = [item.split("=", 1)[0] for item in current]
-    values = dict(item.split("=", 1) if "=" in item else (item, "") for item in current)
+    values = dict(item.partition("=")[::2] for item in current)
     for key, value in updates.items():
         if not key or "=" in key:
             raise BuildError(f"environment variable name '{key}' is empty or contains '='",

@@ -180,7 +180,7 @@ def image_from_tarball(path: Path, tag: str | None = None, *, cache: BlobCache |
     """The image in a docker-archive tar (the one tagged `tag`, or its only one)."""
     path = Path(path)
     try:
-        tar = tarfile.open(path, "r:")
+        tar = tarfile.open(path, "r:")  # noqa: SIM115 - closed by the `with tar:` below, once it is known to open
     except (OSError, tarfile.TarError) as err:
         raise InputError(f"'{path}' is not a readable tar archive: {err}",
                          hint="give a file written by `docker save` or `mlpack build --tar`") from err

@@ -62,7 +62,7 @@ def _uncompressed(raw: BinaryIO, layer: Layer) -> BinaryIO:
     head = raw.read(4)
     stream = _Prefixed(head, raw)
     if head.startswith(GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[arg-type, return-value]
+        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[call-overload]  # _Prefixed reads like a file
     if head.startswith(ZSTD_MAGIC):
         raise InputError(f"layer {layer.digest} is zstd-compressed ({layer.media_type}), which mlpack does not read",
                          hint="give a base with gzip or uncompressed layers (skopeo copy --dest-compress-format "

@@ -27,11 +27,8 @@ import numpy as np
 
 from mlpk.packager import feeds, onnxrt
 from mlpk.packager.errors import QuantizationError
-from mlpk.packager.feeds import Feeds
+from mlpk.packager.feeds import Feeds, Outputs
 from mlpk.packager.signature import Signature
-
-Outputs = dict[str, "np.ndarray | list[np.ndarray]"]
-
 
 @dataclass(frozen=True, slots=True)
 class Agreement:
@@ -241,11 +238,11 @@ def _figures(name: str, ref: np.ndarray | list[np.ndarray], got: np.ndarray | li
     else:
         kind = output_kind(name, ref, labelled)
     if kind == "labels":
-        agreement = _label_agreement(ref, got)
-        return OutputFigures(name, kind, agreement, None, None, 1.0 - agreement, "agreement")
-    agreement = None
+        share = _label_agreement(ref, got)
+        return OutputFigures(name, kind, share, None, None, 1.0 - share, "agreement")
+    agreement: float | None = None
     if kind in ("scores", "ambiguous"):
-        agreement = float((ref.argmax(-1) == np.asarray(got).argmax(-1)).mean())
+        agreement = float((np.asarray(ref).argmax(-1) == np.asarray(got).argmax(-1)).mean())
     cosine = rel = None
     drop, metric = (1.0 - agreement, "argmax") if agreement is not None else (0.0, "cosine")
     if kind in ("values", "ambiguous"):

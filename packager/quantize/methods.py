@@ -58,10 +58,21 @@ class Attempt:
 class Method(Protocol):
     """How one mode produces a candidate model."""
 
-    mode: Mode
-    needs_calibration: bool
-    op_types: tuple[str, ...]  # ops whose nodes the sensitivity fallback may keep in float
-    neighbours: bool  # whether keeping a node in float needs its producers kept in float too (sensitivity.rank)
+    @property
+    def mode(self) -> Mode: ...
+
+    @property
+    def needs_calibration(self) -> bool: ...
+
+    @property
+    def op_types(self) -> tuple[str, ...]:
+        """The ops whose nodes the sensitivity fallback may keep in float."""
+        ...
+
+    @property
+    def neighbours(self) -> bool:
+        """Whether keeping a node in float needs its producers kept in float too (sensitivity.rank)."""
+        ...
 
     def first(self, options: QuantizeOptions, per_channel: bool) -> Attempt: ...
 
@@ -90,7 +101,7 @@ class Fp16:
     mode: Mode = Mode.FP16
     needs_calibration: bool = False
     neighbours: bool = True
-    op_types: tuple[str, ...] = SENSITIVE_OPS + ("Softmax", "LayerNormalization", "ReduceMean", "Sigmoid")
+    op_types: tuple[str, ...] = (*SENSITIVE_OPS, "Softmax", "LayerNormalization", "ReduceMean", "Sigmoid")
 
     def first(self, options: QuantizeOptions, per_channel: bool) -> Attempt:
         return Attempt("fp16", per_channel=False)

@@ -176,7 +176,7 @@ def _try(method: Method, attempt: Attempt, prepared: Path, out: Path, calibratio
         got = gate.run(gate.open_session(out, cpu_layout=cpu, fake_quant=fake_quant), evaluation, batch)
     except MlpackError as err:
         return Trial(attempt, None, False, error=ort_reason(err.message))
-    except Exception as err:  # the quantizers and onnxruntime raise untyped errors for unsupported graphs
+    except Exception as err:  # noqa: BLE001 - the quantizers and onnxruntime raise untyped errors for some graphs
         return Trial(attempt, None, False, error=f"{type(err).__name__}: {ort_reason(str(err))}"[:500])
     agreement = gate.compare(reference, got, evaluation.labels)
     return Trial(attempt, agreement, bool(agreement.passes(options.max_drop)), size_bytes=measure.model_bytes(out),

@@ -112,7 +112,7 @@ def _preprocess_here(source: Path, out: Path, large: bool, quiet: int) -> Step:
             quant_pre_process(source, out, skip_optimization=large, save_as_external_data=large)
             return Step("pre-process", True, "symbolic shapes, ORT basic optimization, ONNX shapes"
                         + (" (optimization skipped: over 2 GB)" if large else ""))
-        except Exception as first:  # symbolic shape inference asserts on graphs it cannot follow
+        except Exception as first:  # noqa: BLE001 - symbolic shape inference asserts on graphs it cannot follow
             try:
                 quant_pre_process(source, out, skip_optimization=large, skip_symbolic_shape=True,
                                   save_as_external_data=large)
@@ -153,18 +153,18 @@ def _simplify(path: Path, out: Path, probe: Dataset, batch: int) -> Step:
     try:
         slim = onnxslim.slim(onnx.load(str(path)))
         onnx.save(slim, str(out))
-    except Exception as err:  # onnxslim raises whatever its passes raise
+    except Exception as err:  # noqa: BLE001 - onnxslim raises whatever its passes raise
         return Step("simplify", False, f"discarded: onnxslim failed ({type(err).__name__}: {err})"[:200])
     if path.stat().st_size and out.stat().st_size == 0:
         return Step("simplify", False, "discarded: onnxslim wrote an empty model")
     try:
         before = gate.run(gate.open_session(path), probe, batch)
         after = gate.run(gate.open_session(out), probe, batch)
-    except Exception as err:  # a simplified model that does not load or run is simply not kept
+    except Exception as err:  # noqa: BLE001 - a simplified model that does not load or run is not kept
         return Step("simplify", False, f"discarded: the simplified model does not run ({err})"[:200])
     worst = 0.0
-    for name, ref in before.items():
-        got = after.get(name)
+    for name, joined in before.items():
+        ref, got = np.asarray(joined), (None if after.get(name) is None else np.asarray(after[name]))
         if got is None or got.shape != ref.shape:
             return Step("simplify", False, f"discarded: output '{name}' changed shape")
         if ref.dtype.kind == "f":

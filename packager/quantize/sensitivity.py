@@ -119,4 +119,4 @@ def _run_exposed(model: onnx.ModelProto, names: set[str], probe: Dataset, batch:
     onnx.save(model, str(path))
     session = gate.open_session(path)
     outputs = gate.run(session, probe, batch, exposed)
-    return {k: v.astype(np.float32) for k, v in outputs.items()}
+    return {k: np.asarray(v).astype(np.float32) for k, v in outputs.items()}
