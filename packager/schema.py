@@ -7,6 +7,8 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
+import jsonschema
+
 
 def field_name(path: Any) -> str:
     """A.B.0.C for a JSON path; '(top level)' for the root."""
@@ -15,8 +17,6 @@ def field_name(path: Any) -> str:
 
 def problems(raw: Any, schema: Mapping[str, Any]) -> list[str]:
     """Every problem of `raw` against `schema` (Draft 2020-12), sorted by field; empty when it is valid."""
-    import jsonschema
-
     found: list[str] = []
     validator = jsonschema.Draft202012Validator(schema)
     for err in sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path))):

@@ -14,6 +14,8 @@ from typing import Any
 
 from mlpk.packager import locations
 from mlpk.packager.errors import ConfigError, InputError
+from mlpk.runtimes import config
+from mlpk.runtimes.errors import ModelLoadError
 
 
 # Settings fields whose `mlpack serve` flag is not the field's name with dashes.
@@ -29,8 +31,6 @@ def settings_for(model: Path, **overrides: Any) -> Any:
     """The runtime settings for serving `model` here: loopback by default, the TensorRT cache under mlpack's
     cache directory, then the environment, then the non-None `overrides` (flag values). Flags are checked by the
     same rules as the MLPACK_* variables (mlpk.runtimes.config.RULES)."""
-    from mlpk.runtimes import config
-
     base = config.Settings(model_path=model, host="127.0.0.1", trt_cache=locations.cache_dir() / "trt")
     try:
         settings = config.from_env(base=base)
@@ -44,8 +44,6 @@ def settings_for(model: Path, **overrides: Any) -> Any:
 
 def _in_flags(text: str) -> str:
     """A runtime message with each MLPACK_* variable named as the `mlpack serve` flag that sets it."""
-    from mlpk.runtimes import config
-
     for field, (variable, _) in config.RULES.items():
         text = text.replace(variable, flag_for(field))
     return text
@@ -70,8 +68,7 @@ MODEL_FORMS = "an .onnx file, a directory with model.onnx, or a model repository
 
 def serve(model: Path, **overrides: Any) -> None:
     """Serve `model` (an .onnx file, a directory with model.onnx, or a model repository) until SIGTERM/SIGINT."""
-    from mlpk.runtimes import batching, repository, server
-    from mlpk.runtimes.errors import ModelLoadError
+    from mlpk.runtimes import batching, repository, server  # the serve extra (httptools, grpcio): loaded to serve
 
     if not model.exists():
         raise InputError(f"model {model} does not exist", hint=f"pass {MODEL_FORMS}")

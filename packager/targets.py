@@ -10,6 +10,7 @@ field. Resolution fills defaults and returns a frozen `Target`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import enum
@@ -17,14 +18,16 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from mlpk.packager import locks
+from mlpk.packager import schema as checking
 from mlpk.packager.errors import ConfigError
 
 # What the server's gRPC API (mlpk.runtimes.grpc_server) needs in an image, added to a server target's wheels when its
@@ -208,13 +211,9 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 def problems(raw: Mapping[str, Any]) -> list[str]:
     """Every problem of a raw profile, each naming its field; empty when it is valid."""
-    from mlpk.packager import schema as checking
-
     found = checking.problems(raw, schema())
-    try:
+    with contextlib.suppress(AttributeError, TypeError, KeyError):  # fields of the wrong type: the schema said so
         found.extend(p for p in _cross_field_problems(raw) if p not in found)
-    except (AttributeError, TypeError, KeyError):
-        pass  # fields of the wrong type, already reported by the schema
     return found
 
 

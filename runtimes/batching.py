@@ -20,6 +20,7 @@ batching server; `check` allows that much (rtol 1e-4, atol 1e-5) and nothing mor
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,7 +143,7 @@ def split(results: Sequence[np.ndarray], rows: Sequence[int]) -> list[list[np.nd
     if any(result.ndim == 0 or result.shape[0] != total for result in results):
         return None
     bounds = np.cumsum([0, *rows])
-    return [[result[start:end] for result in results] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [[result[start:end] for result in results] for start, end in itertools.pairwise(bounds)]
 
 
 def _other(array: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import http
 import time
 import urllib.parse
@@ -176,7 +177,7 @@ class Connection(asyncio.Protocol):
         self.body = b""
         self.size = 0
         self.declared = None
-        self.current = Exchange("", "", {}, None)  # type: ignore[arg-type] - the lease comes with the headers
+        self.current = Exchange("", "", {}, None)  # type: ignore[arg-type]  # the lease comes with the headers
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -231,8 +232,8 @@ class Connection(asyncio.Protocol):
             logs.get().exception("internal error", extra={"fields": {"path": exchange.path}})
             self.refusal = _SERVER_ERROR
         self.header_bytes = 0
-        expects_body = bool(self.declared) or self.declared is None and \
-            "chunked" in headers.get("transfer-encoding", "").lower()
+        expects_body = bool(self.declared) or (self.declared is None and
+                                               "chunked" in headers.get("transfer-encoding", "").lower())
         if self.refusal is not None:
             if expects_body and (self.declared is None or self.declared > SMALL_BODY or "expect" in headers):
                 exchange.keep_alive = False  # do not read a body nobody will use: answer now, then close
@@ -287,7 +288,7 @@ class Connection(asyncio.Protocol):
         if self.declared is not None and self.size != self.declared:  # llhttp refuses this first; never trust it
             self.refusal = Reply(400, _error_body(f"the request body has {self.size} bytes, but its Content-Length "
                                                   f"says {self.declared}"))
-        exchange.body = self.body  # type: ignore[assignment] - a bytearray reads as bytes wherever a body is read
+        exchange.body = self.body  # type: ignore[assignment]  # a bytearray reads as bytes wherever a body is read
         self.body = b""
         self.ready.append((exchange, self.refusal))
         self.current = None
@@ -314,7 +315,7 @@ class Connection(asyncio.Protocol):
                 self._send(exchange, answer)
                 continue
             self.task = self.loop.create_task(_answer(answer, exchange))
-            self.task.add_done_callback(lambda task, answered=exchange: self._answered(task, answered))
+            self.task.add_done_callback(functools.partial(self._answered, exchange=exchange))
             return
         if (self.transport is not None and not self.closing and self.answering is None and not self.ready):
             if self.closing_after:
@@ -515,7 +516,7 @@ class HttpServer:
             connection.shutdown()
         try:
             await asyncio.wait_for(self._idle.wait(), grace_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             logs.warning("requests still in flight at the end of the grace period; closing them",
                          requests=self.in_flight, grace_s=grace_s)
         for connection in list(self.connections):

@@ -113,7 +113,7 @@ def timeout_parameter(parameters: object) -> int | None:
 class _Waiting:
     """One call in the queue."""
 
-    __slots__ = ("feeds", "outputs", "rows", "key", "future", "since", "timer")
+    __slots__ = ("feeds", "future", "key", "outputs", "rows", "since", "timer")
 
     def __init__(self, feeds: Feeds, outputs: Sequence[str], future: asyncio.Future[list[np.ndarray]],
                  batched: bool) -> None:

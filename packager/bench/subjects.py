@@ -21,11 +21,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from mlpk.packager import serving
 from mlpk.packager.bench.load import HttpPost
 from mlpk.packager.errors import ConfigError, DeployError, missing_extra
 
@@ -128,9 +131,6 @@ def _port_taken(log: Path, port: int | None) -> None:
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes] | None:
     """(status, body) of a GET on loopback, or None when nothing answers."""
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - loopback
             return answer.status, answer.read()
@@ -200,8 +200,6 @@ class LocalServer:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float) -> float:
-        from mlpk.packager import serving
-
         for module in ("httptools", "orjson"):
             if importlib.util.find_spec(module) is None:
                 raise missing_extra(module, "serve", "benchmarking a model on this host")

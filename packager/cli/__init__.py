@@ -60,7 +60,7 @@ SUMMARIES: dict[str, str] = {
              "DIR/NAME/VERSION/model.onnx of several models and versions) on this host with the server mlpack images "
              "run: Open Inference Protocol v2 over HTTP and gRPC (tritonclient works), TF Serving :predict, /metrics. "
              "Stops cleanly on Ctrl-C/SIGTERM.",
-    "deploy": "Deploy an image to a managed service (AWS Lambda).",
+    "deploy": "Deploy an image to a managed service (AWS Lambda) or a Docker Swarm.",
     "deliver": "Ship images to edge devices: offline bundles, deltas, or straight to a device's Docker over SSH.",
     "manifest": "Write Compose or Kubernetes manifests that run an image as a service.",
     "bench": "Benchmark a model or image as it serves: latency percentiles, throughput and errors per concurrency, "

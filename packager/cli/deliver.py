@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
+from mlpk.packager.atomic import atomic_file
 from mlpk.packager.cli import report
-from mlpk.packager.cli.delivery_render import delivery_report
+from mlpk.packager.cli.delivery_render import delivery_report, fleet_report
 from mlpk.packager.deliver import archive
 from mlpk.packager.deliver import device as delivery
+from mlpk.packager.deliver import fleet as fleets, rollout
 from mlpk.packager.deliver.images import resolve
-from mlpk.packager.errors import ConfigError
+from mlpk.packager.errors import ConfigError, DeployError
 
 _platform = click.option("--platform", help="From a multi-platform image, the one to use (e.g. linux/arm64).")
 _tag = click.option("--tag", help="Name:tag the image gets on the engine [default: the export's tag].")
@@ -149,17 +152,14 @@ def fleet(ctx: click.Context, fleet_file: Path, image: str | None, service: str 
           tag: str | None) -> None:
     """Roll IMAGE out over the devices of FLEET.toml in stages, each device health-checked for a window and rolled
     back on its own when it fails; stop when a stage's failure budget is spent. Resumable (journal)."""
-    from mlpk.packager.cli.delivery_render import fleet_report
-    from mlpk.packager.deliver import fleet as fleets, rollout
-    from mlpk.packager.errors import ConfigError, DeployError
-
     loaded = fleets.load(fleet_file)
     if dry_run:
-        plan = {"fleet": str(fleet_file), "stages": [[d.name for d in s] for s in loaded.stages],
-                "budget": [loaded.budget(s) for s in loaded.stages], "health_window_s": loaded.health_window_s}
+        stages = [[d.name for d in s] for s in loaded.stages]
+        budgets = [loaded.budget(s) for s in loaded.stages]
+        plan = {"fleet": str(fleet_file), "stages": stages, "budget": budgets,
+                "health_window_s": loaded.health_window_s}
         report(ctx, plan, lambda: click.echo("\n".join(
-            f"stage {n}: {', '.join(names)} (may fail: {plan['budget'][n - 1]})"
-            for n, names in enumerate(plan["stages"], 1))))
+            f"stage {n}: {', '.join(names)} (may fail: {budgets[n - 1]})" for n, names in enumerate(stages, 1))))
         return
     if rollback:
         result = rollout.rollback(loaded, journal=journal)
@@ -170,8 +170,6 @@ def fleet(ctx: click.Context, fleet_file: Path, image: str | None, service: str 
         result = rollout.run(loaded, image, platform=platform, service=service, tag=tag, journal=journal, fresh=fresh)
     data = result.to_dict()
     if report_path is not None:
-        from mlpk.packager.oci.atomic import atomic_file
-
         with atomic_file(report_path) as staged:
             staged.write_text(json_text(data))
     report(ctx, data, lambda: fleet_report(data))
@@ -182,6 +180,4 @@ def fleet(ctx: click.Context, fleet_file: Path, image: str | None, service: str 
 
 
 def json_text(data: dict) -> str:
-    import json
-
     return json.dumps(data, indent=2, sort_keys=True) + "\n"

@@ -34,8 +34,6 @@ def delivery_report(data: dict[str, Any]) -> None:
 
 def swarm_report(data: dict[str, Any]) -> None:
     """A Swarm stack: what each step did, then each service's replicas and update state."""
-    from rich.console import Console
-
     console = Console(highlight=False, soft_wrap=True)
     for key, did in data["journal"].get("done", {}).items():
         console.print(f"{key}: {did}")
@@ -50,8 +48,6 @@ def swarm_report(data: dict[str, Any]) -> None:
 
 def fleet_report(data: dict[str, Any]) -> None:
     """A fleet rollout: one line per device, then how it ended."""
-    from rich.console import Console
-
     console = Console(highlight=False, soft_wrap=True)
     for dev in data["devices"]:
         before, after = (_short(dev["image_before"]), _short(dev["image_after"]))

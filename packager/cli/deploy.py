@@ -8,7 +8,12 @@ from typing import Any
 import click
 
 from mlpk.packager.cli import report
+from mlpk.packager.cli.delivery_render import deploy_report
+from mlpk.packager.cli.delivery_render import swarm_report
 from mlpk.packager.cli.manifest import rollout_of, rollout_options
+from mlpk.packager.deliver import aws, lambda_deploy
+from mlpk.packager.deliver import compose, swarm
+from mlpk.packager.errors import ConfigError
 
 
 @click.group()
@@ -42,10 +47,6 @@ def lambda_(ctx: click.Context, image: str | None, function: str, role: str | No
             profile: str | None, endpoint_url: str | None, push_registry: str | None, rollback: bool,
             dry_run: bool) -> None:
     """Push IMAGE|DIR to ECR and run it as Lambda function NAME: new version, alias moved to it."""
-    from mlpk.packager.cli.delivery_render import deploy_report
-    from mlpk.packager.deliver import aws, lambda_deploy
-    from mlpk.packager.errors import ConfigError
-
     settings = aws.Settings(region=region, profile=profile, endpoint_url=endpoint_url)
     if rollback:
         result = (lambda_deploy.rollback_plan(function, alias) if dry_run
@@ -63,8 +64,6 @@ def lambda_(ctx: click.Context, image: str | None, function: str, role: str | No
 
 
 def _key_values(items: tuple[str, ...]) -> dict[str, str]:
-    from mlpk.packager.errors import ConfigError
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -103,10 +102,6 @@ def swarm_(ctx: click.Context, image: str | None, stack: str, registry: str | No
     """Deploy IMAGE|DIR as a Swarm stack: push it (and the front proxy) to --registry, docker stack deploy, wait until
     every replica is running and healthy, print the services; or move a deployed stack (--rollback, --promote,
     --abort, --status)."""
-    from mlpk.packager.cli.delivery_render import swarm_report
-    from mlpk.packager.deliver import compose, swarm
-    from mlpk.packager.errors import ConfigError
-
     actions = [flag for flag, on in (("--rollback", rollback), ("--promote", promote), ("--abort", abort),
                                      ("--status", status)) if on]
     if len(actions) > 1:

@@ -7,7 +7,13 @@ from typing import Any
 
 import click
 
+from mlpk.packager import runs
+from mlpk.packager.atomic import atomic_file
 from mlpk.packager.cli import report
+from mlpk.packager.deliver import compose, k8s, manifests, proxy
+from mlpk.packager.deliver.manifests import Rollout
+from mlpk.packager.errors import ConfigError
+from mlpk.packager.oci.build import write_outputs
 
 _common = [
     click.argument("image"),
@@ -52,8 +58,6 @@ def rollout_options(fn):  # type: ignore[no-untyped-def]
 
 def rollout_of(values: dict[str, Any]) -> Any:
     """The Rollout value of the flags `rollout_options` added (popped from `values`)."""
-    from mlpk.packager.deliver.manifests import Rollout
-
     return Rollout(health_interval_s=values.pop("health_interval"), start_period_s=values.pop("start_period"),
                    parallelism=values.pop("update_parallelism"), delay_s=values.pop("update_delay"),
                    monitor_s=values.pop("update_monitor"))
@@ -61,8 +65,6 @@ def rollout_of(values: dict[str, Any]) -> Any:
 
 def _canary(stable: Any, canary: str | None, ref: str | None, platform: str | None, measure: bool) -> Any:
     """The canary's ServiceSpec when --canary is given (manifests.canary checks it fits the stable one)."""
-    from mlpk.packager.deliver import manifests
-
     return manifests.canary(stable, canary, ref=ref, platform=platform, measure=measure) if canary else None
 
 
@@ -74,8 +76,6 @@ def _options(fn):  # type: ignore[no-untyped-def]
 
 def _emit(ctx: click.Context, text: str, out: Path | None, data: dict) -> None:
     if out is not None:
-        from mlpk.packager.oci.atomic import atomic_file
-
         with atomic_file(out) as tmp:
             tmp.write_text(text)
         report(ctx, {**data, "written": str(out)}, lambda: click.echo(f"wrote {out}", err=True))
@@ -108,9 +108,6 @@ def compose_(ctx: click.Context, image: str, name: str | None, ref: str | None, 
     """A Compose file that `docker compose up` and `docker stack deploy` run as is: replicas behind one address,
     restart policy, ready health check, rolling updates that roll back, resources, placement, GPU runtime or
     reservations, engine-cache volume; with --canary, a second version behind the same address."""
-    from mlpk.packager.deliver import compose, manifests, proxy
-    from mlpk.packager.errors import ConfigError
-
     spec = manifests.spec(image, name=name, ref=ref, platform=platform, measure=measure)
     if grpc_host_port is not None and not spec.grpc_port:
         raise ConfigError(f"--grpc-port {grpc_host_port}: '{image}' serves no gRPC (exported with --grpc-port 0, or "
@@ -135,11 +132,6 @@ def proxy_(ctx: click.Context, platforms: str, load: bool, tag: str | None, push
            out: Path | None) -> None:
     """Build the front proxy the Compose and Swarm files name (HAProxy from Debian packages, with mlpack's base
     builder) and load, push or write it."""
-    from mlpk.packager import runs
-    from mlpk.packager.deliver import proxy
-    from mlpk.packager.errors import ConfigError
-    from mlpk.packager.oci.build import write_outputs
-
     if not (load or push or out):
         raise ConfigError("manifest proxy needs somewhere to put the image", hint="give --load, --push REF or -o OUT")
     name = tag or proxy.DEFAULT_TAG
@@ -147,7 +139,7 @@ def proxy_(ctx: click.Context, platforms: str, load: bool, tag: str | None, push
         item = proxy.build(tuple(p.strip() for p in platforms.split(",") if p.strip()))
         is_tar = out is not None and out.suffix == ".tar"
         result = write_outputs(item, layout_dir=None if is_tar else out, tar=out if is_tar else None, push=push,
-                               load=name if load else None, tag=name)
+                               load=name if load else None, tag=name).to_dict()
     report(ctx, result, lambda: click.echo("\n".join(f"{k}: {v}" for k, v in result.items())))
 
 
@@ -165,9 +157,6 @@ def k8s_(ctx: click.Context, image: str, name: str | None, ref: str | None, plat
          placement: tuple[str, ...], **rollout: Any) -> None:
     """Deployment + Service + HorizontalPodAutoscaler, checked against the Kubernetes schemas; with --canary, two
     Deployments (NAME-stable, NAME-canary) behind the one Service, the replica ratio as the traffic split."""
-    from mlpk.packager.deliver import k8s, manifests
-    from mlpk.packager.errors import ConfigError
-
     value = None
     if priority_class and "=" in priority_class:
         priority_class, _, number = priority_class.partition("=")

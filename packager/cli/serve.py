@@ -38,16 +38,17 @@ from mlpk.packager import serving
 @click.option("--preferred-batch-sizes", default=None,
               help="Dynamic batching: batch sizes to form, comma-separated (for example 4,8).")
 @click.option("--access-log/--no-access-log", default=None, help="Log every request as a JSON line.")
-def serve(model: Path, host: str | None, port: int | None, grpc_port: int | None, name: str | None, providers: str | None,
-          threads: int | None, warmup_runs: int | None, max_body_bytes: int | None, max_buffered_bytes: int | None,
-          body_timeout_s: float | None, max_concurrent_runs: int | None, max_queue: int | None,
-          request_timeout_s: float | None, max_batch_size: int | None, batch_delay_us: int | None,
-          preferred_batch_sizes: str | None, access_log: bool | None) -> None:
+def serve(model: Path, host: str | None, port: int | None, grpc_port: int | None, name: str | None,
+          providers: str | None, threads: int | None, warmup_runs: int | None, max_body_bytes: int | None,
+          max_buffered_bytes: int | None, body_timeout_s: float | None, max_concurrent_runs: int | None,
+          max_queue: int | None, request_timeout_s: float | None, max_batch_size: int | None,
+          batch_delay_us: int | None, preferred_batch_sizes: str | None, access_log: bool | None) -> None:
     """Serve MODEL (an .onnx file, a directory with model.onnx, or a model repository DIR/NAME/VERSION/model.onnx of
     several models and versions) on this host with the server mlpack images run: Open Inference Protocol v2 over
     HTTP and gRPC (tritonclient works), TF Serving :predict, /metrics. Stops cleanly on Ctrl-C/SIGTERM."""
     serving.serve(model, host=host, port=port, grpc_port=grpc_port, model_name=name, providers=providers,
-                  threads=threads, warmup_runs=warmup_runs, max_body_bytes=max_body_bytes, max_buffered_bytes=max_buffered_bytes,
-                  body_timeout_s=body_timeout_s, max_concurrent_runs=max_concurrent_runs, max_queue=max_queue,
-                  request_timeout_s=request_timeout_s, max_batch_size=max_batch_size, batch_delay_us=batch_delay_us,
+                  threads=threads, warmup_runs=warmup_runs, max_body_bytes=max_body_bytes,
+                  max_buffered_bytes=max_buffered_bytes, body_timeout_s=body_timeout_s,
+                  max_concurrent_runs=max_concurrent_runs, max_queue=max_queue, request_timeout_s=request_timeout_s,
+                  max_batch_size=max_batch_size, batch_delay_us=batch_delay_us,
                   preferred_batch_sizes=preferred_batch_sizes, access_log=access_log)

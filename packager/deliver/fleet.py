@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlpk.packager import schema
 from mlpk.packager.errors import ConfigError
 
 _SHARED = {
@@ -109,8 +110,6 @@ class Fleet:
 
 def load(path: Path) -> Fleet:
     """Read, check and resolve FLEET.toml; a ConfigError lists every problem, each naming its field."""
-    from mlpk.packager import schema
-
     try:
         data = path.read_bytes()
         raw = tomllib.loads(data.decode())
@@ -119,7 +118,7 @@ def load(path: Path) -> Fleet:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"{path} is not valid TOML: {err}", hint="fix the file's syntax") from err
     found = schema.problems(raw, SCHEMA)
-    names = [d.get("name") for d in raw.get("device", []) if isinstance(d, dict)]
+    names = [str(d.get("name")) for d in raw.get("device", []) if isinstance(d, dict)]
     found += [f"device: the name '{n}' is used twice" for n in sorted({n for n in names if names.count(n) > 1})]
     if found:
         raise ConfigError(f"{path}: {'; '.join(found)}", hint="fix these fields (the keys a FLEET.toml takes are "

@@ -78,8 +78,6 @@ def resolve(text: str, platform: str | None = None, *, strict: bool = True) -> R
 
 def item_of(text: str) -> Image | Index:
     """Every platform `text` names (an export directory's whole index), for pushes that keep the index."""
-    from mlpk.packager.oci import sources
-
     path = Path(text)
     return sources.read(str(path / exportdir.LAYOUT) if path.is_dir() and exportdir.is_export(path) else text)
 

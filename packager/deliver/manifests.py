@@ -70,7 +70,8 @@ class Rollout:
                                    ("--start-period", self.start_period_s if self.start_period_s is not None else 0,
                                     0)):
             if value < least:
-                raise ConfigError(f"{flag} {value} must be at least {least}", hint=f"give {flag} {max(least, 1)} or more")
+                raise ConfigError(f"{flag} {value} must be at least {least}",
+                                  hint=f"give {flag} {max(least, 1)} or more")
 
     def start_period(self, spec: ServiceSpec) -> int:
         return spec.start_period_s if self.start_period_s is None else self.start_period_s

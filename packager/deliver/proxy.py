@@ -14,6 +14,9 @@ from __future__ import annotations
 from importlib import resources
 
 from mlpk.packager import __version__
+from mlpk.packager import base
+from mlpk.packager.base.pipeline import ARCHES, DEFAULT_EXCLUDE
+from mlpk.packager.errors import ConfigError
 from mlpk.packager.oci import Entry, Image, Index, Platform, append_layers, index, layer_from_entries, with_config
 
 PORT = 8080  # the proxy's HTTP port inside its container (MLPACK_PROXY_PORT)
@@ -39,10 +42,6 @@ def live_command() -> list[str]:
 
 def build(platforms: tuple[str, ...] = ("linux/amd64",), *, suite: str = "bookworm") -> Image | Index:
     """The proxy image for each platform (an index for several); writes only into mlpack's caches."""
-    from mlpk.packager import base
-    from mlpk.packager.base.pipeline import ARCHES, DEFAULT_EXCLUDE
-    from mlpk.packager.errors import ConfigError
-
     images = []
     for text in platforms:
         platform = Platform.parse(text)

@@ -27,7 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from mlpk.packager.deliver import device as delivery
+from mlpk.packager.deliver.engine import open_engine
 from mlpk.packager.deliver.fleet import Device, Fleet
+from mlpk.packager.deliver.images import item_of
+from mlpk.packager.deliver.images import resolve
 from mlpk.packager.errors import ConfigError, DeployError, MlpackError
 
 FINISHED = ("updated", "current", "rolled back", "failed", "unreachable")  # final results; "rolled back": failed
@@ -153,9 +156,6 @@ def _watch(engine: delivery.Engine, service: delivery.Service, window_s: float, 
 def _update(fleet: Fleet, dev: Device, stage: int, image: str, platform: str | None, service_name: str | None,
             tag: str | None, note: Callable[[DeviceReport], None]) -> DeviceReport:
     """One device through send, restart, health window; rolled back on its own when it fails."""
-    from mlpk.packager.deliver.engine import open_engine
-    from mlpk.packager.deliver.images import resolve
-
     started = time.monotonic()
     report = DeviceReport(dev.name, dev.url, stage, "updating")
     note(report)
@@ -209,8 +209,6 @@ def _update(fleet: Fleet, dev: Device, stage: int, image: str, platform: str | N
 def run(fleet: Fleet, image: str, *, platform: str | None = None, service: str | None = None, tag: str | None = None,
         journal: Path | None = None, fresh: bool = False) -> RolloutReport:
     """Roll `image` out over `fleet` (module docstring); never raises for a device's failure: the report says."""
-    from mlpk.packager.deliver.images import item_of
-
     digest = str(item_of(image).digest)
     book, resumed = _open_journal(fleet, digest, image, journal or journal_path(fleet), fresh)
     stages = tuple(tuple(d.name for d in stage) for stage in fleet.stages)
@@ -244,8 +242,6 @@ def run(fleet: Fleet, image: str, *, platform: str | None = None, service: str |
 
 def rollback(fleet: Fleet, *, journal: Path | None = None) -> RolloutReport:
     """Put every device that the journal's rollout updated back on its previous image."""
-    from mlpk.packager.deliver.engine import open_engine
-
     path = journal or journal_path(fleet)
     try:
         data = json.loads(path.read_text())
@@ -265,8 +261,8 @@ def rollback(fleet: Fleet, *, journal: Path | None = None) -> RolloutReport:
         try:
             engine = open_engine(dev.url, identity=fleet.identity, known_hosts=fleet.known_hosts, docker=dev.docker)
             try:
-                service = delivery.Service(report.service or fleet.service or "", port=dev.port, run_args=dev.run_args, ready_timeout_s=fleet.ready_timeout_s,
-                                           network=dev.network, env=dev.env)
+                service = delivery.Service(report.service or fleet.service or "", port=dev.port, run_args=dev.run_args,
+                                           ready_timeout_s=fleet.ready_timeout_s, network=dev.network, env=dev.env)
                 delivery.rollback(engine, service)
                 after = _running_image(engine, service.name)
             finally:

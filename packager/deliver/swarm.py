@@ -23,10 +23,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from mlpk.packager.atomic import atomic_file
 from mlpk.packager.deliver import compose, manifests, proxy
 from mlpk.packager.deliver.engine import LocalEngine
+from mlpk.packager.deliver.images import item_of
 from mlpk.packager.deliver.journal import Journal, Step
 from mlpk.packager.errors import ConfigError, DeployError, RegistryError
+from mlpk.packager.oci import Index
+from mlpk.packager.oci.build import write_outputs
+from mlpk.packager.oci.reference import Reference
 
 STACK_LABEL = "com.docker.stack.namespace"
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "amd64": "amd64", "arm64": "arm64"}  # uname -m -> OCI
@@ -114,10 +121,6 @@ def _registry(text: str) -> tuple[str, str]:
 
 def check_registry(text: str) -> None:
     """One GET /v2/ (the distribution API's base), so an unreachable registry fails in a second, naming it."""
-    import httpx
-
-    from mlpk.packager.oci.reference import Reference
-
     host, _ = _registry(text)
     scheme = Reference.parse(f"{host}/probe:1").scheme
     try:
@@ -130,25 +133,20 @@ def check_registry(text: str) -> None:
 
 def _push(item: Any, registry: str, repo: str) -> str:
     """Push `item` (image or index) as REGISTRY/[PREFIX/]REPO:mlpack-DIGEST; the reference pinned by digest."""
-    from mlpk.packager.oci import remote
-
     host, prefix = _registry(registry)
     path = f"{prefix}/{repo}" if prefix else repo
-    pushed = remote.push(item, f"{host}/{path}:mlpack-{item.digest.hex[:16]}")
+    pushed = write_outputs(item, push=f"{host}/{path}:mlpack-{item.digest.hex[:16]}").pushed
+    assert pushed is not None
     return f"{host}/{path}:mlpack-{item.digest.hex[:16]}@{pushed.digest}"
 
 
 def _platform(item: Any) -> str | None:
     """The platform to read an index's service settings from (every platform of an export has the same ones)."""
-    from mlpk.packager.oci import Index
-
     return str(item.images[0].platform) if isinstance(item, Index) else None
 
 
 def deploy(request: SwarmRequest, engine: LocalEngine | None = None) -> SwarmResult:
     """Push, write and deploy the stack, then wait for it to converge (module docstring)."""
-    from mlpk.packager.deliver.images import item_of
-
     engine = engine or LocalEngine()
     journal = Journal([Step("swarm", "docker info / node ls: a manager of an active swarm, its nodes' platforms"),
                        Step("push", f"push the image, {'the canary, ' if request.canary else ''}and the front proxy "
@@ -202,8 +200,6 @@ def _stack_deploy(engine: LocalEngine, stack: str, document: dict[str, Any], kee
         path = Path(tmp) / "stack.yml"
         path.write_text(text)
         if keep is not None:
-            from mlpk.packager.oci.atomic import atomic_file
-
             with atomic_file(keep) as staged:
                 staged.write_text(text)
         _docker(engine, "stack", "deploy", "--prune", "--resolve-image", "always", "-c", str(path), stack,
@@ -344,7 +340,8 @@ def rollback(stack: str, timeout_s: float = 600, engine: LocalEngine | None = No
                               hint="a rollback needs a second deployment of the stack")
         before = updates(engine, stack)
         _docker(engine, "service", "rollback", "--detach", model["ID"], what="rolling back")
-        out["did"] = f"{model['Spec']['Name']} back to {model['PreviousSpec']['TaskTemplate']['ContainerSpec']['Image']}"
+        previous = model["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        out["did"] = f"{model['Spec']['Name']} back to {previous}"
     with journal.step("converge") as out:
         states = converge(engine, stack, timeout_s, rolled_back_ok=True, before=before)
         out["did"] = "; ".join(f"{s.name} {s.running}/{s.desired}" for s in states)
