@@ -207,7 +207,12 @@ def _sections(results: dict[str, Any], charts: dict[str, str]) -> list[str]:
         out += ["## Export time", "",
                 f"`{e['command']}` (convert with parity check, gated INT8 attempt, amd64 + arm64 images, layout "
                 "and archives) from a cold cache that shares only verified downloads (no network in either "
-                "timing), then again with the retrained CNN (a model-only change) on the cache the cold run left.",
+                "timing), then the re-export of the retrained CNN (a model-only change) into the same OUT on the "
+                "cache the cold run left"
+                + (f", which read back {e['cached_layers_read_bytes']:,} bytes of cached layers (the report's "
+                   "`cached_layers_read_bytes`)" if "cached_layers_read_bytes" in e else "") + "."
+                + (f" The same model-only export into a new OUT, whose wheels lock pip resolves again, took "
+                   f"{e['model_only_new_out_s']:.1f} s." if "model_only_new_out_s" in e else ""),
                 "", _table(("run", "seconds", "steps (model / build / write)"), [
                     ("cold", f"{e['cold_s']:.1f}", " / ".join(f"{v:.1f}" for v in e["steps_cold"].values())),
                     ("model-only change", f"{e['model_only_s']:.1f}",

@@ -30,8 +30,14 @@ _WHAT = {"keras-h5": "a Keras HDF5 model", "keras-zip": "a tf-keras .keras archi
          "keras3-zip": "a Keras 3 .keras archive", "tf-savedmodel": "a TF SavedModel directory"}
 
 
-def _import_tf() -> tuple[Any, Any]:
+def _import_tf(*, legacy_keras: bool = False) -> tuple[Any, Any]:
+    """TensorFlow and tf2onnx. `legacy_keras`: the model is a tf-keras one, so TensorFlow's own `tf.keras` may be
+    tf-keras too (TF_USE_LEGACY_KERAS, TensorFlow's documented switch, unless the user set it): importing
+    TensorFlow then skips Keras 3 and the scikit-learn wrappers it loads, about a second of a model-only re-export.
+    Keras 3 models (`keras` itself, imported on its own) are not affected."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if legacy_keras:
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     try:
         import tensorflow as tf
         import tf2onnx
@@ -67,7 +73,7 @@ def _tf_specs(tf: Any, specs: Sequence[TensorSpec]) -> list[Any]:
 
 
 def _convert_keras(source: Path, fmt: Format, options: ConvertOptions) -> Conversion:
-    tf, tf2onnx = _import_tf()
+    tf, tf2onnx = _import_tf(legacy_keras=True)
     try:
         import tf_keras
     except ImportError as err:

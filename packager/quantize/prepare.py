@@ -18,7 +18,9 @@ Nodes without a name get one (`OpType_N`), because the fallbacks exclude nodes b
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +106,26 @@ def _preprocess(source: Path, out: Path, large: bool) -> Step:
         return _preprocess_here(source, out, large, quiet)
 
 
+def _onnxruntime_tools_without_torch() -> None:
+    """Register the package onnxruntime.tools without running its __init__, unless it or torch is loaded already.
+
+    onnxruntime/tools/__init__.py imports torch whenever torch is installed, only to offer infer_input_info (a helper
+    for exporting PyTorch models, onnxruntime 1.x tools/pytorch_export_helpers.py); pre-processing needs only its
+    sibling symbolic_shape_infer. Importing torch for nothing cost 1.4 s of every quantized export."""
+    if "onnxruntime.tools" in sys.modules or "torch" in sys.modules:
+        return
+    spec = importlib.util.find_spec("onnxruntime.tools")
+    if spec is None or spec.submodule_search_locations is None:
+        return
+    import onnxruntime
+
+    tools = importlib.util.module_from_spec(spec)
+    sys.modules["onnxruntime.tools"] = tools
+    onnxruntime.tools = tools  # as an import would bind it
+
+
 def _preprocess_here(source: Path, out: Path, large: bool, quiet: int) -> Step:
+    _onnxruntime_tools_without_torch()
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
