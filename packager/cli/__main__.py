@@ -1,5 +1,5 @@
 """`python -m mlpk.packager.cli` runs the CLI, as the `mlpack` console script does."""
 
-from mlpk.packager.cli import main
+from mlpk.packager.cli import console
 
-main()
+console()
