@@ -20,11 +20,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from debian import deb822
 
@@ -92,6 +92,7 @@ class Release:
     sha256: str  # of the verified (signed) text
     date: str
     indices: dict[str, IndexRef]
+    fields: Any = field(default=None, compare=False, repr=False)  # the parsed file (python-debian's deb822.Release)
 
     def packages(self, arch: str, component: str = "main") -> IndexRef:
         """The Packages index of `component` for `arch`, in the best compression offered."""
@@ -127,24 +128,46 @@ def _gpgv(keyring: Path, signed: Path, data: Path | None, output: Path | None) -
                               "--mirror) and the keyring")
 
 
-def _verified_text(repo: Repo) -> str:
+# (repo, sha256 of the signed bytes fetched) -> their Release, parsed: the same bytes, checked against the same
+# keyring, verify and parse the same way, so one process does it once per content (an export plans one base per
+# architecture from the same signed Release files). Every call still fetches the file and checks what it says.
+_VERIFIED: dict[tuple[Repo, str], Release] = {}
+
+
+def _verified(repo: Repo) -> Release:
     with tempfile.TemporaryDirectory(prefix="mlpack-release-") as tmp:
         folder = Path(tmp)
         try:
-            (folder / "InRelease").write_bytes(fetch(repo.dists("InRelease")))
-            _gpgv(repo.keyring, folder / "InRelease", None, folder / "Release")
+            signed = fetch(repo.dists("InRelease"))
+            key = (repo, hashlib.sha256(signed).hexdigest())
+            if key not in _VERIFIED:
+                (folder / "InRelease").write_bytes(signed)
+                _gpgv(repo.keyring, folder / "InRelease", None, folder / "Release")
         except NotFound:
-            (folder / "Release").write_bytes(fetch(repo.dists("Release")))
-            (folder / "Release.gpg").write_bytes(fetch(repo.dists("Release.gpg")))
-            _gpgv(repo.keyring, folder / "Release.gpg", folder / "Release", None)
-        return (folder / "Release").read_text(encoding="utf-8")
+            data, signature = fetch(repo.dists("Release")), fetch(repo.dists("Release.gpg"))
+            key = (repo, hashlib.sha256(data + b"\0" + signature).hexdigest())
+            if key not in _VERIFIED:
+                (folder / "Release").write_bytes(data)
+                (folder / "Release.gpg").write_bytes(signature)
+                _gpgv(repo.keyring, folder / "Release.gpg", folder / "Release", None)
+        if key not in _VERIFIED:
+            _VERIFIED[key] = _parse(repo, (folder / "Release").read_text(encoding="utf-8"))
+        return _VERIFIED[key]
+
+
+def _parse(repo: Repo, text: str) -> Release:
+    release = deb822.Release(text)
+    by_hash = release.get("Acquire-By-Hash", "no").lower() == "yes"
+    indices = {entry["name"]: IndexRef(repo, entry["name"], entry["sha256"], int(entry["size"]), by_hash)
+               for entry in release.get("SHA256", [])}
+    return Release(repo, hashlib.sha256(text.encode()).hexdigest(), release.get("Date", ""), indices, release)
 
 
 def verified_release(repo: Repo, *, now: datetime | None = None, check_valid_until: bool = True) -> Release:
     """Fetch and verify the Release of `repo`; checks that it is the suite asked for and, where the archive
     sets Valid-Until, that it has not expired (apt's defence against replaying an old, vulnerable index)."""
-    text = _verified_text(repo)
-    release = deb822.Release(text)
+    verified = _verified(repo)
+    release = verified.fields
     names = {release.get("Suite"), release.get("Codename")}
     if repo.suite not in names:
         raise BuildError(f"{repo.dists('InRelease')} is signed but describes suite "
@@ -154,10 +177,7 @@ def verified_release(repo: Repo, *, now: datetime | None = None, check_valid_unt
     if check_valid_until and until and parsedate_to_datetime(until) < (now or datetime.now(UTC)):
         raise BuildError(f"{repo.dists('InRelease')} expired at {until}",
                          hint="the mirror is stale; use a current mirror (or --snapshot for an old state)")
-    by_hash = release.get("Acquire-By-Hash", "no").lower() == "yes"
-    indices = {entry["name"]: IndexRef(repo, entry["name"], entry["sha256"], int(entry["size"]), by_hash)
-               for entry in release.get("SHA256", [])}
-    return Release(repo, hashlib.sha256(text.encode()).hexdigest(), release.get("Date", ""), indices)
+    return verified
 
 
 @dataclass(frozen=True, slots=True)
