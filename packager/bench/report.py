@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from mlpk.packager import __version__, probes
+from mlpk.packager.atomic import atomic_file
 from mlpk.packager.bench import charts, containers, sources
 from mlpk.packager.bench.containers import lambda_init_s
 from mlpk.packager.bench.load import LoadResult, run_load
-from mlpk.packager.bench.sources import LayerSize, Source
+from mlpk.packager.bench.sources import Source
 from mlpk.packager.bench.subjects import LocalServer, Memory, Subject
 from mlpk.packager.errors import ConfigError, DeployError
-from mlpk.packager.atomic import atomic_file
+from mlpk.packager.exportdir import LayerEntry
 
 SCHEMA = "mlpack.bench/v1"
 DEFAULT_CONCURRENCY = (1, 4, 16)
@@ -76,7 +77,7 @@ class BenchReport:
     model: dict[str, Any]
     cold_start_s: float
     peak_memory: Memory | None
-    layers: tuple[LayerSize, ...]
+    layers: tuple[LayerEntry, ...]
     levels: tuple[LoadResult, ...]
     duration_s: float
     out: Path

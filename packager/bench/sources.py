@@ -25,7 +25,7 @@ from mlpk.packager.convert.specs import graph_inputs
 from mlpk.packager.deliver.images import resolve
 from mlpk.packager.emulation import ARCH_OF_MACHINE
 from mlpk.packager.errors import BuildError, InputError
-from mlpk.packager.exportdir import ExportReport
+from mlpk.packager.exportdir import ExportReport, LayerEntry
 from mlpk.packager.oci import Image, Platform
 from mlpk.packager.oci.safety import check_member
 from mlpk.packager.oci.validate import known_layer
@@ -37,20 +37,6 @@ MODEL_FILE = "model.onnx"
 CARD_FILE = "model-card.json"
 _IMAGE_HINT = ("give an .onnx file, a directory with model.onnx, an `mlpack export` directory, an OCI layout, a "
                "docker-archive .tar or HOST/REPO:TAG")
-
-
-@dataclass(frozen=True, slots=True)
-class LayerSize:
-    """One layer of the image: a name for the report, its digest, and its compressed and uncompressed bytes."""
-
-    name: str
-    digest: str
-    compressed: int
-    uncompressed: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "digest": self.digest, "compressed": self.compressed,
-                "uncompressed": self.uncompressed}
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +210,7 @@ def model_info(model: Path) -> ModelInfo:
                      specs)
 
 
-def layer_sizes(source: Source) -> tuple[LayerSize, ...]:
+def layer_sizes(source: Source) -> tuple[LayerEntry, ...]:
     """The image's layers with compressed and uncompressed sizes: from the export report when it describes this
     image, else from what is known of each layer (reading those never seen before), named as the image's history
     names them (assemble.part_names)."""
@@ -233,8 +219,8 @@ def layer_sizes(source: Source) -> tuple[LayerSize, ...]:
         return ()
     for build in source.report.platforms if source.report is not None else ():
         if build.digest == str(img.digest) and len(build.layers) == len(img.layers):
-            return tuple(LayerSize(item.name, item.digest, item.compressed, item.uncompressed) for item in build.layers)
-    return tuple(LayerSize(name, str(layer.digest), layer.size, known_layer(layer).uncompressed_size)
+            return build.layers
+    return tuple(LayerEntry(name, str(layer.digest), layer.size, known_layer(layer).uncompressed_size)
                  for name, layer in zip(assemble.part_names(img), img.layers, strict=True))
 
 

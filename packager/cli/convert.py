@@ -42,7 +42,8 @@ def _render(result: ConvertResult) -> None:
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output .onnx (default: NAME.onnx here).")
+@click.option("-o", "--out", "--output", "output", type=click.Path(path_type=Path),
+              help="Output .onnx (default: NAME.onnx here); --output is its older name.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE:DTYPE",
               help="Input spec, e.g. image:batch,8,8,1:float32 (repeatable); needed for TorchScript / state dicts "
                    "unless --sample-data is given.")

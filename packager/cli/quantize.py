@@ -29,7 +29,8 @@ from mlpk.packager.targets import QUANTIZING
 @click.option("--per-channel/--per-tensor", default=None, help="Weight granularity. Default: per mode and target.")
 @click.option("--no-fallbacks", is_flag=True, help="Try only the first choice.")
 @click.option("--arch", default="", help="Target CPU architecture (x86_64, aarch64). Default: this machine's.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output model. Default: MODEL.MODE.onnx.")
+@click.option("-o", "--out", "--output", "output", type=click.Path(path_type=Path),
+              help="Output model [default: MODEL.MODE.onnx]; --output is its older name.")
 @click.pass_context
 def quantize(ctx: click.Context, model: Path, mode: str, calibration: Path | None, evaluation: Path | None,
              max_drop: float, backend: str, method: str, per_channel: bool | None, no_fallbacks: bool, arch: str,

@@ -83,7 +83,7 @@ def _check(source: Path, options: QuantizeOptions, output: Path) -> None:
     if source.suffix != ".onnx":
         raise InputError(f"{source.name} is not an .onnx file", hint="convert it first: mlpack convert MODEL")
     if output.resolve() == source.resolve():
-        raise ConfigError(f"the output {output} would overwrite the input model", hint="pass another --output")
+        raise ConfigError(f"the output {output} would overwrite the input model", hint="pass another --out")
     if not 0 <= options.max_drop < 1:
         raise ConfigError(f"--max-drop {options.max_drop} is outside [0, 1)", hint="e.g. --max-drop 0.01 (1 point)")
     if options.mode not in QUANTIZING:
