@@ -141,7 +141,7 @@ class Api:
         handler has none: its function's memory is its bound)."""
         try:
             return getattr(self, route.handler)(body=body, headers=headers, hold=lease.hold if lease else None,
-                                                **params)  # type: ignore[no-any-return]
+                                                **params)
         except ClientError as err:
             return error_reply(err)
 

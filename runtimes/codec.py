@@ -83,17 +83,19 @@ def loads(raw: bytes | str, model: Model, what: str = "inference request", *,
     data = raw.encode() if isinstance(raw, str) else raw
     bound = budget.json_values_bound(data)
     if hold is not None:
-        hold(budget.PER_JSON_VALUE * bound, lambda: f"parsing the {what} JSON ({len(data)} bytes, up to {bound} values)")
-    hooks: dict[str, Callable[[str], Any]] = {}
+        hold(budget.PER_JSON_VALUE * bound,
+             lambda: f"parsing the {what} JSON ({len(data)} bytes, up to {bound} values)")
+    parse_int: Callable[[str], Any] = int
+    parse_float: Callable[[str], Any] = float
     if max_numbers is not None and bound > max_numbers:
-        hooks = _counting_hooks(max_numbers, model, what)
+        parse_int, parse_float = _counting_hooks(max_numbers, model, what)
     else:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass  # the standard library's parse below refuses it in its words, or reads what orjson does not
     try:
-        return json.loads(data, parse_constant=NonFinite, **hooks)
+        return json.loads(data, parse_constant=NonFinite, parse_int=parse_int, parse_float=parse_float)
     except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError; an integer past Python's 4300 digits
         raise ClientError(f"malformed JSON in the {what}: {str(err)[:200]}; the model '{model.name}' expects inputs "
                           f"{model.signature()}") from err
@@ -112,15 +114,15 @@ def max_numbers(model: Model, max_elements: int) -> int:
     where an axis is dynamic), and the numbers of shapes and parameters."""
     known = model.memo.get(("max_numbers", max_elements))
     if known is not None:
-        return known  # type: ignore[no-any-return]
-    data = sum(math.prod(spec.shape) if all(dim is not None for dim in spec.shape) else max_elements  # type: ignore[arg-type]
-               for spec in model.inputs)
+        return int(known)
+    data = sum(math.prod(dim or 0 for dim in spec.shape) if all(dim is not None for dim in spec.shape)
+               else max_elements for spec in model.inputs)
     total = data + _NUMBERS_PER_TENSOR * (len(model.inputs) + len(model.outputs)) + _NUMBERS_BESIDES
     model.memo[("max_numbers", max_elements)] = total
     return total
 
 
-def _counting_hooks(limit: int, model: Model, what: str) -> dict[str, Callable[[str], Any]]:
+def _counting_hooks(limit: int, model: Model, what: str) -> tuple[Callable[[str], Any], Callable[[str], Any]]:
     """json.loads hooks that convert numbers as the parser would, refusing the body past `limit` of them."""
     count = 0
 
@@ -136,7 +138,7 @@ def _counting_hooks(limit: int, model: Model, what: str) -> dict[str, Callable[[
 
         return hook
 
-    return {"parse_int": counted(int), "parse_float": counted(float)}
+    return counted(int), counted(float)
 
 
 _FAMILIES: dict[str, str] = {}
@@ -219,7 +221,7 @@ def _kind_name(array: np.ndarray) -> str:
 
 def _field(entry: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     value = entry.get(key)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ClientError(f"{where} needs '{key}' as {getattr(kind, '__name__', 'a value')}, got {value!r:.80}")
     return value
 

@@ -25,7 +25,7 @@ class Settings:
 
     model_path: Path = MODEL_DIR  # a directory with model.onnx (and model-card.json), or an .onnx file
     model_name: str | None = None  # default: the card's name, else name_from_file(the file's stem)
-    host: str = "0.0.0.0"  # noqa: S104 - inside a container the port must be reachable through its network
+    host: str = "0.0.0.0"
     port: int = 8080
     grpc_port: int = 0  # the Open Inference Protocol over gRPC (grpc_server.py); 0: off. Server images set 8081
     providers: tuple[str, ...] = DEFAULT_ORDER
@@ -56,13 +56,13 @@ def integer(minimum: int = 0, maximum: int | None = None) -> Rule:
     """A whole number in [minimum, maximum]."""
 
     def rule(label: str, raw: Any) -> int:
-        if isinstance(raw, bool) or isinstance(raw, float) and not raw.is_integer():
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
             raise ValueError(f"{label}={raw!r} is not an integer")
         try:
             value = int(raw)
         except (TypeError, ValueError):
             raise ValueError(f"{label}={raw!r} is not an integer") from None
-        if value < minimum or maximum is not None and value > maximum:
+        if value < minimum or (maximum is not None and value > maximum):
             bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
             raise ValueError(f"{label}={value} must be {bound}")
         return value

@@ -119,13 +119,13 @@ class Servicer:
         self.schedulers = schedulers
         self.limits = limits
 
-    def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 - the proto's names
+    def ServerLive(self, request: Any, context: Any) -> Any:
         return _answer("ServerLive", live=True)
 
-    def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def ServerReady(self, request: Any, context: Any) -> Any:
         return _answer("ServerReady", ready=self.api.repository.is_ready())
 
-    def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def ModelReady(self, request: Any, context: Any) -> Any:
         """Not ready, not an error, for a model or version this server does not have (as Triton answers, and as
         tritonclient.http's is_model_ready reads HTTP's 404)."""
         try:
@@ -134,11 +134,11 @@ class Servicer:
             return _answer("ModelReady", ready=False)
         return _answer("ModelReady", ready=found.readiness.is_set())
 
-    def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def ServerMetadata(self, request: Any, context: Any) -> Any:
         return _answer("ServerMetadata", name=api_module.SERVER_NAME, version=api_module.SERVER_VERSION,
                                          extensions=api_module.EXTENSIONS)
 
-    def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def ModelMetadata(self, request: Any, context: Any) -> Any:
         model = self.api.served(request.name, request.version or None)
 
         def tensors(specs: Any) -> list[dict[str, Any]]:
@@ -148,7 +148,7 @@ class Servicer:
         return _answer("ModelMetadata", name=model.name, versions=versions, platform="onnxruntime_onnx",
                                         inputs=tensors(model.inputs), outputs=tensors(model.outputs))
 
-    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
         arrived = time.monotonic()
         found = self.api.find(request.model_name, request.model_version or None)
         model = found.model
@@ -185,7 +185,7 @@ class Servicer:
             lease.release()
             place.leave()
 
-    def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def RepositoryIndex(self, request: Any, context: Any) -> Any:
         return _answer("RepositoryIndex", models=self.api.repository.index(request.ready))
 
 

@@ -42,7 +42,8 @@ class _Histogram:
 
     def buckets(self) -> list[tuple[str, float]]:
         """Cumulative counts by upper bound, as the exposition format has them."""
-        running, out = 0, []
+        running = 0
+        out: list[tuple[str, float]] = []
         for bound, count in zip((*(floatToGoString(b) for b in self.bounds), "+Inf"), self.counts, strict=True):
             running += count
             out.append((bound, running))
@@ -61,16 +62,17 @@ class _Hot:
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily("mlpack_requests", "Requests (HTTP, and gRPC with method GRPC) by endpoint, "
                                        "method and status", labels=("endpoint", "method", "status"))
-        for labels, count in list(self.requests.items()):
-            requests.add_metric(labels, count)
+        for request_labels, count in list(self.requests.items()):
+            requests.add_metric(request_labels, count)
         yield requests
-        for name, text, labels, series in (
+        histograms: tuple[tuple[str, str, tuple[str, ...], dict[tuple[str, str], _Histogram]], ...] = (
                 ("mlpack_request_duration_seconds", "Request latency by endpoint and status", ("endpoint", "status"),
                  self.latency),
                 ("mlpack_inference_duration_seconds", "Time inside onnxruntime session.run, per run",
                  ("model", "version"), self.inference),
                 ("mlpack_batch_size", "Calls a run of the model served (dynamic batching)", ("model", "version"),
-                 self.batch)):
+                 self.batch))
+        for name, text, labels, series in histograms:
             family = HistogramMetricFamily(name, text, labels=labels)
             for values, histogram in list(series.items()):
                 family.add_metric(list(values), histogram.buckets(), histogram.total)
@@ -85,7 +87,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._hot = _Hot()
-        self.registry.register(self._hot)  # type: ignore[arg-type] - a collector is anything with collect()
+        self.registry.register(self._hot)  # a collector is anything with collect()
         self.in_flight = Gauge("mlpack_requests_in_flight", "Requests being served (HTTP and gRPC)",
                                registry=self.registry)
         self._in_flight: list[Callable[[], int]] = []  # read when scraped: nothing to count per request

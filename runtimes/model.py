@@ -137,7 +137,8 @@ class Model:
     _inputs: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
     _outputs: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
     _json_outputs: frozenset[str] = field(init=False, repr=False, compare=False)
-    memo: dict[Any, Any] = field(init=False, repr=False, compare=False, default_factory=dict)  # codec's per-model figures
+    # codec's per-model figures, worked out once
+    memo: dict[Any, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_inputs", {spec.name: spec for spec in self.inputs})
@@ -171,7 +172,7 @@ class Model:
             raise ClientError(f"inference failed on these inputs: {str(err).splitlines()[0][:300]}; the model "
                               f"expects {self.signature()}") from err
         if not self._json_outputs:
-            return results  # type: ignore[no-any-return]
+            return results
         return [_json_items(result) if name in self._json_outputs else result
                 for name, result in zip(outputs, results, strict=True)]
 
@@ -242,12 +243,13 @@ def _create(file: Path, options: ort.SessionOptions, plan: providers.ProviderPla
     while current is not None:
         try:
             return ort.InferenceSession(str(file), sess_options=options, providers=list(current.chosen))
-        except Exception as err:  # noqa: BLE001 - onnxruntime raises plain RuntimeError/Fail for both cases
-            if current.fallback() is None:
+        except Exception as err:
+            fallback = current.fallback()
+            if fallback is None:
                 raise ModelLoadError(f"onnxruntime cannot load {file}: {str(err).splitlines()[0]}") from err
             logs.warning("execution provider failed; falling back", provider=current.names[0],
-                         error=str(err).splitlines()[0][:300], next=current.fallback().names)
-            current = current.fallback()
+                         error=str(err).splitlines()[0][:300], next=fallback.names)
+            current = fallback
     raise ModelLoadError(f"no execution provider could load {file}")
 
 
@@ -256,7 +258,7 @@ def _probe(file: Path) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         return ort.InferenceSession(str(file), sess_options=options, providers=[providers.CPU])
-    except Exception as err:  # noqa: BLE001 - onnxruntime's load errors have no common base class
+    except Exception as err:
         raise ModelLoadError(f"onnxruntime cannot load {file}: {str(err).splitlines()[0]}") from err
 
 

@@ -259,8 +259,8 @@ class Repository:
             if versions:
                 return versions[0]
         if not versions:
-            failed = [f for f in self.failures if f.name == name]
-            why = f"; it failed to load: {failed[0].reason}" if failed else ""
+            failures = [f for f in self.failures if f.name == name]
+            why = f"; it failed to load: {failures[0].reason}" if failures else ""
             raise NotFound(f"unknown model '{name}'{why}; this server serves {self.describe()}")
         failed = next((f for f in self.failures if f.name == name and f.version == version), None)
         why = f" (it failed to load: {failed.reason})" if failed else ""
