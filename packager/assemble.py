@@ -155,6 +155,7 @@ def configure(img: Image, target: Target, *, labels: Mapping[str, str | None], m
     }
     if target.runtime == "server":
         env["MLPACK_GRPC_PORT"] = str(target.grpc_port)
+        env.update(target.serve.env())
     if target.tensorrt is not None:
         env["MLPACK_TRT_CACHE"] = target.tensorrt.engine_cache
     env.update(target.env)

@@ -28,6 +28,7 @@ from typing import Any
 
 from mlpk.packager import locks
 from mlpk.packager import schema as checking
+from mlpk.runtimes.config import RULES
 from mlpk.packager.errors import ConfigError
 
 # What the server's gRPC API (mlpk.runtimes.grpc_server) needs in an image, added to a server target's wheels when its
@@ -89,6 +90,30 @@ class Optimize:
 
 
 @dataclass(frozen=True, slots=True)
+class Serve:
+    """How a server image schedules inference calls (the profile's [serve]; docs/serving.md): None leaves the
+    runtime's own default."""
+
+    max_concurrent_runs: int | None = None
+    max_queue: int | None = None
+    request_timeout_s: float | None = None
+    max_batch_size: int | None = None
+    batch_delay_us: int | None = None
+    preferred_batch_sizes: tuple[int, ...] = ()
+
+    def env(self) -> dict[str, str]:
+        """The image's MLPACK_* variables for the fields set (the runtime's names: mlpk.runtimes.config.RULES)."""
+        env = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if value is None or value == ():
+                continue
+            env[RULES[name][0]] = (",".join(map(str, value)) if isinstance(value, tuple)
+                                    else f"{value:g}" if isinstance(value, float) else str(value))
+        return env
+
+
+@dataclass(frozen=True, slots=True)
 class TensorRT:
     engine_cache: str
     fp16: bool
@@ -110,6 +135,7 @@ class Target:
     wheels: Wheels
     providers: tuple[str, ...]
     optimize: Optimize
+    serve: Serve
     tensorrt: TensorRT | None
     budget_mb: float
     env: Mapping[str, str]
@@ -242,6 +268,15 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
         found.append(f"grpc_port: gRPC needs Python {'.'.join(map(str, GRPC_MIN_PYTHON))} or newer in the image "
                      f"(grpcio {GRPC_REQUIREMENTS[0].split('>=')[1]}), this target has {raw['python']}; set "
                      "grpc_port = 0")
+    serve = raw.get("serve", {})
+    if serve and raw.get("runtime") == "lambda":
+        found.append("serve: is for runtime = 'server'; a Lambda function takes one event at a time (remove it)")
+    if (serve.get("preferred_batch_sizes") or serve.get("batch_delay_us")) and not serve.get("max_batch_size"):
+        found.append("serve.max_batch_size: required (at least 1) when serve.preferred_batch_sizes or "
+                     "serve.batch_delay_us shape dynamic batching")
+    elif any(size > serve.get("max_batch_size", 0) for size in serve.get("preferred_batch_sizes", ())):
+        found.append(f"serve.preferred_batch_sizes: {serve['preferred_batch_sizes']} has a size over "
+                     f"serve.max_batch_size {serve['max_batch_size']}")
     providers = raw.get("providers", [])
     if providers and providers[-1] != "CPUExecutionProvider":
         found.append("providers: must end with CPUExecutionProvider, the fallback every onnxruntime build has")
@@ -298,6 +333,8 @@ def resolve(raw: Mapping[str, Any], source: str | None = None) -> Target:
         providers=tuple(raw["providers"]),
         optimize=Optimize(quantize=QuantizeMode(opt.get("quantize", "auto")), max_drop=float(opt.get("max_drop", 0.01)),
                           consumer=opt.get("for", "tensorrt" if uses_trt else "cpu")),
+        serve=Serve(**{**raw.get("serve", {}),
+                       "preferred_batch_sizes": tuple(sorted(raw.get("serve", {}).get("preferred_batch_sizes", ())))}),
         tensorrt=TensorRT(engine_cache=(trt or {}).get("engine_cache", "/var/cache/mlpack/tensorrt"),
                           fp16=(trt or {}).get("fp16", True), int8=(trt or {}).get("int8", False),
                           workspace_mb=(trt or {}).get("workspace_mb", 1024)) if uses_trt else None,

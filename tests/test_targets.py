@@ -133,3 +133,32 @@ def test_the_schema_lists_the_one_list_of_quantize_modes() -> None:
     schema = targets.schema()
     listed = schema["properties"]["optimize"]["properties"]["quantize"]["enum"]
     assert sorted(listed) == sorted(str(mode) for mode in targets.QuantizeMode)
+
+
+def test_serve_settings_become_the_images_variables_and_are_checked_together() -> None:
+    """A profile's [serve] sets the server's scheduling (docs/serving.md) in the image's config, in the runtime's own
+    variable names and forms (its config accepts every value back); refusals name the field."""
+    from mlpk.packager import assemble
+    from mlpk.packager.oci import empty_image
+    from mlpk.runtimes import config
+
+    target = targets.load("cpu", {"serve": {"max_batch_size": 8, "preferred_batch_sizes": [8, 4], "max_queue": 16,
+                                            "request_timeout_s": 0.5, "max_concurrent_runs": 1}})
+    env = dict(item.split("=", 1) for item in assemble.configure(empty_image(), target, labels={}).config["config"]["Env"])
+    assert {key: env[key] for key in env if key.startswith("MLPACK_") and key not in (
+        "MLPACK_MODEL_DIR", "MLPACK_PROVIDERS", "MLPACK_GRPC_PORT")} == {
+        "MLPACK_MAX_BATCH_SIZE": "8", "MLPACK_PREFERRED_BATCH_SIZES": "4,8", "MLPACK_MAX_QUEUE": "16",
+        "MLPACK_REQUEST_TIMEOUT": "0.5", "MLPACK_MAX_CONCURRENT_RUNS": "1"}
+    settings = config.from_env(env)
+    assert (settings.max_batch_size, settings.preferred_batch_sizes, settings.max_queue, settings.request_timeout_s,
+            settings.max_concurrent_runs) == (8, (4, 8), 16, 0.5, 1)
+    assert not any(key.startswith("MLPACK_MAX_BATCH") for key in dict(
+        item.split("=", 1) for item in assemble.configure(empty_image(), targets.load("cpu"), labels={})
+        .config["config"]["Env"]))
+    cpu, lam = targets.read("cpu"), targets.read("lambda")
+    assert "serve.max_batch_size: required" in " ".join(targets.problems({**cpu, "serve": {"batch_delay_us": 100}}))
+    assert "serve.preferred_batch_sizes: [16] has a size over serve.max_batch_size 8" in " ".join(
+        targets.problems({**cpu, "serve": {"max_batch_size": 8, "preferred_batch_sizes": [16]}}))
+    assert "serve: is for runtime = 'server'" in " ".join(targets.problems({**lam, "serve": {"max_queue": 4}}))
+    assert "serve.max_bach_size: unknown field (did you mean 'max_batch_size'?)" in " ".join(
+        targets.problems({**cpu, "serve": {"max_bach_size": 4}}))
