@@ -236,7 +236,7 @@ def _sections(results: dict[str, Any], charts: dict[str, str]) -> list[str]:
         out += ["## Server", "",
                 f"{srv['model']}. Each server alone on CPU {srv['server_cpu']} (one worker process, onnxruntime on "
                 f"one thread), each as its framework's docs write an ONNX app (bench/peers.py, bench/peer_apps.py); "
-                f"load: {srv['load']}, on CPU {srv['load_cpu']}; {srv['seconds']:g} s per row and concurrency, the "
+                f"load: {srv['load']}, on CPU {srv['load_cpu']}; {srv['seconds_per_row']:g} s per row and concurrency, the "
                 f"best of {srv['rounds']} interleaved round(s). Every server's answer was checked against "
                 f"onnxruntime's before its load. Floor: raw `session.run` one call at a time on the same CPU, "
                 f"{raw['calls_per_s']:,.0f} calls/s, p50 {raw['p50_ms']:.3f} ms. CPU: {srv['cpu_model']}.", "",

@@ -289,7 +289,7 @@ def report(contenders: list[Contender], raw: dict[str, float], best: dict[str, d
     return {
         "benchmark": "serving under load",
         "model": "MLP 64-256-256-10 (bench/server.py make_model), FP32, batch 1 per request",
-        "seconds": seconds, "rounds": rounds, "concurrency": list(concurrency),
+        "seconds_per_row": seconds, "rounds": rounds, "concurrency": list(concurrency),
         "server_cpu": SERVER_CPU, "load_cpu": LOAD_CPU,
         "load": f"{wrk.version()}, 1 thread, one kept-alive connection per concurrent request",
         "onnxruntime": importlib.metadata.version("onnxruntime"), "numpy": importlib.metadata.version("numpy"),
@@ -311,7 +311,7 @@ def render(results: dict[str, Any]) -> str:
     concurrencies = results["concurrency"]
     raw = results["raw_session_run"]
     lines = [f"MLP 64-256-256-10, batch 1. Each server alone on CPU {results['server_cpu']}; load: "
-             f"{results['load']}, on CPU {results['load_cpu']}; {results['seconds']:g} s per row, best of "
+             f"{results['load']}, on CPU {results['load_cpu']}; {results['seconds_per_row']:g} s per row, best of "
              f"{results['rounds']} round(s). Latencies in ms.",
              f"raw session.run, one call at a time on CPU {results['server_cpu']}: "
              f"{raw['calls_per_s']:.0f} calls/s, p50 {raw['p50_ms']:.3f} ms", ""]
