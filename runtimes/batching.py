@@ -173,6 +173,9 @@ def check(model: Model, feeds: Feeds) -> str | None:
     names = [spec.name for spec in model.outputs]
     try:
         alone = [model.run(feeds, names, quiet=True), model.run(other, names, quiet=True)]
+    except ClientError as err:
+        return f"its warm-up feed does not run, so stacking could not be checked: {err.message}"
+    try:
         stacked = model.run(stack([feeds, other]), names, quiet=True)
     except ClientError as err:
         return f"its warm-up feed does not run stacked: {err.message}"
