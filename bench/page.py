@@ -254,8 +254,10 @@ def _sections(results: dict[str, Any], charts: dict[str, str]) -> list[str]:
             rows = [(row, f"{r['rps']:,.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", r["errors"])
                     for row, r in b["rows"].items() if "rps" in r]
             out += [f"Dynamic batching, {b['model']} (21 MB of weights), concurrency {b['concurrency']}, "
-                    "`MLPACK_MAX_BATCH_SIZE=8` against unbatched; raw `session.run` one call at a time on the same "
-                    f"CPU: {b['raw_session_run']['calls_per_s']:,.0f} calls/s.", "",
+                    f"`MLPACK_MAX_BATCH_SIZE=8` and `MLPACK_BATCH_DELAY_US={b.get('batch_delay_us', 0)}` against "
+                    "unbatched; raw `session.run` one call at a time on the same CPU: "
+                    f"{b['raw_session_run']['calls_per_s']:,.0f} calls/s. Calls per batched run: "
+                    + ", ".join(f"{r['mean']:.2f}" for r in b["rows"].values() if "mean" in r) + ".", "",
                     _table(("row", "req/s", "p50 ms", "p99 ms", "errors"), rows), "",
                     *(f"- {kind}: batched **{r['batched_over_raw']:.2f}x** raw session.run (unbatched "
                       f"{r['unbatched_over_raw']:.2f}x); batched p99 {r['batched_p99_over_unbatched_p99']:.2f}x the "

@@ -242,7 +242,7 @@ def test_many_threads_never_hold_more_than_the_budget() -> None:
 
 
 @pytest.mark.parametrize("value", [[], [[]], [1], [[1, 2], [3, 4]], {"a": [1, [2, [3]]], "b": "x,y,[z"},
-                                   [[[0.5] * 7] * 3] * 2, {"inputs": [{"shape": [2, 3], "data": [1, 2, 3, 4, 5, 6]}]}])
+                                   [[[0.5] * 7] * 3] * 2, [[0.25, [1]] * 3000] * 2, {"inputs": [{"shape": [2, 3], "data": [1, 2, 3, 4, 5, 6]}]}])
 def test_the_value_bound_is_never_below_the_values_parsed(value: object) -> None:
     def count(item: object) -> int:
         if isinstance(item, list):
