@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from mlpk.packager import assemble, exportdir, locks, modelprep, runs, targets, tensorrt
 from mlpk.packager.assemble import Part, PlatformImage
+from mlpk.packager.card import TensorSpec
 from mlpk.packager.errors import ConfigError, InputError
 from mlpk.packager.exportdir import ExportReport, ServedModel, ShippedModel
 from mlpk.packager.oci import Image, Index, Layer, Platform, known, layout
@@ -78,6 +79,7 @@ class ExportRequest:
     wheel_index: str | None = None
     budget_mb: float | None = None
     grpc_port: int | None = None  # overrides grpc_port (0: no gRPC in the image)
+    inputs: tuple[TensorSpec, ...] = ()  # --input NAME:SHAPE:DTYPE, as convert's: overrides what the model declares
     model_class: str | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
     trust_pickle: bool = False

@@ -112,7 +112,7 @@ def planned_mode(target: Target, explicit: str | None, has_calibration: bool) ->
 def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callable[[str], None]) -> PreparedModel:
     """Convert `request.model` and optimize it for `target` inside `workdir`."""
     workdir.mkdir(parents=True, exist_ok=True)
-    options = ConvertOptions(model_class=request.model_class, model_args=request.model_args,
+    options = ConvertOptions(inputs=request.inputs, model_class=request.model_class, model_args=request.model_args,
                              trust_pickle=request.trust_pickle)
     converted = convert(request.model, workdir / "model.onnx", options=options, sample_data=request.sample_data,
                         tolerance=request.tolerance, ort_version=runtime_ort_version(target),

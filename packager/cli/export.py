@@ -10,7 +10,7 @@ from rich.console import Console
 from mlpk.packager import export as exporting
 from mlpk.packager.cli import report, wants_json
 from mlpk.packager.cli.render import export_report
-from mlpk.packager.convert.specs import parse_model_args
+from mlpk.packager.convert.specs import parse_input, parse_model_args
 from mlpk.packager.targets import QuantizeMode
 
 
@@ -35,6 +35,9 @@ from mlpk.packager.targets import QuantizeMode
 @click.option("--budget-mb", type=float, help="Override the target's size budget.")
 @click.option("--grpc-port", type=int, help="Server images: the gRPC port [default: 8081]; 0 leaves gRPC (and grpcio) "
               "out.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE:DTYPE",
+              help="Input spec as convert takes it, e.g. image:batch,3,height,width:float32 (repeatable): names the "
+                   "free axes of a TorchScript file or state dict (else --sample-data's shapes, batch free).")
 @click.option("--model-class", help="PyTorch state dicts: module:Class or path/file.py:Class.")
 @click.option("--model-args", default="{}", help="PyTorch state dicts: JSON keyword arguments for the class.")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading pickled models (this runs code from the file).")
@@ -50,7 +53,7 @@ def export(ctx: click.Context, models: tuple[str, ...], target: str, out: Path |
            push: str | None,
            base: str | None, quantize: str | None, calibration: Path | None, sample_data: Path | None,
            tolerance: str | None, python: str | None, wheel_index: str | None, budget_mb: float | None,
-           grpc_port: int | None,
+           grpc_port: int | None, inputs: tuple[str, ...],
            model_class: str | None,
            model_args: str, trust_pickle: bool, no_archive: bool, prebuild_engine: bool, add_version: bool,
            dry_run: bool) -> None:
@@ -67,7 +70,8 @@ def export(ctx: click.Context, models: tuple[str, ...], target: str, out: Path |
         push=push, base=base,
         quantize=quantize, calibration=calibration, sample_data=sample_data, tolerance=tolerance, python=python,
         wheel_index=wheel_index,
-        budget_mb=budget_mb, grpc_port=grpc_port, model_class=model_class, model_args=args, trust_pickle=trust_pickle,
+        budget_mb=budget_mb, grpc_port=grpc_port, inputs=tuple(parse_input(text) for text in inputs),
+        model_class=model_class, model_args=args, trust_pickle=trust_pickle,
         archive=not no_archive, prebuild_engine=prebuild_engine)
     if dry_run:
         steps = exporting.plan(request)

@@ -2,11 +2,13 @@
 (the reason is recorded in the card). The batch axis is dynamic by default.
 
 TorchScript files and state dicts carry no input shapes: they come from --input, else from --sample-data. A
-torch.export program carries its own (and its sample inputs).
+torch.export program carries its own (and its sample inputs). The model is traced on generated inputs whose free axes
+after the first take their sizes from --sample-data where it is given (else 4).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import re
@@ -57,6 +59,24 @@ def _specs(source: Path, model: Any, fmt: Format, options: ConvertOptions) -> li
         return list(options.sample_inputs)
     raise ConfigError(f"{source.name} does not record its input shapes", hint="pass --input NAME:SHAPE:DTYPE "
                       "(e.g. --input image:batch,1,8,8:float32) or --sample-data FILE.npz")
+
+
+def _traced_specs(specs: Sequence[TensorSpec], samples: Sequence[TensorSpec]) -> list[TensorSpec]:
+    """`specs` with each free axis after the first at its size in the sample data of the same input, where the
+    sample data has one: the example the model is traced with. A fully convolutional detector declared as
+    `x:batch,3,height,width` cannot run on the 4x4 images of the generated example, and its axes stay free in the
+    export all the same (they come from `specs`)."""
+    seen = {sample.name: sample.shape for sample in samples}
+    traced = []
+    for spec in specs:
+        sizes = seen.get(spec.name)
+        if spec.shape is None or sizes is None or len(sizes) != len(spec.shape):
+            traced.append(spec)
+            continue
+        shape = tuple(size if index > 0 and not isinstance(dim, int) and isinstance(size, int) else dim
+                      for index, (dim, size) in enumerate(zip(spec.shape, sizes, strict=True)))
+        traced.append(dataclasses.replace(spec, shape=shape))
+    return traced
 
 
 def _to_tensors(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> tuple[Any, ...]:
@@ -131,7 +151,7 @@ class TorchConverter:
         model = loaded.model
         specs = _specs(source, model, fmt, options)
         module = model.module() if fmt == "torch-export" else model
-        example = generate(specs, batch=_EXAMPLE_BATCH).inputs
+        example = generate(_traced_specs(specs, options.sample_inputs), batch=_EXAMPLE_BATCH).inputs
         args = _to_tensors(example, specs)
         with torch.no_grad():
             try:

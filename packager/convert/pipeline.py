@@ -178,7 +178,7 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
         raise ConfigError(f"output {destination.name} must end in .onnx", hint="-o NAME.onnx")
     if destination.exists() and source.exists() and destination.resolve() == source.resolve():
         raise ConfigError(f"output {destination} is the source model itself", hint="pass another -o OUT.onnx")
-    if sample_data is not None and not options.inputs:
+    if sample_data is not None:  # the inputs' shapes when nothing else says them, and sizes to trace with
         try:
             raw = _raw_arrays(sample_data)
         except InputError as err:

@@ -156,3 +156,59 @@ def test_non_tensor_objects_need_trust_pickle(tiny, tmp_path: Path) -> None:
                      options=ConvertOptions(inputs=options.inputs, model_class=options.model_class, trust_pickle=True))
     assert result.parity is not None and result.parity.passed
     assert result.notes[0] == "weights from np.pt['model_state_dict'] (9 tensors)"
+
+
+_CONV = '''
+import torch
+from torch import nn
+
+
+class Proposals(nn.Module):
+    """Fully convolutional, like MTCNN's PNet: any H, W of at least 10 gives [batch, 2, (H-2)//2 - 2, ...]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 6, 3), nn.PReLU(6), nn.MaxPool2d(2, 2, ceil_mode=True),
+                                  nn.Conv2d(6, 8, 3), nn.PReLU(8))
+        self.score = nn.Conv2d(8, 2, 1)
+        self.box = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return self.box(h), torch.softmax(self.score(h), dim=1)
+'''
+
+
+def test_free_image_axes_are_traced_at_the_sample_datas_size_and_stay_free(tmp_path: Path) -> None:
+    """`--input x:batch,3,height,width` with a 40x56 sample: the model is traced at 40x56 (the generated example's
+    4x4 images are too small for its kernels), and the ONNX model takes other sizes too, answering as torch does."""
+    import onnxruntime as ort
+    import torch
+
+    (tmp_path / "proposals.py").write_text(_CONV)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("proposals", tmp_path / "proposals.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    net = module.Proposals().eval()
+    torch.save(net.state_dict(), tmp_path / "pnet.pt")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "sample.npz", x=rng.standard_normal((1, 3, 40, 56)).astype(np.float32))
+
+    options = ConvertOptions(inputs=(parse_input("x:batch,3,height,width:float32"),),
+                             model_class=f"{tmp_path / 'proposals.py'}:Proposals")
+    result = convert(tmp_path / "pnet.pt", tmp_path / "pnet.onnx", options=options, sample_data=tmp_path / "sample.npz")
+    assert result.parity.passed
+    session = ort.InferenceSession(str(tmp_path / "pnet.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 3, "height", "width"]
+    for height, width in ((40, 56), (23, 31), (12, 12)):
+        x = rng.standard_normal((2, 3, height, width)).astype(np.float32)
+        with torch.no_grad():
+            expected = [t.numpy() for t in net(torch.from_numpy(x))]
+        got = session.run(None, {"x": x})
+        for want, have in zip(expected, got, strict=True):
+            assert have.shape == want.shape
+            np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-5)
