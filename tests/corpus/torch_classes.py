@@ -10,6 +10,9 @@ parameter for parameter (the state dicts load with strict=True), from the packag
 - `MiniLMSentenceEncoder`: BertModel of transformers (config.json in the package: 6 layers, 12 heads, hidden 384,
   GELU, LayerNorm eps 1e-12), then sentence-transformers' mean pooling over the attention mask and Normalize
   (modules.json, 1_Pooling/config.json).
+- `MtcnnPNet`, `MtcnnONet`: facenet-pytorch 2.6.0, facenet_pytorch/models/mtcnn.py, whose constructors load the
+  package's weights from their own folder and whose package `__init__` imports tqdm and requests: the same layers and
+  forward passes, without the loading (the test loads the package's pnet.pt / onet.pt, plain state dicts).
 """
 
 from __future__ import annotations
@@ -142,3 +145,58 @@ class MiniLMSentenceEncoder(nn.Module):
             x = layer(x, bias)
         pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
         return nn.functional.normalize(pooled, p=2, dim=1)
+
+
+class MtcnnPNet(nn.Module):
+    """MTCNN's proposal net: images float32 [batch, 3, H, W] (RGB, (x - 127.5) / 128) -> box offsets [batch, 4, h, w]
+    and face probabilities [batch, 2, h, w], fully convolutional (any H, W of at least 12)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
+        self.prelu1 = nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
+        self.prelu2 = nn.PReLU(16)
+        self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
+        self.prelu3 = nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
+        self.softmax4_1 = nn.Softmax(dim=1)
+        self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(self.pool1(self.prelu1(self.conv1(x)))))))
+        return self.conv4_2(x), self.softmax4_1(self.conv4_1(x))
+
+
+class MtcnnONet(nn.Module):
+    """MTCNN's output net: face crops float32 [batch, 3, 48, 48] -> box offsets [batch, 4], five landmarks
+    [batch, 10] and face probabilities [batch, 2]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
+        self.prelu1 = nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
+        self.prelu2 = nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
+        self.prelu3 = nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5 = nn.Linear(1152, 256)
+        self.prelu5 = nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.softmax6_1 = nn.Softmax(dim=1)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu4(self.conv4(x)).permute(0, 3, 2, 1).contiguous()
+        x = self.prelu5(self.dense5(x.view(x.shape[0], -1)))
+        return self.dense6_2(x), self.dense6_3(x), self.softmax6_1(self.dense6_1(x))
