@@ -224,17 +224,11 @@ def _package_module_reference(member: str, cls_name: str,
     def run(files: Files, inputs: Inputs) -> list[np.ndarray]:
         import importlib.util
 
-        import torch
-
         spec = importlib.util.spec_from_file_location(f"corpus_{cls_name}", files.aux[member])
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        net = getattr(module, cls_name)(**kwargs)
-        net.load_state_dict(_state_dict(files.model), strict=True)
-        with torch.no_grad():
-            out = net.eval()(*(torch.from_numpy(v) for v in inputs.values()))
-        return [o.numpy() for o in out] if isinstance(out, tuple) else [out.numpy()]
+        return _torch_outputs(getattr(module, cls_name)(**kwargs), _state_dict(files.model), inputs)
 
     return run
 
@@ -311,17 +305,21 @@ def keras_reference(files: Files, inputs: Inputs) -> list[np.ndarray]:
 
 def _torch_reference(cls_name: str, state_of: Callable[[Path], Mapping]) -> Callable[[Files, Inputs], list[np.ndarray]]:
     def run(files: Files, inputs: Inputs) -> list[np.ndarray]:
-        import torch
-
         from tests.corpus import torch_classes
 
-        module = getattr(torch_classes, cls_name)()
-        module.load_state_dict(state_of(files.model), strict=True)
-        with torch.no_grad():
-            out = module.eval()(*(torch.from_numpy(v) for v in inputs.values()))
-        return [o.numpy() for o in out] if isinstance(out, tuple) else [out.numpy()]
+        return _torch_outputs(getattr(torch_classes, cls_name)(), state_of(files.model), inputs)
 
     return run
+
+
+def _torch_outputs(net: Any, state: Mapping, inputs: Inputs) -> list[np.ndarray]:
+    """`net` with `state` (strict), in eval mode, on the inputs in order: its output tensors as arrays."""
+    import torch
+
+    net.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        out = net.eval()(*(torch.from_numpy(v) for v in inputs.values()))
+    return [o.numpy() for o in out] if isinstance(out, tuple) else [out.numpy()]
 
 
 def _checkpoint_state(path: Path) -> Mapping:
