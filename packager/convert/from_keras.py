@@ -24,6 +24,7 @@ from mlpk.packager.card import TensorSpec
 from mlpk.packager.convert.detect import Format
 from mlpk.packager.convert.ops import check_ops
 from mlpk.packager.convert.registry import Conversion, ConvertOptions
+from mlpk.packager.convert.rewrite import signature_inputs_only
 from mlpk.packager.errors import ConversionError, InputError, missing_extra
 
 _WHAT = {"keras-h5": "a Keras HDF5 model", "keras-zip": "a tf-keras .keras archive",
@@ -90,13 +91,15 @@ def _convert_keras(source: Path, fmt: Format, options: ConvertOptions) -> Conver
         raise ConversionError(f"{source.name}: tf2onnx failed ({_first_line(err)})",
                               hint="try another --opset, or check for custom layers") from err
     check_ops(proto, source.name, f"tf2onnx {tf2onnx.__version__}")
+    dropped = signature_inputs_only(proto, [s.name for s in specs], source.name)
 
     def run(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         result = model([inputs[s.name] for s in specs] if len(specs) > 1 else inputs[specs[0].name], training=False)
         outputs = result if isinstance(result, (list, tuple)) else [result]
         return [np.asarray(out) for out in outputs]
 
-    return Conversion(proto, run, f"tf2onnx {tf2onnx.__version__} (tf-keras {tf_keras.__version__})")
+    return Conversion(proto, run, f"tf2onnx {tf2onnx.__version__} (tf-keras {tf_keras.__version__})",
+                      (dropped,) if dropped else ())
 
 
 def convert_saved_model(source: Path, options: ConvertOptions, *, via: str = "") -> Conversion:
@@ -123,12 +126,14 @@ def convert_saved_model(source: Path, options: ConvertOptions, *, via: str = "")
         raise ConversionError(f"{source.name}: tf2onnx failed ({_first_line(err)})",
                               hint="try another --opset") from err
     check_ops(proto, source.name, f"tf2onnx {tf2onnx.__version__}")
+    dropped = signature_inputs_only(proto, [s.name for s in specs], source.name)
 
     def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = function(**{s.name: tf.constant(inputs[s.name]) for s in specs})
         return {key: np.asarray(value) for key, value in result.items()}
 
-    return Conversion(proto, run, f"tf2onnx {tf2onnx.__version__} (SavedModel signature {name!r}{via})")
+    return Conversion(proto, run, f"tf2onnx {tf2onnx.__version__} (SavedModel signature {name!r}{via})",
+                      (dropped,) if dropped else ())
 
 
 def _convert_keras3(source: Path, options: ConvertOptions) -> Conversion:

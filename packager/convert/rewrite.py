@@ -3,6 +3,8 @@
 - Old models (IR < 4) list every initializer as a graph input too. Those are weights, not inputs: left in, they
   break tools that take every graph input for a feed (onnxruntime's quantization pre-processing asks for
   `…__SHAPE` inputs). They are removed from the inputs and the IR version raised to 4, the first that allows it.
+- A converter may add graph inputs the source's signature does not have (tf2onnx: the tensors a TensorFlow function
+  captures). Unread ones are removed; a read one refuses the conversion (`signature_inputs_only`).
 - ZipMap (scikit-learn classifiers' `probabilities` as a sequence of {class: probability} maps) has no tensor
   type, so no v2 client could read it. Unless asked to keep it, it becomes an Identity of its input: the same
   probabilities as a (rows, classes) float tensor under the same output name, columns in the ZipMap's class order
@@ -11,7 +13,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from mlpk.packager.errors import ConversionError
 
 if TYPE_CHECKING:
     import onnx
@@ -30,6 +35,40 @@ def drop_initializer_inputs(model: onnx.ModelProto) -> str | None:
     model.ir_version = max(old, 4)
     return (f"{dropped} initializers were also listed as graph inputs (IR {old}); removed from the inputs"
             + (", IR version raised to 4" if old < 4 else ""))
+
+
+def _names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every value name a node of `graph` or of its subgraphs (If, Loop, Scan bodies, which may read outer values)
+    takes as input."""
+    read: set[str] = set()
+    for node in graph.node:
+        read.update(node.input)
+        for attribute in node.attribute:
+            for sub in (attribute.g,) if attribute.HasField("g") else attribute.graphs:
+                read |= _names_read(sub)
+    return read
+
+
+def signature_inputs_only(model: onnx.ModelProto, signature: Sequence[str], source: str) -> str | None:
+    """Keep only the graph inputs the source's own signature takes; mutates `model`. A converter may list more: tf2onnx
+    turns the tensors a TensorFlow function captures into graph inputs even after folding their values into the graph
+    (basic-pitch's SavedModel came out with three unused `5756:0`-like inputs that every client would have had to
+    send). Unread ones are removed; one the graph reads cannot be, and the conversion is refused."""
+    wanted = set(signature)
+    extra = [value.name for value in model.graph.input if value.name not in wanted]
+    if not extra:
+        return None
+    read = _names_read(model.graph) | {value.name for value in model.graph.output}
+    needed = [name for name in extra if name in read]
+    if needed:
+        raise ConversionError(f"{source}: the converted graph reads inputs {needed} that the model's signature "
+                              f"({sorted(wanted)}) does not take: values the converter could not freeze",
+                              hint="save the model with its weights as variables, or export it with tf2onnx yourself "
+                                   "and give mlpack the .onnx")
+    kept = [value for value in model.graph.input if value.name in wanted]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    return f"removed {len(extra)} graph inputs the signature does not take and no node reads: {', '.join(extra)}"
 
 
 def tensor_zipmaps(model: onnx.ModelProto) -> tuple[str | None, dict[str, Any]]:
