@@ -143,6 +143,13 @@ def _headlines(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                      f"{batching['rows']['v2 binary batched']['rps']:,.0f} req/s",
                      f"raw session.run {batching['raw_session_run']['calls_per_s']:,.0f} calls/s",
                      f"{ratio['batched_over_raw']:.2f}x", f"{RUN} --only load"))
+    if "grpc" in results:
+        pair = results["grpc"]["rows"].get("8")
+        if pair:
+            rpc, http = pair["grpc"], pair["http binary"]
+            rows.append(("gRPC throughput at 8-way concurrency (binary tensors)", f"{rpc['rps']:,.0f} req/s",
+                         f"HTTP binary {http['rps']:,.0f} req/s", f"{rpc['rps'] / http['rps']:.2f}x",
+                         f"{RUN} --only grpc"))
     if "quantize" in results:
         for r in results["quantize"]["rows"]:
             if r["mode"] == "int8-static" and r["for"] == "cpu" and "refused" not in r and "CNN" in r["sample"]:
@@ -278,7 +285,28 @@ def _sections(results: dict[str, Any], charts: dict[str, str]) -> list[str]:
             out += [f"- Clients gone: {d['clients_gone']} clients sent a call to a busy model version and hung up; "
                     f"{d['dropped_from_queue']:.0f} calls left the queue (`mlpack_requests_shed_total"
                     f"{{reason=\"client_gone\"}}`) and {d['runs_of_theirs']:.0f} of theirs ran."]
-        out += ["", f"Reproduce: `{RUN} --only load` (or `.venv/bin/python bench/overload.py`)"]
+        out += ["", f"Reproduce: `{RUN} --only load` (or `.venv/bin/python bench/overload.py`)", ""]
+    if "grpc" in results:
+        g = results["grpc"]
+        rows = []
+        for level, pair in g["rows"].items():
+            for name, r in pair.items():
+                rows.append((level, name, f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['rps']:,.0f}",
+                             f"{r['cpu_us']:.1f}", r["errors"]))
+            rpc, http = pair["grpc"], pair["http binary"]
+            rows.append((level, "**grpc / http**", f"**{rpc['p50_ms'] / http['p50_ms']:.2f}x**",
+                         f"{rpc['p99_ms'] / http['p99_ms']:.2f}x", f"**{rpc['rps'] / http['rps']:.2f}x**",
+                         f"{rpc['cpu_us'] / http['cpu_us']:.2f}x", ""))
+        out += ["## gRPC against HTTP", "",
+                f"The same MLP (64-256-256-10, batch 1) behind one server process, its HTTP port (the binary tensor "
+                f"extension) and its gRPC port (`raw_input_contents`), pinned to its own CPU with one onnxruntime "
+                f"thread; one C client for both, {g['client']} (HTTP/1.1 keep-alive and HTTP/2), on the other CPU, "
+                f"one request at a time per connection; {g['requests']:,} requests per row in {g['rounds']} rounds "
+                "that alternate the two. Server CPU is the process's time on a CPU per request (schedstat). Every "
+                "gRPC answer is checked OK in the server's /metrics (h2load sees HTTP statuses only).", "",
+                _table(("concurrency", "protocol", "p50 ms", "p99 ms", "req/s", "server CPU us/req", "errors"),
+                       rows), "",
+                f"Reproduce: `{RUN} --only grpc` (or `.venv/bin/python bench/grpc_vs_http.py`)", ""]
     if "quantize" in results:
         rows = []
         for r in results["quantize"]["rows"]:

@@ -6,13 +6,14 @@
 Sections: export (cold export against a model-only re-export), size (the exported image against the floor and a
 naive framework image), start (process start to ready against the tutorial app), server (against raw onnxruntime
 and the servers users pick: KServe, MLServer, BentoML, LitServe, FastAPI, Flask; bench/serving.py), load (dynamic
-batching, a burst past the queue, memory under load, clients that hang up; bench/overload.py), quantize (every sample in every mode), lambda (init under
+batching, a burst past the queue, memory under load, clients that hang up; bench/overload.py), grpc (gRPC against HTTP
+with binary tensors, one C client; bench/grpc_vs_http.py), quantize (every sample in every mode), lambda (init under
 the real Runtime Interface Emulator), card (`mlpack bench` of the exported image). Figures go to
 docs/benchmarks/results.json, charts to docs/benchmarks/*.png, the page to docs/benchmarks.md, and the headline
 ratios into the README between its `benchmarks` markers.
 
 Needs the `all` extra (tensorflow-cpu, tf-keras, torch, flask, matplotlib), a Docker engine (lambda, card), the
-Lambda emulator and wrk (tests/services/provision.sh provides them); the peers' venvs are made on first use. Trained samples and exports are kept in --work.
+Lambda emulator, wrk and h2load (tests/services/provision.sh provides them); the peers' venvs are made on first use. Trained samples and exports are kept in --work.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import sections  # noqa: E402
 
 from mlpk.packager import exportdir  # noqa: E402
 
-SECTIONS = ("export", "size", "start", "server", "load", "quantize", "lambda", "card")
+SECTIONS = ("export", "size", "start", "server", "load", "grpc", "quantize", "lambda", "card")
 DOCS = sections.REPO / "docs"
 
 
@@ -41,6 +42,8 @@ def measure(name: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
         return sections.server(args.seconds, args.rounds, args.servers)
     if name == "load":
         return sections.load(args.seconds, args.rounds)
+    if name == "grpc":
+        return sections.grpc(args.grpc_requests, 4)
     if name == "quantize":
         return sections.quantization(work, args.latency_runs)
     models = sections.keras_models(work)
@@ -69,6 +72,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each row keeps its best")
     parser.add_argument("--servers", nargs="+", metavar="NAME",
                         help="server: only these (mlpack and the peers of bench/peers.py; default all)")
+    parser.add_argument("--grpc-requests", type=int, default=16000, help="requests per row and concurrency (grpc)")
     parser.add_argument("--latency-runs", type=int, default=100, help="timed runs per quantized model")
     parser.add_argument("--duration", type=float, default=5, help="seconds per level of `mlpack bench`")
     args = parser.parse_args()

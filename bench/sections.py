@@ -234,6 +234,14 @@ def load(seconds: float, rounds: int) -> dict[str, Any]:
     return dict(_script("overload").measure(("batching", "burst", "memory", "disconnects"), seconds, rounds))
 
 
+def grpc(requests: int, rounds: int) -> dict[str, Any]:
+    """bench/grpc_vs_http.py: gRPC against HTTP with binary tensors on one server process, one C client (h2load)."""
+    module = _script("grpc_vs_http")
+    measured = module.measure(requests, (1, 8), rounds)
+    return {"requests": requests, "rounds": rounds, "client": module.h2load.version(),
+            "rows": {str(level): rows for level, rows in measured.items()}}
+
+
 def quantization(work: Path, runs: int) -> dict[str, Any]:
     """bench/quantize.py's rows: every sample in every mode against its FP32 ONNX."""
     module = _script("quantize")

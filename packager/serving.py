@@ -68,7 +68,7 @@ MODEL_FORMS = "an .onnx file, a directory with model.onnx, or a model repository
 
 def serve(model: Path, **overrides: Any) -> None:
     """Serve `model` (an .onnx file, a directory with model.onnx, or a model repository) until SIGTERM/SIGINT."""
-    from mlpk.runtimes import batching, repository, server  # the serve extra (httptools, grpcio): loaded to serve
+    from mlpk.runtimes import batching, repository, server  # the serve extra (httptools, hpack): loaded to serve
 
     if not model.exists():
         raise InputError(f"model {model} does not exist", hint=f"pass {MODEL_FORMS}")
@@ -89,7 +89,7 @@ def serve(model: Path, **overrides: Any) -> None:
         raise ConfigError(_in_flags(str(err)), hint="see mlpack serve --help") from err
     try:
         server.serve(settings)
-    except ValueError as err:  # gRPC asked for where it cannot run (no grpcio, or its port went)
+    except ValueError as err:  # gRPC asked for where it cannot run (no hpack or protobuf, or its port went)
         raise ConfigError(str(err).replace("MLPACK_GRPC_PORT", "--grpc-port"), hint="give another --grpc-port, or "
                           "leave it out") from err
     except ModelLoadError as err:

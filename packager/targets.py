@@ -33,7 +33,7 @@ from mlpk.packager.errors import ConfigError
 
 # What the server's gRPC API (mlpk.runtimes.grpc_server) needs in an image, added to a server target's wheels when its
 # grpc_port is set: the versions the tests run (pyproject.toml's serve extra), which need CPython 3.9 or newer.
-GRPC_REQUIREMENTS = ("grpcio>=1.78", "protobuf>=6.31")
+GRPC_REQUIREMENTS = ("hpack>=4.1", "protobuf>=6.31")
 GRPC_DEFAULT_PORT = 8081
 GRPC_MIN_PYTHON = (3, 9)
 
@@ -266,7 +266,7 @@ def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:
     if raw.get("runtime") == "server" and raw.get("grpc_port", GRPC_DEFAULT_PORT) and raw.get("python") and \
             tuple(int(part) for part in raw["python"].split(".")) < GRPC_MIN_PYTHON:
         found.append(f"grpc_port: gRPC needs Python {'.'.join(map(str, GRPC_MIN_PYTHON))} or newer in the image "
-                     f"(grpcio {GRPC_REQUIREMENTS[0].split('>=')[1]}), this target has {raw['python']}; set "
+                     f"(protobuf {GRPC_REQUIREMENTS[1].split('>=')[1]}), this target has {raw['python']}; set "
                      "grpc_port = 0")
     serve = raw.get("serve", {})
     if serve and raw.get("runtime") == "lambda":

@@ -2,15 +2,16 @@
 package is built: runtimes/proto) and the model repository extension's RepositoryIndex, served beside HTTP by the
 same process.
 
-It runs on grpc.aio, on the HTTP server's event loop, and shares everything but the transport with HTTP: the Api (the
-models and versions, their readiness), the schedulers (scheduler.py: runs at once, the queue and its 429 /
-RESOURCE_EXHAUSTED, deadlines, batching), codec's checks and messages (a client mistake reads the same on both),
-the limits (MLPACK_MAX_BODY_BYTES is the largest message; every call holds its message's bytes on the server's
-budget), and the metrics (`method="GRPC"`, the status as the gRPC
-code's name). Errors map to gRPC codes: a client mistake is INVALID_ARGUMENT, an unknown model or version
-NOT_FOUND, a size limit, a full budget or a full queue RESOURCE_EXHAUSTED, a call whose deadline passed while it
-waited for a run DEADLINE_EXCEEDED, inference while the model is not ready UNAVAILABLE. A call the client cancels
-while it waits leaves the queue and is not run.
+It runs on grpc_wire.py's HTTP/2 (this server's own: grpcio's took about four times the CPU per call of the whole
+HTTP path), on the HTTP server's event loop, and shares everything but the transport with HTTP: the Api (the models
+and versions, their readiness), the schedulers (scheduler.py: runs at once, the queue and its 429 /
+RESOURCE_EXHAUSTED, deadlines, batching; a quick run is answered at once, as HTTP's is), codec's checks and
+messages (a client mistake reads the same on both), the limits (MLPACK_MAX_BODY_BYTES is the largest message;
+every call holds its message's bytes on the server's budget while it is read and run), and the metrics
+(`method="GRPC"`, the status as the gRPC code's name). Errors map to gRPC codes: a client mistake is
+INVALID_ARGUMENT, an unknown model or version NOT_FOUND, a size limit, a full budget or a full queue
+RESOURCE_EXHAUSTED, a call whose deadline passed while it waited for a run DEADLINE_EXCEEDED, inference while the
+model is not ready UNAVAILABLE. A call the client cancels while it waits leaves the queue and is not run.
 
 Tensors travel as `raw_input_contents` / `raw_output_contents` (the binary tensor layout, as tritonclient.grpc sends
 them) or, for inputs, as typed `contents`; answers always use raw contents, which tritonclient reads.
@@ -26,16 +27,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc
 import numpy as np
-from grpc import aio
 
 from mlpk.runtimes import api as api_module
-from mlpk.runtimes import codec, logs, proto, scheduler
+from mlpk.runtimes import codec, proto, scheduler
 from mlpk.runtimes.api import Api
 from mlpk.runtimes.budget import Budget
 from mlpk.runtimes.config import Settings
 from mlpk.runtimes.errors import ClientError, NotFound, Overloaded, TimedOut, TooLarge
+from mlpk.runtimes.grpc_wire import Abort, Context, GrpcServer, Limits, Method, Status
 from mlpk.runtimes.metrics import Metrics
 from mlpk.runtimes.scheduler import INLINE_BYTES, Call, Scheduler
 
@@ -53,14 +53,14 @@ CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_conte
             "FP64": "fp64_contents", "BYTES": "bytes_contents"}
 
 
-def status_of(err: ClientError) -> grpc.StatusCode:
+def status_of(err: ClientError) -> Status:
     if isinstance(err, NotFound):
-        return grpc.StatusCode.NOT_FOUND
+        return Status.NOT_FOUND
     if isinstance(err, (TooLarge, Overloaded)):  # QueueFull too
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
+        return Status.RESOURCE_EXHAUSTED
     if isinstance(err, TimedOut):
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    return grpc.StatusCode.INVALID_ARGUMENT
+        return Status.DEADLINE_EXCEEDED
+    return Status.INVALID_ARGUMENT
 
 
 def timeout_of(request: Any) -> int | None:
@@ -112,20 +112,18 @@ def feeds_of(model: Any, request: Any, max_elements: int) -> dict[str, np.ndarra
 class Servicer:
     """The service's methods over one Api and its schedulers."""
 
-    def __init__(self, api: Api, budget: Budget, schedulers: dict[tuple[str, str], Scheduler],
-                 limits: scheduler.Limits) -> None:
+    def __init__(self, api: Api, schedulers: dict[tuple[str, str], Scheduler], limits: scheduler.Limits) -> None:
         self.api = api
-        self.budget = budget
         self.schedulers = schedulers
         self.limits = limits
 
-    def ServerLive(self, request: Any, context: Any) -> Any:
+    def ServerLive(self, request: Any, context: Context) -> Any:
         return _answer("ServerLive", live=True)
 
-    def ServerReady(self, request: Any, context: Any) -> Any:
+    def ServerReady(self, request: Any, context: Context) -> Any:
         return _answer("ServerReady", ready=self.api.repository.is_ready())
 
-    def ModelReady(self, request: Any, context: Any) -> Any:
+    def ModelReady(self, request: Any, context: Context) -> Any:
         """Not ready, not an error, for a model or version this server does not have (as Triton answers, and as
         tritonclient.http's is_model_ready reads HTTP's 404)."""
         try:
@@ -134,11 +132,11 @@ class Servicer:
             return _answer("ModelReady", ready=False)
         return _answer("ModelReady", ready=found.readiness.is_set())
 
-    def ServerMetadata(self, request: Any, context: Any) -> Any:
+    def ServerMetadata(self, request: Any, context: Context) -> Any:
         return _answer("ServerMetadata", name=api_module.SERVER_NAME, version=api_module.SERVER_VERSION,
                                          extensions=api_module.EXTENSIONS)
 
-    def ModelMetadata(self, request: Any, context: Any) -> Any:
+    def ModelMetadata(self, request: Any, context: Context) -> Any:
         model = self.api.served(request.name, request.version or None)
 
         def tensors(specs: Any) -> list[dict[str, Any]]:
@@ -148,7 +146,9 @@ class Servicer:
         return _answer("ModelMetadata", name=model.name, versions=versions, platform="onnxruntime_onnx",
                                         inputs=tensors(model.inputs), outputs=tensors(model.outputs))
 
-    async def ModelInfer(self, request: Any, context: Any) -> Any:
+    def ModelInfer(self, request: Any, context: Context) -> Any:
+        """The answer at once when the run is quick and nothing waits (the scheduler's inline path), else an
+        awaitable of it."""
         arrived = time.monotonic()
         found = self.api.find(request.model_name, request.model_version or None)
         model = found.model
@@ -157,109 +157,95 @@ class Servicer:
             raise _Unavailable(answer["error"])
         place = self.schedulers[(found.name, found.version)]
         place.admit()
-        lease = self.budget.lease()
-        try:
-            size = request.ByteSize()
-            lease.hold(size, f"a gRPC request of {size} bytes")
-            if size > INLINE_BYTES:  # typed contents of this size take a while to check: not on the loop
-                feeds = await asyncio.get_running_loop().run_in_executor(
-                    place.executor, feeds_of, model, request, self.api.max_elements)
-            else:
-                feeds = feeds_of(model, request, self.api.max_elements)
-            names = [codec.output_spec(model, out.name).name for out in request.outputs] or \
-                [spec.name for spec in model.outputs]
-            if place.inline(feeds):
-                results = place.run_inline(feeds, names)
-            else:
-                remaining = context.time_remaining()
-                call = Call(arrived, None if remaining is None else time.monotonic() + remaining)
-                results = await place.run(feeds, names, call.deadline(self.limits, timeout_of(request)))
-            response = _answer("ModelInfer", model_name=model.name, model_version=model.version, id=request.id)
-            for name, array in zip(names, results, strict=True):
-                spec = codec.output_spec(model, name)
-                shape, raw = codec.raw_output(spec, array)
-                response.outputs.add(name=name, datatype=spec.datatype, shape=shape)
-                response.raw_output_contents.append(raw)
-            return response
-        finally:
-            lease.release()
-            place.leave()
+        context.at_end.append(place.leave)  # however the call ends
+        if context.size > INLINE_BYTES:  # typed contents of this size take a while to check: not on the loop
+            return self._infer(place, model, request, context, arrived, None)
+        feeds = feeds_of(model, request, self.api.max_elements)
+        names = self._outputs(model, request)
+        if place.inline(feeds):
+            return _response(model, request, names, place.run_inline(feeds, names))
+        return self._infer(place, model, request, context, arrived, (feeds, names))
 
-    def RepositoryIndex(self, request: Any, context: Any) -> Any:
+    def _outputs(self, model: Any, request: Any) -> list[str]:
+        return [codec.output_spec(model, out.name).name for out in request.outputs] or \
+            [spec.name for spec in model.outputs]
+
+    async def _infer(self, place: Scheduler, model: Any, request: Any, context: Context, arrived: float,
+                     checked: tuple[dict[str, np.ndarray], list[str]] | None) -> Any:
+        if checked is None:
+            feeds = await asyncio.get_running_loop().run_in_executor(
+                place.executor, feeds_of, model, request, self.api.max_elements)
+            names = self._outputs(model, request)
+        else:
+            feeds, names = checked
+        call = Call(arrived, context.deadline)
+        results = await place.run(feeds, names, call.deadline(self.limits, timeout_of(request)))
+        return _response(model, request, names, results)
+
+    def RepositoryIndex(self, request: Any, context: Context) -> Any:
         return _answer("RepositoryIndex", models=self.api.repository.index(request.ready))
+
+
+def _response(model: Any, request: Any, names: list[str], results: list[np.ndarray]) -> Any:
+    response = _answer("ModelInfer", model_name=model.name, model_version=model.version, id=request.id)
+    for name, array in zip(names, results, strict=True):
+        spec = codec.output_spec(model, name)
+        shape, raw = codec.raw_output(spec, array)
+        response.outputs.add(name=name, datatype=spec.datatype, shape=shape)
+        response.raw_output_contents.append(raw)
+    return response
 
 
 class _Unavailable(Exception):
     """Inference before the model version is ready: UNAVAILABLE with the readiness endpoint's reason."""
 
 
-def _observed(method: str, call: Callable[[Any, Any], Any], metrics: Metrics,
-              in_flight: list[int]) -> Callable[[Any, Any], Awaitable[Any]]:
-    """`call` with its ClientErrors answered as gRPC codes (the message as HTTP's 400 says it), and counted (in
-    `in_flight[0]` while it runs)."""
-    endpoint = f"/{proto.SERVICE}/{method}"
+def _abort(err: ClientError | _Unavailable) -> Abort:
+    """A client mistake as its gRPC status, with the message HTTP's 400 gives (and Retry-After as trailing
+    metadata)."""
+    if isinstance(err, _Unavailable):
+        return Abort(Status.UNAVAILABLE, str(err))
+    trailers = (("retry-after", str(err.retry_after_s)),) if isinstance(err, Overloaded) else ()
+    return Abort(status_of(err), err.message, trailers)
 
-    async def handler(request: Any, context: aio.ServicerContext) -> Any:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        in_flight[0] += 1
+
+def _translated(call: Callable[[Any, Context], Any]) -> Callable[[Any, Context], Any]:
+    """`call` with its ClientErrors raised as Abort, also from the awaitable it may return."""
+
+    async def later(answer: Awaitable[Any]) -> Any:
+        try:
+            return await answer
+        except (ClientError, _Unavailable) as err:
+            raise _abort(err) from None
+
+    def handler(request: Any, context: Context) -> Any:
         try:
             answer = call(request, context)
-            return await answer if asyncio.iscoroutine(answer) else answer
-        except ClientError as err:
-            code = status_of(err)
-            if isinstance(err, Overloaded):  # HTTP's Retry-After, as trailing metadata
-                context.set_trailing_metadata((("retry-after", str(err.retry_after_s)),))
-            await context.abort(code, err.message)
-        except _Unavailable as err:
-            code = grpc.StatusCode.UNAVAILABLE
-            await context.abort(code, str(err))
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED  # the client went away
-            raise
-        except Exception as err:
-            if context.code() is None:  # a bug, not an abort: logged as HTTP's 500s are
-                code = grpc.StatusCode.UNKNOWN
-                logs.get().error("internal error", exc_info=err, extra={"fields": {"path": endpoint}})
-            raise
-        finally:
-            in_flight[0] -= 1
-            metrics.observe_request(endpoint, "GRPC", code.name, time.perf_counter() - started)
+        except (ClientError, _Unavailable) as err:
+            raise _abort(err) from None
+        return later(answer) if isinstance(answer, Awaitable) else answer
 
     return handler
 
 
-def handlers(servicer: Servicer, metrics: Metrics) -> grpc.GenericRpcHandler:
-    """Every method of the service, RepositoryIndex included, as one handler."""
-    in_flight = [0]
-    metrics.count_in_flight(lambda: in_flight[0])
-    methods = {name: grpc.unary_unary_rpc_method_handler(_observed(name, getattr(servicer, name), metrics, in_flight),
-                                                         request_deserializer=request.FromString,
-                                                         response_serializer=response.SerializeToString)
-               for name, (request, response) in MESSAGES.items()}
-    return grpc.method_handlers_generic_handler(proto.SERVICE, methods)
+def methods(servicer: Servicer) -> dict[str, Method]:
+    """Every method of the service, RepositoryIndex included, by its path."""
+    return {f"/{proto.SERVICE}/{name}": Method(request.FromString, response.SerializeToString,
+                                              _translated(getattr(servicer, name)))
+            for name, (request, response) in MESSAGES.items()}
 
 
 async def start(api: Api, settings: Settings, budget: Budget, metrics: Metrics,
-                schedulers: dict[tuple[str, str], Scheduler]) -> aio.Server:
+                schedulers: dict[tuple[str, str], Scheduler]) -> GrpcServer:
     """A started gRPC server on settings.host:settings.grpc_port, on the running event loop; ValueError when it
     cannot listen there."""
-    limits = scheduler.limits(settings)
-    # grpc reads a call's message before the handler runs, so the calls it holds at once bound the memory of
-    # messages: as many as the schedulers admit, and some more to answer RESOURCE_EXHAUSTED with their reason.
-    places = sum(limits.concurrency + limits.queue for _ in schedulers) + 16
-    server = aio.server(maximum_concurrent_rpcs=places,
-                        options=[("grpc.max_receive_message_length", settings.max_body_bytes),
-                                 ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
-    server.add_generic_rpc_handlers((handlers(Servicer(api, budget, schedulers, limits), metrics),))
-    address = f"[{settings.host}]:{settings.grpc_port}" if ":" in settings.host else \
-        f"{settings.host}:{settings.grpc_port}"
+    server = GrpcServer(methods(Servicer(api, schedulers, scheduler.limits(settings))),
+                        Limits(settings.max_body_bytes, settings.body_timeout_s), budget,
+                        lambda path, status, seconds: metrics.observe_request(path, "GRPC", status, seconds))
+    metrics.count_in_flight(lambda: server.in_flight)
     try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as err:
-        raise ValueError(f"cannot listen for gRPC on {address}: {err} (MLPACK_GRPC_PORT)") from None
-    if not bound:
-        raise ValueError(f"cannot listen for gRPC on {address} (MLPACK_GRPC_PORT): the port is taken or the address "
-                         "is not this host's")
-    await server.start()
+        await server.listen(settings.host, settings.grpc_port)
+    except OSError as err:
+        raise ValueError(f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}: {err.strerror or err} "
+                         "(MLPACK_GRPC_PORT)") from None
     return server

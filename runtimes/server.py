@@ -5,7 +5,7 @@ Inference Protocol over gRPC, in one process on one event loop.
 host. Settings come from MLPACK_* environment variables (config.py).
 
 Stack: HTTP/1.1 on asyncio (http.py: httptools' parser; uvloop's loop saved under 5 % of a request's CPU time in
-bench/serving.py's runs, not worth its 14 MB in every image), gRPC on grpc.aio on the same
+bench/serving.py's runs, not worth its 14 MB in every image), gRPC on its own HTTP/2 on the same
 loop (grpc_server.py), and the routes and handlers of api.py, shared with the Lambda handler so every transport
 answers alike. Inference calls are scheduled per model version (scheduler.py: runs at once, a bounded queue,
 deadlines, dynamic batching); short runs of small requests run on the loop, the others in worker threads.
@@ -238,7 +238,7 @@ async def run(settings: Settings, models: Any, metrics: Metrics) -> None:
     if settings.grpc_port:
         try:
             from mlpk.runtimes import grpc_server
-        except ImportError as err:  # an image built without grpcio
+        except ImportError as err:  # an image built without gRPC's wheels (hpack, protobuf)
             raise ValueError(f"MLPACK_GRPC_PORT={settings.grpc_port} asks for gRPC, but {err.name} is not installed; "
                              "set MLPACK_GRPC_PORT=0") from None
         grpc = await grpc_server.start(api, settings, budget, metrics, schedulers)

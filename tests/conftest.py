@@ -52,6 +52,8 @@ PROBES: dict[str, Callable[[], probes.Probe]] = {
     # Not markers: tools a fixture needs, checked with require() so that CI=true fails instead of skipping.
     "dpkg": lambda: probes.tool("dpkg-deb", "dpkg"),
     "apt": lambda: probes.tool("apt-get", "apt"),
+    "node": lambda: probes.tool("npm", "nodejs"),  # grpc-js, gRPC's Node.js client (tests/runtime/test_grpc_node.py)
+    "h2load": lambda: probes.tool("h2load", "nghttp2-client"),  # bench/grpc_vs_http.py's client
 }
 
 

@@ -46,16 +46,18 @@ def test_target_facts_follow_the_design() -> None:
     # gRPC beside HTTP in server images, with its wheels; not in Lambda images, nor on JetPack 5's Python 3.8
     for server in (cpu, jetson, cuda):
         assert server.grpc_port == 8081 and server.exposed_ports == (8080, 8081)
-        assert {"grpcio>=1.78", "protobuf>=6.31"} <= set(server.wheels.requirements)
+        assert {"hpack>=4.1", "protobuf>=6.31"} <= set(server.wheels.requirements)
+        assert not any(r.startswith("grpcio") for r in server.wheels.requirements)  # the server's own HTTP/2
     for without in (lam, lam_arm, jp5):
-        assert without.grpc_port == 0 and not any("grpc" in r for r in without.wheels.requirements)
+        assert without.grpc_port == 0 and not any(r.startswith(("hpack", "protobuf")) for r in
+                                                  without.wheels.requirements)
     assert jp5.exposed_ports == (8080,) and lam.exposed_ports == ()
     off = targets.load("cpu", {"grpc_port": 0})
-    assert off.exposed_ports == (8080,) and not any(r.startswith(("grpcio", "protobuf")) for r in
+    assert off.exposed_ports == (8080,) and not any(r.startswith(("hpack", "protobuf")) for r in
                                                      off.wheels.requirements)
     own = targets.load("cpu", {"grpc_port": 9000, "wheels": {"requirements": ["onnxruntime==1.31.1",
-                                                                             "grpcio==1.80.0"]}})
-    assert own.wheels.requirements == ("onnxruntime==1.31.1", "grpcio==1.80.0", "protobuf>=6.31")
+                                                                             "protobuf==6.33.0"]}})
+    assert own.wheels.requirements == ("onnxruntime==1.31.1", "protobuf==6.33.0", "hpack>=4.1")
 
 
 def test_unknown_target_suggests_the_closest() -> None:

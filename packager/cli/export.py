@@ -33,8 +33,8 @@ from mlpk.packager.targets import QuantizeMode
 @click.option("--python", help="Override the target's Python (major.minor).")
 @click.option("--wheel-index", metavar="URL", help="Extra wheel index (Jetson GPU wheels).")
 @click.option("--budget-mb", type=float, help="Override the target's size budget.")
-@click.option("--grpc-port", type=int, help="Server images: the gRPC port [default: 8081]; 0 leaves gRPC (and grpcio) "
-              "out.")
+@click.option("--grpc-port", type=int, help="Server images: the gRPC port [default: 8081]; 0 leaves gRPC (and its "
+              "wheels, hpack and protobuf) out.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE:DTYPE",
               help="Input spec as convert takes it, e.g. image:batch,3,height,width:float32 (repeatable): names the "
                    "free axes of a TorchScript file or state dict (else --sample-data's shapes, batch free).")

@@ -82,7 +82,7 @@ def test_cpu_index_runs_on_amd64_and_arm64(mlpack, mlp: Path, inputs: np.ndarray
         with containers.container(tag, platform=build["platform"],
                                   run_args=("-p", f"127.0.0.1:{grpc_port}:8081")) as (cid, url):
             containers.wait_ready(url, cid)
-            # gRPC in the image, on both platforms (grpcio's own wheel for each): the same answer as HTTP's
+            # gRPC in the image, on both platforms (the server's HTTP/2, protobuf's wheel for each): the same answer as HTTP's
             rpc = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
             assert rpc.is_server_ready() and rpc.is_model_ready(name)
             tensor = triton_grpc.InferInput("x", list(inputs.shape), "FP32")

@@ -212,6 +212,23 @@ def test_a_call_whose_client_left_while_it_waited_is_not_run(sleepy: Sleepy) -> 
     assert metric(sleepy.served, RUNS) - runs_before == 1, "the slow call only"
 
 
+def test_a_grpc_call_cancelled_while_it_waited_is_not_run(sleepy: Sleepy) -> None:
+    """grpcio cancels with RST_STREAM (CANCEL); the server takes the call out of the queue at once."""
+    runs_before = metric(sleepy.served, RUNS)
+    gone_before = metric(sleepy.served, shed("client_gone"))
+    sleepy.busy()
+    with grpc.insecure_channel(sleepy.target) as channel:
+        waiting = channel.unary_unary(f"/{proto.SERVICE}/ModelInfer").future(infer_request().SerializeToString())
+        until(lambda: metric(sleepy.served, DEPTH) == 1, "the gRPC call waiting")
+        assert waiting.cancel()
+        until(lambda: metric(sleepy.served, shed("client_gone")) - gone_before == 1, "the drop counted")
+    assert metric(sleepy.served, DEPTH) == 0, "it left the queue at once"
+    assert sleepy.settle() == [200]
+    assert metric(sleepy.served, RUNS) - runs_before == 1, "the slow call only"
+    assert 'endpoint="/inference.GRPCInferenceService/ModelInfer",method="GRPC",status="CANCELLED"' in \
+        httpx.get(sleepy.served.url + "/metrics").text
+
+
 def test_a_burst_of_ten_times_the_queue_is_refused_past_it(server_factory: Callable[..., Served],
                                                           sleeper_dir: Path) -> None:
     """40 calls at once at a queue of 4, while the one run is busy: 4 wait and run, 36 are answered 429 with

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
-ALLOWED = {"numpy", "onnxruntime", "httptools", "orjson", "prometheus_client", "grpc", "google", "mlpk"}
+ALLOWED = {"numpy", "onnxruntime", "httptools", "orjson", "prometheus_client", "hpack", "google", "mlpk"}
 
 
 def imported_modules(path: Path) -> set[str]:

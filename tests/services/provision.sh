@@ -3,7 +3,9 @@
 #   - apt packages: docker.io, docker-registry, qemu-user-static, skopeo, umoci, gpgv, openssh-server,
 #     docker-compose (Debian's 1.29: `docker-compose config` validates generated Compose files), wrk (the load
 #     generator of bench/serving.py and bench/overload.py, run by tests/test_benchmarks_page.py), iproute2 (the
-#     fleet tests' simulated devices bring up the loopback of their own network namespaces)
+#     fleet tests' simulated devices bring up the loopback of their own network namespaces), nghttp2-client (h2load:
+#     the C client of bench/grpc_vs_http.py, HTTP/1.1 and HTTP/2 alike), nodejs (grpc-js, gRPC's Node.js client, in
+#     tests/runtime/test_grpc_node.py; npm installs it)
 #   - the Docker engine, started in the background when its socket is absent
 #   - a single-node Docker Swarm on that engine (loopback), when it is in none
 #   - qemu-aarch64 registered with binfmt_misc (flag F, so it works inside containers)
@@ -17,7 +19,7 @@ mkdir -p "$cache"
 
 # --- apt packages -------------------------------------------------------------------------------------------
 pkgs=(docker.io docker-registry qemu-user-static skopeo umoci gpgv debian-archive-keyring openssh-server
-      openssh-client busybox-static docker-compose wrk iproute2)
+      openssh-client busybox-static docker-compose wrk iproute2 nghttp2-client nodejs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
