@@ -27,6 +27,7 @@ wrote them: floats of every width as the shortest text of their float64 value.
 
 from __future__ import annotations
 
+import array as pyarray
 import json
 import math
 import sys
@@ -166,9 +167,12 @@ def from_json(value: Any, spec: TensorSpec, limit: int) -> np.ndarray:
                 raise ClientError(f"input '{spec.name}' is BYTES and must hold strings; the model expects "
                                   f"{spec.describe()}")
             return array
-        array = np.asarray(value)
+        floats = _flat_floats(value) if family == "FP" else None
+        array = np.asarray(value) if floats is None else floats
         if array.dtype == object:
             _refuse_non_finite(array, spec)
+            if family == "FP":
+                array = _numbers_as_floats(array)
         if family in ("INT", "UINT") and array.dtype.kind in "fO":
             array = _big_integers(value, spec)
     except ValueError as err:  # ragged nesting
@@ -192,6 +196,32 @@ def from_json(value: Any, spec: TensorSpec, limit: int) -> np.ndarray:
         raise ClientError(f"input '{spec.name}' has value {value} outside the range of {spec.datatype} "
                           f"[{-limit_value}, {limit_value}]; the model expects {spec.describe()}")
     return converted
+
+
+def _flat_floats(value: Any) -> np.ndarray | None:
+    """A flat list that starts with a float, as float64, when every item is a number (what np.asarray would make
+    of it, in a third less time: the usual JSON tensor); None for anything else (nested, strings, None, an integer
+    past float64's range), which np.asarray then reads and the checks refuse as before. array('d') takes floats,
+    ints and bools and raises for anything else; it does not read strings as numbers, as np.array(dtype=) does."""
+    if type(value) is not list or not value or type(value[0]) is not float:
+        return None
+    try:
+        return np.frombuffer(pyarray.array("d", value), np.float64)
+    except (TypeError, OverflowError):
+        return None
+
+
+def _numbers_as_floats(array: np.ndarray) -> np.ndarray:
+    """An object array numpy made of numbers alone (an integer past int64 beside floats: 1e21 written as an integer)
+    as float64, as _flat_floats reads the same list; kept as it is when any item is not a number or is past float64's
+    range, for the kind check to refuse."""
+    items = array.reshape(-1)
+    if not all(type(item) in (float, int, bool) for item in items):
+        return array
+    try:
+        return np.array([float(item) for item in items], np.float64).reshape(array.shape)
+    except OverflowError:
+        return array
 
 
 def _refuse_non_finite(array: np.ndarray, spec: TensorSpec) -> None:

@@ -3,10 +3,11 @@
 Labels are route templates (`/v2/models/{model}/infer`), never raw paths, so a scan of random URLs cannot grow the
 series without bound.
 
-The series every request touches (its count and latency, and its model's run time and batch size) are kept as plain
-numbers and handed to prometheus_client when scraped (a custom collector, its documented extension point):
-prometheus_client's own counters take a lock per increment, a share of a small request's time worth saving, and here
-one thread counts them all (the server's event loop: HTTP, gRPC and the ends of runs all come back to it).
+The series every request touches (its count and latency, its model's run time, batch size, queue depth and runs in
+progress) are kept as plain numbers and handed to prometheus_client when scraped (a custom collector, its documented
+extension point): prometheus_client's own counters take a lock per increment, a share of a small request's time
+worth saving, and here one thread counts them all (the server's event loop: HTTP, gRPC and the ends of runs all come
+back to it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class _Hot:
         self.latency: dict[tuple[str, str], _Histogram] = {}
         self.inference: dict[tuple[str, str], _Histogram] = {}
         self.batch: dict[tuple[str, str], _Histogram] = {}
+        self.load: dict[tuple[str, str], tuple[int, int]] = {}  # (calls waiting, runs in worker threads)
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily("mlpack_requests", "Requests (HTTP, and gRPC with method GRPC) by endpoint, "
@@ -77,6 +79,15 @@ class _Hot:
             for values, histogram in list(series.items()):
                 family.add_metric(list(values), histogram.buckets(), histogram.total)
             yield family
+        depth = GaugeMetricFamily("mlpack_queue_depth", "Inference calls waiting for a run",
+                                  labels=("model", "version"))
+        active = GaugeMetricFamily("mlpack_runs_active", "Runs of the model version in worker threads now",
+                                   labels=("model", "version"))
+        for key, (waiting, running) in list(self.load.items()):
+            depth.add_metric(key, waiting)
+            active.add_metric(key, running)
+        yield depth
+        yield active
 
 
 class Metrics:
@@ -97,10 +108,6 @@ class Metrics:
         self.shed = Counter("mlpack_requests_shed", "Inference calls not run (scheduler.py), by reason: queue_full "
                             "(429), timeout (504), client_gone", ("model", "version", "reason"),
                             registry=self.registry)
-        self.queue_depth = Gauge("mlpack_queue_depth", "Inference calls waiting for a run", ("model", "version"),
-                                 registry=self.registry)
-        self.runs_active = Gauge("mlpack_runs_active", "Runs of the model version in worker threads now",
-                                 ("model", "version"), registry=self.registry)
         self.batch_counted = False  # runs of one call count in mlpack_batch_size once some model batches
 
     def count_in_flight(self, count: Callable[[], int]) -> None:
@@ -111,8 +118,7 @@ class Metrics:
         self.shed.labels(model, version, reason).inc()
 
     def set_load(self, model: str, version: str, waiting: int, running: int) -> None:
-        self.queue_depth.labels(model, version).set(waiting)
-        self.runs_active.labels(model, version).set(running)
+        self._hot.load[(model, version)] = (waiting, running)
 
     def observe_run(self, model: str, version: str, seconds: float, calls: int) -> None:
         """One run of a model version: its time inside onnxruntime, and the calls it served."""
