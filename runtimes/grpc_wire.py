@@ -114,16 +114,6 @@ class Context:
         self.size = 0
         self.at_end: list[Callable[[], None]] = []
 
-    def time_remaining(self) -> float | None:
-        return None if self.deadline is None else self.deadline - time.monotonic()
-
-    def metadata(self, key: str) -> str | None:
-        wanted = key.encode()
-        for name, value in self.headers:
-            if name == wanted:
-                return value.decode("latin-1")
-        return None
-
 
 @dataclass(frozen=True, slots=True)
 class Method:
