@@ -101,7 +101,8 @@ class Release:
             if ref is not None:
                 return ref
         raise BuildError(f"{self.repo.dists('InRelease')} lists no {component}/binary-{arch}/Packages index",
-                         hint=f"this archive does not serve {arch}; pick another --arch or --mirror")
+                         hint=f"this archive does not serve {arch}; point the apt sources (or `mlpack base build "
+                              "--mirror URL`) at one that does")
 
 
 def _gpgv(keyring: Path, signed: Path, data: Path | None, output: Path | None) -> None:
@@ -111,7 +112,8 @@ def _gpgv(keyring: Path, signed: Path, data: Path | None, output: Path | None) -
                              hint="apt-get install gpgv")
     if not keyring.is_file():
         raise ConfigError(f"the archive keyring {keyring} does not exist",
-                          hint="apt-get install debian-archive-keyring, or pass --keyring FILE")
+                          hint="apt-get install debian-archive-keyring, or build the base with "
+                               "`mlpack base build --keyring FILE`")
     argv = [gpgv, "--quiet", "--status-fd", "1", "--keyring", str(keyring)]
     if output is not None:
         argv += ["--output", str(output)]
@@ -124,8 +126,8 @@ def _gpgv(keyring: Path, signed: Path, data: Path | None, output: Path | None) -
                                                        "NODATA", "BADARMOR")) or done.stderr.strip()[-200:]
         detail = detail or "no valid signature"
         raise BuildError(f"the signature of {signed.name} does not verify against {keyring} ({detail})",
-                         hint="the archive file was altered or is not Debian's: check the mirror (apt sources or "
-                              "--mirror) and the keyring")
+                         hint="the archive file was altered or is not Debian's: check the mirror (the apt sources, or "
+                              "`mlpack base build --mirror`) and the keyring")
 
 
 # (repo, sha256 of the signed bytes fetched) -> their Release, parsed: the same bytes, checked against the same

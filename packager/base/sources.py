@@ -51,7 +51,8 @@ def _signed_by(value: str | None, origin: Path) -> Path | None:
     value = value.strip()
     if value.startswith("-----BEGIN"):
         raise ConfigError(f"{origin} embeds its Signed-By key inline, which mlpack cannot hand to gpgv",
-                          hint="point Signed-By at a keyring file, or pass --mirror URL --keyring FILE")
+                          hint="point Signed-By at a keyring file, or build the base with "
+                               "`mlpack base build --mirror URL --keyring FILE`")
     return Path(value.split()[0])
 
 
