@@ -46,6 +46,7 @@ import hpack.exceptions
 from mlpk.runtimes import logs
 from mlpk.runtimes.budget import Budget, Lease
 from mlpk.runtimes.errors import Overloaded, TooLarge
+from mlpk.runtimes.writes import Writes
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -303,7 +304,7 @@ class GrpcConnection(asyncio.Protocol):
         settings = b"".join(key.to_bytes(2, "big") + value.to_bytes(4, "big") for key, value in (
             (MAX_CONCURRENT_STREAMS, STREAMS_AT_ONCE), (INITIAL_WINDOW_SIZE, STREAM_WINDOW),
             (MAX_FRAME_SIZE, FRAME_SIZE), (MAX_HEADER_LIST_SIZE, HEADER_LIST_SIZE)))
-        transport.write(_frame(SETTINGS, 0, 0, settings) + _frame(
+        self._write(_frame(SETTINGS, 0, 0, settings) + _frame(
             WINDOW_UPDATE, 0, 0, (CONNECTION_WINDOW - DEFAULT_WINDOW).to_bytes(4, "big")))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -365,10 +366,21 @@ class GrpcConnection(asyncio.Protocol):
                 out.append(_frame(WINDOW_UPDATE, 0, 0, self.recv_unacked.to_bytes(4, "big")))
                 self.recv_window += self.recv_unacked
                 self.recv_unacked = 0
-            if out and self.transport is not None:
-                self.transport.write(b"".join(out))
+            if out:
+                self._write(b"".join(out))
         except ProtocolFault as err:
             self._fail(err.code, str(err))
+
+    def _write(self, data: bytes) -> None:
+        """Write `data` after what this connection wrote before (runtimes/writes.py holds it to the turn's end)."""
+        if self.transport is not None:
+            self.server.writes.write(self.transport, data)
+
+    def close(self) -> None:
+        """Close the connection once what it wrote is out."""
+        if self.transport is not None:
+            self.server.writes.flush()
+            self.transport.close()
 
     # --- frames -------------------------------------------------------------------------------------------------
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes, out: list[bytes]) -> None:
@@ -651,8 +663,8 @@ class GrpcConnection(asyncio.Protocol):
         else:
             assert stream.method is not None
             self._answer(stream, stream.method.write(task.result()), out)
-        if out and self.transport is not None:
-            self.transport.write(b"".join(out))
+        if out:
+            self._write(b"".join(out))
 
     def _internal_error(self, stream: _Stream, err: BaseException, out: list[bytes]) -> None:
         logs.get().error("internal error", exc_info=err, extra={"fields": {"path": stream.path}})
@@ -738,8 +750,8 @@ class GrpcConnection(asyncio.Protocol):
             self._close_if_done()
 
     def _close_if_done(self) -> None:
-        if (self.going_away or self.server.draining) and not self.streams and self.transport is not None:
-            self.transport.close()
+        if (self.going_away or self.server.draining) and not self.streams:
+            self.close()
 
     def _window_update(self, stream_id: int, payload: bytes, out: list[bytes]) -> None:
         if len(payload) != 4:
@@ -801,12 +813,12 @@ class GrpcConnection(asyncio.Protocol):
         if self.transport is None or self.closed:
             return
         logs.get().info("closing a gRPC connection", extra={"fields": {"reason": message, "code": code}})
-        self.transport.write(_frame(GOAWAY, 0, 0, self.last_stream.to_bytes(4, "big") + code.to_bytes(4, "big") +
-                                    message.encode()[:200]))
+        self._write(_frame(GOAWAY, 0, 0, self.last_stream.to_bytes(4, "big") + code.to_bytes(4, "big") +
+                           message.encode()[:200]))
         self.closed = True
         for stream in list(self.streams.values()):
             self._forget(stream, cancel=True)
-        self.transport.close()
+        self.close()
 
     def sweep(self, now: float, timeout_s: float) -> None:
         """Close a connection whose preface did not come in time; end calls whose message did not."""
@@ -820,14 +832,14 @@ class GrpcConnection(asyncio.Protocol):
                 self._answer_error(stream, Status.DEADLINE_EXCEEDED,
                                    f"the request message did not all arrive within {timeout_s:g} s "
                                    "(MLPACK_BODY_TIMEOUT)", (), out)
-        if out and self.transport is not None:
-            self.transport.write(b"".join(out))
+        if out:
+            self._write(b"".join(out))
 
     def drain(self) -> None:
         """No new calls on this connection: GOAWAY, and close once the calls in flight are answered."""
         if self.transport is None or self.closed:
             return
-        self.transport.write(_frame(GOAWAY, 0, 0, self.last_stream.to_bytes(4, "big") + NO_ERROR.to_bytes(4, "big")))
+        self._write(_frame(GOAWAY, 0, 0, self.last_stream.to_bytes(4, "big") + NO_ERROR.to_bytes(4, "big")))
         self._close_if_done()
 
 
@@ -854,6 +866,7 @@ class GrpcServer:
         self.observe = observe
         self.in_flight = 0  # calls whose handler was called and that are not over
         self.loop = asyncio.get_running_loop()
+        self.writes = Writes(self.loop)
         self.connections: set[GrpcConnection] = set()
         self.draining = False
         self._server: asyncio.base_events.Server | None = None
@@ -881,7 +894,6 @@ class GrpcServer:
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
-            if connection.transport is not None:
-                connection.transport.close()
+            connection.close()
         if self._sweeper is not None:
             self._sweeper.cancel()

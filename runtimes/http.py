@@ -40,6 +40,7 @@ from mlpk.runtimes.api import Reply, error_reply
 from mlpk.runtimes.codec import dumps
 from mlpk.runtimes.budget import Budget, Lease
 from mlpk.runtimes.errors import BodyTimeout, ClientError, TooLarge
+from mlpk.runtimes.writes import Writes
 
 MAX_HEADER_BYTES = 64 * 1024
 TICK_S = 0.25  # how often the connections' deadlines are checked
@@ -242,7 +243,7 @@ class Connection(asyncio.Protocol):
                 self.closing_after = True
                 return
         elif expects_body and "100-continue" in headers.get("expect", "").lower() and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.server.writes.write(self.transport, b"HTTP/1.1 100 Continue\r\n\r\n")
         if expects_body:
             self._arm(self.server.limits.body_timeout_s, self._body_timeout)
 
@@ -354,9 +355,10 @@ class Connection(asyncio.Protocol):
         if transport is not None and not self.closing:
             if len(reply.body) < 16384:
                 parts.append(reply.body)
-                transport.write(b"".join(parts))
-            else:
-                transport.writelines([b"".join(parts), reply.body])
+                self.server.writes.write(transport, b"".join(parts))
+            else:  # not copied into one piece with its head
+                self.server.writes.write(transport, b"".join(parts))
+                self.server.writes.write(transport, reply.body)
         exchange.status = reply.status
         self.answering = None
         self._end(exchange)
@@ -417,9 +419,9 @@ class Connection(asyncio.Protocol):
                 return  # the answers before it are written first, then the connection closes
             if self.transport is not None and not self.closing:
                 body = _error_body(message)
-                self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                                     b"connection: close\r\n\r\n%s" % (status, _PHRASES.get(status, b""), len(body),
-                                                                      body))
+                self.server.writes.write(self.transport, b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+                                         b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (
+                                             status, _PHRASES.get(status, b""), len(body), body))
             self._close()
             return
         exchange.keep_alive = False
@@ -430,6 +432,7 @@ class Connection(asyncio.Protocol):
         self._disarm()
         if self.transport is not None and not self.closing:
             self.closing = True
+            self.server.writes.flush()  # what this connection's answers hold goes out before it closes
             self.transport.close()
 
     def shutdown(self) -> None:
@@ -471,6 +474,7 @@ class HttpServer:
         self.limits = limits
         self.budget = budget
         self.loop = asyncio.get_running_loop()
+        self.writes = Writes(self.loop)
         self.connections: set[Connection] = set()
         self.in_flight = 0
         self.draining = False

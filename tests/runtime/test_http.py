@@ -86,6 +86,29 @@ def test_pipelined_requests_are_answered_in_order(sock: socket.socket) -> None:
     assert json.loads(answers[0][2])["model_name"] == "mixed" and json.loads(answers[1][2]) == {"live": True}
 
 
+def test_clients_sending_at_once_get_every_answer_in_order_then_the_close(served: Served) -> None:
+    """Answers made in one turn of the loop are held to its end (runtimes/writes.py): sixteen clients whose
+    pipelined requests arrive together, the last asking to close, each get all their answers, in order (the request
+    ids say which), before the server closes their connection."""
+    host, port = served.host.split(":")
+    clients = [socket.create_connection((host, int(port)), timeout=30) for _ in range(16)]
+    try:
+        for number, client in enumerate(clients):
+            ids = [f"{number}-{turn}" for turn in range(4)]
+            bodies = [json.dumps({**json.loads(BODY), "id": request_id}).encode() for request_id in ids]
+            client.sendall(b"".join(post(INFER, body, *(("Connection: close",) if turn == 3 else ()))
+                                    for turn, body in enumerate(bodies)))
+        for number, client in enumerate(clients):
+            buffer = bytearray()
+            answers = [read_answer(client, buffer) for _ in range(4)]
+            assert [(status, json.loads(body)["id"]) for status, _, body in answers] == \
+                [(200, f"{number}-{turn}") for turn in range(4)]
+            assert answers[3][1]["connection"] == "close" and not buffer and closed(client)
+    finally:
+        for client in clients:
+            client.close()
+
+
 def test_http_10_is_answered_and_closed_unless_kept_alive(sock: socket.socket, served: Served) -> None:
     sock.sendall(post(INFER, BODY, version="1.0"))
     status, headers, _ = read_answer(sock, bytearray())
