@@ -21,7 +21,13 @@ taken out of the queue at once, not run. Each is counted in `mlpack_requests_she
 Where a call runs: a model whose recent runs took under INLINE_RUN_S (an average over its last runs) runs calls of
 at most INLINE_BYTES of inputs on the event loop itself, when no call waits; handing such a run to a thread and back
 costs more than the run (measured in bench/serving.py). Every other call runs in a worker thread, so the loop keeps
-answering (refusals, health checks, other models) while it runs.
+answering (refusals, health checks, other models) while it runs. A batch is the exception on one CPU (the quota or
+affinity leave this process one: a small Lambda function, a pod limited to a CPU): a thread there cannot run beside
+the loop, only take turns with it, and the hand-over costs two thread switches and the GIL's hand-over each way (the
+larger MLP of bench/overload.py, batched, at concurrency 8 on one core: 7-15 % more calls per second when its batches
+run on the loop). So there a batch whose run is expected under INLINE_BATCH_S, of at most INLINE_BYTES of inputs,
+runs on the loop, and at most one batch in a turn of the loop: between two, the loop reads, refuses and answers what
+arrived, and it is held up by no more than one such run at a time.
 
 Dynamic batching (opt-in per model version, `Batching`): waiting calls whose inputs agree in everything but the
 first (batch) axis, and that ask for the same outputs, are stacked into one run of at most `max_batch_size` rows and
@@ -53,6 +59,7 @@ if TYPE_CHECKING:
     from mlpk.runtimes.model import Model
 
 INLINE_RUN_S = 0.001
+INLINE_BATCH_S = 0.005  # on one CPU: the longest a batch runs on the loop (module docstring)
 INLINE_BYTES = 64 * 1024
 _AVERAGE_WEIGHT = 0.2  # of the newest run in the moving average of run times
 
@@ -69,6 +76,7 @@ class Limits:
     queue: int = 64
     timeout_s: float = 0.0  # 0: no server default
     chosen: bool = False  # whether MLPACK_MAX_CONCURRENT_RUNS set `concurrency` (else it is the default)
+    cpus: int = 2  # the CPUs this process may use (cpus.available())
 
     def for_batches(self) -> Limits:
         """The limits of a batching model version: one run at a time unless chosen, since a second run at once
@@ -78,8 +86,9 @@ class Limits:
 
 def limits(settings: Settings) -> Limits:
     """The Limits `settings` ask for (MLPACK_MAX_CONCURRENT_RUNS, MLPACK_MAX_QUEUE, MLPACK_REQUEST_TIMEOUT)."""
-    return Limits(settings.max_concurrent_runs or max(2, cpus.available()), settings.max_queue,
-                  settings.request_timeout_s, settings.max_concurrent_runs is not None)
+    available = cpus.available()
+    return Limits(settings.max_concurrent_runs or max(2, available), settings.max_queue,
+                  settings.request_timeout_s, settings.max_concurrent_runs is not None, available)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +153,7 @@ class Scheduler:
         self._load = load or (lambda *_: None)
         self._observe = observe or (lambda *_: None)
         self._wake: asyncio.TimerHandle | None = None
+        self._held = False  # a batch ran on the loop in this turn of it
 
     @property
     def waiting(self) -> int:
@@ -227,16 +237,47 @@ class Scheduler:
                     "request's 'timeout' parameter, MLPACK_REQUEST_TIMEOUT or the client's deadline); it was not run"))
 
     def _dispatch(self) -> None:
-        """Start runs while there are free runs and waiting calls."""
-        while self.running < self.limits.concurrency and self._queue:
+        """Start runs while there are free runs and waiting calls. After a batch ran on the loop (module docstring),
+        none starts before the loop's next turn."""
+        while not self._held and self.running < self.limits.concurrency and self._queue:
             group = self._next_batch() if self.batching is not None else [self._queue.popleft()]
             if not group:
                 break
             for waiting in group:
                 if waiting.timer is not None:
                     waiting.timer.cancel()
+            if self._runs_here(group):
+                self._run_here(group)
+                self._held = True
+                asyncio.get_running_loop().call_soon(self._release)
+                break
             self._start(group)
         self._load(self.name, self.version, len(self._queue), self.running)
+
+    def _release(self) -> None:
+        self._held = False
+        self._dispatch()
+
+    def _runs_here(self, group: list[_Waiting]) -> bool:
+        """Whether a batch runs on the loop: on one CPU, when its run is expected short and its inputs small."""
+        if self.batching is None or self.limits.cpus != 1 or self.average_s * len(group) >= INLINE_BATCH_S:
+            return False
+        size = 0
+        for waiting in group:
+            for array in waiting.feeds.values():
+                size += array.nbytes
+        return size <= INLINE_BYTES
+
+    def _run_here(self, group: list[_Waiting]) -> None:
+        self.running += 1
+        outcome: tuple[list[Any], float] | BaseException
+        try:
+            outcome = self._work([(w.feeds, w.outputs) for w in group])
+        except Exception as err:  # noqa: BLE001 - a bug: each call of the batch gets it, as from a worker thread
+            outcome = err
+        finally:
+            self.running -= 1
+        self._settle(group, outcome)
 
     def _next_batch(self) -> list[_Waiting]:
         """The calls of the next run, taken out of the queue; none while the oldest may still wait for more."""
@@ -262,6 +303,9 @@ class Scheduler:
                 group = group[:preferred[-1]]
         for waiting in group:
             self._queue.remove(waiting)
+        if self._wake is not None:  # the calls it waited for run now; a later head sets its own
+            self._wake.cancel()
+            self._wake = None
         return group
 
     def _woken(self) -> None:
@@ -296,19 +340,24 @@ class Scheduler:
     def _finished(self, group: list[_Waiting], finished: asyncio.Future[tuple[list[Any], float]]) -> None:
         self.running -= 1
         error = finished.exception() if not finished.cancelled() else asyncio.CancelledError()
-        if error is None:
-            answers, seconds = finished.result()
+        self._settle(group, finished.result() if error is None else error)
+        self._dispatch()
+
+    def _settle(self, group: list[_Waiting], outcome: tuple[list[Any], float] | BaseException) -> None:
+        """Give each call of a finished run its answer (or its ClientError), or every call the run's error."""
+        answers: list[Any] = []
+        if not isinstance(outcome, BaseException):
+            answers, seconds = outcome
             self._timed(seconds, len(group))
         for index, waiting in enumerate(group):
             if waiting.future.done():  # its client went away while it ran
                 continue
-            if error is not None:
-                waiting.future.set_exception(error)
+            if isinstance(outcome, BaseException):
+                waiting.future.set_exception(outcome)
             elif isinstance(answers[index], ClientError):
                 waiting.future.set_exception(answers[index])
             else:
                 waiting.future.set_result(answers[index])
-        self._dispatch()
 
     def _timed(self, seconds: float, calls: int) -> None:
         per_call = seconds / calls

@@ -12,9 +12,11 @@ it out and run on their own). Runs and the calls in each are read from mlpack_ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +64,34 @@ def concurrently(*calls: Callable[[], Any]) -> list[Any]:
     return results
 
 
-@pytest.fixture(scope="module")
-def every_batched(server_factory: Callable[..., Served], model_dirs: dict[str, Path]) -> tuple[Served, str]:
+@contextlib.contextmanager
+def cpus(count: int | None) -> Iterator[None]:
+    """The CPUs a server started inside may use: its first `count` of this process's (None: all of them). A child
+    inherits its parent's affinity, and the server reads its own (runtimes/cpus.py)."""
+    before = os.sched_getaffinity(0)
+    if count is not None:
+        os.sched_setaffinity(0, sorted(before)[:count])
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@pytest.fixture(scope="module", params=[None, 1], ids=["every-cpu", "one-cpu"])
+def every_batched(request: pytest.FixtureRequest, server_factory: Callable[..., Served],
+                  model_dirs: dict[str, Path]) -> tuple[Served, str]:
     """every_dtype served with a preferred batch of 6 rows (three calls of 1, 2 and 3 rows make one run) and a
-    queue delay long enough that nothing runs before all three are in."""
+    queue delay long enough that nothing runs before all three are in; on every CPU (batches run in a worker thread)
+    and on one (where they run on the event loop once the model's run time is known, runtimes/scheduler.py)."""
     port = free_port()
-    served = server_factory(model_dirs["every"], MLPACK_MAX_BATCH_SIZE="16", MLPACK_PREFERRED_BATCH_SIZES="6",
-                            MLPACK_BATCH_DELAY_US="20000000", MLPACK_GRPC_PORT=str(port))
+    with cpus(request.param):
+        served = server_factory(model_dirs["every"], MLPACK_MAX_BATCH_SIZE="16", MLPACK_PREFERRED_BATCH_SIZES="6",
+                                MLPACK_BATCH_DELAY_US="20000000", MLPACK_GRPC_PORT=str(port))
     assert "dynamic batching on" in served.log_text()
+    if request.param == 1:
+        loaded = next(line for line in served.log_lines() if line.get("msg") == "model loaded")
+        assert loaded["threads"] == 1, loaded
+        http_call(served, every_feeds(6, seed=5, binary=True), binary=True)  # a first run: its time known after it
     return served, f"127.0.0.1:{port}"
 
 
