@@ -22,12 +22,12 @@ Where a call runs: a model whose recent runs took under INLINE_RUN_S (an average
 at most INLINE_BYTES of inputs on the event loop itself, when no call waits; handing such a run to a thread and back
 costs more than the run (measured in bench/serving.py). Every other call runs in a worker thread, so the loop keeps
 answering (refusals, health checks, other models) while it runs. A batch is the exception on one CPU (the quota or
-affinity leave this process one: a small Lambda function, a pod limited to a CPU): a thread there cannot run beside
-the loop, only take turns with it, and the hand-over costs two thread switches and the GIL's hand-over each way (the
-larger MLP of bench/overload.py, batched, at concurrency 8 on one core: 7-15 % more calls per second when its batches
-run on the loop). So there a batch whose run is expected under INLINE_BATCH_S, of at most INLINE_BYTES of inputs,
-runs on the loop, and at most one batch in a turn of the loop: between two, the loop reads, refuses and answers what
-arrived, and it is held up by no more than one such run at a time.
+affinity leave this process one: a container run with --cpus 1, a pod whose CPU limit is 1): a thread there cannot
+run beside the loop, only take turns with it, and the hand-over costs two thread switches and the GIL's hand-over
+each way (the larger MLP of bench/overload.py, batched, at concurrency 8 on one core: 7-16 % more calls per second
+when its batches run on the loop). So there a batch whose run is expected under INLINE_BATCH_S, of at most
+INLINE_BYTES of inputs, runs on the loop, and at most one batch in a turn of the loop: between two, the loop reads,
+refuses and answers what arrived, and it is held up by no more than one such run at a time.
 
 Dynamic batching (opt-in per model version, `Batching`): waiting calls whose inputs agree in everything but the
 first (batch) axis, and that ask for the same outputs, are stacked into one run of at most `max_batch_size` rows and
