@@ -119,6 +119,13 @@ def timeout_parameter(parameters: object) -> int | None:
     return value or None
 
 
+def _input_bytes(feeds: Feeds) -> int:
+    size = 0
+    for array in feeds.values():
+        size += array.nbytes
+    return size
+
+
 class _Waiting:
     """One call in the queue."""
 
@@ -181,10 +188,7 @@ class Scheduler:
         if self.batching is not None or self._queue or self.running >= self.limits.concurrency or \
                 self.average_s >= INLINE_RUN_S:
             return False
-        size = 0
-        for array in feeds.values():
-            size += array.nbytes
-        return size <= INLINE_BYTES
+        return _input_bytes(feeds) <= INLINE_BYTES
 
     def run_inline(self, feeds: Feeds, outputs: Sequence[str]) -> list[np.ndarray]:
         """Run a call on the event loop (when inline() says so)."""
@@ -262,11 +266,7 @@ class Scheduler:
         """Whether a batch runs on the loop: on one CPU, when its run is expected short and its inputs small."""
         if self.batching is None or self.limits.cpus != 1 or self.average_s * len(group) >= INLINE_BATCH_S:
             return False
-        size = 0
-        for waiting in group:
-            for array in waiting.feeds.values():
-                size += array.nbytes
-        return size <= INLINE_BYTES
+        return sum(_input_bytes(waiting.feeds) for waiting in group) <= INLINE_BYTES
 
     def _run_here(self, group: list[_Waiting]) -> None:
         self.running += 1
