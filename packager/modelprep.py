@@ -27,7 +27,7 @@ from mlpk.packager.convert.pipeline import convert
 from mlpk.packager.convert.registry import ConvertOptions
 from mlpk.packager.errors import QuantizationError
 from mlpk.packager.parity import ParityReport
-from mlpk.packager.quantize.options import Backend, QuantizeOptions
+from mlpk.packager.quantize.options import EXPORT_FLAGS, Backend, QuantizeOptions
 from mlpk.packager.quantize.pipeline import quantize
 from mlpk.packager.signature import Signature
 from mlpk.packager.targets import QuantizeMode, Target
@@ -174,7 +174,7 @@ def _quantize(model: Path, workdir: Path, mode: QuantizeMode, target: Target, re
         calibration=request.calibration or request.sample_data, max_drop=target.optimize.max_drop,
         # One model layer serves every platform of the target: choose INT8 types that are right on x86-64 when it
         # is among them (the stricter case: U8S8 saturation), else for arm64.
-        arch="x86_64" if "amd64" in arches else "aarch64")
+        arch="x86_64" if "amd64" in arches else "aarch64", flags=EXPORT_FLAGS)
     result = quantize(model, options, workdir / "quantized.onnx")
     data = result.to_dict()
     keep = ("mode", "backend", "chosen", "fallback", "size", "latency", "accuracy", "method", "max_drop")

@@ -62,7 +62,10 @@ def test_auto_never_ships_an_embedding_that_fails_the_gate_on_real_inputs(tmp_pa
     """With enough real samples auto tries INT8: the fragile embedding fails the worst-row cosine gate and FP32
     ships; a robust one passes and ships quantized — and its figures on the real inputs are within the gate."""
     fragile = _prepare(tmp_path / "f", _embedding((tmp_path / "f").mkdir() or tmp_path / "f" / "e.onnx", True), 64)
-    assert not _quantized(fragile) and "failed the accuracy gate" in (fragile.optimization.kept_fp32_because or "")
+    reason = fragile.optimization.kept_fp32_because or ""
+    assert not _quantized(fragile) and "failed the accuracy gate" in reason
+    # the hint is in export's words: it has --quantize and profiles, not quantize's --mode and --max-drop
+    assert "--quantize fp16" in reason and "max_drop under [optimize]" in reason and "--mode" not in reason
     robust = _prepare(tmp_path / "r", _embedding((tmp_path / "r").mkdir() or tmp_path / "r" / "e.onnx", False), 64)
     assert _quantized(robust) and robust.optimization.mode == "int8-dynamic"
     real = Dataset(({"x": np.random.default_rng(2).standard_normal((40, 64)).astype(np.float32)},), None, "real")

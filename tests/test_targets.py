@@ -74,6 +74,18 @@ def test_user_profile_extends_and_overrides(tmp_path: Path) -> None:
     assert resolved.platforms == ("linux/arm64",) and resolved.env == {"HOME": "/tmp", "LOG_LEVEL": "debug"}
 
 
+def test_a_profile_sets_the_gates_max_drop_below_one(tmp_path: Path) -> None:
+    """What an export's refused quantization points to (quantize.options.EXPORT_FLAGS): max_drop under [optimize] in
+    a profile TOML; a drop of 1 or more would accept any model, and is refused with the field named."""
+    user = tmp_path / "tolerant.toml"
+    user.write_text('extends = "cpu"\n[optimize]\nmax_drop = 0.05\n')
+    assert targets.load(user).optimize.max_drop == 0.05
+    user.write_text('extends = "cpu"\n[optimize]\nmax_drop = 1\n')
+    with pytest.raises(ConfigError) as err:
+        targets.load(user)
+    assert "optimize.max_drop:" in str(err.value) and str(user) in str(err.value)
+
+
 def test_flag_overrides_merge_into_tables() -> None:
     resolved = targets.load("jetson", {"base": {"ref": "registry.local/l4t@sha256:" + "a" * 64}})
     assert resolved.base.pinned and resolved.base.jetpack == "6.1"

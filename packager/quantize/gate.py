@@ -30,6 +30,9 @@ from mlpk.packager.errors import QuantizationError
 from mlpk.packager.feeds import Feeds, Outputs
 from mlpk.packager.signature import Signature
 
+# These errors may reach the user from either command that quantizes, so the hint names both commands' flags.
+_OTHER_MODE = "try another mode (mlpack quantize --mode, mlpack export --quantize)"
+
 @dataclass(frozen=True, slots=True)
 class Agreement:
     """How closely a candidate model follows the reference on `samples` evaluation samples."""
@@ -84,7 +87,7 @@ def open_session(path: Path, threads: int | None = None, cpu_layout: bool = True
     except Exception as err:  # onnxruntime raises its own untyped errors (Fail, InvalidGraph, ...)
         reason = str(err).splitlines()[0].replace(str(path), path.name)  # the candidate lives in a temporary dir
         raise QuantizationError(f"onnxruntime cannot load {path.name}: {reason}",
-                                hint="try another --mode, or report the model to mlpack") from err
+                                hint=f"{_OTHER_MODE}, or report the model to mlpack") from err
 
 
 def check_loads(path: Path, timeout: float = 300.0, cpu_layout: bool = True) -> None:
@@ -103,17 +106,17 @@ def check_loads(path: Path, timeout: float = 300.0, cpu_layout: bool = True) -> 
                               timeout=timeout, check=False)
     except subprocess.TimeoutExpired as err:
         raise QuantizationError(f"onnxruntime took over {timeout:.0f} s to load {path.name}",
-                                hint="the candidate is not usable; try another --mode") from err
+                                hint=f"the candidate is not usable; {_OTHER_MODE}") from err
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name
         raise QuantizationError(f"onnxruntime crashed ({name}) loading the candidate with its default graph "
                                 "optimizations; a server would crash the same way",
-                                hint="try another --mode, or keep the ops named in the report in float")
+                                hint=f"{_OTHER_MODE}, or keep the ops named in the report in float")
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         reason = lines[-1].replace(str(path), path.name) if lines else done.returncode
         raise QuantizationError(f"onnxruntime cannot load {path.name}: {reason}",
-                                hint="try another --mode")
+                                hint=_OTHER_MODE)
 
 
 def batch_size(sig: Signature) -> int:

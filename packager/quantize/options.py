@@ -20,7 +20,7 @@ from pathlib import Path
 from mlpk.packager.targets import QUANTIZING
 from mlpk.packager.targets import QuantizeMode as Mode
 
-__all__ = ["QUANTIZING", "Backend", "Calibration", "Int8Types", "Mode", "QuantizeOptions"]
+__all__ = ["EXPORT_FLAGS", "QUANTIZING", "Backend", "Calibration", "Flags", "Int8Types", "Mode", "QuantizeOptions"]
 
 
 class Backend(enum.StrEnum):
@@ -34,6 +34,23 @@ class Calibration(enum.StrEnum):
     MINMAX = "minmax"
     ENTROPY = "entropy"
     PERCENTILE = "percentile"
+
+
+@dataclass(frozen=True, slots=True)
+class Flags:
+    """How hints name the settings, in the words of the command that quantizes: `mlpack quantize`'s flags by default,
+    `mlpack export`'s (EXPORT_FLAGS) when an export quantizes, so a hint names only what the user's command takes."""
+
+    mode: str = "--mode"
+    max_drop: str = "--max-drop"
+    evaluation: str = "--eval DATA.npz"
+    calibration: str = "--calibration DATA.npz"
+
+
+# Export takes the mode as --quantize, the gate's tolerance from its profile, and evaluates on --sample-data (which
+# also calibrates when no --calibration is given).
+EXPORT_FLAGS = Flags(mode="--quantize", max_drop="max_drop under [optimize] in a profile TOML (--target FILE)",
+                     evaluation="--sample-data DATA.npz")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +70,7 @@ class QuantizeOptions:
     latency_runs: int = 50
     threads: int = 1  # intra-op threads for the latency figures (1: stable on shared machines; Lambda's 1 vCPU)
     arch: str = ""  # target CPU architecture (x86_64 | aarch64); "" = this machine's
+    flags: Flags = Flags()  # how hints name the settings above
 
 
 @dataclass(frozen=True, slots=True)

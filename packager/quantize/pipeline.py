@@ -84,14 +84,17 @@ def _check(source: Path, options: QuantizeOptions, output: Path) -> None:
         raise InputError(f"{source.name} is not an .onnx file", hint="convert it first: mlpack convert MODEL")
     if output.resolve() == source.resolve():
         raise ConfigError(f"the output {output} would overwrite the input model", hint="pass another --out")
+    flags = options.flags
     if not 0 <= options.max_drop < 1:
-        raise ConfigError(f"--max-drop {options.max_drop} is outside [0, 1)", hint="e.g. --max-drop 0.01 (1 point)")
+        raise ConfigError(f"{flags.max_drop} {options.max_drop} is outside [0, 1)",
+                          hint=f"e.g. {flags.max_drop} 0.01 (1 point)")
     if options.mode not in QUANTIZING:
-        raise ConfigError(f"--mode {options.mode} quantizes nothing", hint="give --mode fp16, int8-dynamic or "
-                                                                           "int8-static")
+        raise ConfigError(f"{flags.mode} {options.mode} quantizes nothing",
+                          hint=f"give {flags.mode} fp16, int8-dynamic or int8-static")
     if options.mode is Mode.INT8_DYNAMIC and options.backend is Backend.TENSORRT:
         raise ConfigError("int8-dynamic cannot run on TensorRT (it has no DynamicQuantizeLinear / MatMulInteger)",
-                          hint="use --mode int8-static --for tensorrt (symmetric QDQ) or --mode fp16")
+                          hint=f"use {flags.mode} int8-static (symmetric QDQ, as TensorRT takes it) or "
+                               f"{flags.mode} fp16")
     try:
         import onnx
 
@@ -110,11 +113,12 @@ def _data(source: Path, sig: Signature, options: QuantizeOptions, method: Method
     if data is None:
         if method.needs_calibration:
             raise InputError(f"{options.mode} needs calibration data, and {source.name} has no sample data beside it",
-                             hint="pass --calibration DATA.npz (a few hundred representative inputs)")
+                             hint=f"pass {options.flags.calibration} (a few hundred representative inputs)")
         if evaluation is None and not sig.runnable:
             raise InputError(f"{source.name}: no input shapes were found that the model runs with "
                              f"({sig.describe()}), so no synthetic data can be made for the gate",
-                             hint="pass --calibration DATA.npz (or --eval) with real inputs")
+                             hint=f"pass {options.flags.calibration} (or {options.flags.evaluation}) with real "
+                                  "inputs")
         data = evaluation or datasets.synthetic(sig, SYNTHETIC_SAMPLES)
     if not method.needs_calibration:
         return None, evaluation or data
@@ -244,34 +248,37 @@ def _trial_line(trial: Trial) -> str:
 
 
 _FP32 = "ship the model in FP32 (mlpack export --quantize none, or no mlpack quantize)"
+# {mode}, {max_drop} and {evaluation} are the Flags of the command that quantizes (options.Flags).
 _HINTS = {
     (Outcome.NOTHING_QUANTIZED, Mode.FP16): f"the model has no float tensors to halve: {_FP32}",
     (Outcome.NOTHING_QUANTIZED, Mode.INT8_DYNAMIC): "int8-dynamic covers MatMul, Gemm, Attention, LSTM and Gather "
-                                                    f"only: try --mode int8-static or --mode fp16, or {_FP32}",
-    (Outcome.NOTHING_QUANTIZED, Mode.INT8_STATIC): f"the model has no op with an INT8 form: try --mode fp16, or "
+                                                    f"only: try {{mode}} int8-static or {{mode}} fp16, or {_FP32}",
+    (Outcome.NOTHING_QUANTIZED, Mode.INT8_STATIC): f"the model has no op with an INT8 form: try {{mode}} fp16, or "
                                                    f"{_FP32}",
     (Outcome.BROKEN, Mode.FP16): "ops onnxruntime refuses in float16 are kept in float32 automatically, and the one "
-                                 f"named could not be: try --mode int8-dynamic or --mode int8-static, or {_FP32}",
-    (Outcome.BROKEN, Mode.INT8_DYNAMIC): f"try --mode int8-static or --mode fp16, or {_FP32}",
-    (Outcome.BROKEN, Mode.INT8_STATIC): f"try --mode fp16 or --mode int8-dynamic, or {_FP32}",
-    (Outcome.GATED, Mode.INT8_STATIC): "give more representative --calibration data, raise --max-drop if the loss "
-                                       "is acceptable, or use --mode int8-dynamic / fp16",
-    (Outcome.GATED, Mode.INT8_DYNAMIC): "raise --max-drop if the loss is acceptable, or use --mode fp16",
-    (Outcome.GATED, Mode.FP16): f"raise --max-drop if the loss is acceptable, or {_FP32}",
+                                 f"named could not be: try {{mode}} int8-dynamic or {{mode}} int8-static, or {_FP32}",
+    (Outcome.BROKEN, Mode.INT8_DYNAMIC): f"try {{mode}} int8-static or {{mode}} fp16, or {_FP32}",
+    (Outcome.BROKEN, Mode.INT8_STATIC): f"try {{mode}} fp16 or {{mode}} int8-dynamic, or {_FP32}",
+    (Outcome.GATED, Mode.INT8_STATIC): "give more representative {calibration} data, raise {max_drop} if the loss "
+                                       "is acceptable, or use {mode} int8-dynamic / fp16",
+    (Outcome.GATED, Mode.INT8_DYNAMIC): "raise {max_drop} if the loss is acceptable, or use {mode} fp16",
+    (Outcome.GATED, Mode.FP16): f"raise {{max_drop}} if the loss is acceptable, or {_FP32}",
 }
 
 
 def _hint(kind: Outcome, options: QuantizeOptions, trials: list[Trial]) -> str:
-    """The hint for `kind`; flags are mlpack quantize's unless another command is named. A gate run on synthetic
+    """The hint for `kind`, naming the flags of the command that quantizes (options.flags). A gate run on synthetic
     inputs measured no real accuracy, so real data comes first; TensorRT takes no int8-dynamic."""
     hint = _HINTS[kind, options.mode]
     if options.backend is Backend.TENSORRT:
-        hint = hint.replace(" or --mode int8-dynamic", "").replace("--mode int8-dynamic or ", "").replace(
+        hint = hint.replace(" or {mode} int8-dynamic", "").replace("{mode} int8-dynamic or ", "").replace(
             "int8-dynamic / fp16", "fp16")
     synthetic = any("synthetic" in (t.evaluated_on or "") for t in trials)
     if kind is Outcome.GATED and synthetic:
-        hint = f"the gate ran on synthetic inputs: pass real samples with --eval DATA.npz; or {hint}"
-    return hint
+        hint = "the gate ran on synthetic inputs: pass real samples with {evaluation}; or " + hint
+    flags = options.flags
+    return hint.format(mode=flags.mode, max_drop=flags.max_drop, evaluation=flags.evaluation,
+                       calibration=flags.calibration.split()[0])
 
 
 def _write(candidate: Path, output: Path, result: QuantizationReport) -> None:
