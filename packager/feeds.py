@@ -93,7 +93,7 @@ class Feeds:
         """(calibration, held-out evaluation): the last `fraction` of the samples is held out (at least one)."""
         if len(self) < 2:
             raise InputError(f"{self.source} has {len(self)} sample; calibration and evaluation need at least 2",
-                             hint="pass more samples, or --eval with separate evaluation data")
+                             hint="pass more samples, or separate evaluation data (mlpack quantize --eval)")
         held = min(len(self) - 1, max(1, round(len(self) * fraction)))
         cut = len(self) - held
         return (self.select(slice(0, cut), f"{self.source} [:{cut}]"),

@@ -249,7 +249,8 @@ def concrete_shape(item: InputSignature, rows: int | None, size: int = 4) -> tup
     declared shape with free axes set to `rows` (first) or `size`."""
     if item.shape is None and item.example_shape is None:
         raise InputError(f"input {item.name!r} has an unknown rank, so no data can be made for it",
-                         hint="pass --sample-data FILE.npz (or --input NAME:SHAPE:DTYPE to mlpack convert)")
+                         hint="give real inputs or the shape: --sample-data FILE.npz or --input NAME:SHAPE:DTYPE of "
+                              "mlpack convert or mlpack export (mlpack bench takes what they write)")
     declared = item.shape if item.shape is not None else tuple(None for _ in item.example_shape or ())
     base = item.example_shape or tuple(d if isinstance(d, int) else size for d in declared)
     if rows is not None and declared and not isinstance(declared[0], int):

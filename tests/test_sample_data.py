@@ -27,3 +27,5 @@ def test_an_input_of_unknown_rank_names_the_flags() -> None:
     with pytest.raises(InputError, match="input 'x' has an unknown rank") as err:
         generate([TensorSpec("x", "float32", None)])
     assert err.value.hint is not None and "--sample-data" in err.value.hint
+    # shared by convert, export and bench (which takes no data flags): the hint says which commands take them
+    assert "of mlpack convert or mlpack export" in err.value.hint

@@ -43,6 +43,11 @@ class NotFound(BuildError):
     """The archive answered 404 for a file (used to fall back from InRelease to Release + Release.gpg)."""
 
 
+# Where the archive's address comes from, for hints: every command that builds a base reads the apt sources, and
+# `mlpack base build` also takes one.
+_MIRROR = "the apt sources, or mlpack base build --mirror"
+
+
 def fetch(url: str) -> bytes:
     """The bytes at `url` (http, https or file)."""
     try:
@@ -50,20 +55,21 @@ def fetch(url: str) -> bytes:
             return bytes(response.read())
     except urllib.error.HTTPError as err:
         if err.code == 404:
-            raise NotFound(f"{url} does not exist (HTTP 404)", hint="check the suite and --mirror") from err
+            raise NotFound(f"{url} does not exist (HTTP 404)",
+                           hint=f"check the suite and the mirror ({_MIRROR})") from err
         raise BuildError(f"fetching {url} failed: HTTP {err.code} {err.reason}",
                          hint="check the mirror, or retry later") from err
     except FileNotFoundError as err:
-        raise NotFound(f"{url} does not exist", hint="check the suite and --mirror") from err
+        raise NotFound(f"{url} does not exist", hint=f"check the suite and the mirror ({_MIRROR})") from err
     except urllib.error.URLError as err:
         if isinstance(err.reason, FileNotFoundError):  # file: URLs wrap a missing file this way
-            raise NotFound(f"{url} does not exist", hint="check the suite and --mirror") from err
+            raise NotFound(f"{url} does not exist", hint=f"check the suite and the mirror ({_MIRROR})") from err
         raise BuildError(f"fetching {url} failed: {err.reason}",
-                         hint="check the network and the archive address in the apt sources or --mirror") from err
+                         hint=f"check the network and the archive address ({_MIRROR})") from err
     except OSError as err:
         reason = getattr(err, "reason", err)
         raise BuildError(f"fetching {url} failed: {reason}",
-                         hint="check the network and the archive address in the apt sources or --mirror") from err
+                         hint=f"check the network and the archive address ({_MIRROR})") from err
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +184,8 @@ def verified_release(repo: Repo, *, now: datetime | None = None, check_valid_unt
     until = release.get("Valid-Until")
     if check_valid_until and until and parsedate_to_datetime(until) < (now or datetime.now(UTC)):
         raise BuildError(f"{repo.dists('InRelease')} expired at {until}",
-                         hint="the mirror is stale; use a current mirror (or --snapshot for an old state)")
+                         hint="the mirror is stale; use a current mirror (or mlpack base build --snapshot for an "
+                              "old state)")
     return verified
 
 

@@ -173,8 +173,9 @@ def resolve(universe: Universe, wanted: Iterable[str], exclude: Iterable[str] = 
                 wanted_text = " | ".join(_describe(alt) for alt in group)
                 raise BuildError(f"{name} {entry['Version']} depends on '{wanted_text}', which no {universe.arch} "
                                  "package of the indices satisfies (or it contradicts an earlier choice: "
-                                 f"{_clash(group, chosen)})", hint="add a matching package with --packages, or "
-                                 "check that the suite's update/security pockets are in the sources")
+                                 f"{_clash(group, chosen)})",
+                                 hint="add a matching package (mlpack base build --packages), or check that the "
+                                      "suite's update/security pockets are in the sources")
             choose(pick)
     return tuple(_to_package(chosen[n]) for n in sorted(chosen))
 

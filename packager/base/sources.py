@@ -153,5 +153,6 @@ def discover(suite: str, *, mirror: str | None = None, keyring: Path | None = No
     if not any(r.suite == suite for r in repos):
         raise ConfigError(f"the apt configuration under {etc} names no Debian archive serving '{suite}' main "
                           f"(found: {', '.join(sorted({e.uri for e in apt_entries(etc)})) or 'no deb sources'})",
-                          hint="pass --mirror URL of a Debian archive")
+                          hint="name a Debian archive: mlpack base build --mirror URL -o DIR builds the base, which "
+                               "mlpack export and mlpack build then take as --base oci:DIR")
     return tuple(repos)

@@ -99,7 +99,8 @@ def check(model: onnx.ModelProto, name: str, ort_version: str | None = None) -> 
     if problems:
         raise ConversionError(
             f"{name} needs {' and '.join(problems)}, but the target's onnxruntime {found.version} cannot load it",
-            hint=f"convert again with --opset {found.opset} (older opsets convert down), or use a newer onnxruntime")
+            hint=f"convert it with mlpack convert MODEL --opset {found.opset} (older opsets convert down) and use that "
+                 ".onnx, or use a newer onnxruntime")
     return f"IR {model.ir_version}, opset {opset} load in onnxruntime {found.version} ({found.source})"
 
 

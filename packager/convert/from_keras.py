@@ -89,7 +89,7 @@ def _convert_keras(source: Path, fmt: Format, options: ConvertOptions) -> Conver
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=_tf_specs(tf, specs), opset=options.target_opset)
     except Exception as err:  # tf2onnx raises bare Exceptions for unconvertible graphs
         raise ConversionError(f"{source.name}: tf2onnx failed ({_first_line(err)})",
-                              hint="try another --opset, or check for custom layers") from err
+                              hint="try another opset (mlpack convert --opset N), or check for custom layers") from err
     check_ops(proto, source.name, f"tf2onnx {tf2onnx.__version__}")
     dropped = signature_inputs_only(proto, [s.name for s in specs], source.name)
 
@@ -124,7 +124,7 @@ def convert_saved_model(source: Path, options: ConvertOptions, *, via: str = "")
                                                  opset=options.target_opset)
     except Exception as err:  # tf2onnx raises bare Exceptions for unconvertible graphs
         raise ConversionError(f"{source.name}: tf2onnx failed ({_first_line(err)})",
-                              hint="try another --opset") from err
+                              hint="try another opset (mlpack convert --opset N)") from err
     check_ops(proto, source.name, f"tf2onnx {tf2onnx.__version__}")
     dropped = signature_inputs_only(proto, [s.name for s in specs], source.name)
 

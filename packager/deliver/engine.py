@@ -120,14 +120,16 @@ class SshEngine:
                                 banner_timeout=connect_timeout, auth_timeout=connect_timeout)
         except paramiko.AuthenticationException as err:
             raise DeployError(f"{target} refused the SSH login (AuthenticationException: {err})",
-                              hint="give the device's key with --identity, or load it into ssh-agent") from err
+                              hint="give the device's key (--identity, or identity under [fleet] in a fleet "
+                                   "file), or load it into ssh-agent") from err
         except paramiko.BadHostKeyException as err:
             raise DeployError(f"{target} presented a host key that differs from the known one (BadHostKeyException)",
                               hint="verify the device, then fix its line in known_hosts") from err
         except paramiko.SSHException as err:
             code = "UnknownHostKey" if "known_hosts" in str(err) else type(err).__name__
             raise DeployError(f"{target}: SSH failed ({code}: {err})",
-                              hint="add the device's host key with ssh-keyscan to known_hosts, or pass --known-hosts")\
+                              hint="add the device's host key with ssh-keyscan to known_hosts, or name the file "
+                                   "that has it (--known-hosts, or known_hosts under [fleet] in a fleet file)")\
                 from err
         except (TimeoutError, OSError) as err:
             raise DeployError(f"{target} is unreachable ({_socket_error(err)})",

@@ -197,7 +197,8 @@ def canary(stable: ServiceSpec, image: str, *, ref: str | None = None, platform:
                           hint="export the canary under the same model name (mlpack export --name NAME)")
     if found.image == stable.image:
         raise ConfigError(f"the canary pulls {found.image}, as the stable service does",
-                          hint="push the canary under its own tag and pass it with --canary-image REF")
+                          hint="give the canary an image of its own: another --canary image (mlpack deploy "
+                               "swarm), or its own tag with --canary-image REF (mlpack manifest compose, k8s)")
     return dataclasses.replace(found, name=stable.name)
 
 

@@ -107,7 +107,8 @@ def write_outputs(item: Image | Index, *, layout_dir: Path | None = None, tar: P
     if tar or load:
         if isinstance(item, Index):
             raise ConfigError("a docker-archive or a Docker engine holds one platform, but several were built",
-                              hint="give one --platform with --tar/--load, or use --layout/--push for an index")
+                              hint="give one --platform, or keep the index as an OCI layout or push it (mlpack "
+                                   "build --layout/--push, mlpack manifest proxy -o DIR/--push)")
         if tar:
             written = replace(written, tar=tarball.write(item, tar, tag))
         if load:

@@ -23,7 +23,8 @@ def load(img: Image, tag: str) -> str:
         client.ping()
     except docker.errors.DockerException as err:
         raise ToolchainError(f"no Docker engine answers ({err})",
-                             hint="start dockerd, or write a tar with --tar and `docker load` it elsewhere") from err
+                             hint="start dockerd, or write a docker-archive (mlpack build --tar FILE, mlpack "
+                                  "manifest proxy -o FILE.tar) and `docker load` it elsewhere") from err
     with tempfile.TemporaryDirectory(prefix="mlpack-load-") as tmp:
         archive = tarball.write(img, Path(tmp) / "image.tar", tag)
         try:

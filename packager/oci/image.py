@@ -148,7 +148,13 @@ class Index:
                 return image
         have = ", ".join(str(i.platform) for i in self.images) or "none"
         raise BuildError(f"the index has no image for {platform} (it has: {have})",
-                         hint="pick one of its platforms with --platform")
+                         hint=missing_platform_hint(platform))
+
+
+def missing_platform_hint(platform: Platform) -> str:
+    """The hint for an index without an image for `platform`. Export (whose --target chooses the platforms) reaches
+    it through --base as well as build, so the flag is named with its command."""
+    return f"use an image or index that has {platform}, or build for one of its platforms (mlpack build --platform)"
 
 
 def index(*images: Image) -> Index:

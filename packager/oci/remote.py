@@ -18,7 +18,7 @@ from mlpk.packager.oci import known, mediatype
 from mlpk.packager.oci.cache import BlobCache, default_cache
 from mlpk.packager.oci.client import RegistryClient
 from mlpk.packager.oci.digest import Digest
-from mlpk.packager.oci.image import Image, Index
+from mlpk.packager.oci.image import Image, Index, missing_platform_hint
 from mlpk.packager.oci.platform import Platform
 from mlpk.packager.oci.reference import Reference
 
@@ -109,7 +109,7 @@ def image_from_registry(ref: str | Reference, platform: Platform | str | None = 
             return _image(http, reference.repository, child, child_type, store)
     have = ", ".join(str(Platform.from_dict(d.get("platform") or {})) for d in descriptors) or "none"
     raise RegistryError(f"{reference} has no image for {plat} (it has: {have})",
-                        hint="pick one of its platforms with --platform")
+                        hint=missing_platform_hint(plat))
 
 
 @dataclass(frozen=True, slots=True)

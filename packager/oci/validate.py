@@ -1,5 +1,5 @@
 """Structural validation of images (after go-containerregistry's validate.Image): run at the end of every
-image-producing test, and by `mlpack inspect --verify`.
+image-producing test.
 
 Checks that every blob matches its digest and size, that each layer's uncompressed bytes hash to the diff_id the
 config records, that no layer member escapes the root, that the manifest's media types are of one family, and
@@ -102,7 +102,7 @@ def known_layer(layer: Layer) -> LayerReport:
     Sound because bytes other than those checked never reach an image: a sink links or copies a blob file without
     reading it only when it is the very file that hashed to the digest and is unchanged since (`known.trusted`),
     and reads every other one through its digest check (writing a layout or a docker-archive, pushing). Validation
-    (`validate`, `mlpack inspect --verify`) reads every byte instead."""
+    (`validate`) reads every byte instead."""
     found = known.recall(layer.digest, layer.size, layer.diff_id)
     if found is not None:
         return found

@@ -121,3 +121,6 @@ def test_index_refuses_two_images_for_one_platform() -> None:
         index(amd, amd)
     with pytest.raises(BuildError, match=r"no image for linux/s390x \(it has: linux/amd64, linux/arm64\)"):
         idx.image_for(Platform.parse("linux/s390x"))
+    with pytest.raises(BuildError) as err:  # export's --base reaches this too, and export has no --platform
+        idx.image_for(Platform.parse("linux/s390x"))
+    assert "(mlpack build --platform)" in (err.value.hint or "")
