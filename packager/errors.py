@@ -18,6 +18,9 @@ catch-all and prints `error: MESSAGE` and `hint: HINT` for user errors.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class MlpackError(Exception):
     """A user error: what failed, with the values involved, and how to fix it."""
@@ -86,3 +89,13 @@ def missing_extra(module: str, extra: str, feature: str) -> ToolchainError:
         f"{feature} needs the Python module '{module}', which is not installed",
         hint=f"pip install 'mlpack-packager[{extra}]'",
     )
+
+
+@contextmanager
+def malformed(what: str, hint: str) -> Iterator[None]:
+    """Data of the wrong shape inside `what` (a list where an object goes, a missing field, a digest that is not one,
+    all in well-formed JSON): an InputError naming it, not the KeyError or AttributeError of the code reading it."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
+        raise InputError(f"{what} is malformed ({type(err).__name__}: {str(err)[:200]})", hint=hint) from err

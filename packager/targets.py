@@ -15,6 +15,7 @@ import copy
 import difflib
 import enum
 import json
+import math
 import os
 import re
 import tomllib
@@ -214,7 +215,14 @@ def read(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
         close = difflib.get_close_matches(text, names(), n=1)
         hint = f"did you mean '{close[0]}'?" if close else "mlpack targets lists them; a file must end in .toml"
         raise ConfigError(f"unknown target '{text}'; known: {', '.join(names())}", hint=hint)
-    raw = _parse(path.read_text(), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text, as TOML must be (byte {err.start} is "
+                          f"{err.object[err.start]:#04x})", hint="save the profile as UTF-8") from err
+    except OSError as err:
+        raise ConfigError(f"{path} cannot be read: {err.strerror}", hint="check the file and its permissions") from err
+    raw = _parse(text, str(path))
     parent = raw.pop("extends", None)
     if parent is None:
         return raw
@@ -238,9 +246,21 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 def problems(raw: Mapping[str, Any]) -> list[str]:
     """Every problem of a raw profile, each naming its field; empty when it is valid."""
     found = checking.problems(raw, schema())
-    with contextlib.suppress(AttributeError, TypeError, KeyError):  # fields of the wrong type: the schema said so
+    found.extend(_non_finite(raw, ""))  # TOML has nan and inf, which pass any minimum or maximum of the schema
+    # fields of the wrong type or form (python = "3.x"): the schema said so
+    with contextlib.suppress(AttributeError, TypeError, KeyError, ValueError):
         found.extend(p for p in _cross_field_problems(raw) if p not in found)
     return found
+
+
+def _non_finite(value: Any, field: str) -> list[str]:
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{field}: {value} is not a finite number"]
+    if isinstance(value, Mapping):
+        return [p for key, item in value.items() for p in _non_finite(item, f"{field}.{key}" if field else key)]
+    if isinstance(value, list):
+        return [p for index, item in enumerate(value) for p in _non_finite(item, f"{field}[{index}]")]
+    return []
 
 
 def _cross_field_problems(raw: Mapping[str, Any]) -> list[str]:

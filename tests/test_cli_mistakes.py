@@ -61,6 +61,8 @@ def test_out_check_creates_nothing_it_leaves(tmp_path: Path) -> None:
     (("--push", "localhost:5000/a b"), "--push 'localhost:5000/a b' is not an image reference"),
     (("--wheel-index", "notaurl"), "--wheel-index 'notaurl' is not an http(s) or file URL"),
     (("--wheel-index", "https://"), "--wheel-index 'https://' is not an http(s) or file URL"),
+    (("--budget-mb", "nan"), "'nan' is not a finite number"),  # a budget of nan passes every comparison
+    (("--budget-mb", "-3"), "--budget-mb"),
 ])
 def test_export_names_and_urls_are_checked_before_any_work(mlpack, model: Path, tmp_path: Path,
                                                            flags: tuple[str, str], words: str) -> None:
@@ -152,3 +154,30 @@ def test_a_bad_tolerance_is_one_line_with_a_hint() -> None:
         with pytest.raises(ConfigError) as err:
             Tolerance().updated(text)
         assert repr(text) in err.value.message and err.value.hint and "--tolerance atol=" in err.value.hint
+
+
+def test_convert_names_an_onnxruntime_older_than_it_knows(mlpack, model: Path, tmp_path: Path) -> None:
+    """An --ort-version below the compatibility table is refused, not waved through as "newer than the table"."""
+    done = mlpack("convert", str(model), "--ort-version", "0.1", "-o", str(tmp_path / "m.onnx"))
+    _one_line_error(done, 2, "onnxruntime 0.1 is older than any mlpack knows", "--ort-version")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_inspect_refuses_well_formed_json_of_the_wrong_shape(mlpack, tmp_path: Path) -> None:
+    """A docker-archive whose manifest.json is an object, an OCI layout whose index.json is a list: one line each
+    naming the file, not a KeyError or AttributeError (exit 70)."""
+    import io
+    import tarfile
+
+    archive = tmp_path / "odd.tar"
+    with tarfile.open(archive, "w") as tar:
+        data = b'{"a": 1}'
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    _one_line_error(mlpack("inspect", str(archive)), 3, "docker-archive", "odd.tar", "is malformed")
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text("[1, 2]")
+    _one_line_error(mlpack("inspect", str(layout)), 3, "OCI layout", "is malformed")

@@ -86,6 +86,24 @@ def test_a_profile_sets_the_gates_max_drop_below_one(tmp_path: Path) -> None:
     assert "optimize.max_drop:" in str(err.value) and str(user) in str(err.value)
 
 
+def test_profiles_of_any_bytes_or_numbers_are_refused_in_one_line(tmp_path: Path) -> None:
+    """Not UTF-8; a Python that is no version (the cross-field rules read it as numbers); nan and inf, which TOML
+    has and which pass any minimum or maximum of the schema (a budget of nan would turn the size gate off)."""
+    user = tmp_path / "odd.toml"
+    user.write_bytes(b"\xff\xfeextends = 'cpu'\n")
+    with pytest.raises(ConfigError, match=r"odd.toml is not UTF-8 text, as TOML must be \(byte 0 is 0xff\)"):
+        targets.load(user)
+    for body, field in (('python = "banana"', "python:"), ('python = "3.x"', "python:"),
+                        ("budget_mb = nan", "budget_mb: nan is not a finite number"),
+                        ("[optimize]\nmax_drop = inf", "optimize.max_drop: inf is not a finite number")):
+        user.write_text(f'extends = "cpu"\n{body}\n')
+        with pytest.raises(ConfigError) as err:
+            targets.load(user)
+        assert field in str(err.value) and str(user) in str(err.value), body
+    with pytest.raises(ConfigError, match="python: 'banana' does not match"):
+        targets.load("cpu", {"python": "banana"})  # export --python banana
+
+
 def test_flag_overrides_merge_into_tables() -> None:
     resolved = targets.load("jetson", {"base": {"ref": "registry.local/l4t@sha256:" + "a" * 64}})
     assert resolved.base.pinned and resolved.base.jetpack == "6.1"

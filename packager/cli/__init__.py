@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import json
 import logging
+import math
 import os
 import sys
 import traceback
@@ -113,6 +114,21 @@ def cli(ctx: click.Context, as_json: bool, debug: bool) -> None:
     Convert and validate a model, quantize it behind an accuracy gate, and build its image without a Docker daemon.
     """
     ctx.obj = {"json": as_json, "debug": debug}
+
+
+class Finite(click.FloatRange):
+    """A number option: click's FloatRange, refusing nan and inf as well (they compare false with any bound, so a
+    range alone lets `--budget-mb nan` through and turns the check it feeds off)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+POSITIVE = Finite(min=0, min_open=True)  # seconds, megabytes
+NOT_NEGATIVE = Finite(min=0)
 
 
 def wants_json(ctx: click.Context) -> bool:

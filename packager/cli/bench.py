@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlpk.packager.bench import report as benching
-from mlpk.packager.cli import report, wants_json
+from mlpk.packager.cli import POSITIVE, report, wants_json
 
 
 def _size(count: int) -> str:
@@ -57,14 +57,14 @@ def _render(data: dict[str, Any]) -> None:
 @click.argument("source", metavar="IMAGE|DIR|MODEL")
 @click.option("--concurrency", "-c", default="1,4,16", show_default=True,
               help="Requests in flight, one run per comma-separated value.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+@click.option("--duration", type=POSITIVE, default=10.0, show_default=True,
               help="Seconds of load per concurrency value.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("mlpack-bench"), show_default=True,
               help="Directory for bench.json, latency.png, throughput.png and server.log.")
 @click.option("--local", is_flag=True, help="Serve an image's model on this host even when a Docker engine answers.")
 @click.option("--platform", help="From a multi-platform image, the one to run [default: this machine's].")
 @click.option("--port", type=click.IntRange(1, 65535), help="Host port of the server [default: a free one].")
-@click.option("--ready-timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+@click.option("--ready-timeout", type=POSITIVE, default=120.0, show_default=True,
               help="Seconds to wait for the server to answer.")
 @click.pass_context
 def bench(ctx: click.Context, source: str, concurrency: str, duration: float, out: Path, local: bool,

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from mlpk.packager import cache as lib
-from mlpk.packager.cli import report
+from mlpk.packager.cli import NOT_NEGATIVE, report
 
 
 def _mb(n: int) -> str:
@@ -59,7 +59,7 @@ def clean(ctx: click.Context, areas: tuple[str, ...]) -> None:
 
 
 @cache.command()
-@click.option("--older-than", "days", type=float, metavar="DAYS",
+@click.option("--older-than", "days", type=NOT_NEGATIVE, metavar="DAYS",
               help="Also remove blobs, debs, bases and layers stored more than DAYS days ago.")
 @click.pass_context
 def prune(ctx: click.Context, days: float | None) -> None:

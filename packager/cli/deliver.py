@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from mlpk.packager.atomic import atomic_file
-from mlpk.packager.cli import report
+from mlpk.packager.cli import POSITIVE, report
 from mlpk.packager.cli.delivery_render import delivery_report, fleet_report
 from mlpk.packager.deliver import archive
 from mlpk.packager.deliver import device as delivery
@@ -95,7 +95,7 @@ def apply(ctx: click.Context, file: Path, device: str | None, identity: Path | N
 @click.option("--grpc-port", type=int, help="Port the service publishes its gRPC on, when the image serves gRPC "
               "[default: the image's, 8081].")
 @click.option("--run-arg", "run_args", multiple=True, help="Extra `docker run` argument (repeatable).")
-@click.option("--ready-timeout", type=float, default=120, show_default=True, help="Seconds to wait for readiness.")
+@click.option("--ready-timeout", type=POSITIVE, default=120, show_default=True, help="Seconds to wait for readiness.")
 @click.option("--rollback", is_flag=True, help="Go back to the previous image of --service; no IMAGE needed.")
 @_platform
 @_tag

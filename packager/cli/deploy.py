@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mlpk.packager.cli import report
+from mlpk.packager.cli import POSITIVE, report
 from mlpk.packager.cli.delivery_render import deploy_report
 from mlpk.packager.cli.delivery_render import swarm_report
 from mlpk.packager.cli.manifest import rollout_of, rollout_options
@@ -88,7 +88,7 @@ def _key_values(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--canary", metavar="IMAGE|DIR", help="A second version beside the stable one (--canary-weight percent "
               "of --replicas), behind the same address.")
 @click.option("--canary-weight", type=int, default=10, show_default=True, help="The canary's share of --replicas (%).")
-@click.option("--timeout", type=float, default=600, show_default=True, help="Seconds to wait for convergence.")
+@click.option("--timeout", type=POSITIVE, default=600, show_default=True, help="Seconds to wait for convergence.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Keep the stack file written here.")
 @click.option("--rollback", is_flag=True, help="Roll the model service back to its previous version; no IMAGE.")
 @click.option("--promote", is_flag=True, help="Give the stable service the canary's image, then remove the canary.")

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from mlpk.packager import export as exporting
-from mlpk.packager.cli import report, wants_json
+from mlpk.packager.cli import POSITIVE, report, wants_json
 from mlpk.packager.cli.render import export_report
 from mlpk.packager.convert.specs import parse_input, parse_model_args
 from mlpk.packager.targets import QuantizeMode
@@ -32,7 +32,7 @@ from mlpk.packager.targets import QuantizeMode
 @click.option("--tolerance", metavar="atol=…,rtol=…,agreement=…", help="Raise the parity gate explicitly.")
 @click.option("--python", help="Override the target's Python (major.minor).")
 @click.option("--wheel-index", metavar="URL", help="Extra wheel index (Jetson GPU wheels).")
-@click.option("--budget-mb", type=float, help="Override the target's size budget.")
+@click.option("--budget-mb", type=POSITIVE, help="Override the target's size budget.")
 @click.option("--grpc-port", type=int, help="Server images: the gRPC port [default: 8081]; 0 leaves gRPC (and its "
               "wheels, hpack and protobuf) out.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE:DTYPE",

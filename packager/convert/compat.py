@@ -81,7 +81,16 @@ def limits(version: str | None = None) -> OrtLimits | None:
     row = table().get(wanted)
     if row is not None:
         return row
+    oldest = min(table(), key=_as_tuple)
+    if _as_tuple(wanted) < _as_tuple(oldest):
+        raise ConfigError(f"onnxruntime {version} is older than any mlpack knows the limits of (the oldest is "
+                          f"{oldest}), so it cannot check that a model loads there",
+                          hint=f"name onnxruntime {oldest} or newer (--ort-version)")
     return probe_installed() if wanted == installed else None
+
+
+def _as_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
 
 
 def check(model: onnx.ModelProto, name: str, ort_version: str | None = None) -> str:

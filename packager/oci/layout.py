@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mlpk.packager.errors import InputError
+from mlpk.packager.errors import InputError, malformed
 from mlpk.packager.oci import known, mediatype, reuse
 from mlpk.packager.atomic import atomic_dir
 from mlpk.packager.oci.digest import CHUNK, Digest, HashingReader
@@ -128,6 +128,11 @@ def read(path: Path, tag: str | None = None) -> Image | Index:
         raise InputError(f"'{root}' is not an OCI layout (no readable index.json)",
                          hint="give a directory written by `mlpack build --layout` or `skopeo copy … oci:DIR`") \
             from err
+    with malformed(f"OCI layout '{root}'", "give a layout written by `mlpack build --layout` or `skopeo copy`"):
+        return _descriptor(root, top, tag)
+
+
+def _descriptor(root: Path, top: Any, tag: str | None) -> Image | Index:
     descriptors = top.get("manifests", [])
     if tag:
         descriptors = [d for d in descriptors if (d.get("annotations") or {}).get(REF_NAME) == tag]

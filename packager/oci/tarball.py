@@ -14,11 +14,12 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mlpk.packager.errors import BuildError, InputError
+from mlpk.packager.errors import BuildError, InputError, malformed
 from mlpk.packager.oci import known, mediatype, reuse
 from mlpk.packager.atomic import atomic_file
 from mlpk.packager.oci.cache import BlobCache, default_cache
@@ -200,34 +201,42 @@ def image_from_tarball(path: Path, tag: str | None = None, *, cache: BlobCache |
             return extracted.read()
 
         try:
-            entry = _select(json.loads(read("manifest.json")), tag, path)
+            entries = json.loads(read("manifest.json"))
         except json.JSONDecodeError as err:
             raise InputError(f"manifest.json in '{path}' is not JSON", hint="the archive is corrupt") from err
-        config_bytes = read(entry["Config"])
-        diff_ids = json.loads(config_bytes).get("rootfs", {}).get("diff_ids", [])
-        if len(diff_ids) != len(entry.get("Layers", [])):
-            raise InputError(f"docker-archive '{path}' lists {len(entry.get('Layers', []))} layers but its config "
-                             f"has {len(diff_ids)} diff_ids", hint="the archive is corrupt")
-        layers: list[Layer] = []
-        store = cache or default_cache()
-        for name, diff in zip(entry.get("Layers", []), diff_ids, strict=True):
-            info = member(name)
-            window = _Window(path, info.offset_data, info.size)
-            magic = window.read(2)
+        with malformed(f"docker-archive '{path}'", "give a file written by `docker save` or `mlpack build --tar`"):
+            return _image(path, entries, tag, member, read, cache)
+
+
+def _image(path: Path, entries: Any, tag: str | None, member: Callable[[str], tarfile.TarInfo],
+           read: Callable[[str], bytes], cache: BlobCache | None) -> Image:
+    """The image of a docker-archive whose manifest.json holds `entries` (image_from_tarball)."""
+    entry = _select(entries, tag, path)
+    config_bytes = read(entry["Config"])
+    diff_ids = json.loads(config_bytes).get("rootfs", {}).get("diff_ids", [])
+    if len(diff_ids) != len(entry.get("Layers", [])):
+        raise InputError(f"docker-archive '{path}' lists {len(entry.get('Layers', []))} layers but its config "
+                         f"has {len(diff_ids)} diff_ids", hint="the archive is corrupt")
+    layers: list[Layer] = []
+    store = cache or default_cache()
+    for name, diff in zip(entry.get("Layers", []), diff_ids, strict=True):
+        info = member(name)
+        window = _Window(path, info.offset_data, info.size)
+        magic = window.read(2)
+        window.close()
+        window = _Window(path, info.offset_data, info.size)
+        if magic == b"\x1f\x8b":
+            digest, size = sha256_stream(window)  # type: ignore[arg-type]
             window.close()
-            window = _Window(path, info.offset_data, info.size)
-            if magic == b"\x1f\x8b":
-                digest, size = sha256_stream(window)  # type: ignore[arg-type]
-                window.close()
-                layers.append(ArchiveLayer(path, info.offset_data, size, digest, Digest.parse(diff)))
-                continue
-            digest, diff_id, size = _compress_into_cache(window, store)  # type: ignore[arg-type]
-            window.close()
-            if diff_id != Digest.parse(diff):
-                raise BuildError(f"layer '{name}' in '{path}' hashes to {diff_id}, but the config says {diff}",
-                                 hint="the archive is corrupt")
-            rewritten = BlobLayer(store.path(digest), digest, diff_id, size, mediatype.DOCKER_LAYER_GZIP)
-            for _ in read_members(rewritten):  # refuse path traversal before the layer goes anywhere
-                pass
-            layers.append(rewritten)
+            layers.append(ArchiveLayer(path, info.offset_data, size, digest, Digest.parse(diff)))
+            continue
+        digest, diff_id, size = _compress_into_cache(window, store)  # type: ignore[arg-type]
+        window.close()
+        if diff_id != Digest.parse(diff):
+            raise BuildError(f"layer '{name}' in '{path}' hashes to {diff_id}, but the config says {diff}",
+                             hint="the archive is corrupt")
+        rewritten = BlobLayer(store.path(digest), digest, diff_id, size, mediatype.DOCKER_LAYER_GZIP)
+        for _ in read_members(rewritten):  # refuse path traversal before the layer goes anywhere
+            pass
+        layers.append(rewritten)
     return Image(config_bytes, tuple(layers), mediatype.DOCKER_MANIFEST)
