@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mlpk.packager.errors import BuildError
+from mlpk.packager.errors import BuildError, ConfigError
 from mlpk.packager.owners import Owner, orphaned
 
 MARK = ".tmp-"
@@ -94,6 +94,19 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_destination(dest: Path, flag: str) -> None:
+    """Refuse, before any work, a file destination that cannot be written: an existing directory, or a path under a
+    file. `flag` names the option that gave it (-o), for the message."""
+    if dest.is_dir():
+        raise ConfigError(f"{flag} {dest} is a directory, not a file", hint=f"give a file path, e.g. {flag} "
+                                                                             f"{dest / dest.name}.onnx")
+    parent = dest.absolute().parent
+    existing = next(place for place in (parent, *parent.parents) if place.exists() or place.is_symlink())
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {dest} is under {existing}, which is a file, not a directory",
+                          hint=f"choose a {flag} path whose parents are directories (or new)")
 
 
 @contextmanager

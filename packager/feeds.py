@@ -69,6 +69,17 @@ class Feeds:
             raise InternalError(f"{self.source} has {len(self.parts)} separate feeds; iterate batches() instead")
         return self.parts[0]
 
+    def non_finite(self) -> dict[str, int]:
+        """How many NaN and infinite values each float input holds, for the inputs that hold any."""
+        counts: dict[str, int] = {}
+        for part in self.parts:
+            for name, array in part.items():
+                if array.dtype.kind == "f":
+                    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+                    if bad:
+                        counts[name] = counts.get(name, 0) + bad
+        return counts
+
     def first(self) -> Feed:
         """One sample (the first), as a feed: what a warm-up runs."""
         return next(self.select(slice(0, 1)).batches(1))

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mlpk.packager import quantize as q
-from mlpk.packager.cli import report
+from mlpk.packager.cli import Finite, report
 from mlpk.packager.quantize.table import render
 from mlpk.packager.targets import QUANTIZING
 
@@ -20,7 +20,7 @@ from mlpk.packager.targets import QUANTIZING
               help="Calibration data: .npz or a directory of arrays. Default: the model's sample data.")
 @click.option("--eval", "evaluation", type=click.Path(path_type=Path),
               help="Evaluation data for the gate. Default: a held-out part of the calibration data.")
-@click.option("--max-drop", type=float, default=0.01, show_default=True,
+@click.option("--max-drop", type=Finite(), default=0.01, show_default=True,
               help="Largest accepted drop: accuracy with labels, else 1 - argmax agreement (or 1 - cosine).")
 @click.option("--for", "backend", type=click.Choice(["cpu", "tensorrt"]), default="cpu", show_default=True,
               help="Where the model runs: tensorrt makes symmetric, per-channel QDQ.")
@@ -28,7 +28,8 @@ from mlpk.packager.targets import QUANTIZING
               show_default=True, help="Calibration method for int8-static (the first try; others are fallbacks).")
 @click.option("--per-channel/--per-tensor", default=None, help="Weight granularity. Default: per mode and target.")
 @click.option("--no-fallbacks", is_flag=True, help="Try only the first choice.")
-@click.option("--arch", default="", help="Target CPU architecture (x86_64, aarch64). Default: this machine's.")
+@click.option("--arch", default="", type=click.Choice(["", "x86_64", "amd64", "aarch64", "arm64"]),
+              help="Target CPU architecture (x86_64, aarch64). Default: this machine's.")
 @click.option("-o", "--out", "--output", "output", type=click.Path(path_type=Path),
               help="Output model [default: MODEL.MODE.onnx]; --output is its older name.")
 @click.pass_context

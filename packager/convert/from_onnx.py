@@ -54,9 +54,11 @@ def load(source: Path) -> tuple[onnx.ModelProto, int]:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if isinstance(err, onnx.checker.ValidationError):
             _refuse_unknown_ops(bare, source, size)
+        hint = ("the graph is wrong where the checker says: fix it in the code that built it, and export again"
+                if isinstance(err, onnx.checker.ValidationError) and source.stat().st_size > 0 else
+                "the file may be truncated or its external data missing: export it again")
         raise InputError(f"{source.name} is not a valid ONNX model (checker: {first}); expected a complete model "
-                         f"with its external data beside it",
-                         hint="the file may be truncated: export it again") from err
+                         f"with its external data beside it", hint=hint) from err
     return bare, size
 
 

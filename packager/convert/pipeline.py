@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from mlpk.packager import atomic
 from mlpk.packager import card as cards
 from mlpk.packager import feeds, onnxrt, parity, signature
 from mlpk.packager.convert import compat, ops, output, rewrite, specs
@@ -178,6 +179,7 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
         raise ConfigError(f"output {destination.name} must end in .onnx", hint="-o NAME.onnx")
     if destination.exists() and source.exists() and destination.resolve() == source.resolve():
         raise ConfigError(f"output {destination} is the source model itself", hint="pass another -o OUT.onnx")
+    atomic.check_destination(destination, "-o")
     if sample_data is not None:  # the inputs' shapes when nothing else says them, and sizes to trace with
         try:
             raw = _raw_arrays(sample_data)

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from mlpk.packager import atomic
 from mlpk.packager import card as cards
 from mlpk.packager.atomic import atomic_file
+from mlpk.packager.convert.detect import detect
 from mlpk.packager.errors import ConfigError, InputError, MlpackError, QuantizationError
 from mlpk.packager.quantize import data as datasets
 from mlpk.packager.quantize import gate, measure, report, sensitivity, subgraphs
@@ -54,17 +58,22 @@ def quantize(source: Path, options: QuantizeOptions, output: Path | None = None)
     output = output or default_output(source, options.mode)
     _check(source, options, output)
     method = method_for(options)
+    try:
+        session = gate.open_session(source)
+    except QuantizationError as err:  # the model as given, before any quantization: bad input, whatever the mode
+        raise InputError(err.message, hint="mlpack convert MODEL checks an ONNX model and says what is wrong "
+                                           "with it") from err
     sig = datasets.model_signature(source)
     calibration, evaluation = _data(source, sig, options, method)
     batch = gate.batch_size(sig)
     with tempfile.TemporaryDirectory(prefix="mlpack-quantize-") as tmp:
         work = Path(tmp)
         prepared = prepare(source, work, evaluation.select(slice(0, 32)), batch)
-        reference = gate.run(gate.open_session(source), evaluation, batch)
+        reference = gate.run(session, evaluation, batch)
         trials = _ladder(method, options, prepared.path, work, calibration, evaluation, reference, batch)
         chosen = next((t for t in trials if t.passed), None)
         if chosen is None:
-            raise _failure(source, options, trials)
+            raise _failure(source, options, trials, (calibration, evaluation))
         candidate = work / f"candidate-{trials.index(chosen)}.onnx"
         result = QuantizationReport(
             source=source, output=output, mode=str(options.mode), backend=str(options.backend),
@@ -82,8 +91,13 @@ def _check(source: Path, options: QuantizeOptions, output: Path) -> None:
         raise InputError(f"model {source} does not exist", hint="pass the path of an .onnx file")
     if source.suffix != ".onnx":
         raise InputError(f"{source.name} is not an .onnx file", hint="convert it first: mlpack convert MODEL")
+    kind = detect(source)  # empty, or of no format mlpack knows: an InputError that says so
+    if kind != "onnx":
+        raise InputError(f"{source.name} holds a {kind} model, not ONNX", hint="convert it first: mlpack convert MODEL")
     if output.resolve() == source.resolve():
         raise ConfigError(f"the output {output} would overwrite the input model", hint="pass another --out")
+    for written in (output, report.report_path(output), cards.card_path(output)):
+        atomic.check_destination(written, "-o")
     flags = options.flags
     if not 0 <= options.max_drop < 1:
         raise ConfigError(f"{flags.max_drop} {options.max_drop} is outside [0, 1)",
@@ -171,7 +185,9 @@ def _try(method: Method, attempt: Attempt, prepared: Path, out: Path, calibratio
     TensorRT the CPU-only layout optimizations (NCHWc) are left out, since the model will never meet them there."""
     cpu = options.backend is Backend.CPU
     try:
-        attempt = method.apply(prepared, out, attempt, calibration)  # as made: FP16 adds what it kept in float
+        with warnings.catch_warnings(), np.errstate(all="ignore"):  # numpy's warnings in the calibrators: the
+            warnings.simplefilter("ignore", RuntimeWarning)               # trial's figures or error say it
+            attempt = method.apply(prepared, out, attempt, calibration)  # as made: FP16 adds what it kept in float
         untouched = _nothing_quantized(out, options.mode)
         if untouched:
             return Trial(attempt, None, False, error=untouched)
@@ -223,8 +239,10 @@ def _nothing_quantized(candidate: Path, mode: Mode) -> str | None:
 _RANK = (Outcome.NOTHING_QUANTIZED, Outcome.BROKEN, Outcome.GATED)  # how far a try got, worst first
 
 
-def _failure(source: Path, options: QuantizeOptions, trials: list[Trial]) -> GateFailure:
-    """The refusal for the best outcome any trial reached: nothing quantized, nothing that loads, or the gate."""
+def _failure(source: Path, options: QuantizeOptions, trials: list[Trial],
+             data: tuple[Dataset | None, ...] = ()) -> GateFailure:
+    """The refusal for the best outcome any trial reached: nothing quantized, nothing that loads, or the gate; it
+    names the NaN or infinite values of the data, which no calibration range or gate figure survives."""
     kind = max((t.outcome for t in trials), key=_RANK.index)
     tries = "; ".join(_trial_line(t) for t in trials)
     if kind is Outcome.NOTHING_QUANTIZED:
@@ -237,6 +255,11 @@ def _failure(source: Path, options: QuantizeOptions, trials: list[Trial]) -> Gat
         assert gated.agreement is not None
         message = (f"{options.mode} of {source.name} failed the accuracy gate (max drop {options.max_drop}) in "
                    f"{len(trials)} attempt(s), on {gated.agreement.samples} samples of {gated.evaluated_on}: {tries}")
+    found = [f"{dataset.source}: " + ", ".join(f"{count} in '{name}'" for name, count in counts.items())
+             for index, dataset in enumerate(data) if dataset is not None
+             and not any(dataset is earlier for earlier in data[:index]) and (counts := dataset.non_finite())]
+    if found:
+        message += f"; note: the data holds NaN or infinite values ({'; '.join(found)})"
     return GateFailure(message, hint=_hint(kind, options, trials), trials=tuple(trials), kind=kind)
 
 

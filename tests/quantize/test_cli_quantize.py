@@ -88,3 +88,46 @@ def test_fp16_keeps_the_model_card(mlpack, digits_cnn: tuple[Path, Path], tmp_pa
     assert written.quantization["mode"] == "fp16" and written.quantization["size"]["ratio"] < 0.6
     beside = json.loads(cards.card_path(tmp_path / "out" / "carded.fp16.onnx").read_text())
     assert beside["quantization"] == written.quantization and beside["name"] == "digits"
+
+
+def test_bad_destinations_models_and_data_are_one_line_before_any_work(mlpack, digits_cnn: tuple[Path, Path],
+                                                                       tmp_path: Path) -> None:
+    """Each refused with its values, no traceback and nothing written: an -o that is a directory or under a file
+    (checked before quantizing, not when the result is renamed into place), an empty model, a model onnxruntime
+    refuses as given (bad input, not a failed quantization), flag values out of their domain, and calibration data
+    of NaN (named in the refusal, without numpy's warnings)."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    model, data = digits_cnn
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep").write_text("x")
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    graph = helper.make_graph([helper.make_node("Relu", ["missing"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "dangling.onnx"))
+    arrays = dict(np.load(data))
+    np.savez(tmp_path / "nan.npz", **{k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v
+                                      for k, v in arrays.items()})
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    cases = [
+        (("-o", str(tmp_path / "taken")), 2, "is a directory, not a file"),
+        (("-o", str(tmp_path / "file.txt" / "q.onnx")), 2, "file.txt, which is a file, not a directory"),
+        (("--arch", "sparc"), 2, "'sparc' is not one of"),
+        (("--max-drop", "nan"), 2, "'nan' is not a finite number"),
+    ]
+    for args, code, text in cases:
+        done = mlpack("quantize", str(model), "--mode", "int8-dynamic", *args)
+        assert done.returncode == code and text in done.stderr, (args, done.stderr)
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    done = mlpack("quantize", "empty.onnx", "--mode", "fp16")
+    assert done.returncode == 3 and "empty.onnx is empty (0 bytes)" in done.stderr
+    done = mlpack("quantize", "dangling.onnx", "--mode", "fp16")
+    assert done.returncode == 3 and "'missing'" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    done = mlpack("quantize", str(model), "--mode", "int8-static", "--calibration", "nan.npz", "--no-fallbacks",
+                  "-o", "q.onnx")
+    assert done.returncode == 6 and "holds NaN or infinite values" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "Warning" not in done.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
