@@ -64,7 +64,9 @@ DEFAULT_TOLERANCE: dict[str, Tolerance] = {
 
 @dataclass(frozen=True, slots=True)
 class OutputParity:
-    """The figures for one output; `agreement` is None for outputs that are not classifier outputs."""
+    """The figures for one output; `agreement` is None for outputs that are not classifier outputs. The error
+    figures are over the values both give as finite numbers; `non_finite` counts the values where one gives NaN or
+    an infinity and the other does not give the same (a NaN both give, or the same infinity, is a match)."""
 
     name: str
     shape: tuple[int, ...]
@@ -73,10 +75,12 @@ class OutputParity:
     cosine: float
     agreement: float | None
     passed: bool
+    non_finite: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "max_abs": self.max_abs, "max_rel": self.max_rel,
-                "cosine": self.cosine, "agreement": self.agreement, "passed": self.passed}
+                "cosine": self.cosine, "agreement": self.agreement, "passed": self.passed,
+                **({"non_finite_mismatches": self.non_finite} if self.non_finite else {})}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,20 +107,24 @@ class ParityReport:
         parts = []
         for out in self.outputs:
             agree = "" if out.agreement is None else f" agreement={out.agreement:.4f}"
+            odd = f" NaN/inf where the other is not: {out.non_finite} values" if out.non_finite else ""
             parts.append(f"{out.name}: max_abs={out.max_abs:.3g} max_rel={out.max_rel:.3g} "
-                         f"cosine={out.cosine:.6f}{agree} {'ok' if out.passed else 'FAIL'}")
+                         f"cosine={out.cosine:.6f}{agree}{odd} {'ok' if out.passed else 'FAIL'}")
         return "; ".join(parts)
 
     def check(self, model: str) -> None:
         """Raise ValidationError naming the failing outputs when the gate does not pass."""
         if not self.passed:
             tol = self.tolerance
+            hint = ("check the input spec and sample data; raise the bound explicitly with "
+                    "--tolerance atol=…,rtol=…,agreement=… if the difference is acceptable")
+            if any(out.non_finite for out in self.outputs):  # no tolerance accepts a NaN against a number
+                hint = ("one side gives NaN or infinity where the other does not, which no --tolerance accepts: "
+                        "check the sample data for NaN or infinite inputs, and how each side treats them")
             raise ValidationError(
                 f"{model}: ONNX output differs from the source beyond tolerance "
                 f"(atol={tol.atol:g}, rtol={tol.rtol:g}, agreement={tol.agreement:g}) on {self.samples} samples "
-                f"from {self.inputs_from}: {self.summary()}",
-                hint="check the input spec and sample data; raise the bound explicitly with "
-                     "--tolerance atol=…,rtol=…,agreement=… if the difference is acceptable")
+                f"from {self.inputs_from}: {self.summary()}", hint=hint)
 
 
 def _is_label_tensor(array: np.ndarray) -> bool:
@@ -143,6 +151,10 @@ def compare_output(name: str, onnx_out: np.ndarray, source_out: np.ndarray, tole
         return OutputParity(name, onnx_out.shape, mismatch, mismatch, 1.0 - mismatch, matching,
                             matching >= tolerance.agreement)
     got, want = onnx_out.astype(np.float64), source_out.astype(np.float64)
+    finite = np.isfinite(got) & np.isfinite(want)
+    odd = int(np.count_nonzero(~finite & ~((np.isnan(got) & np.isnan(want)) | (got == want))))
+    if not finite.all():  # the figures are over the finite pairs; a NaN both give, or the same infinity, matches
+        got, want = np.where(finite, got, 0.0), np.where(finite, want, 0.0)
     diff = np.abs(got - want)
     max_abs = float(diff.max()) if diff.size else 0.0
     # Relative error only where the reference is not ~0 (below atol): float32 underflow of a 1e-30 probability
@@ -162,8 +174,8 @@ def compare_output(name: str, onnx_out: np.ndarray, source_out: np.ndarray, tole
         top2 = np.sort(want, axis=1)[:, -2:]
         tie = (top2[:, 1] - top2[:, 0]) <= tolerance.atol + tolerance.rtol * np.abs(top2[:, 1])
         agreement = float(np.mean((got.argmax(axis=1) == want.argmax(axis=1)) | tie))
-    passed = close and (agreement is None or agreement >= tolerance.agreement)
-    return OutputParity(name, onnx_out.shape, max_abs, max_rel, cosine, agreement, passed)
+    passed = not odd and close and (agreement is None or agreement >= tolerance.agreement)
+    return OutputParity(name, onnx_out.shape, max_abs, max_rel, cosine, agreement, passed, odd)
 
 
 def _flat(value: Any) -> np.ndarray:

@@ -43,6 +43,25 @@ def test_labels_and_strings() -> None:
     assert words.passed and words.max_abs == 0
 
 
+def test_nan_and_infinity_match_only_themselves() -> None:
+    """A NaN both sides give (a model that passes a missing value through), or the same infinity, is a match and
+    the figures are over the rest; a NaN or infinity against a number, or against the other infinity, fails
+    whatever the tolerance, and the error says so instead of suggesting a wider --tolerance."""
+    want = np.array([[0.5, np.nan, np.inf], [0.25, 1.0, -np.inf]], np.float32)
+    same = compare_output("y", want + np.float32(1e-6), want, Tolerance(atol=1e-4, rtol=0))
+    assert same.passed and same.non_finite == 0 and same.max_abs == pytest.approx(1e-6, rel=0.05)
+    loose = Tolerance(atol=1e9, rtol=1e9, agreement=0.0)
+    for got in (np.where(np.isnan(want), 0.5, want), np.where(want == np.inf, -np.inf, want),
+                np.where(want == 0.25, np.nan, want)):
+        out = compare_output("y", got.astype(np.float32), want, loose)
+        assert not out.passed and out.non_finite == 1, got
+    report = compare({"y": np.array([1.0, np.nan])}, {"y": np.array([1.0, 2.0])}, Tolerance(), samples=1,
+                     inputs_from="x")
+    with pytest.raises(ValidationError, match="NaN/inf where the other is not: 1 values") as err:
+        report.check("m.onnx")
+    assert "--tolerance" in (err.value.hint or "") and "no --tolerance accepts" in (err.value.hint or "")
+
+
 def test_shape_mismatch_is_a_validation_error() -> None:
     with pytest.raises(ValidationError, match="ONNX gives shape"):
         compare_output("y", np.zeros((2, 3)), np.zeros((3, 3)), Tolerance())
