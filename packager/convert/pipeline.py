@@ -12,6 +12,7 @@ import numpy as np
 
 from mlpk.packager import atomic
 from mlpk.packager import card as cards
+from mlpk.packager.card import TensorSpec
 from mlpk.packager import feeds, onnxrt, parity, signature
 from mlpk.packager.convert import compat, ops, output, rewrite, specs
 from mlpk.packager.convert.detect import Format, detect
@@ -72,6 +73,23 @@ def _session(path: Path, name: str, model: Any, kind: str) -> Any:
                                     "mlpack convert MODEL --opset N, then use the .onnx it writes")
         raise ConversionError(f"{name}: onnxruntime {ort.__version__} cannot load the converted model "
                               f"({' '.join(text.split())[:400]})", hint=hint) from err
+
+
+def _given_inputs(given: tuple[TensorSpec, ...], declared: tuple[TensorSpec, ...], name: str) -> str:
+    """--input for an ONNX model, which declares its inputs itself: each spec must agree with the model (its name,
+    dtype, rank and fixed sizes; a name for a free size agrees with any), else a ConfigError; the note says so."""
+    known = {spec.name: spec for spec in declared}
+    model = ", ".join(spec.render() for spec in declared)
+    for spec in given:
+        found = known.get(spec.name)
+        agrees = found is not None and found.dtype == spec.dtype and (
+            found.shape is None or (spec.shape is not None and len(found.shape) == len(spec.shape) and all(
+                not isinstance(have, int) or not isinstance(want, int) or have == want
+                for have, want in zip(found.shape, spec.shape, strict=True))))
+        if not agrees:
+            raise ConfigError(f"--input {spec.render()} does not agree with {name}, which declares its inputs "
+                              f"itself: {model}", hint="leave --input out for an ONNX model, or give it as declared")
+    return f"--input agrees with the inputs {name} declares ({model}), which stay as they are"
 
 
 def _raw_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -201,6 +219,8 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
         notes.extend([note] if note else [])
     notes.append(compat.check(model, source.name, ort_version))
     inputs, outputs = specs.graph_inputs(model), specs.graph_outputs(model)
+    if fmt == "onnx" and options.inputs:
+        notes.append(_given_inputs(options.inputs, inputs, source.name))
     sig = signature.from_model(model)
 
     default = parity.DEFAULT_TOLERANCE[converter.kind]

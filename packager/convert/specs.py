@@ -25,7 +25,11 @@ def parse_input(text: str) -> TensorSpec:
         raise ConfigError(f"--input {text!r} is not NAME:SHAPE:DTYPE", hint=_INPUT_HINT)
     name, shape_text, dtype = parts
     dims: list[Dim] = []
-    for item in filter(None, (d.strip() for d in shape_text.split(","))):
+    items = [d.strip() for d in shape_text.split(",")] if shape_text.strip() else []  # no SHAPE: a scalar
+    if "" in items:
+        raise ConfigError(f"--input {text!r}: dimension {items.index('') + 1} of {shape_text!r} is empty",
+                          hint=_INPUT_HINT)
+    for item in items:
         if item.lstrip("-").isdigit():
             if int(item) < 0:
                 raise ConfigError(f"--input {text!r}: dimension {item} is negative", hint=_INPUT_HINT)

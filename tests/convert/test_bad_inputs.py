@@ -115,4 +115,19 @@ def test_bad_flags_are_config_errors(mlpack, tmp_path: Path) -> None:
     _assert_one_line_error(done, "--input 'x:4' is not NAME:SHAPE:DTYPE", code=2)
     done = mlpack("convert", "m.onnx", "--tolerance", "atol=big", "-o", str(tmp_path / "out" / "o.onnx"))
     _assert_one_line_error(done, "'big' is not a number", code=2)
+    done = mlpack("convert", "m.onnx", "--input", "x:N,,4:float32", "-o", str(tmp_path / "out" / "o.onnx"))
+    _assert_one_line_error(done, "dimension 2 of 'N,,4' is empty", code=2)  # not read as x:N,4
     _nothing_written(tmp_path / "out")
+
+
+def test_an_onnx_models_inputs_are_its_own_and_input_must_agree(mlpack, tmp_path: Path) -> None:
+    """An ONNX model declares its inputs (x: float32[N, 4]): --input that names another input, another size or
+    dtype is refused, not silently dropped; one that agrees is noted and changes nothing."""
+    linear(tmp_path / "m.onnx")
+    for spec in ("y:N,4:float32", "x:N,5:float32", "x:N,4:int64", "x:N,4,1:float32"):
+        done = mlpack("convert", "m.onnx", "--input", spec, "-o", str(tmp_path / "out" / "o.onnx"))
+        _assert_one_line_error(done, "does not agree with m.onnx", "x: float32[N, 4]", code=2)
+        _nothing_written(tmp_path / "out")
+    done = mlpack("convert", "m.onnx", "--input", "x:batch,4:float32", "-o", str(tmp_path / "out" / "o.onnx"),
+                  check=True)
+    assert "--input agrees with the inputs m.onnx declares" in done.stdout + done.stderr
