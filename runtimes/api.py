@@ -221,7 +221,7 @@ class Api:
         failed to load with their reason. `{"ready": true}` lists the ready ones only."""
         try:
             request = json.loads(body) if body.strip() else {}
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, bad UTF-8, deep nesting, a 5000-digit integer
             raise ClientError(f"the repository index request is not JSON: {err}; send {{}} or {{\"ready\": true}}") \
                 from None
         ready = request.get("ready", False) if isinstance(request, dict) else None

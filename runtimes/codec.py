@@ -30,6 +30,7 @@ from __future__ import annotations
 import array as pyarray
 import json
 import math
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -96,13 +97,38 @@ def loads(raw: bytes | str, model: Model, what: str = "inference request", *,
         except orjson.JSONDecodeError:
             pass  # the standard library's parse below refuses it in its words, or reads what orjson does not
     try:
-        return json.loads(data, parse_constant=NonFinite, parse_int=parse_int, parse_float=parse_float)
+        parsed = json.loads(data, parse_constant=NonFinite, parse_int=parse_int, parse_float=parse_float)
     except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError; an integer past Python's 4300 digits
         raise ClientError(f"malformed JSON in the {what}: {str(err)[:200]}; the model '{model.name}' expects inputs "
                           f"{model.signature()}") from err
     except RecursionError:  # the C scanner recurses once per nesting level
         raise ClientError(f"the {what} JSON is nested too deep to parse (over {sys.getrecursionlimit()} levels); "
                           f"tensors need no more than {MAX_DIMS} levels") from None
+    if _SURROGATE.search(data) and _has_lone_surrogate(parsed):  # orjson refuses these; the standard library not
+        raise ClientError(f"the {what} holds a UTF-16 surrogate (\\ud800-\\udfff) that pairs with nothing, which is "
+                          "not Unicode text; send strings as UTF-8 or as escapes of whole characters")
+    return parsed
+
+
+# A surrogate escape, or a surrogate's bytes in UTF-8 (which the standard library's parser reads with surrogatepass).
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 # Numbers a request holds besides tensor data: shape dimensions, binary_data_size and other parameters.
@@ -153,11 +179,12 @@ def _family(datatype: str) -> str:
     return family
 
 
-def from_json(value: Any, spec: TensorSpec, limit: int) -> np.ndarray:
+def from_json(value: Any, spec: TensorSpec, limit: int, *, finite: bool = True) -> np.ndarray:
     """A JSON value (nested lists or a flat list) as an array of `spec`'s dtype, with its own natural shape.
 
     Values are checked, not coerced: strings in a numeric tensor, floats in an integer tensor and integers outside
-    the datatype's range are client errors."""
+    the datatype's range are client errors, and so is a float past the datatype's range. `finite=False` is for gRPC's
+    typed contents, whose floats may be NaN or infinite as raw bytes may (JSON has neither)."""
     family = _family(spec.datatype)
     try:
         if family == "BYTES":
@@ -190,7 +217,7 @@ def from_json(value: Any, spec: TensorSpec, limit: int) -> np.ndarray:
             raise ClientError(f"input '{spec.name}' has values outside the range of {spec.datatype} "
                               f"[{info.min}, {info.max}]; the model expects {spec.describe()}")
     converted = array.astype(spec.dtype, copy=False)
-    if array.size and family == "FP" and not np.isfinite(converted).all():  # past the float type's range
+    if finite and array.size and family == "FP" and not np.isfinite(converted).all():  # past the type's range
         value = array.reshape(-1)[np.argmin(np.isfinite(converted).reshape(-1))]
         limit_value = np.finfo(spec.dtype).max
         raise ClientError(f"input '{spec.name}' has value {value} outside the range of {spec.datatype} "

@@ -100,7 +100,7 @@ def feeds_of(model: Any, request: Any, max_elements: int) -> dict[str, np.ndarra
                 values = [value.decode("utf-8") for value in values]
             except UnicodeDecodeError as err:
                 raise ClientError(f"input '{spec.name}' BYTES contents are not UTF-8 text: {err}") from err
-        array = codec.from_json(values, spec, max_elements)
+        array = codec.from_json(values, spec, max_elements, finite=False)
         if array.size != count:
             raise ClientError(f"input '{spec.name}' has {array.size} values in contents.{field} but shape {shape} "
                               f"needs {count}; the model expects {spec.describe()}")
@@ -156,22 +156,23 @@ class Servicer:
             _, answer = found.readiness.answer(model.name)
             raise _Unavailable(answer["error"])
         place = self.schedulers[(found.name, found.version)]
+        timeout = timeout_of(request)  # refused alike on every path, though an inline run has no time to wait
         place.admit()
         context.at_end.append(place.leave)  # however the call ends
         if context.size > INLINE_BYTES:  # typed contents of this size take a while to check: not on the loop
-            return self._infer(place, model, request, context, arrived, None)
+            return self._infer(place, model, request, context, arrived, timeout, None)
         feeds = feeds_of(model, request, self.api.max_elements)
         names = self._outputs(model, request)
         if place.inline(feeds):
             return _response(model, request, names, place.run_inline(feeds, names))
-        return self._infer(place, model, request, context, arrived, (feeds, names))
+        return self._infer(place, model, request, context, arrived, timeout, (feeds, names))
 
     def _outputs(self, model: Any, request: Any) -> list[str]:
         return [codec.output_spec(model, out.name).name for out in request.outputs] or \
             [spec.name for spec in model.outputs]
 
     async def _infer(self, place: Scheduler, model: Any, request: Any, context: Context, arrived: float,
-                     checked: tuple[dict[str, np.ndarray], list[str]] | None) -> Any:
+                     timeout: int | None, checked: tuple[dict[str, np.ndarray], list[str]] | None) -> Any:
         if checked is None:
             feeds = await asyncio.get_running_loop().run_in_executor(
                 place.executor, feeds_of, model, request, self.api.max_elements)
@@ -179,7 +180,7 @@ class Servicer:
         else:
             feeds, names = checked
         call = Call(arrived, context.deadline)
-        results = await place.run(feeds, names, call.deadline(self.limits, timeout_of(request)))
+        results = await place.run(feeds, names, call.deadline(self.limits, timeout))
         return _response(model, request, names, results)
 
     def RepositoryIndex(self, request: Any, context: Context) -> Any:

@@ -416,7 +416,8 @@ class Connection(asyncio.Protocol):
         self.closing_after = True
         if exchange is None or exchange.lease is None:  # never reached the application: answer and close
             if self.answering is not None or self.ready:
-                return  # the answers before it are written first, then the connection closes
+                self._next()  # the answers before it are written first, then the connection closes
+                return
             if self.transport is not None and not self.closing:
                 body = _error_body(message)
                 self.server.writes.write(self.transport, b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"

@@ -1,0 +1,106 @@
+"""What an audit with hostile clients found, against the real server process: garbage after a complete request
+(pipelined, or a Content-Length shorter than the body) used to leave the request unanswered and its place in the
+model's queue taken; a lone UTF-16 surrogate escape reached code that cannot encode it (500, for every call of its
+batch); the repository index answered 500 to deep nesting; gRPC's `timeout` parameter was checked only on the slow
+path, and typed float contents refused NaN, which raw contents carry."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import free_port
+from tests.runtime import models
+from tests.runtime.conftest import Served
+from tests.runtime.test_bad_input import assert_client_error, good_inputs, post
+
+
+def _exchange(served: Served, raw: bytes, wait: float = 10.0) -> bytes:
+    """Send `raw` in one piece and read until the server closes the connection (or `wait` passes)."""
+    host, port = served.host.split(":")
+    with socket.create_connection((host, int(port)), timeout=wait) as sock:
+        sock.sendall(raw)
+        chunks, deadline = [], time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_garbage_after_a_complete_request_still_answers_it_and_frees_its_place(
+        server_factory: Callable[..., Served], model_dirs: dict[str, Path]) -> None:
+    served = server_factory(model_dirs["mixed"], MLPACK_MAX_CONCURRENT_RUNS="1", MLPACK_MAX_QUEUE="1")
+    body = json.dumps({"inputs": good_inputs()}).encode()
+    request = (b"POST /v2/models/mixed/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    for garbage in (b"BAD\x00\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header Line\r\n\r\n"):
+        started = time.monotonic()
+        answer = _exchange(served, request + garbage)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        assert time.monotonic() - started < 5, "the queued request waited for the client to hang up"
+    # two such connections at once used to take the run and the queue place for good: everyone else got 429
+    for _ in range(2):
+        _exchange(served, request + b"BAD\x00\r\n\r\n")
+    assert post(served, {"inputs": good_inputs()}).status_code == 200
+
+
+def test_a_lone_surrogate_is_a_client_error_and_spoils_no_batch(
+        server_factory: Callable[..., Served], model_dirs: dict[str, Path]) -> None:
+    served = server_factory(model_dirs["mixed"], MLPACK_MAX_BATCH_SIZE="8", MLPACK_BATCH_DELAY_US="20000")
+    good = json.dumps({"inputs": good_inputs(1)}).encode()
+    hostile = [good.replace(b'"text", "datatype": "BYTES", "shape": [1], "data": ["a"]',
+                            b'"text", "datatype": "BYTES", "shape": [1], "data": ["\\ud800"]'),
+               good.replace(b'{"inputs"', b'{"id": "\\udfff", "inputs"'),
+               good.replace(b'"name": "x"', b'"name": "\\ud800"')]
+    assert all(body != good for body in hostile)
+    for body in hostile:
+        assert_client_error(post(served, body), 400, "surrogate")
+    paired = good.replace(b'"data": ["a"]', b'"data": ["\\ud83d\\ude00"]')  # a whole character, escaped: fine
+    outputs = {item["name"]: item["data"] for item in post(served, paired).json()["outputs"]}
+    assert outputs["text_out"] == ["\U0001F600"]
+    # sent together, the hostile call is refused before it reaches a batch, and the others are answered
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda body: post(served, body), [good, hostile[0], good, good]))
+    assert [answer.status_code for answer in answers] == [200, 400, 200, 200]
+
+
+def test_the_repository_index_refuses_what_it_cannot_parse(mixed_server: Served) -> None:
+    for body in (b"[" * 100_000, b"1" * 5000, b'{"ready": "\\ud800"}'):
+        answer = post(mixed_server, body, path="/v2/repository/index")
+        assert answer.status_code == 400, (body[:20], answer.status_code, answer.text[:200])
+
+
+def test_grpc_timeout_parameter_is_checked_on_every_path_and_typed_floats_may_be_nan(
+        server_factory: Callable[..., Served], tmp_path: Path) -> None:
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    port = free_port()
+    server_factory(models.every_dtype(tmp_path / "fp32", kinds=("FP32",)), MLPACK_GRPC_PORT=str(port))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = service_pb2.ModelInferRequest(model_name="every-dtype")
+        tensor = request.inputs.add(name="in_fp32", datatype="FP32", shape=[1, 2])
+        tensor.contents.fp32_contents.extend([float("nan"), float("inf")])
+        request.outputs.add(name="out_fp32")
+        got = np.frombuffer(stub.ModelInfer(request, timeout=10).raw_output_contents[0], np.float32)
+        assert np.isnan(got[0]) and got[1] == np.inf  # as the same values sent as raw bytes are answered
+        for field, bad in (("string_param", "soon"), ("int64_param", -5), ("bool_param", True)):
+            request.parameters["timeout"].Clear()
+            setattr(request.parameters["timeout"], field, bad)
+            with pytest.raises(grpc.RpcError) as err:  # a 1-row call runs inline: it was not checked there
+                stub.ModelInfer(request, timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "timeout" in err.value.details()
