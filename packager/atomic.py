@@ -76,6 +76,7 @@ def _fsync_dir(path: Path) -> None:
 def atomic_dir(dest: Path) -> Iterator[Path]:
     """A temporary directory beside `dest`; on success it replaces `dest`, on failure it is removed."""
     dest = Path(dest)
+    _check_parents(dest, "output")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists() and not dest.is_dir():
         raise BuildError(f"'{dest}' exists and is not a directory", hint="remove it or choose another path")
@@ -96,23 +97,28 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
         raise
 
 
-def check_destination(dest: Path, flag: str) -> None:
+def check_destination(dest: Path, flag: str = "output") -> None:
     """Refuse, before any work, a file destination that cannot be written: an existing directory, or a path under a
-    file. `flag` names the option that gave it (-o), for the message."""
+    file. `flag` names the option that gave it (-o, --tar), for the message."""
     if dest.is_dir():
-        raise ConfigError(f"{flag} {dest} is a directory, not a file", hint=f"give a file path, e.g. {flag} "
-                                                                             f"{dest / dest.name}.onnx")
+        raise ConfigError(f"{flag} {dest} is a directory, not a file", hint="give the path of a file (new, or one to "
+                                                                            "replace)")
+    _check_parents(dest, flag)
+
+
+def _check_parents(dest: Path, flag: str) -> None:
     parent = dest.absolute().parent
     existing = next(place for place in (parent, *parent.parents) if place.exists() or place.is_symlink())
     if not existing.is_dir():
         raise ConfigError(f"{flag} {dest} is under {existing}, which is a file, not a directory",
-                          hint=f"choose a {flag} path whose parents are directories (or new)")
+                          hint="choose a path whose parents are directories (or new)")
 
 
 @contextmanager
 def atomic_file(dest: Path) -> Iterator[Path]:
     """A temporary file path beside `dest`; on success it is renamed over `dest`, on failure removed."""
     dest = Path(dest)
+    check_destination(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     sweep(dest.parent)
     fd, name = tempfile.mkstemp(prefix=_prefix(dest), dir=dest.parent)

@@ -181,3 +181,14 @@ def test_inspect_refuses_well_formed_json_of_the_wrong_shape(mlpack, tmp_path: P
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     (layout / "index.json").write_text("[1, 2]")
     _one_line_error(mlpack("inspect", str(layout)), 3, "OCI layout", "is malformed")
+
+
+def test_base_mirror_and_manifest_ports_are_checked_as_flags(mlpack, tmp_path: Path) -> None:
+    """A --mirror that no URL parser reads (exit 70 before), and host ports outside 1-65535 (0 became the image's
+    port, 70000 was published as given)."""
+    _one_line_error(mlpack("base", "build", "--mirror", "http://[::1", "--plan"), 2, "--mirror 'http://[::1' is not a URL")
+    for flag in ("--port", "--grpc-port"):
+        for value in ("0", "70000"):
+            done = mlpack("manifest", "compose", str(tmp_path / "img"), flag, value, "-o", str(tmp_path / "c.yml"))
+            _one_line_error(done, 2, flag, value)
+    assert not (tmp_path / "c.yml").exists()

@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from mlpk.packager.base.pipeline import (BaseImage, BaseSpec, Cache, Plan, assemble, build, default_packages, plan,
-                                       write)
+from mlpk.packager.base.pipeline import (BaseImage, BaseSpec, Cache, Plan, assemble, build, check_output,
+                                         default_packages, plan, write)
 
-__all__ = ["BaseImage", "BaseSpec", "Cache", "Plan", "assemble", "build", "default_packages", "plan", "write"]
+__all__ = ["BaseImage", "BaseSpec", "Cache", "Plan", "assemble", "build", "check_output", "default_packages", "plan",
+           "write"]

@@ -333,15 +333,27 @@ def build(spec: BaseSpec, cache: Cache | None = None) -> BaseImage:
                      time.perf_counter() - started, meta)
 
 
+def check_output(output: Path, sbom_path: Path | None = None) -> None:
+    """Refuse, before a base is built, outputs write() could not write: a folder that is missing or is a file, a
+    docker-archive path that is a folder, a layout folder holding other files (the layout would replace them)."""
+    if output.suffix == ".tar":
+        atomic.check_destination(output, "-o")
+    else:
+        layout.check_destination(output, "-o")
+    if sbom_path is not None:
+        atomic.check_destination(Path(sbom_path), "--sbom")
+    for path in (output, sbom_path):
+        if path is not None and not Path(path).parent.is_dir():
+            raise ConfigError(f"cannot write '{path}': its folder {Path(path).parent} does not exist",
+                              hint="create the folder first, or write elsewhere")
+
+
 def write(base: BaseImage, output: Path, *, tag: str | None = None, sbom_path: Path | None = None) -> Path:
     """Write the base to `output`: a docker-archive when it ends in .tar (for `docker load`), else an OCI layout
     directory; and its SBOM to `sbom_path`. Each file appears whole or not at all (temp path, then rename), and
     the SBOM is staged first, so a failure leaves neither."""
     output = Path(output)
-    for path in (output, sbom_path):
-        if path is not None and not Path(path).parent.is_dir():
-            raise ConfigError(f"cannot write '{path}': its folder {Path(path).parent} does not exist",
-                              hint="create the folder first, or write elsewhere")
+    check_output(output, sbom_path)
     with contextlib.ExitStack() as stack:  # the SBOM is renamed into place only once the image is written
         if sbom_path is not None:
             stack.enter_context(atomic_file(Path(sbom_path))).write_text(sbom.to_json(base.sbom()))

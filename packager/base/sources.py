@@ -9,6 +9,7 @@ and `/etc/apt/sources.list` (one-line style), or given with `--mirror`. The mach
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +138,13 @@ def discover(suite: str, *, mirror: str | None = None, keyring: Path | None = No
     if suite not in SUITES:
         raise ConfigError(f"unknown suite '{suite}'", hint=f"use one of: {', '.join(SUITES)}")
     if mirror:
-        if not re.match(r"^(https?|file):", mirror):
+        try:
+            parsed = urllib.parse.urlsplit(mirror)
+            parsed.port  # noqa: B018 - parses the port: a bad one (or a bad IPv6 host) raises here, not mid-build
+        except ValueError as err:
+            raise ConfigError(f"--mirror '{mirror}' is not a URL ({err})",
+                              hint="for example --mirror file:///srv/debian") from None
+        if parsed.scheme not in ("http", "https", "file") or (parsed.scheme != "file" and not parsed.hostname):
             raise ConfigError(f"--mirror '{mirror}' is not an http(s):// or file: URL",
                               hint="for example --mirror file:///srv/debian")
         return (Repo(mirror.rstrip("/"), suite, ("main",), keyring or DEFAULT_KEYRING),)

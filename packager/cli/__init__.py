@@ -129,6 +129,7 @@ class Finite(click.FloatRange):
 
 POSITIVE = Finite(min=0, min_open=True)  # seconds, megabytes
 NOT_NEGATIVE = Finite(min=0)
+PORT = click.IntRange(1, 65535)  # a host port to publish
 
 
 def wants_json(ctx: click.Context) -> bool:

@@ -47,6 +47,8 @@ def build(ctx: click.Context, suite: str, arch: str, extra: tuple[str, ...], tzd
                lambda: click.echo("\n".join([*rows, f"{len(rows)} packages, {plan.installed_size() / 1e6:.1f} MB "
                                                  "installed before pruning"])))
         return
+    if output is not None:
+        lib.check_output(output, sbom_path)  # before the packages are fetched and the base is built
     result = lib.build(spec)
     if output is not None:
         lib.write(result, output, tag=tag or f"mlpack/base:{suite}-{arch}", sbom_path=sbom_path)

@@ -9,7 +9,7 @@ from rich.console import Console
 
 def deploy_report(data: dict[str, Any], *, planned: bool) -> None:
     """A Lambda deployment: the plan, or what each step did and where the alias points."""
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, markup=False)
     if planned:
         arch = f" ({data['architecture']})" if data.get("architecture") else ""
         console.print(f"plan for {data['function']}{arch}; no calls made:")
@@ -23,7 +23,7 @@ def deploy_report(data: dict[str, Any], *, planned: bool) -> None:
 
 def delivery_report(data: dict[str, Any]) -> None:
     """A device delivery, bundle, delta or apply: what was sent or written, and the service's state."""
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, markup=False)
     for key, value in data.items():
         if isinstance(value, dict | list):
             continue
@@ -34,7 +34,7 @@ def delivery_report(data: dict[str, Any]) -> None:
 
 def swarm_report(data: dict[str, Any]) -> None:
     """A Swarm stack: what each step did, then each service's replicas and update state."""
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, markup=False)
     for key, did in data["journal"].get("done", {}).items():
         console.print(f"{key}: {did}")
     for service in data["services"]:
@@ -48,7 +48,7 @@ def swarm_report(data: dict[str, Any]) -> None:
 
 def fleet_report(data: dict[str, Any]) -> None:
     """A fleet rollout: one line per device, then how it ended."""
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, markup=False)
     for dev in data["devices"]:
         before, after = (_short(dev["image_before"]), _short(dev["image_after"]))
         line = (f"stage {dev['stage']} {dev['name']}: {dev['result']}; image {before} -> {after}; "

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mlpk.packager.cli import POSITIVE, report
+from mlpk.packager.cli import PORT, POSITIVE, report
 from mlpk.packager.cli.delivery_render import deploy_report
 from mlpk.packager.cli.delivery_render import swarm_report
 from mlpk.packager.cli.manifest import rollout_of, rollout_options
@@ -80,8 +80,8 @@ def _key_values(items: tuple[str, ...]) -> dict[str, str]:
               "and the front proxy are pushed there, pinned by digest.")
 @click.option("--name", help="The model service's name in the stack [default: the stack's name].")
 @click.option("--replicas", type=int, default=3, show_default=True, help="Replicas of the model.")
-@click.option("--port", type=int, help="Host port of the one address (HTTP) [default: the image's, 8080].")
-@click.option("--grpc-port", type=int, help="Host port of the gRPC front [default: the image's, 8081].")
+@click.option("--port", type=PORT, help="Host port of the one address (HTTP) [default: the image's, 8080].")
+@click.option("--grpc-port", type=PORT, help="Host port of the gRPC front [default: the image's, 8081].")
 @click.option("--front", type=click.Choice(["proxy", "mesh"]), default="proxy", show_default=True,
               help="proxy: a HAProxy service in host mode on every node (works without IPVS); mesh: the routing mesh.")
 @rollout_options

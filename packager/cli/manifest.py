@@ -9,7 +9,7 @@ import click
 
 from mlpk.packager import runs
 from mlpk.packager.atomic import atomic_file
-from mlpk.packager.cli import report
+from mlpk.packager.cli import PORT, report
 from mlpk.packager.deliver import compose, k8s, manifests, proxy
 from mlpk.packager.deliver.manifests import Rollout
 from mlpk.packager.errors import ConfigError
@@ -91,8 +91,8 @@ def manifest() -> None:
 @manifest.command("compose")
 @_options
 @rollout_options
-@click.option("--port", "host_port", type=int, help="Host port of the one address (HTTP) [default: the image's].")
-@click.option("--grpc-port", "grpc_host_port", type=int,
+@click.option("--port", "host_port", type=PORT, help="Host port of the one address (HTTP) [default: the image's].")
+@click.option("--grpc-port", "grpc_host_port", type=PORT,
               help="Host port to publish the image's gRPC port on [default: the image's, 8081].")
 @click.option("--front", type=click.Choice(["auto", "proxy", "mesh", "direct"]), default="auto", show_default=True,
               help="One address for the replicas: proxy (a HAProxy service, mlpack manifest proxy builds its image), "
@@ -147,7 +147,8 @@ def proxy_(ctx: click.Context, platforms: str, load: bool, tag: str | None, push
 @_options
 @rollout_options
 @click.option("--max-replicas", type=int, default=4, show_default=True, help="HorizontalPodAutoscaler maximum.")
-@click.option("--cpu-target", type=int, default=70, show_default=True, help="HPA target CPU utilization (%).")
+@click.option("--cpu-target", type=click.IntRange(1, 100), default=70, show_default=True,
+              help="HPA target CPU utilization (%).")
 @click.option("--priority-class", metavar="NAME[=VALUE]", help="Use a PriorityClass; with =VALUE, also create it.")
 @click.option("--namespace", help="metadata.namespace of every object.")
 @click.pass_context

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mlpk.packager import atomic
 from mlpk.packager.errors import ConfigError
 from mlpk.packager.oci import daemon, layout, remote, sources, tarball
 from mlpk.packager.oci.client import RegistryClient
@@ -101,14 +102,25 @@ def write_outputs(item: Image | Index, *, layout_dir: Path | None = None, tar: P
     naming it `tag`), an image in the local engine named `load`, a push to `push` (through `client` when the
     caller holds one with its own credentials). Blob files mlpack knows
     reach a layout as links or clones and an archive as kernel copies (oci.reuse), never read back."""
+    if (tar or load) and isinstance(item, Index):  # every output is checked before any is written
+        raise ConfigError("a docker-archive or a Docker engine holds one platform, but several were built",
+                          hint="give one --platform, or keep the index as an OCI layout or push it (mlpack "
+                               "build --layout/--push, mlpack manifest proxy -o DIR/--push)")
+    if layout_dir:
+        layout.check_destination(layout_dir)
+    if tar:
+        atomic.check_destination(tar)
+        if layout_dir and Path(tar).absolute() == Path(layout_dir).absolute():
+            raise ConfigError(f"the docker-archive and the OCI layout would both be {tar}",
+                              hint="give each its own path")
+    for name in (push, load):  # a malformed reference is refused before anything is written
+        if isinstance(name, str):
+            Reference.parse(name)
     written = Written(item.digest)
     if layout_dir:
         written = replace(written, layout=layout.write(item, layout_dir, tag, link=True))
     if tar or load:
-        if isinstance(item, Index):
-            raise ConfigError("a docker-archive or a Docker engine holds one platform, but several were built",
-                              hint="give one --platform, or keep the index as an OCI layout or push it (mlpack "
-                                   "build --layout/--push, mlpack manifest proxy -o DIR/--push)")
+        assert isinstance(item, Image)  # an Index was refused above
         if tar:
             written = replace(written, tar=tarball.write(item, tar, tag))
         if load:

@@ -225,6 +225,9 @@ def entries_from_dir(root: Path, *, prefix: str = "/", uid: int = 0, gid: int = 
     if not root.exists() and not root.is_symlink():
         raise InputError(f"'{root}' does not exist", hint="give an existing file or directory")
     if not root.is_dir():
+        if not root.is_file():  # a FIFO would block the read for ever; a socket or device has no bytes to hold
+            raise InputError(f"'{root}' is not a regular file, directory or symlink",
+                             hint="remove sockets, devices and FIFOs from the layer's source")
         yield Entry(prefix, "file", source=root, uid=uid, gid=gid, mode=mode)
         return
     base = PurePosixPath(prefix)

@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mlpk.packager.errors import InputError, malformed
+from mlpk.packager.errors import ConfigError, InputError, malformed
 from mlpk.packager.oci import known, mediatype, reuse
+from mlpk.packager import atomic
 from mlpk.packager.atomic import atomic_dir
 from mlpk.packager.oci.digest import CHUNK, Digest, HashingReader
 from mlpk.packager.oci.image import Image, Index
@@ -59,6 +60,21 @@ def _write_image(root: Path, img: Image, link: bool) -> None:
     _write_blob(root, Digest.of(data), len(data), io.BytesIO(data))
 
 
+def check_destination(path: Path, flag: str = "output") -> None:
+    """Refuse a layout destination whose writing would lose something: a folder of other files (the layout replaces
+    the whole folder), a file, or a path under a file. A new or empty folder, or an OCI layout, is fine."""
+    target = Path(path)
+    if target.exists() or target.is_symlink():
+        if not target.is_dir():
+            raise ConfigError(f"{flag} {target} is a file, not a folder for an OCI layout",
+                              hint="choose a new or empty folder, or an OCI layout to replace")
+        if not (target / "oci-layout").is_file() and any(target.iterdir()):
+            raise ConfigError(f"{flag} {target} is a folder of other files, not an OCI layout: writing the layout "
+                              "there would delete them", hint="choose a new or empty folder, or an OCI layout to "
+                                                              "replace")
+    atomic.check_destination(target / "index.json", flag)  # its parents: none may be a file
+
+
 def write(item: Image | Index, path: Path, tag: str | None = None, *, link: bool = False) -> Path:
     """Write an image or index as an OCI layout at `path` (into a temporary directory, then renamed).
 
@@ -66,6 +82,7 @@ def write(item: Image | Index, path: Path, tag: str | None = None, *, link: bool
     becomes its org.opencontainers.image.ref.name annotation. `link`: known blob files may be hard-linked (see the
     module docstring).
     """
+    check_destination(Path(path))
     with atomic_dir(Path(path)) as root:
         (root / "blobs" / "sha256").mkdir(parents=True)
         images = item.images if isinstance(item, Index) else (item,)

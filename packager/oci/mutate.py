@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, UTC
 from typing import Any
 
-from mlpk.packager.errors import BuildError
+from mlpk.packager.errors import BuildError, ConfigError
 from mlpk.packager.oci.image import Image, canonical_json
 from mlpk.packager.oci.layer import Layer, source_date_epoch
 
@@ -71,7 +71,7 @@ def with_config(img: Image, *, entrypoint: Sequence[str] | None = None, cmd: Seq
         section["User"] = user
     if workdir is not None:
         if not workdir.startswith("/"):
-            raise BuildError(f"workdir '{workdir}' is not absolute", hint="give an absolute path like /app")
+            raise ConfigError(f"workdir '{workdir}' is not absolute", hint="give an absolute path like /app")
         section["WorkingDir"] = workdir
     if labels:
         merged = {**(section.get("Labels") or {}), **labels}
@@ -81,8 +81,9 @@ def with_config(img: Image, *, entrypoint: Sequence[str] | None = None, cmd: Seq
         for port in exposed_ports:
             name = port if "/" in port else f"{port}/tcp"
             number, _, proto = name.partition("/")
-            if not number.isdigit() or proto not in ("tcp", "udp", "sctp"):
-                raise BuildError(f"exposed port '{port}' is not PORT[/tcp|udp|sctp]", hint="e.g. 8080/tcp")
+            if not number.isdigit() or not 1 <= int(number) <= 65535 or proto not in ("tcp", "udp", "sctp"):
+                raise ConfigError(f"exposed port '{port}' is not PORT[/tcp|udp|sctp] with PORT from 1 to 65535",
+                                  hint="e.g. 8080/tcp")
             ports[name] = {}
         section["ExposedPorts"] = ports
     return _with(img, config)

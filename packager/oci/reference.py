@@ -25,7 +25,9 @@ def split_tag(text: str) -> tuple[str, str | None]:
 
 
 def with_default_tag(text: str) -> str:
-    """`text` with `:latest` when it names no tag (as `docker load` and `docker save` name images)."""
+    """`text` with `:latest` when it names no tag (as `docker load` and `docker save` name images); a ConfigError
+    when `text` is no image reference (`docker load` would refuse the archive)."""
+    Reference.parse(text)
     return text if split_tag(text)[1] is not None else f"{text}:latest"
 
 

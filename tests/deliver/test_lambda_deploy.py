@@ -77,6 +77,8 @@ def test_plan_makes_no_calls(moto, exported: Path, registry) -> None:
     assert "Architectures=[x86_64]" in plan[2] and "MemorySize=1024" in plan[2]
     human = run("deploy", "lambda", str(exported), "--function", "planned", "--plan", "--endpoint-url", moto.url)
     assert human.returncode == 0 and "no calls made" in human.stdout
+    # printed as written: rich read "[planned]" and "[x86_64]" as markup and dropped them
+    assert "repositoryNames=[planned]" in human.stdout and "Architectures=[x86_64]" in human.stdout, human.stdout
     back = run("deploy", "lambda", "--function", "planned", "--rollback", "--plan", "--endpoint-url", moto.url)
     assert back.returncode == 0 and "UpdateAlias(live)" in back.stdout, back.stderr
     assert moto.requests() == before, "--plan reached the AWS endpoint"

@@ -78,3 +78,39 @@ def test_bad_input_is_one_line_and_writes_nothing(mlpack: Callable[..., object],
     assert done.returncode == 2 and "holds one platform" in done.stderr
     done = mlpack("inspect", str(tmp_path))
     assert done.returncode == 3 and "is not an OCI layout" in done.stderr
+
+
+def test_outputs_are_checked_before_any_is_written_and_nothing_is_lost(mlpack: Callable[..., object],
+                                                                       tmp_path: Path) -> None:
+    """What an audit found: --layout into a folder of the user's files replaced the folder (the files were gone,
+    exit 0); --tar at a folder or under a file, a bad --load tag and a FIFO to --add ended in a traceback or a hang,
+    some after the layout was written. Each is now one line before anything is written, and the folder stays."""
+    import os
+
+    from mlpk.packager.oci import empty_image
+
+    base = layout.write(empty_image("linux/amd64"), tmp_path / "base")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "precious.txt").write_text("keep me")
+    (tmp_path / "afile").write_text("x")
+    os.mkfifo(tmp_path / "fifo")
+    common = ("build", "--base", f"oci:{base}")
+    cases = [
+        (("--layout", str(mine)), 2, "is a folder of other files, not an OCI layout"),
+        (("--tar", str(mine)), 2, "is a directory, not a file"),
+        (("--tar", str(tmp_path / "afile" / "x.tar")), 2, "which is a file, not a directory"),
+        (("--layout", str(tmp_path / "out"), "--load", "Bad Tag"), 2, "image reference 'Bad Tag' is not valid"),
+        (("--layout", str(tmp_path / "out"), "--tar", str(tmp_path / "out")), 2, "would both be"),
+        (("--add", f"{tmp_path / 'fifo'}:/app/x", "--layout", str(tmp_path / "out")), 3, "is not a regular file"),
+        (("--expose", "70000", "--layout", str(tmp_path / "out")), 2, "PORT from 1 to 65535"),
+        (("--tar", str(tmp_path / "t.tar"), "--tag", "Bad Tag!!"), 2, "'Bad Tag!!' is not valid"),
+    ]
+    for args, code, text in cases:
+        done = mlpack(*common, *args, timeout=60)
+        assert done.returncode == code and text in done.stderr, (args, done.returncode, done.stderr)
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "mlpack-cache") == ["afile", "base", "fifo", "mine"]
+    assert [p.name for p in mine.iterdir()] == ["precious.txt"]
+    assert mlpack(*common, "--layout", str(tmp_path / "out"), check=True).returncode == 0  # a new folder is fine
+    assert mlpack(*common, "--layout", str(tmp_path / "out"), check=True).returncode == 0  # and a layout again

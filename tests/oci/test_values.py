@@ -105,9 +105,9 @@ def test_transformations_return_new_images_and_leave_their_argument_alone() -> N
     assert noted.manifest()["annotations"] == {"org.opencontainers.image.source": "x"}
     assert noted.digest != img2.digest and noted.config_bytes == img2.config_bytes
     validate(noted)
-    with pytest.raises(BuildError, match="workdir 'w'"):
+    with pytest.raises(ConfigError, match="workdir 'w'"):
         with_config(img, workdir="w")
-    with pytest.raises(BuildError, match="exposed port 'http'"):
+    with pytest.raises(ConfigError, match="exposed port 'http'"):
         with_config(img, exposed_ports=["http"])
 
 
