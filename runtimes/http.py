@@ -112,6 +112,8 @@ class Connection(asyncio.Protocol):
         self.headers_done = False
         self.closing_after = False  # close once the answers in progress are written
         self.closing = False
+        self.upgrade_offered = False  # the request in its headers offers a protocol upgrade, which is not taken
+        self.replaying = False  # a new parser reads the body of that request: its synthetic head is not a request
 
     # --- asyncio.Protocol --------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -125,7 +127,14 @@ class Connection(asyncio.Protocol):
         if not self.headers_done:
             self.header_bytes += len(data)
         try:
-            self.parser.feed_data(data)
+            while True:
+                try:
+                    self.parser.feed_data(data)
+                    break
+                except httptools.HttpParserUpgrade as upgrade:
+                    if not self.upgrade_offered or self.current is None:
+                        raise
+                    data = self._decline_upgrade() + data[upgrade.args[0]:]
         except httptools.HttpParserUpgrade:
             self.closing_after = True  # the rest is another protocol: answer what was asked, then close
         except httptools.HttpParserError as err:
@@ -167,8 +176,27 @@ class Connection(asyncio.Protocol):
             self.writable = None
             self._next()
 
+    def _decline_upgrade(self) -> bytes:
+        """Serve a request that offers an upgrade (`Upgrade: h2c`, as `curl --http2` and Java's HttpClient send it)
+        as the HTTP/1.1 request it also is, as RFC 9110 section 7.8 lets a server. llhttp stops at the end of its
+        headers and reads no body; a new parser reads the body, framed as the headers said, then what follows: this
+        returns the head that frames it, for the bytes after the headers."""
+        self.upgrade_offered = False
+        self.replaying = True
+        exchange = self.current
+        assert exchange is not None
+        head = b"POST / HTTP/1.1\r\n"
+        if self.declared is not None:
+            head += b"content-length: %d\r\n" % self.declared
+        elif "chunked" in exchange.headers.get("transfer-encoding", "").lower():
+            head += b"transfer-encoding: chunked\r\n"
+        self.parser = httptools.HttpRequestParser(self)
+        return head + b"\r\n"
+
     # --- httptools callbacks ----------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self.replaying:
+            return
         self._disarm()
         self._arm(self.server.limits.header_timeout_s, self._header_timeout)
         self.url.clear()
@@ -181,12 +209,17 @@ class Connection(asyncio.Protocol):
         self.current = Exchange("", "", {}, None)  # type: ignore[arg-type]  # the lease comes with the headers
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        if not self.replaying:
+            self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.replaying:
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.replaying:
+            return
+        self.upgrade_offered = self.parser.should_upgrade()
         exchange = self.current
         assert exchange is not None
         self.headers_done = True
@@ -281,6 +314,9 @@ class Connection(asyncio.Protocol):
         return f"a request body of {self.declared if self.declared is not None else f'over {self.size}'} bytes"
 
     def on_message_complete(self) -> None:
+        if self.upgrade_offered:
+            return  # llhttp ends the message at its headers to hand over to the new protocol: _decline_upgrade
+        self.replaying = False
         self._disarm()
         self.headers_done = False
         exchange = self.current

@@ -104,3 +104,35 @@ def test_grpc_timeout_parameter_is_checked_on_every_path_and_typed_floats_may_be
             with pytest.raises(grpc.RpcError) as err:  # a 1-row call runs inline: it was not checked there
                 stub.ModelInfer(request, timeout=10)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "timeout" in err.value.details()
+
+
+def test_an_offered_upgrade_is_declined_and_the_request_served(
+        server_factory: Callable[..., Served], model_dirs: dict[str, Path]) -> None:
+    """`Upgrade: h2c` (curl --http2, Java's HttpClient) on a POST: llhttp stops at the headers, and the body used
+    to be lost (400, "the request body has 0 bytes"). Served as HTTP/1.1 now, with its body framed by
+    Content-Length or chunks, split across packets or not, and the pipelined request behind it answered too."""
+    import subprocess
+
+    served = server_factory(model_dirs["mixed"])
+    body = json.dumps({"inputs": good_inputs()}).encode()
+    want = post(served, body).json()["outputs"]
+    offer = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+    head = b"POST /v2/models/mixed/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + offer
+    sized = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    chunked = head + b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    closing = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    for raw in (sized + closing, chunked + closing, sized + sized + closing):
+        answer = _exchange(served, raw)
+        assert answer.count(b"HTTP/1.1 200 ") == raw.count(b"HTTP/1.1\r\n"), answer[:300]
+        first = answer.split(b"\r\n\r\n", 1)[1]
+        assert json.loads(first[:first.index(b"}]}") + 3])["outputs"] == want
+    host, port = served.host.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:  # the body after the headers, later
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body))
+        time.sleep(0.2)
+        sock.sendall(body)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    curl = subprocess.run(["curl", "-s", "--http2", "-X", "POST", "--data-binary", "@-", "-H",
+                           "Content-Type: application/json", served.url + "/v2/models/mixed/infer"],
+                          input=body, capture_output=True, timeout=30, check=True)
+    assert json.loads(curl.stdout)["outputs"] == want
