@@ -192,3 +192,32 @@ def test_base_mirror_and_manifest_ports_are_checked_as_flags(mlpack, tmp_path: P
             done = mlpack("manifest", "compose", str(tmp_path / "img"), flag, value, "-o", str(tmp_path / "c.yml"))
             _one_line_error(done, 2, flag, value)
     assert not (tmp_path / "c.yml").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ("deploy", "lambda", "IMG", "--function", "fn", "--alias", "bad alias!", "--plan"),
+    ("deploy", "lambda", "IMG", "--function", "fn", "--alias", "123", "--plan"),
+    ("deploy", "lambda", "IMG", "--function", "fn", "--role", "notanarn", "--plan"),
+    ("deploy", "lambda", "IMG", "--function", "fn", "--env", "A B=1", "--plan"),
+    ("manifest", "k8s", "IMG", "--namespace", "Bad NS!"),
+    ("manifest", "k8s", "IMG", "--priority-class", "x=99999999999"),
+    ("manifest", "k8s", "IMG", "--priority-class", "=5"),
+    ("manifest", "compose", "IMG", "--port", "8080", "--grpc-port", "8080"),
+    ("manifest", "compose", "IMG", "--image", "BAD REF"),
+    ("build", "--base", "oci:BASE", "--user", "a:b:c", "--layout", "OUT"),
+    ("build", "--base", "oci:BASE", "--env", "A B=1", "--layout", "OUT"),
+    ("build", "--base", "oci:BASE", "--owner", "1:99999999999", "--layout", "OUT"),
+    ("deliver", "delta", "--from", "BASE", "--to", "BASE", "-o", "OUT"),
+])
+def test_values_the_target_would_refuse_are_refused_here_first(mlpack, tmp_path: Path, argv: tuple[str, ...]) -> None:
+    """Each was accepted with exit 0 (and written into an image, a manifest or a plan that the engine, Kubernetes
+    or AWS refuses later, or a delta that holds nothing); now a config error, before anything is written."""
+    from mlpk.packager.oci import empty_image, layout
+
+    base = layout.write(empty_image("linux/amd64"), tmp_path / "base")
+    words = [str(base) if word == "BASE" else word.replace("BASE", str(base)) for word in argv]
+    words = [str(tmp_path / "out") if word == "OUT" else str(tmp_path / "missing") if word == "IMG" else word
+             for word in words]
+    done = mlpack(*words)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()

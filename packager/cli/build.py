@@ -22,6 +22,9 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     return out
 
 
+MAX_ID = 2**32 - 2  # Linux's uid_t and gid_t, less (uid_t) -1, which means none
+
+
 @click.command()
 @click.option("--base", default="scratch", show_default=True, help="Base image: debian:SUITE, registry ref, OCI "
               "layout DIR[:TAG], docker-archive TAR[:TAG], or scratch.")
@@ -49,8 +52,8 @@ def build(ctx: click.Context, base: str, platforms: str, adds: tuple[str, ...], 
     """Build an image without a Docker daemon: a base, one deterministic layer per --add, a config; then write
     it as an OCI layout, a docker-archive, push it, or load it."""
     uid, _, gid = owner.partition(":")
-    if not (uid.isdigit() and gid.isdigit()):
-        raise click.BadParameter(f"'{owner}' is not UID:GID", param_hint="--owner")
+    if not (uid.isdigit() and gid.isdigit()) or max(int(uid), int(gid)) > MAX_ID:
+        raise click.BadParameter(f"'{owner}' is not UID:GID with each from 0 to {MAX_ID}", param_hint="--owner")
     spec = BuildSpec(base, tuple(Platform.parse(p) for p in platforms.split(",")), tuple(Add.parse(a) for a in adds),
                      int(uid), int(gid), entrypoint or None, cmd or None, _pairs(env, "--env"), user, workdir,
                      _pairs(labels, "--label"), expose)

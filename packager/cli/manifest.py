@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,10 @@ def _emit(ctx: click.Context, text: str, out: Path | None, data: dict) -> None:
         report(ctx, data, lambda: click.echo(text, nl=False))
 
 
+# The names Kubernetes takes: a namespace is an RFC 1123 label, a PriorityClass a DNS subdomain.
+_NAMES = {"--namespace": (re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"), "at most 63"),
+          "--priority-class": (re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?"), "with dots, at most 253")}
+
 @click.group()
 def manifest() -> None:
     """Write Compose or Kubernetes manifests that run an image as a service."""
@@ -108,6 +113,9 @@ def compose_(ctx: click.Context, image: str, name: str | None, ref: str | None, 
     """A Compose file that `docker compose up` and `docker stack deploy` run as is: replicas behind one address,
     restart policy, ready health check, rolling updates that roll back, resources, placement, GPU runtime or
     reservations, engine-cache volume; with --canary, a second version behind the same address."""
+    if host_port is not None and host_port == grpc_host_port:
+        raise ConfigError(f"--port and --grpc-port are both {host_port}: one host port takes one service",
+                          hint="give gRPC its own port, e.g. --grpc-port 8081")
     spec = manifests.spec(image, name=name, ref=ref, platform=platform, measure=measure)
     if grpc_host_port is not None and not spec.grpc_port:
         raise ConfigError(f"--grpc-port {grpc_host_port}: '{image}' serves no gRPC (exported with --grpc-port 0, or "
@@ -161,9 +169,15 @@ def k8s_(ctx: click.Context, image: str, name: str | None, ref: str | None, plat
     value = None
     if priority_class and "=" in priority_class:
         priority_class, _, number = priority_class.partition("=")
-        if not number.lstrip("-").isdigit():
-            raise ConfigError(f"--priority-class value '{number}' is not an integer", hint="e.g. high=100000")
+        if not number.lstrip("-").isdigit() or not -(10**9) <= int(number) <= 10**9:
+            raise ConfigError(f"--priority-class value '{number}' is not an integer from -1000000000 to 1000000000 "
+                              "(Kubernetes' range for a user's PriorityClass)", hint="e.g. high=100000")
         value = int(number)
+    for what, text in (("--priority-class", priority_class), ("--namespace", namespace)):
+        pattern, length = _NAMES[what]
+        if text is not None and not pattern.fullmatch(text):
+            raise ConfigError(f"{what} '{text}' is not a Kubernetes name (lowercase letters, digits and '-', "
+                              f"starting and ending with a letter or digit, {length})", hint=f"e.g. {what} models")
     spec = manifests.spec(image, name=name, ref=ref, platform=platform, measure=measure)
     docs = k8s.manifests(spec, replicas=replicas, max_replicas=max_replicas, cpu_target=cpu_target,
                          priority_class=priority_class, priority_value=value, namespace=namespace,

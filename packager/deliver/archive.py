@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpk.packager.deliver.images import chain_ids, diff_ids, missing_layers, resolve
-from mlpk.packager.errors import InputError
+from mlpk.packager.errors import ConfigError, InputError
 from mlpk.packager.oci import Image
 from mlpk.packager.atomic import atomic_file
 from mlpk.packager.oci.digest import CHUNK
@@ -157,5 +157,8 @@ def delta(old: str, new: str, out: Path, platform: str | None = None, tag: str |
     if not (old_platform.matches(new_platform) or new_platform.matches(old_platform)):  # arm64 is arm64/v8
         raise InputError(f"--from is for {before.image.platform} but --to is for {after.image.platform}",
                          hint="give two images of the same platform (--platform)")
+    if before.image.digest == after.image.digest:
+        raise ConfigError(f"--from and --to are the same image ({after.image.digest}): a device that has it needs "
+                          "no delta", hint="give the image the device has as --from, and the new one as --to")
     need = missing_layers(after.image, set(chain_ids(diff_ids(before.image))))
     return write(after.image, out, tag or after.tag, set(need))

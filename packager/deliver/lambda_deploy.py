@@ -29,6 +29,10 @@ from mlpk.packager.oci.reference import Reference
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # ECR's repositoryName constraint (ECR API reference, CreateRepository).
 _REPO = re.compile(r"^(?=.{2,256}$)(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+# Lambda's patterns (its API reference: CreateAlias Name, CreateFunction Role, Environment Variables keys).
+_ALIAS = re.compile(r"(?!\d+$)[a-zA-Z0-9_-]{1,128}")
+_ROLE = re.compile(r"arn:aws[a-zA-Z-]*:iam::\d{12}:role/[\w+=,.@/-]+")
+_ENV_KEY = re.compile(r"[a-zA-Z][a-zA-Z0-9_]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,16 @@ class LambdaRequest:
             raise ConfigError(f"--memory {self.memory} is outside Lambda's 128-10240 MB", hint="e.g. --memory 1024")
         if self.timeout is not None and not 1 <= self.timeout <= 900:
             raise ConfigError(f"--timeout {self.timeout} is outside Lambda's 1-900 s", hint="e.g. --timeout 30")
+        if not _ALIAS.fullmatch(self.alias):
+            raise ConfigError(f"--alias '{self.alias}' is not 1-128 letters, digits, '-' or '_' (and not only digits, "
+                              "which Lambda reads as a version)", hint="e.g. --alias live")
+        if self.role is not None and not _ROLE.fullmatch(self.role):
+            raise ConfigError(f"--role '{self.role}' is not an IAM role ARN",
+                              hint="e.g. --role arn:aws:iam::123456789012:role/NAME")
+        bad = [key for key in self.env if not _ENV_KEY.fullmatch(key)]
+        if bad:
+            raise ConfigError(f"--env name(s) {', '.join(repr(key) for key in bad)} are not what Lambda takes (a "
+                              "letter, then letters, digits or '_')", hint="e.g. --env LOG_LEVEL=info")
 
     @property
     def repo(self) -> str:

@@ -14,7 +14,7 @@ from mlpk.packager.deliver import measure as measuring
 from mlpk.packager.deliver.images import Resolved, resolve
 from mlpk.packager.errors import ConfigError
 from mlpk.packager.oci import sources
-from mlpk.packager.oci.reference import split_tag
+from mlpk.packager.oci.reference import Reference, split_tag
 
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
@@ -151,6 +151,11 @@ def spec(image: str, *, name: str | None = None, ref: str | None = None, platfor
     """The ServiceSpec for IMAGE|DIR; `ref` is the reference the cluster pulls (default: the pushed reference,
     else the export's tag, else the argument itself when it is a registry reference); resources from a measured
     run (`measure` runs one now on the local engine, kept as measured.json in an export directory) or defaults."""
+    if ref is not None:
+        try:
+            Reference.parse(ref)
+        except ConfigError as err:
+            raise ConfigError(f"{ref_flag} {err.message}", hint=err.hint) from None
     resolved = resolve(image, platform)
     labels = resolved.labels
     config = resolved.image.config.get("config") or {}

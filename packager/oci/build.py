@@ -113,7 +113,7 @@ def write_outputs(item: Image | Index, *, layout_dir: Path | None = None, tar: P
         if layout_dir and Path(tar).absolute() == Path(layout_dir).absolute():
             raise ConfigError(f"the docker-archive and the OCI layout would both be {tar}",
                               hint="give each its own path")
-    for name in (push, load):  # a malformed reference is refused before anything is written
+    for name in (push, load, tag):  # a malformed reference is refused before anything is written
         if isinstance(name, str):
             Reference.parse(name)
     written = Written(item.digest)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, UTC
 from typing import Any
 
-from mlpk.packager.errors import BuildError, ConfigError
+from mlpk.packager.errors import ConfigError
 from mlpk.packager.oci.image import Image, canonical_json
 from mlpk.packager.oci.layer import Layer, source_date_epoch
 
@@ -41,9 +42,9 @@ def _env_merge(current: Sequence[str], updates: Mapping[str, str]) -> list[str]:
     order = [item.split("=", 1)[0] for item in current]
     values = dict(item.partition("=")[::2] for item in current)
     for key, value in updates.items():
-        if not key or "=" in key:
-            raise BuildError(f"environment variable name '{key}' is empty or contains '='",
-                             hint="give env as NAME=VALUE")
+        if not key or "=" in key or any(c.isspace() or not c.isprintable() for c in key):
+            raise ConfigError(f"environment variable name '{key}' is empty or holds '=', a space or a control "
+                              "character", hint="give env as NAME=VALUE, e.g. LOG_LEVEL=info")
         if key not in values:
             order.append(key)
         values[key] = value
@@ -68,6 +69,8 @@ def with_config(img: Image, *, entrypoint: Sequence[str] | None = None, cmd: Seq
     if env:
         section["Env"] = _env_merge(section.get("Env") or [], env)
     if user is not None:
+        if not re.fullmatch(r"[^\s:]+(:[^\s:]+)?", user):
+            raise ConfigError(f"user '{user}' is not USER, UID, USER:GROUP or UID:GID", hint="e.g. 65532:65532")
         section["User"] = user
     if workdir is not None:
         if not workdir.startswith("/"):
