@@ -208,6 +208,13 @@ def test_base_mirror_and_manifest_ports_are_checked_as_flags(mlpack, tmp_path: P
     ("build", "--base", "oci:BASE", "--env", "A B=1", "--layout", "OUT"),
     ("build", "--base", "oci:BASE", "--owner", "1:99999999999", "--layout", "OUT"),
     ("deliver", "delta", "--from", "BASE", "--to", "BASE", "-o", "OUT"),
+    # deploy swarm checked these only after asking the engine and pushing the image
+    ("deploy", "swarm", "IMG", "--stack", "s", "--registry", "127.0.0.1:5999", "--replicas", "0"),
+    ("deploy", "swarm", "IMG", "--stack", "s", "--registry", "127.0.0.1:5999", "--canary", "IMG", "--canary-weight",
+     "100"),
+    ("deploy", "swarm", "IMG", "--stack", "s", "--registry", "127.0.0.1:5999", "--placement", "bad"),
+    ("deploy", "swarm", "IMG", "--stack", "Bad!Stack", "--registry", "127.0.0.1:5999"),
+    ("deploy", "swarm", "IMG", "--stack", "s", "--registry", "bad@host!"),
 ])
 def test_values_the_target_would_refuse_are_refused_here_first(mlpack, tmp_path: Path, argv: tuple[str, ...]) -> None:
     """Each was accepted with exit 0 (and written into an image, a manifest or a plan that the engine, Kubernetes

@@ -57,16 +57,25 @@ class Front:
         return kind
 
 
+def check(*, replicas: int, front: Front, rollout: Rollout, canary: bool, canary_weight: int) -> str:
+    """Refuse settings no stack can take (before anything is pushed: `deploy swarm` checks them first); returns the
+    front's kind for them."""
+    rollout.check()
+    if replicas < 1:
+        raise ConfigError(f"--replicas {replicas} must be at least 1", hint="give --replicas 1 or more")
+    if canary:
+        split(replicas, canary_weight)
+    return front.resolved(replicas, canary)
+
+
 def compose(spec: ServiceSpec, *, replicas: int = 1, front: Front = Front(), rollout: Rollout = Rollout(),
             placement: dict[str, str] | None = None, canary: ServiceSpec | None = None,
             canary_weight: int = 10) -> dict[str, Any]:
     """The Compose document (a dict; manifests.dump writes it). With `canary`, `replicas` are shared between NAME and
     NAME-canary by `canary_weight` percent (manifests.split), and the proxy serves both in that ratio (round robin
     over every ready replica), as a Kubernetes Service does over two Deployments."""
-    rollout.check()
-    if replicas < 1:
-        raise ConfigError(f"--replicas {replicas} must be at least 1", hint="give --replicas 1 or more")
-    kind = front.resolved(replicas, canary is not None)
+    kind = check(replicas=replicas, front=front, rollout=rollout, canary=canary is not None,
+                 canary_weight=canary_weight)
     placed = placement if placement is not None else {}
     services: dict[str, Any] = {}
     volumes: dict[str, Any] = {}

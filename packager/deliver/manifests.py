@@ -81,7 +81,12 @@ def placement(spec: ServiceSpec, labels: tuple[str, ...] = ()) -> dict[str, str]
     """Node labels a replica needs (KEY=VALUE each, as `--placement` gives them), with the image's own: a GPU target
     needs a node labelled mlpack.gpu=jetson|cuda (operators label nodes: `docker node update --label-add`, `kubectl
     label node`). Which architecture a node gets from a multi-platform index is chosen by the orchestrator itself."""
-    out = {"mlpack.gpu": spec.gpu} if spec.gpu else {}
+    return {**({"mlpack.gpu": spec.gpu} if spec.gpu else {}), **placement_labels(labels)}
+
+
+def placement_labels(labels: tuple[str, ...]) -> dict[str, str]:
+    """The node labels of `--placement` (KEY=VALUE each), checked."""
+    out = {}
     for item in labels:
         key, sep, value = item.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?", key) or \

@@ -17,6 +17,7 @@ scales the stable service to the replicas of both, then removes the canary. Serv
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -30,7 +31,7 @@ from mlpk.packager.deliver import compose, manifests, proxy
 from mlpk.packager.deliver.engine import LocalEngine
 from mlpk.packager.deliver.images import item_of
 from mlpk.packager.deliver.journal import Journal, Step
-from mlpk.packager.errors import ConfigError, DeployError, RegistryError
+from mlpk.packager.errors import ConfigError, DeployError, MlpackError, RegistryError
 from mlpk.packager.oci import Index
 from mlpk.packager.oci.build import write_outputs
 from mlpk.packager.oci.reference import Reference
@@ -114,7 +115,12 @@ def check_manager(engine: LocalEngine) -> dict[str, str]:
 def _registry(text: str) -> tuple[str, str]:
     """(HOST[:PORT], PREFIX) of --registry."""
     host, _, prefix = text.strip("/").partition("/")
-    if not host or " " in text or "://" in text:
+    try:  # what is pushed there is HOST/PREFIX/NAME:TAG, so the two must make a reference
+        valid = bool(host) and "://" not in text and Reference.parse(f"{host}/{prefix + '/' if prefix else ''}x:1") \
+            .registry == host
+    except MlpackError:  # a reference or digest that does not parse
+        valid = False
+    if not valid:
         raise ConfigError(f"--registry '{text}' is not HOST[:PORT][/PREFIX]", hint="e.g. --registry 127.0.0.1:5000")
     return host, prefix
 
@@ -148,6 +154,14 @@ def _platform(item: Any) -> str | None:
 def deploy(request: SwarmRequest, engine: LocalEngine | None = None) -> SwarmResult:
     """Push, write and deploy the stack, then wait for it to converge (module docstring)."""
     engine = engine or LocalEngine()
+    # what no stack can take is refused before the engine is asked anything and anything is pushed
+    compose.check(replicas=request.replicas, front=request.front, rollout=request.rollout,
+                  canary=request.canary is not None, canary_weight=request.canary_weight)
+    manifests.placement_labels(request.placement)
+    _registry(request.registry)
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}", request.stack):  # the Docker engine's names
+        raise ConfigError(f"--stack '{request.stack}' is not a stack name (letters, digits, '_', '.', '-')",
+                          hint="e.g. --stack models")
     journal = Journal([Step("swarm", "docker info / node ls: a manager of an active swarm, its nodes' platforms"),
                        Step("push", f"push the image, {'the canary, ' if request.canary else ''}and the front proxy "
                                     f"to {request.registry}"),
