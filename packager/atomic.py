@@ -76,7 +76,7 @@ def _fsync_dir(path: Path) -> None:
 def atomic_dir(dest: Path) -> Iterator[Path]:
     """A temporary directory beside `dest`; on success it replaces `dest`, on failure it is removed."""
     dest = Path(dest)
-    _check_parents(dest, "output")
+    check_parents(dest, "output")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists() and not dest.is_dir():
         raise BuildError(f"'{dest}' exists and is not a directory", hint="remove it or choose another path")
@@ -103,10 +103,11 @@ def check_destination(dest: Path, flag: str = "output") -> None:
     if dest.is_dir():
         raise ConfigError(f"{flag} {dest} is a directory, not a file", hint="give the path of a file (new, or one to "
                                                                             "replace)")
-    _check_parents(dest, flag)
+    check_parents(dest, flag)
 
 
-def _check_parents(dest: Path, flag: str) -> None:
+def check_parents(dest: Path, flag: str) -> None:
+    """Refuse a destination under a file (which no mkdir can make a folder of)."""
     parent = dest.absolute().parent
     existing = next(place for place in (parent, *parent.parents) if place.exists() or place.is_symlink())
     if not existing.is_dir():

@@ -215,6 +215,8 @@ def test_base_mirror_and_manifest_ports_are_checked_as_flags(mlpack, tmp_path: P
     ("deploy", "swarm", "IMG", "--stack", "s", "--registry", "127.0.0.1:5999", "--placement", "bad"),
     ("deploy", "swarm", "IMG", "--stack", "Bad!Stack", "--registry", "127.0.0.1:5999"),
     ("deploy", "swarm", "IMG", "--stack", "s", "--registry", "bad@host!"),
+    ("build", "--base", "oci:BASE"),  # no output: it wrote nothing, exit 0
+    ("bench", "IMG", "-o", "AFILE/sub"),  # a traceback after the source was read
 ])
 def test_values_the_target_would_refuse_are_refused_here_first(mlpack, tmp_path: Path, argv: tuple[str, ...]) -> None:
     """Each was accepted with exit 0 (and written into an image, a manifest or a plan that the engine, Kubernetes
@@ -223,8 +225,9 @@ def test_values_the_target_would_refuse_are_refused_here_first(mlpack, tmp_path:
 
     base = layout.write(empty_image("linux/amd64"), tmp_path / "base")
     words = [str(base) if word == "BASE" else word.replace("BASE", str(base)) for word in argv]
-    words = [str(tmp_path / "out") if word == "OUT" else str(tmp_path / "missing") if word == "IMG" else word
-             for word in words]
+    (tmp_path / "afile").write_text("x")
+    words = [str(tmp_path / "out") if word == "OUT" else str(tmp_path / "missing") if word == "IMG" else
+             word.replace("AFILE", str(tmp_path / "afile")) for word in words]
     done = mlpack(*words)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()

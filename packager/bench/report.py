@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mlpk.packager import __version__, probes
+from mlpk.packager import __version__, atomic, probes
 from mlpk.packager.atomic import atomic_file
 from mlpk.packager.bench import charts, containers, sources
 from mlpk.packager.bench.containers import lambda_init_s
@@ -181,6 +181,7 @@ def run(request: BenchRequest, step: Step = lambda _: None) -> BenchReport:
     charts.require()  # before minutes of load, not after
     if request.out.exists() and not request.out.is_dir():
         raise ConfigError(f"--out {request.out} exists and is not a directory", hint="choose a directory")
+    atomic.check_parents(request.out, "--out")
     step(f"reading {request.source}")
     source = sources.open_source(request.source, request.platform)
     if source.image is None and request.platform is not None:

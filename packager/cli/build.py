@@ -51,6 +51,9 @@ def build(ctx: click.Context, base: str, platforms: str, adds: tuple[str, ...], 
           tar: Path | None, push: str | None, load: str | None, tag: str | None) -> None:
     """Build an image without a Docker daemon: a base, one deterministic layer per --add, a config; then write
     it as an OCI layout, a docker-archive, push it, or load it."""
+    if not (layout_dir or tar or push or load):
+        raise click.UsageError("build writes nothing without an output: give --layout DIR, --tar FILE, --push REF or "
+                               "--load TAG")
     uid, _, gid = owner.partition(":")
     if not (uid.isdigit() and gid.isdigit()) or max(int(uid), int(gid)) > MAX_ID:
         raise click.BadParameter(f"'{owner}' is not UID:GID with each from 0 to {MAX_ID}", param_hint="--owner")
