@@ -72,7 +72,7 @@ def test_bad_input_is_one_line_and_writes_nothing(mlpack: Callable[..., object],
     assert done.returncode == 3 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
     assert f"'{tmp_path}/missing' does not exist" in done.stderr
     assert not (tmp_path / "out").exists()
-    done = mlpack("build", "--add", "relative-dest:x")
+    done = mlpack("build", "--add", "relative-dest:x", "--layout", str(tmp_path / "out"))
     assert done.returncode == 2 and "is not SRC:/ABSOLUTE/DEST" in done.stderr
     done = mlpack("build", "--platform", "linux/amd64,linux/arm64", "--tar", str(tmp_path / "x.tar"))
     assert done.returncode == 2 and "holds one platform" in done.stderr
