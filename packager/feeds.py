@@ -120,6 +120,13 @@ class Feeds:
             for start in range(0, rows, max(1, size)):
                 yield {k: v[start:start + size] for k, v in part.items()}
 
+    def cast(self, signature: Signature) -> Feeds:
+        """These feeds in `signature`'s dtypes (float64 samples kept for a float64 source, narrowed for the model)."""
+        items = {item.name: item for item in signature.inputs}
+        parts = tuple({name: _cast(array, items[name], self.source) if name in items else array
+                       for name, array in part.items()} for part in self.parts)
+        return Feeds(parts, self.labels, self.source, self.stacked, self.synthetic)
+
     def describe(self) -> str:
         """`17 samples from sample data x.npz` / `64 synthetic samples (seed 0)`, for reports and messages."""
         return f"{len(self)} sample{'s' if len(self) != 1 else ''} from {self.source}"
@@ -127,24 +134,25 @@ class Feeds:
 
 # --- reading files -------------------------------------------------------------------------------------------------
 
-def load(path: Path, signature: Signature) -> Feeds:
-    """Read `path` (an .npz or a directory; see the module docstring) as feeds for `signature`."""
+def load(path: Path, signature: Signature, wide: bool = False) -> Feeds:
+    """Read `path` (an .npz or a directory; see the module docstring) as feeds for `signature`. `wide` keeps float64
+    arrays as they are for a float32 input (for a source that computes in float64: Feeds.cast narrows them later)."""
     if not path.exists():
         raise InputError(f"data path {path} does not exist", hint="pass an .npz file or a directory of arrays")
     if path.is_file():
-        return interpret(read_npz(path), signature, path.name)  # the name only: reports travel inside models
+        return interpret(read_npz(path), signature, path.name, wide)  # the name only: reports travel inside models
     npy = sorted(path.glob("*.npy"))
     if npy:
         try:
             arrays = {file.stem: np.load(file, allow_pickle=False) for file in npy}
         except (OSError, ValueError) as err:
             raise InputError(f"cannot read the arrays in {path.name}: {err}", hint="save them with numpy.save") from err
-        return interpret(arrays, signature, path.name)
+        return interpret(arrays, signature, path.name, wide)
     files = sorted(path.glob("*.npz"))
     if not files:
         raise InputError(f"{path.name} holds no .npy or .npz files", hint="save one NAME.npy per model input, or "
                          "one .npz per feed")
-    return combine([interpret(read_npz(f), signature, f"{path.name}/{f.name}") for f in files], path.name)
+    return combine([interpret(read_npz(f), signature, f"{path.name}/{f.name}", wide) for f in files], path.name)
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -184,8 +192,9 @@ def _unstack(item: Feeds) -> list[Feed]:
         part.values()))))]
 
 
-def interpret(arrays: Mapping[str, np.ndarray], signature: Signature, source: str) -> Feeds:
-    """Arrays keyed by input names (or aliases) as feeds for `signature`, in the order the module docstring gives."""
+def interpret(arrays: Mapping[str, np.ndarray], signature: Signature, source: str, wide: bool = False) -> Feeds:
+    """Arrays keyed by input names (or aliases) as feeds for `signature`, in the order the module docstring gives
+    (`wide`: as load's)."""
     arrays = dict(arrays)
     names = [item.name for item in signature.inputs]
     label_key = next((k for k in LABEL_KEYS if k in arrays and k not in names), None)
@@ -213,19 +222,19 @@ def interpret(arrays: Mapping[str, np.ndarray], signature: Signature, source: st
             if len(set(counts.values())) == 1:
                 if not next(iter(counts.values())):
                     raise InputError(f"{source} holds no samples", hint="pass non-empty arrays")
-                feed = {name: _cast(v, items[name], source) for name, v in stacked.items() if v is not None}
+                feed = {name: _cast(v, items[name], source, wide) for name, v in stacked.items() if v is not None}
                 return Feeds((feed,), labels, source, True)
             disagree = counts
             if labels is not None and len({v for k, v in counts.items() if k != "labels"}) == 1:
                 raise InputError(f"{source}: the arrays disagree on the number of samples: {counts}",
                                  hint="give one label per sample")
     if all(_fits(arrays[n], items[n]) for n in names):
-        return Feeds(({n: _cast(arrays[n], items[n], source) for n in names},), None, source, False)
+        return Feeds(({n: _cast(arrays[n], items[n], source, wide) for n in names},), None, source, False)
     leading = {n: arrays[n].shape[0] if arrays[n].ndim else None for n in names}
     if len(set(leading.values())) == 1 and None not in leading.values() and all(
             _fits(arrays[n][0], items[n]) for n in names):
         count = next(iter(leading.values()))
-        parts = tuple({n: _cast(arrays[n][i], items[n], source) for n in names} for i in range(count or 0))
+        parts = tuple({n: _cast(arrays[n][i], items[n], source, wide) for n in names} for i in range(count or 0))
         return Feeds(parts, labels if labels is not None and len(labels) == count else None, source, False)
     if disagree is not None:
         raise InputError(f"{source}: the arrays disagree on the number of samples: {disagree}",
@@ -260,13 +269,15 @@ def _fits(array: np.ndarray, item: InputSignature) -> bool:
                                                  for want, have in zip(item.shape, array.shape, strict=True))
 
 
-def _cast(array: np.ndarray, item: InputSignature, source: str) -> np.ndarray:
+def _cast(array: np.ndarray, item: InputSignature, source: str, wide: bool = False) -> np.ndarray:
     if item.dtype == "str":
         if array.dtype.kind not in "USO":
             raise InputError(f"{source}: array {item.name!r} is {array.dtype}, the model expects strings",
                              hint="pass the text column as a string array")
         return array.astype(object)
     want = np.dtype(item.dtype)
+    if wide and array.dtype == np.float64 and want.kind == "f":
+        return np.ascontiguousarray(array) if array.ndim else array
     if array.dtype.kind in "fiub" and want.kind in "fiub":
         return np.asarray(array, dtype=want, order="C")  # ascontiguousarray would make a 0-d scalar 1-d
     if array.dtype != want:

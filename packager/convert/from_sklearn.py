@@ -22,11 +22,22 @@ import numpy as np
 from mlpk.packager.card import TensorSpec
 from mlpk.packager.convert.detect import Format
 from mlpk.packager.convert.ops import check_ops
-from mlpk.packager.convert.registry import Conversion, ConvertOptions, SourceRunner
+from mlpk.packager.convert.registry import Conversion, ConvertOptions, Examples, SourceRunner
 from mlpk.packager.errors import ConfigError, ConversionError, InputError, missing_extra
 
 _LOCALE = "C.UTF-8"
 INPUT_NAME = "input"
+# scikit-learn's token patterns (Python `re`, where \w is any Unicode letter, digit or underscore) as RE2 patterns
+# for onnxruntime's Tokenizer, whose \w is ASCII only; skl2onnx reads the default as [a-zA-Z0-9_]+, which splits
+# "café" into "caf" and keeps one-letter tokens that scikit-learn drops (bigrams change too).
+_WORD = r"[\p{L}\p{N}_]"
+_TOKEN_PATTERNS = {r"(?u)\b\w\w+\b": _WORD + "{2,}", r"\b\w\w+\b": _WORD + "{2,}",
+                   r"(?u)\b\w+\b": _WORD + "+", r"\b\w+\b": _WORD + "+", r"(?u)\w+": _WORD + "+",
+                   r"\w+": _WORD + "+"}
+# Text that exercises tokenizing and lower-casing beyond ASCII, for parity on text models (_documents).
+_TEXTS = ("Café très bon", "Größe und Straße", "naïve résumé", "Σοφία και λόγος", "東京 日本語", "x² ½ 42 ٣٤",
+          "the rain, a goal; I x model!")
+EXAMPLE_ROWS = 64
 
 
 def _import() -> tuple[Any, Any]:
@@ -177,6 +188,9 @@ def _options(model: Any, zipmap: bool) -> dict[int, dict[str, Any]]:
     for est in _estimators(model):
         if isinstance(est, CountVectorizer):  # TfidfVectorizer is a CountVectorizer
             options[id(est)] = {"locale": _LOCALE}
+            pattern = _TOKEN_PATTERNS.get(est.token_pattern) if est.analyzer == "word" else None
+            if pattern is not None and est.tokenizer is None:
+                options[id(est)]["tokenexp"] = pattern
         elif is_classifier(est) and not hasattr(est, "steps") and "zipmap" in _allowed_options(est):
             options[id(est)] = {"zipmap": zipmap}
     return options
@@ -233,6 +247,126 @@ def _runner(model: Any, specs: list[TensorSpec]) -> SourceRunner:
     return run
 
 
+def _first_step(model: Any) -> Any:
+    while hasattr(model, "steps"):
+        model = model.steps[0][1]
+    return model
+
+
+def _documents(vectorizer: Any, rng: np.random.Generator) -> list[str]:
+    """Documents of the vectorizer's own words (in vocabulary order, cased and punctuated as people write) and of
+    non-ASCII text: where a tokenizer or lower-casing differs from scikit-learn's, these show it."""
+    words = sorted({word for term in getattr(vectorizer, "vocabulary_", {}) for word in str(term).split()})
+    pool = words or [word for text in _TEXTS for word in text.split()]
+    documents = list(_TEXTS)
+    while len(documents) < EXAMPLE_ROWS // 2:
+        chosen = [str(w) for w in rng.choice(pool, size=int(rng.integers(2, 9)))]
+        style = len(documents) % 4
+        documents.append(" ".join(chosen) if style == 0 else
+                         " ".join(w.upper() for w in chosen) + "!" if style == 1 else
+                         ", ".join(w.title() for w in chosen) + " a 7." if style == 2 else
+                         "  ".join(chosen) + " " + _TEXTS[len(documents) % len(_TEXTS)])
+    return documents
+
+
+def _trees(est: Any) -> Iterator[tuple[Any, np.ndarray | None]]:
+    """The fitted decision trees inside `est` (a tree, a forest, boosting, an isolation forest), each with the input
+    columns it sees (None: all of them)."""
+    if hasattr(est, "tree_"):
+        yield est.tree_, None
+        return
+    members = getattr(est, "estimators_", None)
+    if members is None:
+        return
+    columns = getattr(est, "estimators_features_", None)
+    for i, member in enumerate(np.asarray(members, dtype=object).reshape(-1)):
+        if hasattr(member, "tree_"):
+            yield member.tree_, None if columns is None else np.asarray(columns[i % len(columns)])
+
+
+def _seen_ranges(est: Any, width: int) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """Per input column, the range of values the fitted first step saw or splits on, and what told it (None when
+    it keeps no such record: a linear model keeps only weights)."""
+    low, high = np.full(width, np.inf), np.full(width, -np.inf)
+
+    def widen(columns: np.ndarray | slice, values_low: Any, values_high: Any) -> None:
+        low[columns] = np.fmin(low[columns], values_low)
+        high[columns] = np.fmax(high[columns], values_high)
+
+    name = type(est).__name__
+    every = slice(None)
+    if getattr(est, "scale_", None) is not None and getattr(est, "mean_", None) is not None:  # StandardScaler
+        widen(every, est.mean_ - 3 * est.scale_, est.mean_ + 3 * est.scale_)
+        told = f"{name} mean_ and scale_"
+    elif hasattr(est, "data_min_"):  # MinMaxScaler
+        widen(every, est.data_min_, est.data_max_)
+        told = f"{name} data_min_ and data_max_"
+    elif hasattr(est, "center_") and hasattr(est, "scale_"):  # RobustScaler
+        widen(every, est.center_ - 3 * est.scale_, est.center_ + 3 * est.scale_)
+        told = f"{name} center_ and scale_"
+    elif hasattr(est, "max_abs_"):
+        widen(every, -est.max_abs_, est.max_abs_)
+        told = f"{name} max_abs_"
+    elif hasattr(est, "bin_edges_"):  # KBinsDiscretizer
+        for column, edges in enumerate(est.bin_edges_):
+            widen(np.array([column]), np.min(edges), np.max(edges))
+        told = f"{name} bin_edges_"
+    elif hasattr(est, "_bin_mapper"):  # HistGradientBoosting*: the thresholds it bins on, in float64
+        for column, thresholds in enumerate(est._bin_mapper.bin_thresholds_):
+            if len(thresholds):
+                widen(np.array([column]), np.min(thresholds), np.max(thresholds))
+        told = f"{name} bin thresholds"
+    elif any(True for _ in _trees(est)):
+        for tree, columns in _trees(est):
+            split = tree.feature >= 0
+            features = tree.feature[split] if columns is None else columns[tree.feature[split]]
+            np.fmin.at(low, features, tree.threshold[split])
+            np.fmax.at(high, features, tree.threshold[split])
+        told = f"{name} split thresholds"
+    elif getattr(est, "support_vectors_", None) is not None and np.ndim(est.support_vectors_) == 2:
+        widen(every, est.support_vectors_.min(axis=0), est.support_vectors_.max(axis=0))
+        told = f"{name} support_vectors_"
+    elif getattr(est, "_fit_X", None) is not None and np.ndim(est._fit_X) == 2:  # nearest neighbours
+        widen(every, np.min(est._fit_X, axis=0), np.max(est._fit_X, axis=0))
+        told = f"{name} training points"
+    elif hasattr(est, "theta_") and hasattr(est, "var_"):  # GaussianNB
+        spread = 3 * np.sqrt(est.var_)
+        widen(every, (est.theta_ - spread).min(axis=0), (est.theta_ + spread).max(axis=0))
+        told = f"{name} theta_ and var_"
+    else:
+        return None
+    return low, high, told
+
+
+def _examples(model: Any, specs: list[TensorSpec]) -> Examples | None:
+    """Inputs for parity made from what the fitted model knows (registry.Conversion.examples): documents of its
+    vocabulary for a text model; for one numeric input, float64 values across the ranges its first step saw or
+    splits on (widened by a tenth each way; columns it knows nothing of: standard normal)."""
+    if len(specs) != 1:
+        return None
+    spec, rng = specs[0], np.random.default_rng(0)
+    if spec.dtype == "str" and _is_text(model):
+        return Examples({spec.name: np.array(_documents(_first_step(model), rng), dtype=object).reshape(-1, 1)},
+                        f"the vocabulary of {type(_first_step(model)).__name__} and non-ASCII text")
+    width = spec.shape[1] if spec.shape is not None and len(spec.shape) == 2 else None
+    if spec.dtype not in ("float32", "float64") or not isinstance(width, int):
+        return None
+    try:
+        seen = _seen_ranges(_first_step(model), width)
+    except (AttributeError, IndexError, TypeError, ValueError):  # a fitted attribute of another meaning or shape
+        return None
+    if seen is None:
+        return None
+    low, high, told = seen
+    known = np.isfinite(low) & np.isfinite(high)
+    span = np.where(known, high - low, 0.0)
+    span = np.where(span > 0, span, np.maximum(np.abs(np.where(known, low, 0.0)), 1.0) * 0.1)
+    values = rng.uniform(np.where(known, low, 0.0) - span / 10, np.where(known, high, 0.0) + span / 10,
+                         size=(EXAMPLE_ROWS, width))
+    values[:, ~known] = rng.standard_normal((EXAMPLE_ROWS, int((~known).sum())))
+    return Examples({spec.name: values}, f"the ranges the model saw ({told})")
+
+
 class SklearnConverter:
     kind = "sklearn"
     formats: tuple[Format, ...] = ("pickle",)
@@ -270,7 +404,8 @@ class SklearnConverter:
                                   "each (one per column for a ColumnTransformer, e.g. --input color:batch,1:str)",
                                   ) from err
         check_ops(proto, source.name, f"skl2onnx {skl2onnx.__version__}")
-        return Conversion(proto, _runner(model, specs), f"skl2onnx {skl2onnx.__version__}", notes)
+        return Conversion(proto, _runner(model, specs), f"skl2onnx {skl2onnx.__version__}", notes,
+                          examples=_examples(model, specs), wide_source=True)
 
 
 CONVERTER = SklearnConverter()

@@ -8,6 +8,7 @@ after the first take their sizes from --sample-data where it is given (else 4).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
@@ -110,17 +111,19 @@ def _dims(specs: Sequence[TensorSpec]) -> tuple[dict[int, Any], ...]:
 
 
 def _export(model: Any, callable_: Any, args: tuple[Any, ...], specs: Sequence[TensorSpec], output_names: list[str],
-            opset: int, *, program: bool) -> tuple[Any, str, tuple[str, ...]]:
+            opset: int, *, program: bool) -> tuple[Any, str, tuple[str, ...], tuple[str, ...]]:
     torch = import_torch()
     names = [s.name for s in specs]
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    for name in ["torch", *(n for n in logging.root.manager.loggerDict if n.startswith("torch."))]:
+        logging.getLogger(name).setLevel(logging.ERROR)  # a failed dynamo export logs its graphs: the reason is enough
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            exported = torch.onnx.export(model, args, dynamo=True, input_names=names, output_names=output_names,
-                                         dynamic_shapes=None if program else _dims(specs), opset_version=opset,
-                                         verbose=False)
-            return exported.model_proto, f"torch.onnx dynamo exporter (torch {torch.__version__})", ()
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                exported = torch.onnx.export(model, args, dynamo=True, input_names=names,
+                                             output_names=output_names, opset_version=opset, verbose=False,
+                                             dynamic_shapes=None if program else _dims(specs))
+            return exported.model_proto, f"torch.onnx dynamo exporter (torch {torch.__version__})", (), ()
         except Exception as err:  # noqa: BLE001 - any dynamo failure sends us to the fallback, with its reason
             dynamo_failure = _first_line(err)
         import onnx
@@ -129,16 +132,27 @@ def _export(model: Any, callable_: Any, args: tuple[Any, ...], specs: Sequence[T
                          for i, d in enumerate(s.shape or ()) if not isinstance(d, int)} for s in specs}
         axes.update({name: {0: "batch"} for name in output_names})
         buffer = io.BytesIO()
-        try:
-            torch.onnx.export(callable_, args, buffer, dynamo=False, input_names=names, output_names=output_names,
-                              dynamic_axes=axes, opset_version=min(opset, 20))
-        except Exception as err:  # the exporter's own errors name the unsupported op
-            raise ConversionError(f"torch.onnx cannot export the model: {_first_line(err)} (the dynamo exporter "
-                                  f"failed first: {dynamo_failure})",
-                                  hint="replace the unsupported op, or export with a newer torch") from err
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("always", torch.jit.TracerWarning)
+            try:
+                torch.onnx.export(callable_, args, buffer, dynamo=False, input_names=names,
+                                  output_names=output_names, dynamic_axes=axes, opset_version=min(opset, 20))
+            except Exception as err:  # the exporter's own errors name the unsupported op
+                raise ConversionError(f"torch.onnx cannot export the model: {_first_line(err)} (the dynamo "
+                                      f"exporter failed first: {dynamo_failure})",
+                                      hint="replace the unsupported op, or export with a newer torch") from err
     reason = f"dynamo exporter failed ({dynamo_failure}); used the TorchScript-based exporter"
     exporter = f"torch.onnx TorchScript exporter (torch {torch.__version__})"
-    return onnx.load_from_string(buffer.getvalue()), exporter, (reason,)
+    return onnx.load_from_string(buffer.getvalue()), exporter, (reason,), _bool_conversions(caught)
+
+
+def _bool_conversions(caught: Sequence[warnings.WarningMessage]) -> tuple[str, ...]:
+    """Where tracing turned a tensor into a Python bool (`file.py:12`): a branch there may depend on the input's
+    values (`if x.max() > 1:`), and a trace keeps the branch its example took (registry.Conversion.branches). Shape
+    checks warn the same way (torch's own attention does), so parity decides, on inputs varied for the purpose."""
+    return tuple(dict.fromkeys(f"{Path(w.filename).name}:{w.lineno}" for w in caught
+                               if "Python boolean" in str(w.message)))
 
 
 class TorchConverter:
@@ -160,15 +174,15 @@ class TorchConverter:
                 raise ConfigError(f"{source.name} rejects inputs {[s.render() for s in specs]}: {_first_line(err)}",
                                   hint="check --input NAME:SHAPE:DTYPE against the model") from err
         output_names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
-        proto, exporter, notes = _export(model, module, args, specs, output_names, options.target_opset,
-                                         program=fmt == "torch-export")
+        proto, exporter, notes, branches = _export(model, module, args, specs, output_names, options.target_opset,
+                                                   program=fmt == "torch-export")
         check_ops(proto, source.name, exporter)
 
         def run(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
             with torch.no_grad():
                 return _flatten(module(*_to_tensors(inputs, specs)))
 
-        return Conversion(proto, run, exporter, (*loaded.notes, *notes))
+        return Conversion(proto, run, exporter, (*loaded.notes, *notes), branches=branches)
 
 
 CONVERTER = TorchConverter()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -129,25 +129,44 @@ def _declared_inputs(source: Path) -> str | None:
     return ", ".join(spec.render() for spec in specs.graph_inputs(model)) or None
 
 
-def _evidence(sig: Signature, session: Any, sample_data: Path | None, model: Any,
-              name: str) -> tuple[Feeds, Signature]:
-    """The data parity runs on, and the signature with example shapes that ran: the user's samples, else
-    synthetic data shaped by a probed signature (the last resort, labelled as such)."""
+def _evidence(sig: Signature, session: Any, sample_data: Path | None, model: Any, name: str,
+              conversion: Conversion) -> tuple[Feeds, Feeds, Signature]:
+    """The data parity runs on, for the ONNX model and for the source (the same samples; for a source that computes
+    in float64, float64 samples stay as they are for it), and the signature with example shapes that ran: the
+    user's samples, else the converter's examples made from the fitted model, else synthetic data shaped by a
+    probed signature (the last resort). Both made kinds are labelled synthetic."""
+    outputs = [o.name for o in session.get_outputs()]
     if sample_data is not None:
         try:
-            loaded = feeds.load(sample_data, sig).head(MAX_PARITY_SAMPLES)
+            loaded = feeds.load(sample_data, sig, wide=conversion.wide_source).head(MAX_PARITY_SAMPLES)
         except InputError as err:
             raise _bad_sample_data(err, sig.describe()) from err
-        data = replace(loaded, source=f"sample data {loaded.source}")
-        return data, sig.with_examples(data.first(), data.source)
-    outputs = [o.name for o in session.get_outputs()]
+        given = replace(loaded, source=f"sample data {loaded.source}")
+        data = given.cast(sig)
+        return data, given, sig.with_examples(data.first(), data.source)
+    if conversion.examples is not None and sig.fixed_batch is None:
+        feed = dict(conversion.examples.feed)
+        made = Feeds((feed,), None, f"{len(next(iter(feed.values())))} synthetic samples made from "
+                     f"{conversion.examples.made_from}", True, synthetic=True)
+        data = made.cast(sig)
+        if _runs(session, outputs, data.first()):  # else the probed shapes below, as before
+            return data, made, sig.with_examples(data.first(), data.source)
     probed, error = signature.probe(sig, lambda feed: session.run(outputs, feed), signature.suggested_sizes(model))
     if not probed.runnable:
         raise InputError(f"{name}: found no input shapes the model runs with ({sig.describe()}); the last try "
                          f"failed with: {error}",
                          hint="pass --sample-data with real inputs (an .npz keyed by input name, or a directory "
                               "of .npz files, one feed each)")
-    return feeds.synthesize(probed, GENERATED_SAMPLES), probed
+    synthetic = feeds.synthesize(probed, GENERATED_SAMPLES)
+    return synthetic, synthetic, probed
+
+
+def _runs(session: Any, outputs: list[str], feed: Mapping[str, np.ndarray]) -> bool:
+    try:
+        session.run(outputs, dict(feed))
+    except Exception:  # noqa: BLE001 - onnxruntime's untyped errors: it does not run on this feed
+        return False
+    return True
 
 
 def _run_source(conversion: Conversion, data: Feeds, batch: int, names: list[str],
@@ -166,16 +185,86 @@ def _run_source(conversion: Conversion, data: Feeds, batch: int, names: list[str
             for i in range(len(runs[0]))]
 
 
-def _parity(conversion: Conversion, session: Any, data: Feeds, tolerance: parity.Tolerance, name: str, batch: int,
-            classes: Mapping[str, list[Any]]) -> parity.ParityReport:
+def _parity(conversion: Conversion, session: Any, data: Feeds, source_data: Feeds, tolerance: parity.Tolerance,
+            name: str, batch: int, classes: Mapping[str, list[Any]]) -> parity.ParityReport:
+    """The ONNX model on `data` against the source on `source_data` (the same samples, at the source's precision)."""
     onnx_out = feeds.run(session, data, batch)
     try:
-        source_out = _run_source(conversion, data, batch, list(onnx_out), classes)
+        source_out = _run_source(conversion, source_data, batch, list(onnx_out), classes)
     except Exception as err:  # the source framework may raise anything on these inputs
         text = " ".join(str(err).split())[:300]
         raise ValidationError(f"{name}: the source model failed on {data.describe()} ({type(err).__name__}: {text})",
                               hint="check the inputs (--sample-data / --input) against the model") from err
-    return parity.compare(onnx_out, source_out, tolerance, samples=data.count, inputs_from=data.source)
+    report = parity.compare(onnx_out, source_out, tolerance, samples=data.count, inputs_from=data.source)
+    if not report.passed:  # a source that answers the same inputs differently twice: no conversion can match it
+        again = _run_source(conversion, source_data, batch, list(onnx_out), classes)
+        twice = parity.compare(again if isinstance(again, Mapping) else dict(zip(onnx_out, again, strict=False)),
+                               source_out, tolerance, samples=data.count, inputs_from=data.source)
+        if not twice.passed:
+            raise ValidationError(f"{name}: the source model answers the same {data.describe()} differently when "
+                                  f"run twice ({twice.summary()}), so it is random at inference and no conversion "
+                                  "can match it (a Dropout or BatchNorm left in training mode does this)",
+                                  hint="save the model in inference mode (model.eval() in PyTorch before saving or "
+                                       "tracing; training=False in Keras), then convert again")
+    return report
+
+
+# How parity varies the float inputs for a trace that read tensors as Python bools (Conversion.branches).
+# Branches test a statistic of the input against a constant (`if x.max() > 1: x = x / 255`): each variation moves
+# the statistics across the usual ranges (images in 0-1 and 0-255, signals in -1-0) and keeps the values large enough
+# that the other branch's answer differs beyond rounding.
+def _rescaled(low: float, high: float) -> Callable[[np.ndarray], np.ndarray]:
+    def rescale(array: np.ndarray) -> np.ndarray:
+        span = float(array.max() - array.min()) if array.size else 0.0
+        unit = (array - array.min()) / span if span > 0 else np.zeros_like(array)
+        return (low + unit * (high - low)).astype(array.dtype)
+    return rescale
+
+
+_VARIATIONS: tuple[tuple[str, Callable[[np.ndarray], np.ndarray]], ...] = (
+    ("rescaled to 0-1", _rescaled(0.0, 1.0)), ("rescaled to 0-255", _rescaled(0.0, 255.0)),
+    ("rescaled to -1-0", _rescaled(-1.0, 0.0)), ("negated", np.negative), ("times 1000", lambda a: a * 1e3),
+    ("zeroed", np.zeros_like))
+
+
+def _vary(data: Feeds, vary: Callable[[np.ndarray], np.ndarray]) -> Feeds:
+    parts = tuple({name: vary(array) if array.dtype.kind == "f" else array for name, array in part.items()}
+                  for part in data.parts)
+    return replace(data, parts=parts)
+
+
+def _varied_parity(conversion: Conversion, session: Any, data: Feeds, source_data: Feeds,
+                   tolerance: parity.Tolerance, name: str, batch: int, classes: Mapping[str, list[Any]]) -> str:
+    """Parity again on the float inputs scaled, negated and zeroed, for a trace that turned tensors into Python
+    bools: where the ONNX model then answers otherwise, the trace froze a branch on the input's values (a
+    ConversionError). Variations the source or the model does not take give no verdict. Returns the card's note."""
+    checked, skipped = [], []
+    for label, vary in _VARIATIONS:
+        try:
+            with np.errstate(all="ignore"):
+                report = _parity(conversion, session, _vary(data, vary), _vary(source_data, vary), tolerance, name,
+                                 batch, classes)
+        except (ValidationError, InputError):
+            skipped.append(label)
+            continue
+        checked.append(label)
+        if not report.passed:
+            raise ConversionError(f"{name}: the model branches on its input values ({', '.join(conversion.branches)}: "
+                                  "a tensor used as a Python bool) and the traced ONNX model kept the branch its "
+                                  f"example took: on the parity inputs {label} it answers otherwise "
+                                  f"({report.summary()}); nothing written",
+                                  hint="write the branch with tensor ops (torch.where(condition, a, b)) or "
+                                       "torch.cond, so the dynamo exporter can take it; then run mlpack convert again")
+    return (f"tracing read tensors as Python bools ({', '.join(conversion.branches)}): parity also ran on the inputs "
+            f"{', '.join(checked) or 'varied'}, and the answers agreed"
+            + (f" (the source or the model did not take them {', '.join(skipped)})" if skipped else ""))
+
+
+def _narrowed(data: Feeds, source_data: Feeds) -> list[str]:
+    """The inputs the source took as float64 samples and the ONNX model as float32."""
+    return sorted({name for part, given in zip(data.parts, source_data.parts, strict=True)
+                   for name, array in part.items() if array.dtype == np.float32
+                   and getattr(given.get(name), "dtype", None) == np.float64})
 
 
 def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | None = None,
@@ -235,10 +324,13 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
         staged = stage / destination.name
         output.save(model, staged)
         session = _session(staged, source.name, model, converter.kind)
-        data, sig = _evidence(sig, session, sample_data, model, source.name)
-        report = _parity(conversion, session, data, tolerance, source.name, sig.fixed_batch or MAX_PARITY_SAMPLES,
-                         classes)
-        report.check(source.name)
+        data, source_data, sig = _evidence(sig, session, sample_data, model, source.name, conversion)
+        report = _parity(conversion, session, data, source_data, tolerance, source.name,
+                         sig.fixed_batch or MAX_PARITY_SAMPLES, classes)
+        report.check(source.name, _narrowed(data, source_data))
+        if conversion.branches:
+            notes.append(_varied_parity(conversion, session, data, source_data, tolerance, source.name,
+                                        sig.fixed_batch or MAX_PARITY_SAMPLES, classes))
         extra: dict[str, Any] = {"conversion": {
             "format": fmt, "exporter": conversion.exporter, "notes": notes, "ir_version": model.ir_version,
             "opset": next((e.version for e in model.opset_import if e.domain in ("", "ai.onnx")), None)}}

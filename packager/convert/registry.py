@@ -51,6 +51,24 @@ class Conversion:
     run_source: SourceRunner
     exporter: str  # e.g. "tf2onnx 1.17.0", "torch.onnx dynamo"
     notes: tuple[str, ...] = ()  # e.g. why a fallback exporter was used
+    # Inputs made from what the fitted model knows (its vocabulary, the ranges its scalers and splits saw), for
+    # parity when the user gave no samples: realistic where standard-normal data is not. At the source's precision.
+    examples: Examples | None = None
+    # The source computes in float64 on float64 data (scikit-learn): it runs on the user's samples as they are, so
+    # parity sees what narrowing them to the ONNX model's float32 inputs costs; other sources get the model's dtype.
+    wide_source: bool = False
+    # Where tracing turned a tensor into a Python bool (`model.py:12`): the traced graph may have kept only the branch
+    # its example took. Parity then also runs on the inputs varied (scaled, negated, zeroed), where a frozen branch
+    # answers otherwise (pipeline._varied_parity).
+    branches: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Examples:
+    """A stacked feed, and what it was made from (for reports: "from the vocabulary of TfidfVectorizer")."""
+
+    feed: Mapping[str, np.ndarray]
+    made_from: str
 
 
 class Converter(Protocol):

@@ -99,3 +99,18 @@ def test_gate_fails_beyond_tolerance_and_writes_nothing(sklearn_models: Path, tm
 def test_onnx_outputs_without_source_counterpart_are_listed() -> None:
     report = compare({"a": np.ones(2), "extra": np.zeros(2)}, [np.ones(2)], Tolerance(), samples=2, inputs_from="x")
     assert report.passed and report.unchecked == ("extra",) and report.to_dict()["unchecked"] == ["extra"]
+
+
+def test_hints_never_suggest_a_looser_tolerance_for_other_decisions() -> None:
+    """Labels that differ are no rounding: the hint says how often, and that --tolerance would ship it anyway. Float64
+    samples the ONNX model took as float32 get the flag that keeps float64."""
+    report = compare({"label": np.array([0, 1, 1, 2])}, [np.array([0, 1, 2, 2])], Tolerance(), samples=4,
+                     inputs_from="x")
+    with pytest.raises(ValidationError) as refused:
+        report.check("m.joblib")
+    assert "decides differently from the source on 25.0% of the samples ('label')" in refused.value.hint
+    assert "a looser --tolerance would ship" in refused.value.hint
+    with pytest.raises(ValidationError) as narrowed:
+        report.check("m.joblib", ["input"])
+    assert narrowed.value.hint.startswith("the samples of input are float64")
+    assert "--input NAME:SHAPE:float64" in narrowed.value.hint

@@ -1,0 +1,110 @@
+"""PyTorch models that a trace gets wrong without a word: a branch on the input's values (the dynamo exporter cannot
+take it, and the TorchScript-based fallback keeps the branch its example took), and a model traced in training mode
+(its Dropout stays random). Both are refused, nothing is written; the user's own code style, real torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlpk.packager.convert import ConvertOptions, convert
+from mlpk.packager.convert.specs import parse_input
+from mlpk.packager.errors import ConversionError, ValidationError
+
+pytestmark = pytest.mark.torch
+
+_CLASS = '''
+import torch
+from torch import nn
+
+
+class AutoScale(nn.Module):
+    """Takes images in 0-255 or in 0-1, as many preprocessing helpers do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.max() > 1.0:
+            x = x / 255.0
+        return self.head(self.conv(x).mean(dim=(2, 3)))
+
+
+class Guarded(nn.Module):
+    """A guard no real input reaches: the trace keeps the usual branch, which is the one every input takes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.abs().max() > 1e12:
+            raise ValueError("input out of range")
+        return self.body(x)
+
+
+class Dropping(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+'''
+
+
+@pytest.fixture
+def classes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - the module holding both classes
+    (tmp_path / "user_models.py").write_text(_CLASS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import user_models
+
+    return user_models
+
+
+def test_a_branch_on_input_values_is_refused_not_frozen(classes, tmp_path: Path) -> None:
+    """Parity on data like the trace's example takes the same branch and passed (max_abs 3e-8) while images in 0-1
+    were divided by 255 anyway; now the TracerWarning that says so is read, and the error names the line."""
+    import torch
+
+    torch.manual_seed(0)
+    torch.save(classes.AutoScale().eval().state_dict(), tmp_path / "autoscale.pt")
+    options = ConvertOptions(inputs=(parse_input("x:batch,3,16,16:float32"),),
+                             model_class=f"{tmp_path / 'user_models.py'}:AutoScale")
+    with pytest.raises(ConversionError, match=r"branches on its input values \(user_models\.py:\d+.*rescaled to 0-1") \
+            as refused:
+        convert(tmp_path / "autoscale.pt", tmp_path / "out" / "autoscale.onnx", options=options)
+    assert "torch.where" in refused.value.hint
+    assert not (tmp_path / "out" / "autoscale.onnx").exists()
+
+
+def test_a_guard_that_no_input_reaches_converts_and_says_what_parity_checked(classes, tmp_path: Path) -> None:
+    """The same warning for a branch that changes nothing: parity on the varied inputs agrees, the model is written,
+    and the note in its card says which variations ran."""
+    import torch
+
+    torch.manual_seed(0)
+    torch.save(classes.Guarded().eval().state_dict(), tmp_path / "guarded.pt")
+    options = ConvertOptions(inputs=(parse_input("x:batch,8:float32"),),
+                             model_class=f"{tmp_path / 'user_models.py'}:Guarded")
+    result = convert(tmp_path / "guarded.pt", tmp_path / "out" / "guarded.onnx", options=options)
+    assert result.parity is not None and result.parity.passed
+    note = next(n for n in result.notes if n.startswith("tracing read tensors as Python bools"))
+    assert "rescaled to 0-1, rescaled to 0-255" in note and "answers agreed" in note
+
+
+def test_a_model_traced_in_training_mode_is_named_as_random(classes, tmp_path: Path) -> None:
+    """torch.jit.trace before model.eval(): Dropout stays on in the file, so the source answers the same inputs
+    differently each time; the refusal says that, not "raise --tolerance"."""
+    import torch
+
+    torch.manual_seed(0)
+    traced = torch.jit.trace(classes.Dropping().train(), torch.randn(4, 8), check_trace=False)
+    traced.save(str(tmp_path / "dropping.pt"))
+    with pytest.raises(ValidationError, match="random at inference") as refused:
+        convert(tmp_path / "dropping.pt", tmp_path / "out" / "dropping.onnx",
+                options=ConvertOptions(inputs=(parse_input("x:batch,8:float32"),)))
+    assert "model.eval()" in refused.value.hint and "--tolerance" not in refused.value.hint
