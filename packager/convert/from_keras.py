@@ -81,7 +81,16 @@ def _convert_keras(source: Path, fmt: Format, options: ConvertOptions) -> Conver
         raise missing_extra("tf_keras", "keras", "converting tf-keras models") from err
     try:
         model = tf_keras.models.load_model(source, compile=False)
-    except Exception as err:  # any failure to deserialize is an unreadable input file
+    except Exception as err:  # any failure to deserialize is an unreadable input file, unless Keras 3 wrote it
+        written_by = _h5_keras_version(source) if fmt == "keras-h5" else None
+        keras3 = _keras3_model(source) if written_by is not None and written_by.startswith("3") else None
+        if keras3 is not None:
+            return _convert_keras3(source, options, keras3)
+        if written_by is not None and written_by.startswith("3"):
+            raise InputError(f"{source.name} was written by Keras {written_by} in the legacy HDF5 format, which "
+                             f"neither tf-keras nor Keras 3 reads back for this model ({_first_line(err)})",
+                             hint="save it in Keras 3's own format, model.save('model.keras'), and convert that "
+                                  "file") from err
         raise _unreadable(source, fmt, err) from err
     specs = [TensorSpec(t.name.split(":")[0], t.dtype.name, tuple(t.shape)) for t in model.inputs]
     specs = _override(specs, options)
@@ -102,9 +111,12 @@ def _convert_keras(source: Path, fmt: Format, options: ConvertOptions) -> Conver
                       (dropped,) if dropped else ())
 
 
-def convert_saved_model(source: Path, options: ConvertOptions, *, via: str = "") -> Conversion:
-    """Convert a SavedModel's serving signature (`serving_default`, else `serve`)."""
+def convert_saved_model(source: Path, options: ConvertOptions, *, via: str = "", shown: str | None = None,
+                        ) -> Conversion:
+    """Convert a SavedModel's serving signature (`serving_default`, else `serve`). `shown`: the name messages give
+    the model (the user's file, for a SavedModel mlpack exported from it), else the directory's."""
     tf, tf2onnx = _import_tf()
+    shown = shown or f"{source.name}/"
     try:
         loaded = tf.saved_model.load(str(source))
     except Exception as err:  # any failure to deserialize is an unreadable input
@@ -112,21 +124,25 @@ def convert_saved_model(source: Path, options: ConvertOptions, *, via: str = "")
     signatures = dict(loaded.signatures)
     name = next((n for n in ("serving_default", "serve") if n in signatures), None)
     if name is None:
-        raise ConversionError(f"{source.name}/ has no serving signature (it has {sorted(signatures) or 'none'})",
+        raise ConversionError(f"{shown} has no serving signature (it has {sorted(signatures) or 'none'})",
                               hint="save it with signatures={'serving_default': fn} or from a Keras model")
     function = signatures[name]
     kwargs = function.structured_input_signature[1]
     specs = [TensorSpec(key, "str" if spec.dtype == tf.string else spec.dtype.name,
                         tuple(spec.shape) if spec.shape.rank is not None else None) for key, spec in kwargs.items()]
     specs = _override(specs, options)
+    traced = tf.function(function)
+    if len(specs) > 1:  # a signature takes its inputs by keyword only; tf2onnx passes the specs by position
+        keys = [s.name for s in specs]
+        traced = tf.function(lambda *args: function(**dict(zip(keys, args, strict=True))))
     try:
-        proto, _ = tf2onnx.convert.from_function(tf.function(function), input_signature=_tf_specs(tf, specs),
+        proto, _ = tf2onnx.convert.from_function(traced, input_signature=_tf_specs(tf, specs),
                                                  opset=options.target_opset)
     except Exception as err:  # tf2onnx raises bare Exceptions for unconvertible graphs
-        raise ConversionError(f"{source.name}: tf2onnx failed ({_first_line(err)})",
+        raise ConversionError(f"{shown}: tf2onnx failed ({_first_line(err)})",
                               hint="try another opset (mlpack convert --opset N)") from err
-    check_ops(proto, source.name, f"tf2onnx {tf2onnx.__version__}")
-    dropped = signature_inputs_only(proto, [s.name for s in specs], source.name)
+    check_ops(proto, shown, f"tf2onnx {tf2onnx.__version__}")
+    dropped = signature_inputs_only(proto, [s.name for s in specs], shown)
 
     def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = function(**{s.name: tf.constant(inputs[s.name]) for s in specs})
@@ -136,7 +152,31 @@ def convert_saved_model(source: Path, options: ConvertOptions, *, via: str = "")
                       (dropped,) if dropped else ())
 
 
-def _convert_keras3(source: Path, options: ConvertOptions) -> Conversion:
+def _h5_keras_version(source: Path) -> str | None:
+    """The Keras version an HDF5 model file says wrote it (its `keras_version` attribute), if it says."""
+    try:
+        import h5py
+
+        with h5py.File(source, "r") as handle:
+            version = handle.attrs.get("keras_version")
+    except Exception:  # noqa: BLE001 - no h5py, or not an HDF5 file: tf-keras's own error says what it is
+        return None
+    return version.decode() if isinstance(version, bytes) else str(version) if version is not None else None
+
+
+def _keras3_model(source: Path) -> Any | None:
+    """An HDF5 file Keras 3 wrote (tf-keras cannot read its layer configs), loaded by Keras 3; None when Keras 3 is
+    not installed or cannot read it either."""
+    try:
+        import keras
+
+        return keras.saving.load_model(source, compile=False) if keras.__version__.startswith("3") else None
+    except Exception:  # noqa: BLE001 - not a Keras 3 file either: the tf-keras error is the one to report
+        return None
+
+
+def _convert_keras3(source: Path, options: ConvertOptions, model: Any = None) -> Conversion:
+    """A Keras 3 model (`model`, or loaded from `source`) through its own SavedModel export."""
     _import_tf()
     try:
         import keras
@@ -145,10 +185,11 @@ def _convert_keras3(source: Path, options: ConvertOptions) -> Conversion:
     if not keras.__version__.startswith("3"):
         raise ConversionError(f"{source.name} was saved by Keras 3, but the installed keras is {keras.__version__}",
                               hint="pip install 'keras>=3'")
-    try:
-        model = keras.saving.load_model(source, compile=False)
-    except Exception as err:  # any failure to deserialize is an unreadable input file
-        raise _unreadable(source, "keras3-zip", err) from err
+    if model is None:
+        try:
+            model = keras.saving.load_model(source, compile=False)
+        except Exception as err:  # any failure to deserialize is an unreadable input file
+            raise _unreadable(source, "keras3-zip", err) from err
     tmp = tempfile.mkdtemp(prefix="mlpack-keras3-")
     try:
         try:
@@ -157,14 +198,24 @@ def _convert_keras3(source: Path, options: ConvertOptions) -> Conversion:
             raise ConversionError(f"{source.name}: Keras 3 could not export a SavedModel ({_first_line(err)})",
                                   hint="this path needs Keras 3's TensorFlow backend (KERAS_BACKEND=tensorflow)",
                                   ) from err
-        conversion = convert_saved_model(Path(tmp), options, via=f", exported by Keras {keras.__version__}")
+        conversion = convert_saved_model(Path(tmp), options, via=f", exported by Keras {keras.__version__}",
+                                         shown=source.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the loaded signature keeps its variables in memory
     names = [t.name.split(":")[0] for t in model.inputs]
+    structure = getattr(model, "input", None)  # a functional model built on a dict of inputs takes a dict
+    keyed = {key: tensor.name.split(":")[0] for key, tensor in structure.items()} \
+        if isinstance(structure, Mapping) else None
 
-    def run(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    def run(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray] | dict[str, np.ndarray]:
         # Parity against the Keras 3 model itself, not the SavedModel exported from it.
-        result = model([inputs[n] for n in names] if len(names) > 1 else inputs[names[0]], training=False)
+        if keyed is not None:
+            given = {key: inputs[name] if name in inputs else inputs[key] for key, name in keyed.items()}
+            result = model(given, training=False)
+        else:
+            result = model([inputs[n] for n in names] if len(names) > 1 else inputs[names[0]], training=False)
+        if isinstance(result, Mapping):  # outputs by name, as the exported signature names them
+            return {str(key): np.asarray(value) for key, value in result.items()}
         return [np.asarray(out) for out in (result if isinstance(result, (list, tuple)) else [result])]
 
     return dataclasses.replace(conversion, run_source=run)
