@@ -16,7 +16,7 @@ import importlib.util
 import re
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,8 +48,9 @@ def _unreadable(source: Path, fmt: Format, err: BaseException) -> InputError:
                       hint="the file may be truncated: save it again")
 
 
-def model_class(spec: str) -> type:
-    """Resolve `module:Class` or `path/to/file.py:Class` (the file is imported as a module of its own)."""
+def model_class(spec: str) -> Callable[..., Any]:
+    """Resolve `module:Class` or `path/to/file.py:Class` (the file is imported as a module of its own); a function
+    that builds the module (torchvision.models:resnet18) is taken like a class."""
     location, sep, name = spec.rpartition(":")
     if not sep or not location or not name:
         raise ConfigError(f"--model-class {spec!r} is not MODULE:CLASS or FILE.py:CLASS", hint=_CLASS_HINT)
@@ -78,8 +79,8 @@ def model_class(spec: str) -> type:
         raise ConfigError(f"--model-class {spec!r}: importing {location} failed ({_first_line(err)})",
                           hint=_CLASS_HINT) from err
     cls = getattr(module, name, None)
-    if not isinstance(cls, type):
-        raise ConfigError(f"--model-class {spec!r}: {location} has no class {name!r}", hint=_CLASS_HINT)
+    if not callable(cls):
+        raise ConfigError(f"--model-class {spec!r}: {location} has no class or function {name!r}", hint=_CLASS_HINT)
     return cls
 
 
@@ -207,7 +208,8 @@ def _instantiate(options: ConvertOptions) -> Any:
         raise ConfigError(f"{options.model_class}(**{dict(options.model_args)}) failed ({_first_line(err)})",
                           hint="check --model-args (a JSON object of the constructor's keyword arguments)") from err
     if not isinstance(module, torch.nn.Module):
-        raise ConfigError(f"--model-class {options.model_class} is not a torch.nn.Module")
+        raise ConfigError(f"--model-class {options.model_class} made a {type(module).__name__}, not a "
+                          "torch.nn.Module", hint=_CLASS_HINT)
     return module
 
 
@@ -297,6 +299,12 @@ def _torch_load(source: Path, options: ConvertOptions) -> Any:
                                    "(torch.save(model.state_dict(), PATH)) or TorchScript") from err
     try:
         return torch.load(str(source), map_location="cpu", weights_only=False)
+    except (ModuleNotFoundError, AttributeError) as err:  # the pickled class's module is not importable here
+        missing = err.name if isinstance(err, ModuleNotFoundError) and err.name else _first_line(err)
+        raise InputError(f"{source.name} holds a pickled object whose class cannot be imported here ({missing}): "
+                         "unpickling needs the code that defined it", hint="run mlpack where that module imports "
+                         "(its folder on PYTHONPATH), or save the weights alone (torch.save(model.state_dict(), "
+                         "PATH)) and pass --model-class FILE.py:Class") from err
     except Exception as err:
         raise _unreadable(source, "torch-save", err) from err
 

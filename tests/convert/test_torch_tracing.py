@@ -1,6 +1,7 @@
 """PyTorch models that a trace gets wrong without a word: a branch on the input's values (the dynamo exporter cannot
 take it, and the TorchScript-based fallback keeps the branch its example took), and a model traced in training mode
-(its Dropout stays random). Both are refused, nothing is written; the user's own code style, real torch."""
+(its Dropout stays random). Both are refused, nothing is written; the user's own code style, real torch. Also how the
+model is named: a builder function for --model-class, and a pickled module whose class does not import here."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from mlpk.packager.convert import ConvertOptions, convert
 from mlpk.packager.convert.specs import parse_input
-from mlpk.packager.errors import ConversionError, ValidationError
+from mlpk.packager.errors import ConversionError, InputError, ValidationError
 
 pytestmark = pytest.mark.torch
 
@@ -44,6 +45,12 @@ class Guarded(nn.Module):
         if x.abs().max() > 1e12:
             raise ValueError("input out of range")
         return self.body(x)
+
+
+def guarded(width: int = 8) -> Guarded:
+    """A builder function, as torchvision.models.resnet18 is one."""
+    assert width == 8
+    return Guarded()
 
 
 class Dropping(nn.Module):
@@ -108,3 +115,33 @@ def test_a_model_traced_in_training_mode_is_named_as_random(classes, tmp_path: P
         convert(tmp_path / "dropping.pt", tmp_path / "out" / "dropping.onnx",
                 options=ConvertOptions(inputs=(parse_input("x:batch,8:float32"),)))
     assert "model.eval()" in refused.value.hint and "--tolerance" not in refused.value.hint
+
+
+def test_a_builder_function_is_a_model_class(classes, tmp_path: Path) -> None:
+    """--model-class torchvision.models:resnet18 style: a function that returns the module, with --model-args."""
+    import torch
+
+    torch.manual_seed(0)
+    torch.save(classes.Guarded().eval().state_dict(), tmp_path / "guarded.pt")
+    options = ConvertOptions(inputs=(parse_input("x:batch,8:float32"),), model_args={"width": 8},
+                             model_class=f"{tmp_path / 'user_models.py'}:guarded")
+    result = convert(tmp_path / "guarded.pt", tmp_path / "out" / "guarded.onnx", options=options)
+    assert result.parity is not None and result.parity.passed
+
+
+def test_a_pickled_module_whose_class_does_not_import_says_so(classes, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.save(model) pickles the class by module name: where that module does not import, the error says so and
+    how to go on (before: "the file may be truncated: save it again")."""
+    import sys
+
+    import torch
+
+    torch.save(classes.Guarded().eval(), tmp_path / "whole.pt")
+    monkeypatch.delitem(sys.modules, "user_models")
+    monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    with pytest.raises(InputError, match=r"class cannot be imported here \(user_models\)") as refused:
+        convert(tmp_path / "whole.pt", tmp_path / "out" / "whole.onnx",
+                options=ConvertOptions(inputs=(parse_input("x:batch,8:float32"),), trust_pickle=True))
+    assert "PYTHONPATH" in refused.value.hint and "--model-class FILE.py:Class" in refused.value.hint
