@@ -367,6 +367,30 @@ def _examples(model: Any, specs: list[TensorSpec]) -> Examples | None:
     return Examples({spec.name: values}, f"the ranges the model saw ({told})")
 
 
+def _class_ordered_scores(model: Any, proto: Any) -> str | None:
+    """A binary SVC / NuSVC without probabilities: skl2onnx's SVMClassifier gives the scores as [d, -d], d being
+    decision_function (> 0 for the second class), so their argmax is the other class than the label. The scores
+    output is negated into [-d, d], the columns in class order, as the source runner gives them; the note says so."""
+    from sklearn.svm import SVC, NuSVC
+
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    if not isinstance(final, (SVC, NuSVC)) or getattr(final, "probability", False) is True or len(final.classes_) != 2:
+        return None
+    if len(proto.graph.output) < 2:
+        return None
+    scores = proto.graph.output[1].name
+    producer = next((node for node in proto.graph.node if scores in node.output), None)
+    if producer is None or not any(node.op_type == "SVMClassifier" for node in proto.graph.node):
+        return None
+    import onnx
+
+    raw = f"{scores}_as_skl2onnx_orders_them"
+    producer.output[list(producer.output).index(scores)] = raw
+    proto.graph.node.append(onnx.helper.make_node("Neg", [raw], [scores], name="mlpack_scores_in_class_order"))
+    return (f"'{scores}' of the binary {type(final).__name__} holds decision_function as [-d, d], its columns in class "
+            "order (skl2onnx's SVMClassifier gives [d, -d])")
+
+
 class SklearnConverter:
     kind = "sklearn"
     formats: tuple[Format, ...] = ("pickle",)
@@ -396,14 +420,18 @@ class SklearnConverter:
                                      target_opset={"": options.target_opset, "ai.onnx.ml": 3})
         except Exception as err:  # skl2onnx raises RuntimeError/ValueError/MissingShapeCalculator
             missing = type(err).__name__ in ("MissingConverter", "MissingShapeCalculator")
+            setting = isinstance(err, NotImplementedError) or "supported" in str(err)
             raise ConversionError(f"{source.name}: skl2onnx {skl2onnx.__version__} cannot convert "
                                   f"{type(model).__name__} with inputs {[s.render() for s in specs]}: "
                                   f"{_first_line(err)}; nothing written",
                                   hint="every step needs an skl2onnx converter (see skl2onnx's supported list)"
-                                  if missing else "if those inputs are wrong, pass --input NAME:SHAPE:DTYPE for "
-                                  "each (one per column for a ColumnTransformer, e.g. --input color:batch,1:str)",
-                                  ) from err
+                                  if missing else "skl2onnx has no ONNX form for a setting of this model: change "
+                                  "the setting the message names, fit again and convert that" if setting else
+                                  "if those inputs are wrong, pass --input NAME:SHAPE:DTYPE for each (one per "
+                                  "column for a ColumnTransformer, e.g. --input color:batch,1:str)") from err
         check_ops(proto, source.name, f"skl2onnx {skl2onnx.__version__}")
+        ordered = _class_ordered_scores(model, proto)
+        notes = (*notes, ordered) if ordered else notes
         return Conversion(proto, _runner(model, specs), f"skl2onnx {skl2onnx.__version__}", notes,
                           examples=_examples(model, specs), wide_source=True)
 

@@ -41,3 +41,23 @@ def test_estimator_kinds_convert(tmp_path: Path, name: str) -> None:
     assert all(not o.dtype.startswith("seq") for o in result.card.outputs)  # tensors, never ZipMap sequences
     if name in ("linear_svc", "svc", "forest"):
         assert result.parity.outputs[0].agreement == 1.0
+
+
+@pytest.mark.sklearn
+@pytest.mark.parametrize("kind", ["SVC", "NuSVC"])
+def test_binary_svm_scores_are_in_class_order(tmp_path: Path, kind: str) -> None:
+    """skl2onnx's SVMClassifier gives a binary SVM's scores as [d, -d], whose argmax is the other class than its
+    label (parity refused it, with a hint to loosen --tolerance); mlpack negates them into class order."""
+    import onnxruntime as ort
+    from sklearn import svm
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    model = getattr(svm, kind)().fit(x[:400], y[:400])
+    joblib.dump(model, tmp_path / "svm.joblib")
+    result = convert(tmp_path / "svm.joblib", tmp_path / "out" / "svm.onnx", options=ConvertOptions(trust_pickle=True))
+    assert result.parity is not None and result.parity.passed
+    assert any("columns in class order" in note for note in result.notes)
+    label, scores = ort.InferenceSession(str(result.output)).run(None, {"input": x[400:].astype(np.float32)})
+    assert (scores.argmax(axis=1) == label).all() and (label == model.predict(x[400:])).mean() > 0.99
+    np.testing.assert_allclose(scores[:, 1], model.decision_function(x[400:]), atol=1e-3)

@@ -144,3 +144,18 @@ def test_ordinary_models_pass_on_the_ranges_they_saw(tmp_path: Path, kind: str) 
     made = result.evidence.inputs["input"] if result.evidence is not None else None
     assert made is not None and made.dtype == np.float32
     assert made.max() > 100  # the scale of the wine data, which standard-normal inputs never reach
+
+
+def test_a_setting_skl2onnx_cannot_express_is_named_as_such(tmp_path: Path) -> None:
+    """analyzer='char_wb' has no ONNX form in skl2onnx: the hint says to change that setting, not --input."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from mlpk.packager.errors import ConversionError
+
+    model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3)), LogisticRegression())
+    joblib.dump(model.fit(_DOCS, [0, 1] * 22), tmp_path / "chars.joblib")
+    with pytest.raises(ConversionError, match="only tokenizer='word'") as refused:
+        convert(tmp_path / "chars.joblib", tmp_path / "out" / "chars.onnx", options=ConvertOptions(trust_pickle=True))
+    assert "no ONNX form for a setting" in refused.value.hint and "--input" not in refused.value.hint
