@@ -161,6 +161,17 @@ def _evidence(sig: Signature, session: Any, sample_data: Path | None, model: Any
     return synthetic, synthetic, probed
 
 
+def _output_shapes(session: Any, feed: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """The shape of each tensor output on one feed (the data's first sample, which parity has run)."""
+    names = [o.name for o in session.get_outputs()]
+    try:
+        values = session.run(names, dict(feed))
+    except Exception:  # noqa: BLE001 - a model that runs only on whole batches: no declaration is checked
+        return {}
+    return {name: tuple(np.shape(value)) for name, value in zip(names, values, strict=True)
+            if isinstance(value, np.ndarray)}
+
+
 def _runs(session: Any, outputs: list[str], feed: Mapping[str, np.ndarray]) -> bool:
     try:
         session.run(outputs, dict(feed))
@@ -328,6 +339,10 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
         report = _parity(conversion, session, data, source_data, tolerance, source.name,
                          sig.fixed_batch or MAX_PARITY_SAMPLES, classes)
         report.check(source.name, _narrowed(data, source_data))
+        note = specs.true_output_shapes(model, _output_shapes(session, data.first()))
+        if note:
+            notes.append(note)
+            outputs = specs.graph_outputs(model)
         if conversion.branches:
             notes.append(_varied_parity(conversion, session, data, source_data, tolerance, source.name,
                                         sig.fixed_batch or MAX_PARITY_SAMPLES, classes))

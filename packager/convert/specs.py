@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -79,3 +80,79 @@ def parse_model_args(text: str) -> dict[str, object]:
     if not isinstance(value, dict):
         raise ConfigError(f"--model-args {text!r} is not a JSON object", hint='e.g. --model-args \'{"width": 16}\'')
     return value
+
+
+def _declared(value: onnx.ValueInfoProto) -> list[int | str] | None:
+    tensor = value.type.tensor_type
+    if value.type.WhichOneof("value") != "tensor_type" or not tensor.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim]
+
+
+def _agrees(declared: list[int | str], observed: tuple[int, ...]) -> bool:
+    return len(declared) == len(observed) and all(not isinstance(d, int) or d == o
+                                                  for d, o in zip(declared, observed, strict=True))
+
+
+def _set_shape(value: onnx.ValueInfoProto, dims: list[int | str]) -> None:
+    shape = value.type.tensor_type.shape
+    shape.ClearField("dim")
+    for dim in dims:
+        added = shape.dim.add()
+        if isinstance(dim, int):
+            added.dim_value = dim
+        else:
+            added.dim_param = dim
+
+
+_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+
+def true_output_shapes(model: onnx.ModelProto, observed: dict[str, tuple[int, ...]]) -> str | None:
+    """Make the outputs' declared shapes true to what a run returned (`observed`, by output name): an exporter may
+    declare the size it traced for an axis that varies (torch: [batch, 4, 4] for [batch, seq, 4]) or a wrong rank
+    (a third-party file). Such outputs get the shapes onnxruntime's symbolic shape inference derives from the
+    inputs' when they agree with the run, else the run's rank with a free size where the declaration was wrong.
+    Mutates `model`; the note says what changed (None when every declaration held)."""
+    wrong = {value.name: declared for value in model.graph.output
+             if value.name in observed and (declared := _declared(value)) is not None
+             and not _agrees(declared, observed[value.name])}
+    if not wrong:
+        return None
+    inferred: dict[str, list[int | str]] = {}
+    try:
+        import onnx as onnx_module
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        probe = onnx_module.ModelProto()
+        probe.CopyFrom(model)
+        for value in probe.graph.output:
+            if value.name in wrong:
+                value.type.tensor_type.ClearField("shape")
+        solved = SymbolicShapeInference.infer_shapes(probe, auto_merge=True)
+        inferred = {value.name: [d if isinstance(d, int) or _SYMBOL.fullmatch(d) else f"{value.name}_{i}"
+                                 for i, d in enumerate(dims)]  # an expression of sizes is named, not shown
+                    for value in solved.graph.output if value.name in wrong and (dims := _declared(value)) is not None}
+    except Exception:  # noqa: BLE001 - ops it does not know, external data: the run's own shapes below
+        inferred = {}
+    changes = []
+    for value in model.graph.output:
+        if value.name not in wrong:
+            continue
+        seen = observed[value.name]
+        dims = inferred.get(value.name)
+        if dims is None or not _agrees(dims, seen) or "" in dims:
+            before = wrong[value.name]
+            if len(before) == len(seen):  # a wrong size made free; the declaration's other sizes and names kept
+                dims = [d if (isinstance(d, int) and d == o) or (isinstance(d, str) and d) else f"{value.name}_{i}"
+                        for i, (d, o) in enumerate(zip(before, seen, strict=True))]
+            else:
+                dims = [f"{value.name}_{i}" for i in range(len(seen))]
+        _set_shape(value, dims)
+        changes.append(f"'{value.name}' declared {_render(wrong[value.name])}, returned {list(seen)}: now "
+                       f"{_render(dims)}")
+    return "output shapes made true to a run: " + "; ".join(changes)
+
+
+def _render(dims: list[int | str]) -> str:
+    return "[" + ", ".join(str(d) if d != "" else "?" for d in dims) + "]"

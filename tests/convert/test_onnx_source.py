@@ -88,3 +88,23 @@ def test_compat_table_rows_and_unknown_versions() -> None:
 def test_ort_version_must_look_like_a_version() -> None:
     with pytest.raises(ConfigError, match="'latest' is not X.Y"):
         compat.limits("latest")
+
+
+@pytest.mark.parametrize(("declared", "now"), [([1, 5], ["N", 3]), ([1], ["N", 3])])
+def test_output_shapes_a_file_declares_wrongly_are_made_true(tmp_path: Path, declared: list, now: list) -> None:
+    """A third-party file may declare an output's shape wrongly (ddddocr's [1, seqlen] for [seq, 1, 8210]):
+    onnxruntime warns on every run and the card, and so the server's metadata, would repeat it. After parity the
+    declaration is what a run returns (symbolic inference where it agrees), and the note says what changed."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "wrong",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, declared)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "wrong.onnx")
+    result = convert(tmp_path / "wrong.onnx", tmp_path / "out" / "wrong.onnx")
+    assert list(result.card.outputs[0].shape or ()) == now
+    assert any(f"'y' declared {declared}".replace("'", "'") in note for note in result.notes), result.notes
+    shipped = onnx.load(str(result.output)).graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in shipped] == now

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mlpk.packager.convert import ConvertOptions, convert
@@ -145,3 +146,49 @@ def test_a_pickled_module_whose_class_does_not_import_says_so(classes, tmp_path:
         convert(tmp_path / "whole.pt", tmp_path / "out" / "whole.onnx",
                 options=ConvertOptions(inputs=(parse_input("x:batch,8:float32"),), trust_pickle=True))
     assert "PYTHONPATH" in refused.value.hint and "--model-class FILE.py:Class" in refused.value.hint
+
+
+_TAGGER = '''
+import torch
+from torch import nn
+
+
+class Tagger(nn.Module):
+    """Per-token tags from a bidirectional GRU: [batch, seq, 4], and a sentence state [batch, 12]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(30, 8)
+        self.gru = nn.GRU(8, 6, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(12, 4)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states, _ = self.gru(self.embed(tokens))
+        return self.head(states), states.mean(dim=1)
+'''
+
+
+def test_output_shapes_declared_are_the_ones_returned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exporter declared the per-token output as [batch, 4, 4] (the traced sequence length); the card and the
+    ONNX model now say [batch, seq, 4], as a run at another length returns, and the fixed sizes stay."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    (tmp_path / "tagger.py").write_text(_TAGGER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import tagger
+
+    torch.manual_seed(0)
+    torch.save(tagger.Tagger().eval().state_dict(), tmp_path / "tagger.pt")
+    options = ConvertOptions(inputs=(parse_input("tokens:batch,seq:int64"),),
+                             model_class=f"{tmp_path / 'tagger.py'}:Tagger")
+    result = convert(tmp_path / "tagger.pt", tmp_path / "out" / "tagger.onnx", options=options)
+    shapes = {spec.name: list(spec.shape or ()) for spec in result.card.outputs}
+    assert shapes == {"output_0": ["batch", "seq", 4], "output_1": ["batch", 12]}
+    assert any(note.startswith("output shapes made true to a run") for note in result.notes)
+    declared = [[d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]
+                for o in onnx.load(str(result.output)).graph.output]
+    assert declared == [["batch", "seq", 4], ["batch", 12]]
+    tags, _ = ort.InferenceSession(str(result.output)).run(None, {"tokens": np.ones((3, 9), dtype=np.int64)})
+    assert tags.shape == (3, 9, 4)
