@@ -68,7 +68,11 @@ def _session(path: Path, name: str, model: Any, kind: str) -> Any:
                                   hint="mlpack runs stock onnxruntime, here and in its images, without custom-op "
                                        "libraries: export the model again with standard ONNX operators only") from err
         text = re.sub(r"Load model from .*? failed:\s*", "", str(err)).replace(str(path.parent), "")
-        hint = "an op or type this onnxruntime lacks: change that node of the model (e.g. to float32 tensors)" \
+        locale = re.search(r"Failed to construct locale with name:\s*([\w.@-]+)", text)
+        hint = f"the model's StringNormalizer asks for the locale {locale.group(1)}, which this machine lacks, as " \
+            "mlpack's slim images do (they carry C.UTF-8): set the node's `locale` attribute to C.UTF-8 and " \
+            "convert that file" if locale else \
+            "an op or type this onnxruntime lacks: change that node of the model (e.g. to float32 tensors)" \
             if kind == "onnx" else ("an op or type this onnxruntime lacks; another opset may map it differently: "
                                     "mlpack convert MODEL --opset N, then use the .onnx it writes")
         raise ConversionError(f"{name}: onnxruntime {ort.__version__} cannot load the converted model "
@@ -199,7 +203,13 @@ def _run_source(conversion: Conversion, data: Feeds, batch: int, names: list[str
 def _parity(conversion: Conversion, session: Any, data: Feeds, source_data: Feeds, tolerance: parity.Tolerance,
             name: str, batch: int, classes: Mapping[str, list[Any]]) -> parity.ParityReport:
     """The ONNX model on `data` against the source on `source_data` (the same samples, at the source's precision)."""
-    onnx_out = feeds.run(session, data, batch)
+    try:
+        onnx_out = feeds.run(session, data, batch)
+    except InputError as err:
+        if not data.synthetic:
+            raise
+        raise InputError(err.message, hint="mlpack made these inputs, as no --sample-data was given: pass "
+                                           "--sample-data with real inputs (an .npz keyed by input name)") from err
     try:
         source_out = _run_source(conversion, source_data, batch, list(onnx_out), classes)
     except Exception as err:  # the source framework may raise anything on these inputs
@@ -339,7 +349,8 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
         report = _parity(conversion, session, data, source_data, tolerance, source.name,
                          sig.fixed_batch or MAX_PARITY_SAMPLES, classes)
         report.check(source.name, _narrowed(data, source_data))
-        note = specs.true_output_shapes(model, _output_shapes(session, data.first()))
+        note = specs.true_output_shapes(model, _output_shapes(session, data.first()),
+                                        specs.bound_sizes(model, data.first()))
         if note:
             notes.append(note)
             outputs = specs.graph_outputs(model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -89,9 +90,25 @@ def _declared(value: onnx.ValueInfoProto) -> list[int | str] | None:
     return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim]
 
 
-def _agrees(declared: list[int | str], observed: tuple[int, ...]) -> bool:
-    return len(declared) == len(observed) and all(not isinstance(d, int) or d == o
-                                                  for d, o in zip(declared, observed, strict=True))
+def _agrees(declared: list[int | str], observed: tuple[int, ...], bound: Mapping[str, int]) -> bool:
+    """Whether a declared shape holds for a returned one: each fixed size equal, each size named after an input's
+    (`batch`) equal to that input's size in the run (`bound`), other names free."""
+    return len(declared) == len(observed) and all(
+        d == o if isinstance(d, int) else d not in bound or bound[d] == o
+        for d, o in zip(declared, observed, strict=True))
+
+
+def bound_sizes(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """The size each named input axis (`batch`, `seq`) had in `feed`."""
+    bound: dict[str, int] = {}
+    for value in model.graph.input:
+        dims = _declared(value)
+        if dims is None or value.name not in feed or len(dims) != np.ndim(feed[value.name]):
+            continue
+        for dim, size in zip(dims, np.shape(feed[value.name]), strict=True):
+            if isinstance(dim, str) and dim:
+                bound.setdefault(dim, int(size))
+    return bound
 
 
 def _set_shape(value: onnx.ValueInfoProto, dims: list[int | str]) -> None:
@@ -108,15 +125,17 @@ def _set_shape(value: onnx.ValueInfoProto, dims: list[int | str]) -> None:
 _SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 
-def true_output_shapes(model: onnx.ModelProto, observed: dict[str, tuple[int, ...]]) -> str | None:
+def true_output_shapes(model: onnx.ModelProto, observed: dict[str, tuple[int, ...]],
+                       bound: Mapping[str, int]) -> str | None:
     """Make the outputs' declared shapes true to what a run returned (`observed`, by output name): an exporter may
     declare the size it traced for an axis that varies (torch: [batch, 4, 4] for [batch, seq, 4]) or a wrong rank
     (a third-party file). Such outputs get the shapes onnxruntime's symbolic shape inference derives from the
     inputs' when they agree with the run, else the run's rank with a free size where the declaration was wrong.
+    A size named after an input's axis must be that axis's size in the run (`bound`, bound_sizes).
     Mutates `model`; the note says what changed (None when every declaration held)."""
     wrong = {value.name: declared for value in model.graph.output
              if value.name in observed and (declared := _declared(value)) is not None
-             and not _agrees(declared, observed[value.name])}
+             and not _agrees(declared, observed[value.name], bound)}
     if not wrong:
         return None
     inferred: dict[str, list[int | str]] = {}
@@ -141,10 +160,10 @@ def true_output_shapes(model: onnx.ModelProto, observed: dict[str, tuple[int, ..
             continue
         seen = observed[value.name]
         dims = inferred.get(value.name)
-        if dims is None or not _agrees(dims, seen) or "" in dims:
+        if dims is None or not _agrees(dims, seen, bound) or "" in dims:
             before = wrong[value.name]
             if len(before) == len(seen):  # a wrong size made free; the declaration's other sizes and names kept
-                dims = [d if (isinstance(d, int) and d == o) or (isinstance(d, str) and d) else f"{value.name}_{i}"
+                dims = [d if _agrees([d], (o,), bound) and d != "" else f"{value.name}_{i}"
                         for i, (d, o) in enumerate(zip(before, seen, strict=True))]
             else:
                 dims = [f"{value.name}_{i}" for i in range(len(seen))]

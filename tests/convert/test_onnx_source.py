@@ -108,3 +108,50 @@ def test_output_shapes_a_file_declares_wrongly_are_made_true(tmp_path: Path, dec
     assert any(f"'y' declared {declared}".replace("'", "'") in note for note in result.notes), result.notes
     shipped = onnx.load(str(result.output)).graph.output[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in shipped] == now
+
+
+def test_an_output_size_named_after_an_input_axis_must_be_that_size() -> None:
+    """speechmos' AECMOS declares its output [batch_size], the input's batch axis, and returns 4 values at batch 1:
+    a name shared with an input is a claim about the size, checked like a number (onnx's own shape inference cannot
+    see through that model, so the declaration reaches this check as the file wrote it)."""
+    from onnx import TensorProto, helper
+
+    from mlpk.packager.convert import specs
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "claims",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch_size", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch_size"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    feed = {"x": np.zeros((1, 4), np.float32)}
+    assert specs.bound_sizes(model, feed) == {"batch_size": 1}
+    assert specs.true_output_shapes(model, {"y": (1,)}, {"batch_size": 1}) is None  # the claim holds at batch 1
+    note = specs.true_output_shapes(model, {"y": (4,)}, specs.bound_sizes(model, feed))
+    assert note is not None and "'y' declared [batch_size], returned [4]" in note
+    assert [d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == ["y_0"]
+
+
+def _onnx_test_model(name: str) -> Path:
+    """A model of onnx's own backend test data (it ships in the onnx wheel)."""
+    return Path(onnx.__file__).parent / "backend" / "test" / "data" / "simple" / name / "model.onnx"
+
+
+def test_refusals_of_third_party_files_name_the_real_way_out(tmp_path: Path) -> None:
+    """A StringNormalizer that asks for a locale the machine lacks (onnx's own test model asks for en_US.UTF-8,
+    which slim machines and mlpack's images lack; this one for a locale no machine has) is named as such, not as a
+    missing op; a model that does not run on the inputs mlpack made names --sample-data."""
+    from onnx import TensorProto, helper
+
+    from mlpk.packager.errors import InputError
+
+    node = helper.make_node("StringNormalizer", ["text"], ["normal"], case_change_action="LOWER", locale="xx_XX.UTF-8")
+    graph = helper.make_graph([node], "words", [helper.make_tensor_value_info("text", TensorProto.STRING, [None])],
+                              [helper.make_tensor_value_info("normal", TensorProto.STRING, [None])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "words.onnx")
+    with pytest.raises(ConversionError, match="Failed to construct locale") as locale:
+        convert(tmp_path / "words.onnx", tmp_path / "out" / "words.onnx")
+    assert "asks for the locale xx_XX.UTF-8" in locale.value.hint and "C.UTF-8" in locale.value.hint
+    with pytest.raises(InputError, match="invalid expand shape") as made:
+        convert(_onnx_test_model("test_expand_shape_model1"), tmp_path / "out" / "expand.onnx")
+    assert "--sample-data" in made.value.hint
