@@ -156,8 +156,10 @@ def thin_evidence(request: ExportRequest, card: cards.ModelCard, parity_data: Fe
     if path is None:
         return (f"auto quantizes only on real inputs, and none were given (pass --sample-data or --calibration "
                 f"with at least {MIN_AUTO_SAMPLES} representative samples, or choose with --quantize MODE)")
-    if request.calibration is None and parity_data is not None and not parity_data.synthetic:
-        count = len(parity_data)  # the sample data convert already read (capped at 1024: far above the minimum)
+    if (request.calibration is None or _evaluation(request) is not None) and parity_data is not None \
+            and not parity_data.synthetic:  # the gate judges on the sample data, which convert already read
+        count = len(parity_data)  # (capped at 1024: far above the minimum)
+        path = request.sample_data or path
     else:
         count = len(feeds.load(path, Signature.from_dict(card.signature or {})))
     if count < MIN_AUTO_SAMPLES:
@@ -166,16 +168,29 @@ def thin_evidence(request: ExportRequest, card: cards.ModelCard, parity_data: Fe
     return None
 
 
+def _evaluation(request: ExportRequest) -> Path | None:
+    """The data the gate judges on: the user's --sample-data when --calibration is other data (else the gate would
+    judge on a held-out part of the calibration data, which may not be what the model will see); None when only one
+    of them is given, or both name one file: a held-out part of it."""
+    if request.calibration is None or request.sample_data is None:
+        return None
+    if request.calibration.resolve() == request.sample_data.resolve():
+        return None
+    return request.sample_data
+
+
 def _quantize(model: Path, workdir: Path, mode: QuantizeMode, target: Target, request: ExportRequest
               ) -> dict[str, Any]:
     arches = {p.rsplit("/", 1)[-1] for p in target.platforms}
     options = QuantizeOptions(
         mode=mode, backend=Backend(target.optimize.consumer),
-        calibration=request.calibration or request.sample_data, max_drop=target.optimize.max_drop,
+        calibration=request.calibration or request.sample_data, evaluation=_evaluation(request),
+        max_drop=target.optimize.max_drop,
         # One model layer serves every platform of the target: choose INT8 types that are right on x86-64 when it
         # is among them (the stricter case: U8S8 saturation), else for arm64.
         arch="x86_64" if "amd64" in arches else "aarch64", flags=EXPORT_FLAGS)
     result = quantize(model, options, workdir / "quantized.onnx")
     data = result.to_dict()
-    keep = ("mode", "backend", "chosen", "fallback", "size", "latency", "accuracy", "method", "max_drop")
+    keep = ("mode", "backend", "chosen", "fallback", "size", "latency", "accuracy", "method", "max_drop",
+            "calibration_data", "evaluation_data")
     return {k: data[k] for k in keep if k in data}

@@ -145,6 +145,10 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 _SCORE_NAME = re.compile(r"(prob|logit|score|class|softmax|label|pred)", re.IGNORECASE)
 _VALUE_NAME = re.compile(r"(embed|feat|vec|hidden|enc|state|box|mask|coord|emb|pool|repr|latent)", re.IGNORECASE)
 _TINY_ROW = 1e-3  # rows whose reference norm is below this share of the median row norm carry no direction
+# Up to this many columns, a 2-D value output is also judged column by column: the outputs of a multi-output
+# regression have scales of their own, and a row's error is the error of its largest column. Wider outputs
+# (embeddings, features) are directions, judged by row.
+_MAX_COLUMNS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +162,7 @@ class OutputFigures:
     max_rel_error: float | None  # the worst row's relative L2 error (values, ambiguous)
     drop: float
     metric: str
+    max_column_error: float | None = None  # the worst column's relative RMS error (a few value columns)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in asdict(self).items()}
@@ -170,6 +175,8 @@ class OutputFigures:
             parts.append(f"worst-row cosine {self.min_cosine:.4f}")
         if self.max_rel_error is not None:
             parts.append(f"worst-row relative error {self.max_rel_error:.3g}")
+        if self.max_column_error is not None:
+            parts.append(f"worst-column relative error {self.max_column_error:.3g}")
         return f"{self.name} ({self.kind}): " + ", ".join(parts)
 
 
@@ -224,6 +231,35 @@ def _value_figures(ref: np.ndarray | list[np.ndarray], got: np.ndarray | list[np
     return worst_cos, worst_rel
 
 
+def _column_error(ref: np.ndarray | list[np.ndarray], got: np.ndarray | list[np.ndarray]) -> float | None:
+    """The worst column's RMS error relative to the column's own RMS over the samples, for a 2-D output of 2 to
+    _MAX_COLUMNS columns (None otherwise); a column the reference holds at zero counts its error as infinite."""
+    if isinstance(ref, list) or isinstance(got, list):
+        return None
+    a, b = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+    if a.ndim != 2 or a.shape != b.shape or not 2 <= a.shape[1] <= _MAX_COLUMNS or not len(a):
+        return None
+    scale = np.sqrt(np.mean(a * a, axis=0))
+    error = np.sqrt(np.mean((a - b) ** 2, axis=0))
+    ratios = np.where(scale > 0, error / np.where(scale > 0, scale, 1.0), np.where(error > 0, np.inf, 0.0))
+    return float(ratios.max())
+
+
+def _class_labels(labels: np.ndarray | None) -> np.ndarray | None:
+    """`labels` when they are class ids (one non-negative whole number per sample), else None: the targets of a
+    regression (floats, or several per sample) say nothing of a classifier's accuracy."""
+    if labels is None:
+        return None
+    flat = np.asarray(labels)
+    if flat.ndim > 1 and int(np.prod(flat.shape[1:])) == 1:
+        flat = flat.reshape(len(flat))
+    if flat.ndim != 1 or flat.dtype.kind not in "iuf" or not flat.size:
+        return None
+    if flat.dtype.kind == "f" and not (np.all(np.isfinite(flat)) and np.all(flat == np.round(flat))):
+        return None
+    return flat if float(flat.min()) >= 0 else None
+
+
 def _label_agreement(ref: np.ndarray | list[np.ndarray], got: np.ndarray | list[np.ndarray]) -> float:
     """The share of equal elements, run by run (a run whose shape changed agrees on nothing)."""
     pairs = list(zip(ref, got, strict=False)) if isinstance(ref, list) else [(ref, got)]
@@ -246,19 +282,28 @@ def _figures(name: str, ref: np.ndarray | list[np.ndarray], got: np.ndarray | li
     agreement: float | None = None
     if kind in ("scores", "ambiguous"):
         agreement = float((np.asarray(ref).argmax(-1) == np.asarray(got).argmax(-1)).mean())
-    cosine = rel = None
+    cosine = rel = column = None
     drop, metric = (1.0 - agreement, "argmax") if agreement is not None else (0.0, "cosine")
     if kind in ("values", "ambiguous"):
         cosine, rel = _value_figures(ref, got)
-        # 1 - cos for the direction; rel^2 / 2 equals 1 - cos when the norms agree and also catches a scale error.
-        value_drop = round(min(1.0, max(1.0 - cosine, rel * rel / 2)), 12)  # float noise is no drop
+        column = _column_error(ref, got)
+        # 1 - cos for the direction; rel^2 / 2 equals 1 - cos when the norms agree and also catches a scale error;
+        # the worst column's error the same way, so an output of small scale beside a large one counts too.
+        candidates = {"cosine": 1.0 - cosine, "relative error": rel * rel / 2}
+        if column is not None:
+            candidates["column relative error"] = column * column / 2
+        rounded = {key: round(min(1.0, value), 12) for key, value in candidates.items()}  # float noise is no drop
+        worst = max(rounded, key=lambda key: rounded[key])  # on a tie, the first: direction, then row, then column
+        value_drop = rounded[worst]
         if value_drop > drop or agreement is None:
-            drop, metric = value_drop, ("cosine" if 1.0 - cosine >= rel * rel / 2 else "relative error")
-    return OutputFigures(name, kind, agreement, cosine, rel, max(0.0, drop), metric)
+            drop, metric = value_drop, worst
+    return OutputFigures(name, kind, agreement, cosine, rel, max(0.0, drop), metric, column)
 
 
 def compare(reference: Outputs, candidate: Outputs, labels: np.ndarray | None) -> Agreement:
-    """The gate's figures for `candidate` against `reference` (same output names, same samples)."""
+    """The gate's figures for `candidate` against `reference` (same output names, same samples); `labels` count
+    only when they are class ids (_class_labels)."""
+    labels = _class_labels(labels)
     figures: list[OutputFigures] = []
     max_error, mean_cosine = 0.0, 1.0
     for name, ref in reference.items():

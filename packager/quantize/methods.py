@@ -213,8 +213,9 @@ class Int8Dynamic:
         return Attempt("int8-dynamic" + (" per-channel" if per_channel else ""), per_channel=per_channel)
 
     def fallbacks(self, first: Attempt, options: QuantizeOptions) -> Iterator[Attempt]:
-        if not first.per_channel:
-            yield replace(first, label="per-channel weights", per_channel=True)
+        # per-channel weights need opset 13's DequantizeLinear axis; per-tensor is the other way, either way round
+        yield replace(first, label="per-tensor weights" if first.per_channel else "per-channel weights",
+                      per_channel=not first.per_channel)
 
     def apply(self, prepared: Path, out: Path, attempt: Attempt, calibration: Dataset | None) -> Attempt:
         import onnx
@@ -263,6 +264,8 @@ class Int8Static:
             if method is not first.calibration:
                 yield replace(first, label=f"{method} calibration" + (" per-channel" if per_channel else ""),
                               calibration=method, per_channel=per_channel)
+        if first.per_channel:  # per-channel weights need opset 13's DequantizeLinear axis, and may not load
+            yield replace(first, label="per-tensor weights", per_channel=False)
 
     def apply(self, prepared: Path, out: Path, attempt: Attempt, calibration: Dataset | None) -> Attempt:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static

@@ -35,6 +35,9 @@ from mlpk.packager.quantize.report import NOTHING_QUANTIZED, Outcome, Quantizati
 from mlpk.packager.signature import Signature
 
 SYNTHETIC_SAMPLES = 64
+# The fewest evaluation samples a gate verdict stands on: below it, a quantized model that flips a tenth of its
+# answers passes as often as not.
+MIN_EVAL_SAMPLES = 10
 SENSITIVITY_SAMPLES = 16
 MAX_EXCLUDED = 16
 
@@ -135,10 +138,24 @@ def _data(source: Path, sig: Signature, options: QuantizeOptions, method: Method
                                   "inputs")
         data = evaluation or datasets.synthetic(sig, SYNTHETIC_SAMPLES)
     if not method.needs_calibration:
-        return None, evaluation or data
+        return None, _enough(evaluation or data, options)
     if evaluation is None:
         data, evaluation = data.split(options.eval_fraction)
-    return data.select(slice(0, options.calibration_samples)), evaluation
+    elif options.calibration is not None and options.evaluation is not None and \
+            options.calibration.resolve() == options.evaluation.resolve():
+        evaluation = replace(evaluation, source=f"{evaluation.source} (also the calibration data: judged in-sample)")
+    return data.select(slice(0, options.calibration_samples)), _enough(evaluation, options)
+
+
+def _enough(evaluation: Dataset, options: QuantizeOptions) -> Dataset:
+    """`evaluation`, when it has samples enough for a verdict (MIN_EVAL_SAMPLES), else an InputError; its source
+    says how many, for the report and the table."""
+    if len(evaluation) < MIN_EVAL_SAMPLES:
+        raise InputError(f"the accuracy gate would judge on {evaluation.describe()}, fewer than "
+                         f"{MIN_EVAL_SAMPLES}: too few to tell a faithful quantized model from a broken one",
+                         hint=f"pass more samples ({options.flags.evaluation}, or more {options.flags.calibration} "
+                              "data, of which a quarter is held out)")
+    return replace(evaluation, source=f"{len(evaluation)} samples of {evaluation.source}")
 
 
 def _ladder(method: Method, options: QuantizeOptions, prepared: Path, work: Path, calibration: Dataset | None,

@@ -178,7 +178,7 @@ def light_model(name: str) -> Path:
     return LIGHT / f"light_{name}.onnx"
 
 
-def image_data(path: Path, model: Path, samples: int = 4) -> Path:
+def image_data(path: Path, model: Path, samples: int = 10) -> Path:
     """Image-like inputs for a model with one fixed NCHW input: values in [0, 1], like a normalised photo."""
     graph = onnx.load(str(model)).graph
     initializers = {t.name for t in graph.initializer}

@@ -76,13 +76,13 @@ def test_an_ir3_model_with_initializers_as_inputs_is_prepared_and_gated(mode: Mo
     result = quantize(source, QuantizeOptions(mode, evaluation=data, latency_runs=2), tmp_path / "out.onnx")
     step = result.preparation[0]
     assert step.name == "initializers as inputs" and "IR 3 -> 4" in step.detail, step
-    assert result.chosen.agreement is not None and result.chosen.agreement.samples == 4
+    assert result.chosen.agreement is not None and result.chosen.agreement.samples == 10
     gate.open_session(tmp_path / "out.onnx")
 
 
 def test_nothing_quantized_says_so_and_names_a_mode_that_could(tmp_path: Path) -> None:
     source = graphs.light_model("squeezenet")  # Conv only: no op int8-dynamic quantizes
-    data = graphs.image_data(tmp_path / "images.npz", source, samples=2)
+    data = graphs.image_data(tmp_path / "images.npz", source)
     with pytest.raises(GateFailure) as caught:
         quantize(source, QuantizeOptions(Mode.INT8_DYNAMIC, evaluation=data), tmp_path / "out.onnx")
     err = caught.value
@@ -103,3 +103,20 @@ def test_a_gate_failure_gives_the_figures_per_output_and_the_data(tmp_path: Path
     assert "failed the accuracy gate (max drop 0.0)" in err.message and "32 samples of data.npz" in err.message
     assert "score" in err.message and "offset" in err.message  # each output's figures
     assert "--max-drop" in (err.hint or "")
+
+
+def test_a_gate_on_too_few_samples_is_refused_and_in_sample_is_said(tmp_path: Path) -> None:
+    """Two evaluation samples passed an INT8 digits model that lost 19 points on held-out data: a verdict needs
+    MIN_EVAL_SAMPLES; evaluation data that is also the calibration data is labelled in-sample in the report."""
+    from mlpk.packager.errors import InputError
+    from mlpk.packager.quantize.pipeline import MIN_EVAL_SAMPLES
+
+    source = graphs.light_model("shufflenet")
+    tiny = graphs.image_data(tmp_path / "tiny.npz", source, samples=2)
+    with pytest.raises(InputError, match=f"judge on 2 samples from tiny.npz, fewer than {MIN_EVAL_SAMPLES}") as few:
+        quantize(source, QuantizeOptions(Mode.FP16, evaluation=tiny), tmp_path / "out.onnx")
+    assert "--eval DATA.npz" in (few.value.hint or "")
+    data = graphs.image_data(tmp_path / "images.npz", source, samples=12)
+    result = quantize(source, QuantizeOptions(Mode.INT8_STATIC, calibration=data, evaluation=data, latency_runs=2),
+                      tmp_path / "out.onnx")
+    assert result.evaluation_source == "12 samples of images.npz (also the calibration data: judged in-sample)"

@@ -145,3 +145,29 @@ def test_a_model_with_nothing_to_quantize_is_refused_not_shipped_unchanged(tmp_p
             quantize(model, QuantizeOptions(mode, calibration=tmp_path / "data.npz"), tmp_path / f"{mode}.onnx")
         assert "Scaler (ai.onnx.ml)" in err.value.message and len(err.value.trials) == 1, "no fallback can help"
         assert not (tmp_path / f"{mode}.onnx").exists()
+
+
+def test_regression_targets_are_no_class_labels() -> None:
+    """A regression of 3 outputs with its targets as `y` in the data: the targets are no class ids, so no
+    'accuracy' of 0% -> 0% stands in for the figures (which let a model whose two small outputs were ruined pass)."""
+    values = np.abs(RNG.standard_normal((40, 3))) * np.array([100.0, 10.0, 100000.0])
+    ruined = values.copy()
+    ruined[:, :2] = 0.0  # the small-scale outputs gone, the large one kept
+    targets = values * 1.01
+    got = gate.compare({"y": values}, {"y": ruined}, targets)
+    assert got.accuracy_before is None and got.drop_kind == "column relative error" and not got.passes(0.01)
+    whole_numbers = gate.compare({"y": values}, {"y": values.copy()}, np.arange(40) % 3)
+    assert whole_numbers.accuracy_before is not None  # class ids still count
+
+
+def test_a_small_output_beside_a_large_one_is_judged_on_its_own_scale() -> None:
+    """Per row, the error of the column of scale 1,000 hides the one of scale 1: the worst column counts too."""
+    values = np.column_stack([RNG.standard_normal(50), 1000.0 + RNG.standard_normal(50)])
+    off = values.copy()
+    off[:, 0] *= 1.3
+    got = gate.compare({"out": values}, {"out": off}, None)
+    assert got.outputs[0].max_rel_error is not None and got.outputs[0].max_rel_error < 0.01
+    assert got.outputs[0].max_column_error is not None and got.outputs[0].max_column_error > 0.29
+    assert got.drop_kind == "column relative error" and not got.passes(0.01)
+    wide = RNG.standard_normal((50, 128))  # an embedding: rows are directions, no column verdict
+    assert gate.compare({"embedding": wide}, {"embedding": wide}, None).outputs[0].max_column_error is None
