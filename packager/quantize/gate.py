@@ -2,11 +2,14 @@
 
 The gated figure depends on what an output is (`output_kind`), since one metric means nothing for another kind:
 - labels (integer, string, boolean outputs): exact agreement;
-- class scores (a classifier head: probability rows, or named like scores/logits, or with labels given): argmax
-  agreement, and with labels the accuracy before and after;
+- class scores (a classifier head: probability rows, or named like scores/logits, or with class labels given):
+  argmax agreement, and with labels the accuracy before and after (labels count only when they are class ids:
+  regression targets are not);
 - values (embeddings, regressions, detections, masks, states): the worst row's cosine similarity and relative L2
   error, a drop of max(1 - cosine, error^2 / 2) (the two agree when the norms do; the second also sees a change of
-  scale). A speaker embedding at cosine 0.7 fails here, whatever its argmax does;
+  scale). A speaker embedding at cosine 0.7 fails here, whatever its argmax does. A 2-D output of up to
+  _MAX_COLUMNS columns is also judged per column, its RMS error against the column's own RMS (error^2 / 2 again),
+  so the small outputs of a multi-output regression count beside a large one;
 - ambiguous 2-D float outputs that could be either: both, the worse counts.
 The worst output counts. A non-finite output is an infinite drop: a silent NaN model never passes. `samples` and
 the data's origin travel with the figures, so thin or synthetic evidence is visible wherever they are shown.

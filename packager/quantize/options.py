@@ -62,7 +62,7 @@ class QuantizeOptions:
     calibration: Path | None = None  # .npz or a directory of arrays; None: the model's sample data
     evaluation: Path | None = None  # None: a held-out part of the calibration data
     method: Calibration = Calibration.MINMAX
-    max_drop: float = 0.01  # the largest accepted drop: accuracy with labels, else 1 - argmax agreement / cosine
+    max_drop: float = 0.01  # the largest accepted drop (gate.py: accuracy, argmax agreement, or value figures)
     per_channel: bool | None = None
     fallbacks: bool = True
     calibration_samples: int = 256
