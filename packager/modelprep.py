@@ -13,6 +13,7 @@ ready (runtimes/warmup.py); without samples the card's signature says which shap
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -134,8 +135,12 @@ def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callabl
                 raise
             optimization = Optimization("none", mode, False, kept_fp32_because=err.one_line())
         else:
-            files = {"model.onnx": workdir / "quantized.onnx"}
-            card = cards.read(files["model.onnx"]) or card
+            useless = None if required else no_gain(figures)
+            if useless:
+                optimization = Optimization("none", mode, False, kept_fp32_because=useless)
+            else:
+                files = {"model.onnx": workdir / "quantized.onnx"}
+                card = cards.read(files["model.onnx"]) or card
     if converted.evidence is not None and not converted.evidence.synthetic:
         warmup = workdir / WARMUP_FILE
         first = converted.evidence.first()
@@ -148,6 +153,17 @@ def prepare(request: ExportRequest, target: Target, workdir: Path, step: Callabl
     files[cards.FILE_NAME] = card_path
     return PreparedModel(card.name, card.source.sha256, card.source.kind, files, card, converted.exporter,
                          converted.parity, optimization)
+
+
+def no_gain(figures: Mapping[str, Any]) -> str | None:
+    """Why `auto` keeps FP32 although the quantized model passed the gate: it is neither smaller nor faster here
+    (a small model's INT8 graph can be both larger, with its scales and zero points, and slower)."""
+    ratio = float(figures.get("size", {}).get("ratio", 0.0))
+    speedup = float(figures.get("latency", {}).get("speedup", math.inf))
+    if ratio >= 1.0 and speedup <= 1.0:
+        return (f"{figures.get('mode')} passed the gate but is no gain here: {ratio:.2f}x the size and {speedup:.2f}x "
+                "the speed of FP32 (choose it anyway with --quantize MODE)")
+    return None
 
 
 def thin_evidence(request: ExportRequest, card: cards.ModelCard, parity_data: Feeds | None = None) -> str | None:

@@ -95,3 +95,12 @@ def test_with_calibration_data_the_gate_judges_on_the_sample_data(tmp_path: Path
     figures = prepared.optimization.figures or {}
     assert figures["evaluation_data"] == "40 samples of real.npz" and figures["accuracy"]["samples"] == 40
     assert figures["calibration_data"].startswith("calibration.npz")
+
+
+def test_auto_keeps_fp32_when_int8_is_neither_smaller_nor_faster() -> None:
+    """A small model's INT8 graph can pass the gate and still be larger (its scales) and slower: auto says so and
+    ships FP32; smaller or faster is a gain."""
+    worse = {"mode": "int8-dynamic", "size": {"ratio": 1.048}, "latency": {"speedup": 0.794}}
+    assert "no gain here: 1.05x the size and 0.79x the speed" in (modelprep.no_gain(worse) or "")
+    assert modelprep.no_gain({**worse, "size": {"ratio": 0.3}}) is None
+    assert modelprep.no_gain({**worse, "latency": {"speedup": 1.4}}) is None
