@@ -93,7 +93,7 @@ def test_with_calibration_data_the_gate_judges_on_the_sample_data(tmp_path: Path
                            sample_data=tmp_path / "real.npz")
     prepared = modelprep.prepare(robust, targets.load("cpu"), tmp_path / "work", lambda _: None)
     figures = prepared.optimization.figures or {}
-    assert figures["evaluation_data"] == "40 samples of real.npz" and figures["accuracy"]["samples"] == 40
+    assert figures["evaluation_data"] == "real.npz" and figures["accuracy"]["samples"] == 40
     assert figures["calibration_data"].startswith("calibration.npz")
 
 

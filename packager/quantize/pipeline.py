@@ -36,7 +36,9 @@ from mlpk.packager.signature import Signature
 
 SYNTHETIC_SAMPLES = 64
 # The fewest evaluation samples a gate verdict stands on: below it, a quantized model that flips a tenth of its
-# answers passes as often as not.
+# answers passes as often as not. int8-static (whose clipping depends on how representative the calibration data
+# is) is refused below it; FP16 and int8-dynamic, whose errors show on any sample (an overflow, a turned row), are
+# gated on what there is (a real image or two of a detector), their figures labelled thin.
 MIN_EVAL_SAMPLES = 10
 SENSITIVITY_SAMPLES = 16
 MAX_EXCLUDED = 16
@@ -148,14 +150,18 @@ def _data(source: Path, sig: Signature, options: QuantizeOptions, method: Method
 
 
 def _enough(evaluation: Dataset, options: QuantizeOptions) -> Dataset:
-    """`evaluation`, when it has samples enough for a verdict (MIN_EVAL_SAMPLES), else an InputError; its source
-    says how many, for the report and the table."""
-    if len(evaluation) < MIN_EVAL_SAMPLES:
+    """`evaluation` with a source that says how many samples it holds (and when they are too few for a verdict),
+    for the report and the table; an InputError for int8-static on fewer than MIN_EVAL_SAMPLES."""
+    if len(evaluation) < MIN_EVAL_SAMPLES and options.mode is Mode.INT8_STATIC:
         raise InputError(f"the accuracy gate would judge on {evaluation.describe()}, fewer than "
                          f"{MIN_EVAL_SAMPLES}: too few to tell a faithful quantized model from a broken one",
                          hint=f"pass more samples ({options.flags.evaluation}, or more {options.flags.calibration} "
                               "data, of which a quarter is held out)")
-    return replace(evaluation, source=f"{len(evaluation)} samples of {evaluation.source}")
+    if len(evaluation) >= MIN_EVAL_SAMPLES:
+        return evaluation
+    return replace(evaluation, source=f"{evaluation.source} (thin: {len(evaluation)} sample"
+                                      f"{'s' if len(evaluation) != 1 else ''}, fewer than {MIN_EVAL_SAMPLES}, too few "
+                                      "for a verdict)")
 
 
 def _ladder(method: Method, options: QuantizeOptions, prepared: Path, work: Path, calibration: Dataset | None,

@@ -30,7 +30,7 @@ def render(result: QuantizationReport) -> None:
     table.add_row("argmax agreement", "", _pct(gate.argmax_agreement), "")
     table.add_row("cosine / max error", "", f"{gate.cosine:.5f} / {gate.max_abs_error:.3g}", "")
     console.print(table)
-    title = f"gate: drop <= {result.max_drop}, on {result.evaluation_source}"
+    title = f"gate: drop <= {result.max_drop}, on {gate.samples} samples of {result.evaluation_source}"
     if "synthetic" in result.evaluation_source:  # say it where the figures are read, not only in the JSON
         title += " (no real data: the figures compare outputs, not task accuracy)"
     attempts = Table("attempt", "drop", "gate", "detail", title=title, box=None)
