@@ -300,6 +300,9 @@ def input_spec(model: Model, name: str, datatype: str, shape: Any, max_elements:
     if count > max_elements:
         raise ClientError(f"input '{name}' has {count} elements (shape {shape}), over the limit of "
                           f"{max_elements} (MLPACK_MAX_TENSOR_ELEMENTS)")
+    if shape and max(shape) > max_elements:  # no elements (a 0 beside it), but no array numpy can make either
+        raise ClientError(f"input '{name}' has a dimension of {max(shape)} (shape {shape}), over the limit of "
+                          f"{max_elements} elements (MLPACK_MAX_TENSOR_ELEMENTS)")
     return spec, count
 
 

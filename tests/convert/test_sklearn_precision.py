@@ -45,7 +45,8 @@ def test_text_beyond_ascii_answers_as_scikit_learn(tmp_path: Path, kind: str) ->
 
     model = _text_model(kind)
     joblib.dump(model, tmp_path / "text.joblib")
-    result = convert(tmp_path / "text.joblib", tmp_path / "out" / "text.onnx", options=ConvertOptions(trust_pickle=True))
+    result = convert(tmp_path / "text.joblib", tmp_path / "out" / "text.onnx",
+                     options=ConvertOptions(trust_pickle=True))
     assert result.parity is not None and result.parity.passed
     assert "made from the vocabulary" in result.parity.inputs_from
     assert result.evidence is not None and result.evidence.synthetic  # made, not the user's: auto-quantize says so

@@ -136,3 +136,32 @@ def test_an_offered_upgrade_is_declined_and_the_request_served(
                            "Content-Type: application/json", served.url + "/v2/models/mixed/infer"],
                           input=body, capture_output=True, timeout=30, check=True)
     assert json.loads(curl.stdout)["outputs"] == want
+
+
+def test_an_empty_tensor_with_a_huge_dimension_is_a_client_error(
+        server_factory: Callable[..., Served], tmp_path: Path) -> None:
+    """Shape [2**61, 0] holds no element, so the element limit passed it, and numpy could not make the array: 500
+    over JSON and binary, UNKNOWN over gRPC. A dimension over the element limit is now refused on every path."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    port = free_port()
+    served = server_factory(models.seq(tmp_path / "seq"), MLPACK_GRPC_PORT=str(port))
+    huge, path = [2**61, 0], "/v2/models/seq/infer"
+    answer = post(served, {"inputs": [{"name": "x", "datatype": "FP32", "shape": huge, "data": []}]}, path)
+    assert_client_error(answer, 400, "has a dimension of 2305843009213693952", "MLPACK_MAX_TENSOR_ELEMENTS")
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": huge,
+                                     "parameters": {"binary_data_size": 0}}]}).encode()
+    binary = post(served, header, path, headers={"Inference-Header-Content-Length": str(len(header)),
+                                                 "Content-Type": "application/octet-stream"})
+    assert_client_error(binary, 400, "has a dimension of")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = service_pb2.ModelInferRequest(model_name="seq")
+        request.inputs.add(name="x", datatype="FP32", shape=huge)
+        request.raw_input_contents.append(b"")
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(request, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "dimension of" in err.value.details()
+    empty = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 0], "data": []}]}
+    assert post(served, empty, path).status_code == 200  # an empty tensor of sane shape is still served
