@@ -179,13 +179,18 @@ def _family(datatype: str) -> str:
     return family
 
 
-def from_json(value: Any, spec: TensorSpec, limit: int, *, finite: bool = True) -> np.ndarray:
+def from_json(value: Any, spec: TensorSpec, limit: int, *, finite: bool = True, bools: bool = True) -> np.ndarray:
     """A JSON value (nested lists or a flat list) as an array of `spec`'s dtype, with its own natural shape.
 
     Values are checked, not coerced: strings in a numeric tensor, floats in an integer tensor and integers outside
-    the datatype's range are client errors, and so is a float past the datatype's range. `finite=False` is for gRPC's
-    typed contents, whose floats may be NaN or infinite as raw bytes may (JSON has neither)."""
+    the datatype's range are client errors, and so is a float past the datatype's range, and true/false among
+    numbers. `finite=False` is for gRPC's typed contents, whose floats may be NaN or infinite as raw bytes may (JSON
+    has neither). `bools=False` says the value holds no true/false (a body without those words, typed contents),
+    which spares numeric tensors the search for them."""
     family = _family(spec.datatype)
+    if bools and family != "BOOL" and family != "BYTES" and _holds_bool(value):
+        raise ClientError(f"input '{spec.name}' holds true/false among numbers; the model expects "
+                          f"{spec.describe()} (only a BOOL input takes true/false)")
     try:
         if family == "BYTES":
             array = np.array(value, dtype=object)
@@ -223,6 +228,18 @@ def from_json(value: Any, spec: TensorSpec, limit: int, *, finite: bool = True) 
         raise ClientError(f"input '{spec.name}' has value {value} outside the range of {spec.datatype} "
                           f"[{-limit_value}, {limit_value}]; the model expects {spec.describe()}")
     return converted
+
+
+def _holds_bool(value: Any) -> bool:
+    """Whether a JSON value holds true or false anywhere in its nested lists."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) is bool:
+            return True
+        if type(item) is list:
+            pending.extend(item)
+    return False
 
 
 def _flat_floats(value: Any) -> np.ndarray | None:
@@ -339,6 +356,7 @@ def parse_request(model: Model, body: bytes, header_length: int | None, max_elem
                           f"expects inputs {model.signature()}")
     feeds: dict[str, np.ndarray] = {}
     offset = 0
+    bools = b"true" in header_raw or b"false" in header_raw  # else no input can hold one: no search
     for entry in request["inputs"]:
         if not isinstance(entry, dict):
             raise ClientError(f"each item of 'inputs' is an object with name, datatype, shape and data; got "
@@ -363,7 +381,7 @@ def parse_request(model: Model, body: bytes, header_length: int | None, max_elem
         else:
             if "data" not in entry:
                 raise ClientError(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
-            array = from_json(entry["data"], spec, max_elements)
+            array = from_json(entry["data"], spec, max_elements, bools=bools)
             if array.size != count:
                 raise ClientError(f"input '{name}' has {array.size} values in 'data' but shape {shape} needs "
                                   f"{count}; the model expects {spec.describe()}")

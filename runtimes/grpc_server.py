@@ -100,7 +100,7 @@ def feeds_of(model: Any, request: Any, max_elements: int) -> dict[str, np.ndarra
                 values = [value.decode("utf-8") for value in values]
             except UnicodeDecodeError as err:
                 raise ClientError(f"input '{spec.name}' BYTES contents are not UTF-8 text: {err}") from err
-        array = codec.from_json(values, spec, max_elements, finite=False)
+        array = codec.from_json(values, spec, max_elements, finite=False, bools=False)  # typed: no true/false
         if array.size != count:
             raise ClientError(f"input '{spec.name}' has {array.size} values in contents.{field} but shape {shape} "
                               f"needs {count}; the model expects {spec.describe()}")

@@ -145,7 +145,19 @@ TF_CASES = {
                   ["input 'x' has shape [1, 3]", "[-1, 4]", "FP32"]),
     "bad b64": ({"inputs": {"x": [[1, 2, 3, 4]], "h": [[1, 2, 3]], "ids": [1], "mask": [True],
                             "text": [{"b64": "!!"}]}}, ["b64"]),
+    "true among numbers": ({"inputs": {"x": [[1, 2, 3, 4]], "h": [[1, 2, 3]], "ids": [True], "mask": [True],
+                                       "text": ["a"]}}, ["input 'ids' holds true/false among numbers", "INT64"]),
 }
+
+
+def test_true_among_numbers_is_refused_and_text_that_says_true_is_not(mixed_server: Served) -> None:
+    """JSON true beside numbers was read as 1 ([1, true] for INT64, [0.5, true] for FP32): a client's mistake served
+    as a number. A body that holds "true" only as text, or as a BOOL, is served as before."""
+    for name, data in (("ids", [1, True]), ("x", [0.5, 0.5, 0.5, 0.5, 0.5, True, 0.5, 0.5]),
+                       ("h", [[1, 1, 1], [1, False, 1]])):
+        answer = post(mixed_server, with_input(name, data=data))
+        assert_client_error(answer, 400, f"input '{name}' holds true/false among numbers", "only a BOOL input")
+    assert post(mixed_server, with_input("text", data=["true", "false"])).status_code == 200
 
 
 @pytest.mark.parametrize("case", TF_CASES, ids=list(TF_CASES))
