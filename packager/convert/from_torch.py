@@ -147,12 +147,17 @@ def _export(model: Any, callable_: Any, args: tuple[Any, ...], specs: Sequence[T
     return onnx.load_from_string(buffer.getvalue()), exporter, (reason,), _bool_conversions(caught)
 
 
+# What torch's TracerWarning says when a tensor becomes a Python value the trace then holds as a constant.
+_VALUE_READS = ("Python boolean", "Python number", "Python integer", "Python float", "Python index")
+
+
 def _bool_conversions(caught: Sequence[warnings.WarningMessage]) -> tuple[str, ...]:
-    """Where tracing turned a tensor into a Python bool (`file.py:12`): a branch there may depend on the input's
-    values (`if x.max() > 1:`), and a trace keeps the branch its example took (registry.Conversion.branches). Shape
-    checks warn the same way (torch's own attention does), so parity decides, on inputs varied for the purpose."""
+    """Where tracing turned a tensor into a Python value (`file.py:12`): a bool (`if x.max() > 1:`), or a number
+    read with .item() or int() (`if int(x.abs().max()) > 10:`). A branch there may depend on the input's values,
+    and a trace keeps the branch its example took (registry.Conversion.branches). Shape checks warn the same way
+    (torch's own attention does), so parity decides, on inputs varied for the purpose."""
     return tuple(dict.fromkeys(f"{Path(w.filename).name}:{w.lineno}" for w in caught
-                               if "Python boolean" in str(w.message)))
+                               if any(read in str(w.message) for read in _VALUE_READS)))
 
 
 class TorchConverter:

@@ -230,7 +230,7 @@ def _parity(conversion: Conversion, session: Any, data: Feeds, source_data: Feed
     return report
 
 
-# How parity varies the float inputs for a trace that read tensors as Python bools (Conversion.branches).
+# How parity varies the float inputs for a trace that read tensors as Python values (Conversion.branches).
 # Branches test a statistic of the input against a constant (`if x.max() > 1: x = x / 255`): each variation moves
 # the statistics across the usual ranges (images in 0-1 and 0-255, signals in -1-0) and keeps the values large enough
 # that the other branch's answer differs beyond rounding.
@@ -271,12 +271,12 @@ def _varied_parity(conversion: Conversion, session: Any, data: Feeds, source_dat
         checked.append(label)
         if not report.passed:
             raise ConversionError(f"{name}: the model branches on its input values ({', '.join(conversion.branches)}: "
-                                  "a tensor used as a Python bool) and the traced ONNX model kept the branch its "
+                                  "a tensor read as a Python value) and the traced ONNX model kept the branch its "
                                   f"example took: on the parity inputs {label} it answers otherwise "
                                   f"({report.summary()}); nothing written",
                                   hint="write the branch with tensor ops (torch.where(condition, a, b)) or "
                                        "torch.cond, so the dynamo exporter can take it; then run mlpack convert again")
-    return (f"tracing read tensors as Python bools ({', '.join(conversion.branches)}): parity also ran on the inputs "
+    return (f"tracing read tensors as Python values ({', '.join(conversion.branches)}): parity also ran on the inputs "
             f"{', '.join(checked) or 'varied'}, and the answers agreed"
             + (f" (the source or the model did not take them {', '.join(skipped)})" if skipped else ""))
 

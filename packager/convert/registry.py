@@ -57,7 +57,7 @@ class Conversion:
     # The source computes in float64 on float64 data (scikit-learn): it runs on the user's samples as they are, so
     # parity sees what narrowing them to the ONNX model's float32 inputs costs; other sources get the model's dtype.
     wide_source: bool = False
-    # Where tracing turned a tensor into a Python bool (`model.py:12`): the traced graph may have kept only the branch
+    # Where tracing turned a tensor into a Python value (`model.py:12`): the traced graph may have kept only the branch
     # its example took. Parity then also runs on the inputs varied (scaled, negated, zeroed), where a frozen branch
     # answers otherwise (pipeline._varied_parity).
     branches: tuple[str, ...] = ()

@@ -35,6 +35,19 @@ class AutoScale(nn.Module):
         return self.head(self.conv(x).mean(dim=(2, 3)))
 
 
+class ItemScale(nn.Module):
+    """The same branch on a number read with .item(): tracing warns of a Python number, not a bool."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.max().item() > 1.0:
+            x = x / 255.0
+        return self.head(x)
+
+
 class Guarded(nn.Module):
     """A guard no real input reaches: the trace keeps the usual branch, which is the one every input takes."""
 
@@ -89,6 +102,19 @@ def test_a_branch_on_input_values_is_refused_not_frozen(classes, tmp_path: Path)
     assert not (tmp_path / "out" / "autoscale.onnx").exists()
 
 
+def test_a_branch_on_a_number_read_with_item_is_refused_too(classes, tmp_path: Path) -> None:
+    """`if x.max().item() > 1.0` (or int(...)): the warning speaks of a Python number; before, no variation ran and
+    the model shipped with the branch frozen (0.60 off on inputs in 0-1)."""
+    import torch
+
+    torch.manual_seed(0)
+    torch.save(classes.ItemScale().eval().state_dict(), tmp_path / "item.pt")
+    options = ConvertOptions(inputs=(parse_input("x:batch,16:float32"),),
+                             model_class=f"{tmp_path / 'user_models.py'}:ItemScale")
+    with pytest.raises(ConversionError, match=r"branches on its input values \(user_models\.py:\d+"):
+        convert(tmp_path / "item.pt", tmp_path / "out" / "item.onnx", options=options)
+
+
 def test_a_guard_that_no_input_reaches_converts_and_says_what_parity_checked(classes, tmp_path: Path) -> None:
     """The same warning for a branch that changes nothing: parity on the varied inputs agrees, the model is written,
     and the note in its card says which variations ran."""
@@ -100,7 +126,7 @@ def test_a_guard_that_no_input_reaches_converts_and_says_what_parity_checked(cla
                              model_class=f"{tmp_path / 'user_models.py'}:Guarded")
     result = convert(tmp_path / "guarded.pt", tmp_path / "out" / "guarded.onnx", options=options)
     assert result.parity is not None and result.parity.passed
-    note = next(n for n in result.notes if n.startswith("tracing read tensors as Python bools"))
+    note = next(n for n in result.notes if n.startswith("tracing read tensors as Python values"))
     assert "rescaled to 0-1, rescaled to 0-255" in note and "answers agreed" in note
 
 
