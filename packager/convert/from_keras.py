@@ -92,6 +92,7 @@ def _convert_keras(source: Path, fmt: Format, options: ConvertOptions) -> Conver
                              hint="save it in Keras 3's own format, model.save('model.keras'), and convert that "
                                   "file") from err
         raise _unreadable(source, fmt, err) from err
+    _refuse_stateful(source, model)
     specs = [TensorSpec(t.name.split(":")[0], t.dtype.name, tuple(t.shape)) for t in model.inputs]
     specs = _override(specs, options)
     try:
@@ -152,6 +153,33 @@ def convert_saved_model(source: Path, options: ConvertOptions, *, via: str = "",
                       (dropped,) if dropped else ())
 
 
+def _keras3_unreadable(source: Path, err: BaseException, options: ConvertOptions) -> InputError:
+    """Why Keras 3 could not load `source`, with the way out for a Lambda layer or a custom layer."""
+    text = str(err)
+    if "safe_mode" in text and not options.trust_pickle:
+        return InputError(f"{source.name} holds a Lambda layer, whose Python code Keras runs only outside its safe "
+                          f"mode ({_first_line(err)})", hint="pass --trust-pickle if you trust this file (loading it "
+                          "runs code from it), or export it as a SavedModel (model.export('DIR')) and run mlpack "
+                          "convert DIR")
+    if "could not be deserialized" in text or "Could not locate class" in text:
+        return InputError(f"{source.name} uses a layer class Keras cannot find here ({_first_line(err)})",
+                          hint="where the layer's code imports, export the model as a SavedModel, which needs "
+                               "no Python classes (model.export('DIR')), and run mlpack convert DIR")
+    return _unreadable(source, "keras3-zip", err)
+
+
+def _refuse_stateful(source: Path, model: Any) -> None:
+    """A ConversionError for a model with stateful layers: an RNN with stateful=True carries its state from one call
+    to the next, and the ONNX model (each call on its own, as a server runs it) would start from zeros every time."""
+    stateful = [layer.name for layer in getattr(model, "layers", ()) if getattr(layer, "stateful", False)]
+    if stateful:
+        raise ConversionError(f"{source.name}: layer(s) {', '.join(stateful)} are stateful (stateful=True): they "
+                              "carry their state from one call to the next, and the converted model, served call by "
+                              "call, would start from zeros each time; nothing written",
+                              hint="rebuild the layers with stateful=False and, to keep a state between calls, make "
+                                   "it an input and an output of the model (return_state=True, initial_state=...)")
+
+
 def _h5_keras_version(source: Path) -> str | None:
     """The Keras version an HDF5 model file says wrote it (its `keras_version` attribute), if it says."""
     try:
@@ -187,9 +215,12 @@ def _convert_keras3(source: Path, options: ConvertOptions, model: Any = None) ->
                               hint="pip install 'keras>=3'")
     if model is None:
         try:
-            model = keras.saving.load_model(source, compile=False)
+            # A Lambda layer is Python bytecode in the file: Keras runs it only outside safe mode, which, as for a
+            # pickle, only --trust-pickle allows.
+            model = keras.saving.load_model(source, compile=False, safe_mode=not options.trust_pickle)
         except Exception as err:  # any failure to deserialize is an unreadable input file
-            raise _unreadable(source, "keras3-zip", err) from err
+            raise _keras3_unreadable(source, err, options) from err
+    _refuse_stateful(source, model)
     tmp = tempfile.mkdtemp(prefix="mlpack-keras3-")
     try:
         try:

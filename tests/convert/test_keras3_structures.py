@@ -69,3 +69,40 @@ def test_hdf5_written_by_keras3(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"written by Keras 3\.\S+ in the legacy HDF5 format") as refused:
         convert(tmp_path / "gru.h5", tmp_path / "out" / "gru.onnx")
     assert "model.save('model.keras')" in refused.value.hint
+
+
+def test_stateful_layers_lambda_layers_and_unknown_classes(tmp_path: Path) -> None:
+    """A stateful LSTM converted with samples passed parity on a first call and shipped as a model that starts from
+    zeros every call: refused. A Lambda layer (bytecode in the file) loads with --trust-pickle; without it, and for a
+    layer class Keras cannot find, the refusal names the way out, not "the file may be truncated"."""
+    import keras
+
+    from mlpk.packager.convert import ConvertOptions
+    from mlpk.packager.errors import ConversionError
+
+    keras.utils.set_random_seed(0)
+    keras.Sequential([keras.Input((5, 3), batch_size=2), keras.layers.LSTM(4, stateful=True),
+                      keras.layers.Dense(2)]).save(tmp_path / "stateful.keras")
+    with pytest.raises(ConversionError, match="are stateful") as stateful:
+        convert(tmp_path / "stateful.keras", tmp_path / "out" / "stateful.onnx")
+    assert "stateful=False" in stateful.value.hint
+
+    keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda x: x * 2.0), keras.layers.Dense(2)]) \
+        .save(tmp_path / "lambda.keras")
+    with pytest.raises(InputError, match="holds a Lambda layer") as unsafe:
+        convert(tmp_path / "lambda.keras", tmp_path / "out" / "lambda.onnx")
+    assert "--trust-pickle" in unsafe.value.hint and "mlpack convert DIR" in unsafe.value.hint
+    result = convert(tmp_path / "lambda.keras", tmp_path / "out" / "lambda.onnx",
+                     options=ConvertOptions(trust_pickle=True))
+    assert result.parity is not None and result.parity.passed
+
+    @keras.saving.register_keras_serializable(package="user")
+    class Doubling(keras.layers.Layer):
+        def call(self, x):  # noqa: ANN001, ANN202 - a Keras layer
+            return x * 2.0
+
+    keras.Sequential([keras.Input((4,)), Doubling(), keras.layers.Dense(2)]).save(tmp_path / "custom.keras")
+    keras.saving.get_custom_objects().pop("user>Doubling")
+    with pytest.raises(InputError, match="layer class Keras cannot find") as unknown:
+        convert(tmp_path / "custom.keras", tmp_path / "out" / "custom.onnx")
+    assert "model.export('DIR')" in unknown.value.hint
