@@ -282,6 +282,8 @@ def make_array(item: InputSignature, shape: Sequence[int], rng: np.random.Genera
     if dtype.kind in "iu":
         if "mask" in item.name.lower():
             return np.ones(shape, dtype=dtype)
+        if any(word in item.name.lower() for word in ("token_type", "segment", "type_ids")):
+            return np.zeros(shape, dtype=dtype)  # a BERT's segment ids index an embedding of two rows
         return rng.integers(0, 10, size=shape).astype(dtype)
     return rng.standard_normal(shape).astype(dtype)
 

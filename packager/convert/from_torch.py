@@ -80,6 +80,23 @@ def _traced_specs(specs: Sequence[TensorSpec], samples: Sequence[TensorSpec]) ->
     return traced
 
 
+def _with_sample_rows(example: Mapping[str, np.ndarray], specs: Sequence[TensorSpec],
+                      rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The generated example with the sample data's first rows in place of each input they fit (its rank, its
+    fixed sizes), so the model is traced on values it takes; rows repeated to the example's batch of two."""
+    traced = dict(example)
+    for spec in specs:
+        given, made = rows.get(spec.name), example.get(spec.name)
+        if given is None or made is None or spec.dtype == "str" or given.ndim != made.ndim or not len(given):
+            continue
+        shape = spec.shape
+        if shape is None or (len(shape) == given.ndim and all(not isinstance(dim, int) or dim == size
+                                                              for dim, size in zip(shape[1:], given.shape[1:],
+                                                                                   strict=True))):
+            traced[spec.name] = np.resize(given, (_EXAMPLE_BATCH, *given.shape[1:])).astype(made.dtype)
+    return traced
+
+
 def _to_tensors(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> tuple[Any, ...]:
     torch = import_torch()
     return tuple(torch.from_numpy(np.ascontiguousarray(inputs[s.name])) for s in specs)
@@ -95,6 +112,14 @@ def _flatten(result: Any) -> list[np.ndarray]:
         return [x for v in result for x in _flatten(v)]
     raise ConversionError(f"the model returned a {type(result).__name__}; only tensors (or tuples/dicts of them) "
                           f"can be exported to ONNX")
+
+
+def _output_names(result: Any, count: int) -> list[str]:
+    """The ONNX output names: a dict's keys where the model returns a dict of tensors (a Hugging Face-style
+    `last_hidden_state`, `logits`), else `output` / `output_N`."""
+    if isinstance(result, Mapping) and len(result) == count and all(isinstance(key, str) and key for key in result):
+        return list(result)
+    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
 
 
 def _dims(specs: Sequence[TensorSpec]) -> tuple[dict[int, Any], ...]:
@@ -170,15 +195,19 @@ class TorchConverter:
         model = loaded.model
         specs = _specs(source, model, fmt, options)
         module = model.module() if fmt == "torch-export" else model
-        example = generate(_traced_specs(specs, options.sample_inputs), batch=_EXAMPLE_BATCH).inputs
+        example = _with_sample_rows(generate(_traced_specs(specs, options.sample_inputs), batch=_EXAMPLE_BATCH).inputs,
+                                    specs, options.sample_rows)
         args = _to_tensors(example, specs)
         with torch.no_grad():
             try:
-                outputs = _flatten(module(*args))
+                result = module(*args)
+                outputs = _flatten(result)
+            except ConversionError:
+                raise
             except Exception as err:  # the model rejects the input spec
                 raise ConfigError(f"{source.name} rejects inputs {[s.render() for s in specs]}: {_first_line(err)}",
                                   hint="check --input NAME:SHAPE:DTYPE against the model") from err
-        output_names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
+        output_names = _output_names(result, len(outputs))
         proto, exporter, notes, branches = _export(model, module, args, specs, output_names, options.target_opset,
                                                    program=fmt == "torch-export")
         check_ops(proto, source.name, exporter)

@@ -313,7 +313,8 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
             raw = _raw_arrays(sample_data)
         except InputError as err:
             raise _bad_sample_data(err, _declared_inputs(source) if fmt == "onnx" else None) from err
-        options = replace(options, sample_inputs=specs.from_arrays(raw))
+        options = replace(options, sample_inputs=specs.from_arrays(raw),
+                          sample_rows={name: array[:2] for name, array in raw.items() if np.ndim(array)})
 
     converter = for_format(fmt)
     conversion = converter.convert(source, fmt, options)

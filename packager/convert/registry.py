@@ -37,6 +37,9 @@ class ConvertOptions:
     trust_pickle: bool = False  # allow loading pickles, which runs code from the file
     zipmap: bool = False  # scikit-learn classifiers: probabilities as ZipMap (list of dicts) instead of a tensor
     sample_inputs: tuple[TensorSpec, ...] = ()  # specs read off --sample-data, the last resort for input shapes
+    # The first rows of --sample-data by input name: values the model takes, for tracing (a BERT's token_type_ids
+    # index an embedding of 2 rows, which generated integers overrun)
+    sample_rows: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def target_opset(self) -> int:

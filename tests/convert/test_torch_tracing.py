@@ -218,3 +218,51 @@ def test_output_shapes_declared_are_the_ones_returned(tmp_path: Path, monkeypatc
     assert declared == [["batch", "seq", 4], ["batch", 12]]
     tags, _ = ort.InferenceSession(str(result.output)).run(None, {"tokens": np.ones((3, 9), dtype=np.int64)})
     assert tags.shape == (3, 9, 4)
+
+
+_TOKENS = '''
+import torch
+from torch import nn
+
+
+class Segments(nn.Module):
+    """A BERT-style signature: input_ids, attention_mask, token_type_ids (an embedding of 2 rows), a dict out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens, self.types = nn.Embedding(50, 8), nn.Embedding(2, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001, ANN201
+        hidden = self.tokens(input_ids) + self.types(token_type_ids)
+        weights = attention_mask.unsqueeze(-1).float()
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return {"last_hidden_state": hidden, "logits": self.head(pooled)}
+'''
+
+
+def test_a_bert_style_signature_traces_on_values_it_takes_and_keeps_its_output_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """token_type_ids index an embedding of two rows: generated integers (0-9) overran it when tracing ("rejects
+    inputs: index out of range"), and --sample-data did not help, as only its shapes were used. Segment ids are now
+    made as zeros, the trace takes the sample data's first rows, and a dict's keys name the outputs."""
+    import torch
+
+    (tmp_path / "segments.py").write_text(_TOKENS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import segments
+
+    torch.manual_seed(0)
+    torch.save(segments.Segments().eval().state_dict(), tmp_path / "segments.pt")
+    inputs = tuple(parse_input(f"{name}:batch,seq:int64") for name in ("input_ids", "attention_mask",
+                                                                      "token_type_ids"))
+    options = ConvertOptions(inputs=inputs, model_class=f"{tmp_path / 'segments.py'}:Segments")
+    result = convert(tmp_path / "segments.pt", tmp_path / "out" / "segments.onnx", options=options)
+    assert [spec.name for spec in result.card.outputs] == ["last_hidden_state", "logits"]
+    assert result.parity is not None and result.parity.passed
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "tokens.npz", input_ids=rng.integers(1, 50, (6, 9)), attention_mask=np.ones((6, 9), np.int64),
+             token_type_ids=np.tile((np.arange(9) > 4).astype(np.int64), (6, 1)))
+    again = convert(tmp_path / "segments.pt", tmp_path / "again" / "segments.onnx", options=options,
+                    sample_data=tmp_path / "tokens.npz")
+    assert again.parity is not None and again.parity.passed and again.parity.samples == 6
