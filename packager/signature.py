@@ -293,6 +293,13 @@ def make_feed(signature: Signature, rows: int | None, seed: int = 0, size: int =
     return {item.name: make_array(item, concrete_shape(item, rows, size), rng) for item in signature.inputs}
 
 
+def free_axes(signature: Signature) -> dict[str, tuple[int, ...]]:
+    """Per input, the axes that are free and not a batch axis (a sequence's length, an image's height and width):
+    where one size that ran says nothing of the others."""
+    return {name: tuple(i for i, axis in enumerate(axes) if axis == "S") for name, axes in _template(signature).items()
+            if "S" in axes}
+
+
 def _template(signature: Signature) -> dict[str, tuple[int | str, ...]]:
     """Per input, each axis as its fixed size, "B" (a batch axis: free at axis 0, the same symbol as one, or a free
     axis of a state) or "S" (any other free axis)."""

@@ -281,6 +281,50 @@ def _varied_parity(conversion: Conversion, session: Any, data: Feeds, source_dat
             + (f" (the source or the model did not take them {', '.join(skipped)})" if skipped else ""))
 
 
+def _doubled(feed: Mapping[str, np.ndarray], axes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """`feed` with each of `axes` (per input) twice as long: its values repeated, so they stay what the model takes."""
+    doubled = dict(feed)
+    for name, positions in axes.items():
+        if name in doubled:
+            for axis in positions:
+                if axis < np.ndim(doubled[name]):
+                    doubled[name] = np.concatenate([doubled[name], doubled[name]], axis=axis)
+    return doubled
+
+
+def _other_size_parity(conversion: Conversion, session: Any, data: Feeds, source_data: Feeds, sig: Signature,
+                       tolerance: parity.Tolerance, name: str) -> str | None:
+    """Parity again on the first sample with every free axis that is not a batch axis twice as long: an exporter
+    can keep the branch a model takes at the traced size (`if x.shape[-1] > 32:`) while declaring the axis free, and
+    parity on one size cannot see it. A ConversionError when the ONNX model answers otherwise, or fails where the
+    source runs; no verdict when the source does not take that size either. The note says what ran."""
+    axes = signature.free_axes(sig)
+    if not axes:
+        return None
+    feed, source_feed = _doubled(data.first(), axes), _doubled(source_data.first(), axes)
+    sizes = ", ".join(f"{key}{list(np.shape(feed[key]))}" for key in axes if key in feed)
+    try:
+        source_out = conversion.run_source(source_feed)
+    except Exception:  # noqa: BLE001 - the source does not take that size: no verdict
+        return f"free axes at twice the checked size ({sizes}): the source does not take them, not checked"
+    outputs = [o.name for o in session.get_outputs()]
+    try:
+        onnx_out = dict(zip(outputs, (feeds.as_array(v) for v in session.run(outputs, feed)), strict=True))
+    except Exception as err:  # onnxruntime's own errors
+        raise ConversionError(f"{name}: the ONNX model declares free sizes but fails at {sizes}, where the source "
+                              f"runs ({' '.join(str(err).split())[:300]}); nothing written",
+                              hint="export with those axes free (torch: dynamic shapes; --input NAME:SHAPE with "
+                                   "names for the free sizes), or declare them fixed") from err
+    report = parity.compare(onnx_out, source_out, tolerance, samples=1, inputs_from=f"the first sample at {sizes}")
+    if not report.passed:
+        raise ConversionError(f"{name}: the ONNX model declares free sizes, and at {sizes} (twice the size parity "
+                              f"checked) it answers otherwise: {report.summary()}; the export kept what the model "
+                              "does at the traced size (a branch on a size?); nothing written",
+                              hint="write the branch with tensor ops (torch.where) or export at each size you "
+                                   "serve with --input NAME:SHAPE and fixed sizes")
+    return f"parity also at twice the size on the free axes ({sizes}): answers agree"
+
+
 def _narrowed(data: Feeds, source_data: Feeds) -> list[str]:
     """The inputs the source took as float64 samples and the ONNX model as float32."""
     return sorted({name for part, given in zip(data.parts, source_data.parts, strict=True)
@@ -358,6 +402,8 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
         if conversion.branches:
             notes.append(_varied_parity(conversion, session, data, source_data, tolerance, source.name,
                                         sig.fixed_batch or MAX_PARITY_SAMPLES, classes))
+        sized = _other_size_parity(conversion, session, data, source_data, sig, tolerance, source.name)
+        notes.extend([sized] if sized else [])
         extra: dict[str, Any] = {"conversion": {
             "format": fmt, "exporter": conversion.exporter, "notes": notes, "ir_version": model.ir_version,
             "opset": next((e.version for e in model.opset_import if e.domain in ("", "ai.onnx")), None)}}

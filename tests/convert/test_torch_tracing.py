@@ -67,6 +67,19 @@ def guarded(width: int = 8) -> Guarded:
     return Guarded()
 
 
+class SizeBranch(nn.Module):
+    """Halves long sequences: a branch on a size, which the dynamo exporter keeps at the traced length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(1, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] > 32:
+            x = x[:, ::2]
+        return self.fc(x.mean(-1, keepdim=True)) * x.shape[-1]
+
+
 class Dropping(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -266,3 +279,17 @@ def test_a_bert_style_signature_traces_on_values_it_takes_and_keeps_its_output_n
     again = convert(tmp_path / "segments.pt", tmp_path / "again" / "segments.onnx", options=options,
                     sample_data=tmp_path / "tokens.npz")
     assert again.parity is not None and again.parity.passed and again.parity.samples == 6
+
+
+def test_a_branch_on_a_size_is_refused_at_twice_the_size(classes, tmp_path: Path) -> None:
+    """x:batch,L with L free: the export ran the L <= 32 branch at every length while declaring L free (18.3 off at
+    L=40). Parity now also runs with each free axis at twice the size it checked, and the difference is refused."""
+    import torch
+
+    torch.manual_seed(0)
+    torch.save(classes.SizeBranch().eval().state_dict(), tmp_path / "sizes.pt")
+    options = ConvertOptions(inputs=(parse_input("x:batch,L:float32"),),
+                             model_class=f"{tmp_path / 'user_models.py'}:SizeBranch")
+    with pytest.raises(ConversionError, match=r"at x\[1, 64\] \(twice the size parity checked\) it answers otherwise"):
+        convert(tmp_path / "sizes.pt", tmp_path / "out" / "sizes.onnx", options=options)
+    assert not (tmp_path / "out" / "sizes.onnx").exists()
