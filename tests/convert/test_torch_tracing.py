@@ -99,18 +99,23 @@ def classes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - 
     return user_models
 
 
-def test_a_branch_on_input_values_is_refused_not_frozen(classes, tmp_path: Path) -> None:
-    """Parity on data like the trace's example takes the same branch and passed (max_abs 3e-8) while images in 0-1
-    were divided by 255 anyway; now the TracerWarning that says so is read, and the error names the line."""
+def _saved(classes, tmp_path: Path, name: str, spec: str) -> tuple[Path, ConvertOptions]:  # noqa: ANN001
+    """A state dict of the user's class `name` (seeded), and the options that name the class and its input."""
     import torch
 
     torch.manual_seed(0)
-    torch.save(classes.AutoScale().eval().state_dict(), tmp_path / "autoscale.pt")
-    options = ConvertOptions(inputs=(parse_input("x:batch,3,16,16:float32"),),
-                             model_class=f"{tmp_path / 'user_models.py'}:AutoScale")
+    torch.save(getattr(classes, name)().eval().state_dict(), tmp_path / f"{name}.pt")
+    return tmp_path / f"{name}.pt", ConvertOptions(inputs=(parse_input(spec),),
+                                                   model_class=f"{tmp_path / 'user_models.py'}:{name}")
+
+
+def test_a_branch_on_input_values_is_refused_not_frozen(classes, tmp_path: Path) -> None:
+    """Parity on data like the trace's example takes the same branch and passed (max_abs 3e-8) while images in 0-1
+    were divided by 255 anyway; now the TracerWarning that says so is read, and the error names the line."""
+    model, options = _saved(classes, tmp_path, "AutoScale", "x:batch,3,16,16:float32")
     with pytest.raises(ConversionError, match=r"branches on its input values \(user_models\.py:\d+.*rescaled to 0-1") \
             as refused:
-        convert(tmp_path / "autoscale.pt", tmp_path / "out" / "autoscale.onnx", options=options)
+        convert(model, tmp_path / "out" / "autoscale.onnx", options=options)
     assert "torch.where" in refused.value.hint
     assert not (tmp_path / "out" / "autoscale.onnx").exists()
 
@@ -118,26 +123,16 @@ def test_a_branch_on_input_values_is_refused_not_frozen(classes, tmp_path: Path)
 def test_a_branch_on_a_number_read_with_item_is_refused_too(classes, tmp_path: Path) -> None:
     """`if x.max().item() > 1.0` (or int(...)): the warning speaks of a Python number; before, no variation ran and
     the model shipped with the branch frozen (0.60 off on inputs in 0-1)."""
-    import torch
-
-    torch.manual_seed(0)
-    torch.save(classes.ItemScale().eval().state_dict(), tmp_path / "item.pt")
-    options = ConvertOptions(inputs=(parse_input("x:batch,16:float32"),),
-                             model_class=f"{tmp_path / 'user_models.py'}:ItemScale")
+    model, options = _saved(classes, tmp_path, "ItemScale", "x:batch,16:float32")
     with pytest.raises(ConversionError, match=r"branches on its input values \(user_models\.py:\d+"):
-        convert(tmp_path / "item.pt", tmp_path / "out" / "item.onnx", options=options)
+        convert(model, tmp_path / "out" / "item.onnx", options=options)
 
 
 def test_a_guard_that_no_input_reaches_converts_and_says_what_parity_checked(classes, tmp_path: Path) -> None:
     """The same warning for a branch that changes nothing: parity on the varied inputs agrees, the model is written,
     and the note in its card says which variations ran."""
-    import torch
-
-    torch.manual_seed(0)
-    torch.save(classes.Guarded().eval().state_dict(), tmp_path / "guarded.pt")
-    options = ConvertOptions(inputs=(parse_input("x:batch,8:float32"),),
-                             model_class=f"{tmp_path / 'user_models.py'}:Guarded")
-    result = convert(tmp_path / "guarded.pt", tmp_path / "out" / "guarded.onnx", options=options)
+    model, options = _saved(classes, tmp_path, "Guarded", "x:batch,8:float32")
+    result = convert(model, tmp_path / "out" / "guarded.onnx", options=options)
     assert result.parity is not None and result.parity.passed
     note = next(n for n in result.notes if n.startswith("tracing read tensors as Python values"))
     assert "rescaled to 0-1, rescaled to 0-255" in note and "answers agreed" in note
@@ -284,12 +279,7 @@ def test_a_bert_style_signature_traces_on_values_it_takes_and_keeps_its_output_n
 def test_a_branch_on_a_size_is_refused_at_twice_the_size(classes, tmp_path: Path) -> None:
     """x:batch,L with L free: the export ran the L <= 32 branch at every length while declaring L free (18.3 off at
     L=40). Parity now also runs with each free axis at twice the size it checked, and the difference is refused."""
-    import torch
-
-    torch.manual_seed(0)
-    torch.save(classes.SizeBranch().eval().state_dict(), tmp_path / "sizes.pt")
-    options = ConvertOptions(inputs=(parse_input("x:batch,L:float32"),),
-                             model_class=f"{tmp_path / 'user_models.py'}:SizeBranch")
+    model, options = _saved(classes, tmp_path, "SizeBranch", "x:batch,L:float32")
     with pytest.raises(ConversionError, match=r"at x\[1, 64\] \(twice the size parity checked\) it answers otherwise"):
-        convert(tmp_path / "sizes.pt", tmp_path / "out" / "sizes.onnx", options=options)
+        convert(model, tmp_path / "out" / "sizes.onnx", options=options)
     assert not (tmp_path / "out" / "sizes.onnx").exists()
