@@ -356,7 +356,10 @@ def parse_request(model: Model, body: bytes, header_length: int | None, max_elem
                           f"expects inputs {model.signature()}")
     feeds: dict[str, np.ndarray] = {}
     offset = 0
-    bools = b"true" in header_raw or b"false" in header_raw  # else no input can hold one: no search
+    # Whether an input may hold true/false: a body without an 'r' or an 'l' holds neither word (the usual numeric
+    # request, whose keys have neither letter), which memchr tells in a fraction of a microsecond; the words
+    # themselves take about 6 us each to look for in a 10 KB body.
+    bools = (b"r" in header_raw or b"l" in header_raw) and (b"true" in header_raw or b"false" in header_raw)
     for entry in request["inputs"]:
         if not isinstance(entry, dict):
             raise ClientError(f"each item of 'inputs' is an object with name, datatype, shape and data; got "
