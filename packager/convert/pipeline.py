@@ -257,7 +257,7 @@ def _vary(data: Feeds, vary: Callable[[np.ndarray], np.ndarray]) -> Feeds:
 def _varied_parity(conversion: Conversion, session: Any, data: Feeds, source_data: Feeds,
                    tolerance: parity.Tolerance, name: str, batch: int, classes: Mapping[str, list[Any]]) -> str:
     """Parity again on the float inputs scaled, negated and zeroed, for a trace that turned tensors into Python
-    bools: where the ONNX model then answers otherwise, the trace froze a branch on the input's values (a
+    values: where the ONNX model then answers otherwise, the trace froze a branch on the input's values (a
     ConversionError). Variations the source or the model does not take give no verdict. Returns the card's note."""
     checked, skipped = [], []
     for label, vary in _VARIATIONS:
