@@ -269,12 +269,27 @@ def _native_logs_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
+@contextmanager
+def _autograph_files_removed() -> Iterator[None]:
+    """TensorFlow's autograph writes each function it converts to `__autograph_generated_file*.py` in the temporary
+    directory and never removes them (a conversion left 4 to 27 there): while converting, temporary files go to a
+    directory of mlpack's own, removed afterwards (the generated modules are loaded by then)."""
+    own = tempfile.mkdtemp(prefix="mlpack-keras-")
+    previous = tempfile.tempdir
+    tempfile.tempdir = own
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(own, ignore_errors=True)
+
+
 class KerasConverter:
     kind = "keras"
     formats: tuple[Format, ...] = ("keras-h5", "keras-zip", "keras3-zip", "tf-savedmodel")
 
     def convert(self, source: Path, fmt: Format, options: ConvertOptions) -> Conversion:
-        with _native_logs_silenced():
+        with _native_logs_silenced(), _autograph_files_removed():
             if fmt == "tf-savedmodel":
                 return convert_saved_model(source, options)
             if fmt == "keras3-zip":

@@ -106,3 +106,22 @@ def test_stateful_layers_lambda_layers_and_unknown_classes(tmp_path: Path) -> No
     with pytest.raises(InputError, match="layer class Keras cannot find") as unknown:
         convert(tmp_path / "custom.keras", tmp_path / "out" / "custom.onnx")
     assert "model.export('DIR')" in unknown.value.hint
+
+
+def test_a_conversion_leaves_nothing_in_the_temporary_directory(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorFlow's autograph writes every function it converts to __autograph_generated_file*.py in the temporary
+    directory and keeps them: a Keras conversion left 4 to 27 such files in /tmp."""
+    import tempfile
+
+    import keras
+
+    own = tmp_path / "tmp"
+    own.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(own))
+    model = _two_inputs(as_dict=False, dict_outputs=False)
+    model.save(tmp_path / "m.keras")
+    result = convert(tmp_path / "m.keras", tmp_path / "out" / "m.onnx")
+    assert result.parity is not None and result.parity.passed
+    assert sorted(p.name for p in own.iterdir()) == [], "the conversion left files in the temporary directory"
+    assert keras.__version__.startswith("3")
