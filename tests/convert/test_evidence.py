@@ -111,8 +111,8 @@ def test_a_tolerance_chosen_at_convert_travels_with_the_card(tmp_path: Path) -> 
     assert cards.read(again.output) == again.card
 
 
-def test_feeds_select_split_and_batches_across_parts() -> None:
-    sig = signature.from_model(onnx.load(str(linear(Path("/tmp") / "feeds-lin.onnx"))))
+def test_feeds_select_split_and_batches_across_parts(tmp_path: Path) -> None:
+    sig = signature.from_model(onnx.load(str(linear(tmp_path / "feeds-lin.onnx"))))
     data = feeds.interpret({"x": np.arange(40, dtype=np.float32).reshape(10, 4), "labels": np.arange(10)}, sig, "t")
     calibration, held = data.split(0.3)
     assert len(calibration) == 7 and len(held) == 3 and list(held.labels) == [7, 8, 9]
