@@ -1,6 +1,6 @@
-"""codec.from_json reads a flat list of floats through array('d') (_flat_floats) instead of np.asarray: the same
-array, or the same refusal in the same words, for every kind of list a client may send, in every float datatype
-(integers past int64 beside floats included: numbers, read as floats both ways)."""
+"""codec.from_json reads a flat list of floats through struct.pack or array('d') (_flat_floats, by its length)
+instead of np.asarray: the same array, or the same refusal in the same words, for every kind of list a client may
+send, in every float datatype (integers past int64 beside floats included: numbers, read as floats both ways)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ LISTS: list[Any] = [
     [65504.0, 65520.0],
     [0.5] * 600,
     [0.25],
+    [0.5] * (codec.STRUCT_ITEMS + 1),  # past struct.pack's share: array('d') reads it
+    [0.5] * codec.STRUCT_ITEMS + ["x"],
+    [0.5] * codec.STRUCT_ITEMS + [2**70, 10**400],
 ]
 
 
