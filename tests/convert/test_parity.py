@@ -114,3 +114,38 @@ def test_hints_never_suggest_a_looser_tolerance_for_other_decisions() -> None:
         report.check("m.joblib", ["input"])
     assert narrowed.value.hint.startswith("the samples of input are float64")
     assert "--input NAME:SHAPE:float64" in narrowed.value.hint
+
+
+def test_values_that_point_elsewhere_get_no_tolerance_hint() -> None:
+    """Values far apart (cosine 0.78, as a transformer's padded positions) are no rounding either; the last bits of
+    float32 still get the --tolerance way out."""
+    rng = np.random.default_rng(0)
+    want = rng.standard_normal((8, 12, 16)).astype(np.float32)  # [batch, seq, hidden]: no class scores
+    apart = want.copy()
+    apart[:, 8:] = rng.standard_normal((8, 4, 16))
+    report = compare({"hidden": apart}, [want], Tolerance(), samples=8, inputs_from="x")
+    with pytest.raises(ValidationError) as refused:
+        report.check("m.pt")
+    assert "computes something else than the source ('hidden': cosine 0." in refused.value.hint
+    assert "a looser --tolerance would ship" in refused.value.hint and "if the difference is acceptable" not in \
+        refused.value.hint
+    with pytest.raises(ValidationError) as narrowed:
+        report.check("m.joblib", ["input"])
+    assert "if the model still differs in float64, it computes something else" in narrowed.value.hint
+    rounding = compare({"hidden": want * (1 + 2e-3)}, [want], Tolerance(), samples=8, inputs_from="x")
+    with pytest.raises(ValidationError) as close:
+        rounding.check("m.pt")
+    assert "raise the bound explicitly with --tolerance" in close.value.hint
+
+
+def test_the_same_values_laid_out_otherwise_are_refused() -> None:
+    """A time-major GRU whose export kept the traced length in a Reshape returns [2, 24, 5] for the source's
+    [12, 4, 5]: as many values, in the same order, so compared flat they agree while out[t] is not step t. Only axes
+    of size 1 may differ ([n] and [n, 1] hold the same values)."""
+    steps = np.arange(12 * 4 * 5, dtype=np.float32).reshape(12, 4, 5)
+    with pytest.raises(ValidationError, match=r"ONNX gives shape \[2, 24, 5\], the source \[12, 4, 5\]: the same "
+                                              r"values laid out otherwise") as refused:
+        compare_output("output", steps.reshape(2, 24, 5), steps, Tolerance())
+    assert "--input NAME:SHAPE:DTYPE" in refused.value.hint
+    assert compare_output("label", np.arange(4).reshape(4, 1), np.arange(4), Tolerance()).passed
+    assert compare_output("y", steps.reshape(1, 12, 4, 5), steps, Tolerance()).passed
