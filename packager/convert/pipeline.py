@@ -399,6 +399,7 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
         if note:
             notes.append(note)
             outputs = specs.graph_outputs(model)
+            sig = replace(sig, outputs=tuple(outputs))  # the card's signature says what its outputs say
         if conversion.branches:
             notes.append(_varied_parity(conversion, session, data, source_data, tolerance, source.name,
                                         sig.fixed_batch or MAX_PARITY_SAMPLES, classes))

@@ -220,6 +220,8 @@ def test_output_shapes_declared_are_the_ones_returned(tmp_path: Path, monkeypatc
     result = convert(tmp_path / "tagger.pt", tmp_path / "out" / "tagger.onnx", options=options)
     shapes = {spec.name: list(spec.shape or ()) for spec in result.card.outputs}
     assert shapes == {"output_0": ["batch", "seq", 4], "output_1": ["batch", 12]}
+    signature = {entry["name"]: entry["shape"] for entry in result.card.signature["outputs"]}
+    assert signature == shapes  # the card's signature too (it kept [batch, 4, 4])
     assert any(note.startswith("output shapes made true to a run") for note in result.notes)
     declared = [[d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]
                 for o in onnx.load(str(result.output)).graph.output]
