@@ -370,7 +370,8 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
     if not options.zipmap:
         note, classes = rewrite.tensor_zipmaps(model)
         notes.extend([note] if note else [])
-    for note in (rewrite.drop_initializer_inputs(model), compat.merge_opsets(model), compat.lower_ir(model)):
+    for note in (rewrite.drop_initializer_inputs(model), compat.merge_opsets(model), compat.lower_ir(model),
+                 rewrite.stable_log_sigmoid(model) if fmt != "onnx" else None):
         notes.extend([note] if note else [])
     notes.append(compat.check(model, source.name, ort_version))
     inputs, outputs = specs.graph_inputs(model), specs.graph_outputs(model)

@@ -9,6 +9,10 @@
   type, so no v2 client could read it. Unless asked to keep it, it becomes an Identity of its input: the same
   probabilities as a (rows, classes) float tensor under the same output name, columns in the ZipMap's class order
   (recorded in the card).
+- log(sigmoid(x)) (PyTorch's F.logsigmoid exports as a Log of a Sigmoid) gives -inf once
+  sigmoid(x) underflows to 0, below x = -88 in float32, where the source answers -x; it becomes -softplus(-x), the
+  same values computed without that underflow (onnxruntime's Softplus is exact for large |x|). Converted models
+  only: an ONNX source is the reference it is checked against.
 """
 
 from __future__ import annotations
@@ -94,3 +98,32 @@ def tensor_zipmaps(model: onnx.ModelProto) -> tuple[str | None, dict[str, Any]]:
         return None, {}
     return (f"ZipMap output(s) {sorted(labels)} served as (rows, classes) float tensors, columns in class order "
             f"(pass --zipmap to keep the maps)"), labels
+
+
+def stable_log_sigmoid(model: onnx.ModelProto) -> str | None:
+    """Each Log of a Sigmoid in the main graph as -Softplus(-x) (module docstring); mutates `model`."""
+    import onnx
+
+    graph = model.graph
+    producers = {name: node for node in graph.node for name in node.output}
+    nodes: list[onnx.NodeProto] = []
+    replaced = 0
+    for node in graph.node:
+        sigmoid = producers.get(node.input[0]) if node.op_type == "Log" and node.domain in ("", "ai.onnx") else None
+        if sigmoid is None or sigmoid.op_type != "Sigmoid" or sigmoid.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        out, base = node.output[0], f"{node.output[0]}__mlpack_log_sigmoid"
+        nodes.extend([onnx.helper.make_node("Neg", [sigmoid.input[0]], [f"{base}_negated"], name=f"{base}_neg_in"),
+                      onnx.helper.make_node("Softplus", [f"{base}_negated"], [f"{base}_softplus"],
+                                            name=f"{base}_softplus"),
+                      onnx.helper.make_node("Neg", [f"{base}_softplus"], [out], name=f"{base}_neg_out")])
+        replaced += 1
+    if not replaced:
+        return None
+    read = {name for node in nodes for name in node.input} | {value.name for value in graph.output}
+    kept = [node for node in nodes if node.op_type != "Sigmoid" or any(name in read for name in node.output)]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return (f"log(sigmoid(x)) computed as -softplus(-x) ({replaced} place{'s' if replaced > 1 else ''}): the same "
+            "values, without the -inf that sigmoid's underflow to 0 gives below x = -88")

@@ -80,6 +80,17 @@ class SizeBranch(nn.Module):
         return self.fc(x.mean(-1, keepdim=True)) * x.shape[-1]
 
 
+class LogOdds(nn.Module):
+    """A log-probability head on raw tabular features (incomes, counts): F.logsigmoid of a linear score."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.score = nn.Linear(6, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.logsigmoid(self.score(x))
+
+
 class Dropping(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -285,3 +296,32 @@ def test_a_branch_on_a_size_is_refused_at_twice_the_size(classes, tmp_path: Path
     with pytest.raises(ConversionError, match=r"at x\[1, 64\] \(twice the size parity checked\) it answers otherwise"):
         convert(model, tmp_path / "out" / "sizes.onnx", options=options)
     assert not (tmp_path / "out" / "sizes.onnx").exists()
+
+
+@pytest.mark.parametrize("rewritten", [True, False])
+def test_log_sigmoid_stays_finite_where_the_source_does(classes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        rewritten: bool) -> None:
+    """F.logsigmoid exports as Log(Sigmoid(x)): -inf once sigmoid underflows (x < -88), where PyTorch answers about
+    x; standard-normal parity data never gets there, real features in the thousands do. mlpack computes it as
+    -softplus(-x). Without that rewrite (the second case) the same check finds the -inf."""
+    import onnxruntime as ort
+    import torch
+
+    from mlpk.packager.convert import rewrite
+
+    if not rewritten:
+        monkeypatch.setattr(rewrite, "stable_log_sigmoid", lambda model: None)
+    source, options = _saved(classes, tmp_path, "LogOdds", "x:batch,6:float32")
+    result = convert(source, tmp_path / "out" / "m.onnx", options=options)
+    assert any(note.startswith("log(sigmoid(x)) computed as -softplus(-x)") for note in result.notes) == rewritten
+    features = (np.random.default_rng(1).standard_normal((16, 6)) * 3e3).astype(np.float32)
+    model = classes.LogOdds()
+    model.load_state_dict(torch.load(source))
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(features)).numpy()
+    got = ort.InferenceSession(str(result.output), providers=["CPUExecutionProvider"]).run(None, {"x": features})[0]
+    assert np.isfinite(expected).all() and expected.min() < -100
+    if rewritten:
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+    else:
+        assert not np.isfinite(got).all()
