@@ -125,3 +125,22 @@ def test_a_conversion_leaves_nothing_in_the_temporary_directory(tmp_path: Path,
     assert result.parity is not None and result.parity.passed
     assert sorted(p.name for p in own.iterdir()) == [], "the conversion left files in the temporary directory"
     assert keras.__version__.startswith("3")
+
+
+def test_a_resize_that_differs_when_it_scales_down_is_refused(tmp_path: Path) -> None:
+    """Resizing(32, 32, "area") on images of any size: made inputs are as small as the model takes (2x2), where the
+    converted resize scales up and agrees with Keras; on real images it scales down and does not (0.12 apart on
+    224x224, a third of the output's scale). Parity also runs with the free axes at about 75, and refuses it."""
+    import keras
+
+    from mlpk.packager.errors import ConversionError
+
+    keras.utils.set_random_seed(0)
+    images = keras.Input((None, None, 3), name="image")
+    hidden = keras.layers.Rescaling(1 / 255)(keras.layers.Resizing(32, 32, interpolation="area")(images))
+    features = keras.layers.Conv2D(8, 3, activation="relu")(hidden)
+    scores = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(features))
+    keras.Model(images, scores).save(tmp_path / "m.keras")
+    with pytest.raises(ConversionError, match=r"at image\[1, \d+, \d+, 3\] \(about 75 on each\) it answers otherwise"):
+        convert(tmp_path / "m.keras", tmp_path / "out" / "m.onnx")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
