@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -193,7 +194,9 @@ def _run_source(conversion: Conversion, data: Feeds, batch: int, names: list[str
             return np.array([[row[k] for k in classes[name]] for row in value], dtype=np.float32)
         return feeds.as_array(value)
 
-    runs: list[Any] = [conversion.run_source(feed) for feed in data.batches(batch)]
+    with warnings.catch_warnings():  # the framework's advice to its own users (a prototype nested-tensor path)
+        warnings.simplefilter("ignore")
+        runs: list[Any] = [conversion.run_source(feed) for feed in data.batches(batch)]
     if isinstance(runs[0], Mapping):
         return {key: feeds.join([tensor(run[key], key) for run in runs]) for key in runs[0]}
     return [feeds.join([tensor(run[i], names[i] if i < len(names) else None) for run in runs])
@@ -248,8 +251,9 @@ _VARIATIONS: tuple[tuple[str, Callable[[np.ndarray], np.ndarray]], ...] = (
     ("zeroed", np.zeros_like))
 
 
-def _vary(data: Feeds, vary: Callable[[np.ndarray], np.ndarray]) -> Feeds:
-    parts = tuple({name: vary(array) if array.dtype.kind == "f" else array for name, array in part.items()}
+def _vary(data: Feeds, vary: Callable[[np.ndarray], np.ndarray], kinds: str = "f") -> Feeds:
+    """`data` with `vary` applied to its inputs of the dtype kinds `kinds` (floats unless told)."""
+    parts = tuple({name: vary(array) if array.dtype.kind in kinds else array for name, array in part.items()}
                   for part in data.parts)
     return replace(data, parts=parts)
 
@@ -279,6 +283,63 @@ def _varied_parity(conversion: Conversion, session: Any, data: Feeds, source_dat
     return (f"tracing read tensors as Python values ({', '.join(conversion.branches)}): parity also ran on the inputs "
             f"{', '.join(checked) or 'varied'}, and the answers agreed"
             + (f" (the source or the model did not take them {', '.join(skipped)})" if skipped else ""))
+
+
+def _padded_masks(at_end: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """Boolean masks as real ones are: each row a run of kept positions, then padding (True where padded, as
+    PyTorch's key_padding_mask; `at_end=False`: True where kept, as an attention mask of booleans), the rows' lengths
+    from the whole sequence down to half of it."""
+    def mask(array: np.ndarray) -> np.ndarray:
+        if array.ndim < 2 or array.shape[1] < 2:
+            return array
+        length = array.shape[1]
+        kept = length - np.arange(array.shape[0]) % max(1, length // 2)
+        shape = (array.shape[0], length) + (1,) * (array.ndim - 2)
+        padded = (np.arange(length)[None, :] >= kept[:, None]).reshape(shape)
+        return np.broadcast_to(padded if at_end else ~padded, array.shape).copy()
+    return mask
+
+
+# How parity varies inputs it made (no --sample-data), toward what real inputs are and made ones are not: integers
+# below zero (day offsets, deltas: a floor division exported as a truncating Div), masks padded at the end (PyTorch
+# takes another path for them), floats of thousands (raw features: log(sigmoid(x)) underflowed to -inf). Each entry:
+# label, the dtype kinds it changes, the change, and whether only NaN or infinity on one side counts (large floats
+# move the last bits of float32 further than the tolerance is meant for; a NaN or an infinity is never rounding).
+_MADE_VARIATIONS: tuple[tuple[str, str, Callable[[np.ndarray], np.ndarray], bool], ...] = (
+    ("integers negated", "i", np.negative, False),
+    ("masks padded at the end", "b", _padded_masks(True), False),
+    ("masks kept at the start", "b", _padded_masks(False), False),
+    ("floats times 1000", "f", lambda a: a * 1e3, True))
+
+
+def _made_parity(conversion: Conversion, session: Any, data: Feeds, source_data: Feeds,
+                 tolerance: parity.Tolerance, name: str, batch: int, classes: Mapping[str, list[Any]]) -> str | None:
+    """Parity again on the inputs mlpack made, varied as in _MADE_VARIATIONS, for the variations that change an
+    input. A variation the source (or the model) does not take gives no verdict. A ValidationError when the ONNX
+    model answers otherwise; the note says what ran."""
+    checked, skipped = [], []
+    for label, kinds, change, only_non_finite in _MADE_VARIATIONS:
+        if not any(array.dtype.kind in kinds for part in data.parts for array in part.values()):
+            continue
+        try:
+            with np.errstate(all="ignore"):
+                report = _parity(conversion, session, _vary(data, change, kinds), _vary(source_data, change, kinds),
+                                 tolerance, name, batch, classes)
+        except (ValidationError, InputError):
+            skipped.append(label)
+            continue
+        checked.append(label)
+        if not report.passed and (not only_non_finite or any(out.non_finite for out in report.outputs)):
+            raise ValidationError(f"{name}: on the parity inputs mlpack made, with {label} (as real inputs may be), "
+                                  f"the ONNX model answers otherwise: {report.summary()}; nothing written",
+                                  hint="if real inputs never look like that, pass --sample-data with real inputs "
+                                       "(parity then checks those); if they do, the ONNX model computes something "
+                                       "else than the source on them")
+    notes = [f"parity also ran on the inputs it made with {', '.join(checked)}: answers agree"] if checked else []
+    if skipped:
+        notes.append(f"the inputs it made with {', '.join(skipped)}: the source or the model does not take them, "
+                     "not checked")
+    return "; ".join(notes) or None
 
 
 # Free axes also run at about this size when parity's were small: made inputs are as small as the model takes
@@ -430,6 +491,10 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
         if conversion.branches:
             notes.append(_varied_parity(conversion, session, data, source_data, tolerance, source.name,
                                         sig.fixed_batch or MAX_PARITY_SAMPLES, classes))
+        if data.synthetic and converter.kind != "sklearn":  # scikit-learn's made inputs span its fitted ranges
+            made = _made_parity(conversion, session, data, source_data, tolerance, source.name,
+                                sig.fixed_batch or MAX_PARITY_SAMPLES, classes)
+            notes.extend([made] if made else [])
         sized = _other_size_parity(conversion, session, data, source_data, sig, tolerance, source.name)
         notes.extend([sized] if sized else [])
         extra: dict[str, Any] = {"conversion": {

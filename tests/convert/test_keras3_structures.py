@@ -144,3 +144,24 @@ def test_a_resize_that_differs_when_it_scales_down_is_refused(tmp_path: Path) ->
     with pytest.raises(ConversionError, match=r"at image\[1, \d+, \d+, 3\] \(about 75 on each\) it answers otherwise"):
         convert(tmp_path / "m.keras", tmp_path / "out" / "m.onnx")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_integers_below_zero_refuse_a_truncating_division(tmp_path: Path) -> None:
+    """Day offsets to week and weekday (floor_divide and mod by 7): tf2onnx writes the integer floor division as a
+    Div, which truncates, so -8 becomes week -1 instead of -2. Parity's made integers (0-9) never showed it; it now
+    also runs them negated, and refuses the model."""
+    import keras
+
+    @keras.saving.register_keras_serializable("mlpack_tests")
+    class WeekSplit(keras.layers.Layer):
+        def call(self, days):  # noqa: ANN001, ANN202 - Keras's signature
+            return [keras.ops.cast(keras.ops.floor_divide(days, 7), "float32"),
+                    keras.ops.cast(keras.ops.mod(days, 7), "float32")]
+
+    days = keras.Input((1,), dtype="int32", name="day")
+    keras.Model(days, WeekSplit()(days)).save(tmp_path / "m.keras")
+    from mlpk.packager.errors import ValidationError
+
+    with pytest.raises(ValidationError, match=r"with integers negated \(as real inputs may be\), the ONNX model "
+                                              r"answers otherwise"):
+        convert(tmp_path / "m.keras", tmp_path / "out" / "m.onnx")

@@ -91,6 +91,18 @@ class LogOdds(nn.Module):
         return nn.functional.logsigmoid(self.score(x))
 
 
+class Padded(nn.Module):
+    """A transformer encoder over padded sequences: `pad` is True at padding, PyTorch's key_padding_mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x, src_key_padding_mask=pad)
+
+
 class Dropping(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -298,22 +310,17 @@ def test_a_branch_on_a_size_is_refused_at_twice_the_size(classes, tmp_path: Path
     assert not (tmp_path / "out" / "sizes.onnx").exists()
 
 
-@pytest.mark.parametrize("rewritten", [True, False])
-def test_log_sigmoid_stays_finite_where_the_source_does(classes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        rewritten: bool) -> None:
+def test_log_sigmoid_stays_finite_where_the_source_does(classes, tmp_path: Path) -> None:
     """F.logsigmoid exports as Log(Sigmoid(x)): -inf once sigmoid underflows (x < -88), where PyTorch answers about
     x; standard-normal parity data never gets there, real features in the thousands do. mlpack computes it as
-    -softplus(-x). Without that rewrite (the second case) the same check finds the -inf."""
+    -softplus(-x)."""
     import onnxruntime as ort
     import torch
 
-    from mlpk.packager.convert import rewrite
-
-    if not rewritten:
-        monkeypatch.setattr(rewrite, "stable_log_sigmoid", lambda model: None)
     source, options = _saved(classes, tmp_path, "LogOdds", "x:batch,6:float32")
     result = convert(source, tmp_path / "out" / "m.onnx", options=options)
-    assert any(note.startswith("log(sigmoid(x)) computed as -softplus(-x)") for note in result.notes) == rewritten
+    assert any(note.startswith("log(sigmoid(x)) computed as -softplus(-x)") for note in result.notes)
+    assert any("floats times 1000: answers agree" in note for note in result.notes)
     features = (np.random.default_rng(1).standard_normal((16, 6)) * 3e3).astype(np.float32)
     model = classes.LogOdds()
     model.load_state_dict(torch.load(source))
@@ -321,7 +328,33 @@ def test_log_sigmoid_stays_finite_where_the_source_does(classes, tmp_path: Path,
         expected = model.eval()(torch.from_numpy(features)).numpy()
     got = ort.InferenceSession(str(result.output), providers=["CPUExecutionProvider"]).run(None, {"x": features})[0]
     assert np.isfinite(expected).all() and expected.min() < -100
-    if rewritten:
-        np.testing.assert_allclose(got, expected, rtol=1e-5)
-    else:
-        assert not np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_made_inputs_of_thousands_refuse_a_model_that_overflows(classes, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without that rewrite, parity on the inputs it made, times 1000, finds the -inf the source does not give."""
+    from mlpk.packager.convert import rewrite
+
+    monkeypatch.setattr(rewrite, "stable_log_sigmoid", lambda model: None)
+    source, options = _saved(classes, tmp_path, "LogOdds", "x:batch,6:float32")
+    with pytest.raises(ValidationError, match=r"with floats times 1000 .* NaN/inf where the other is not") as refused:
+        convert(source, tmp_path / "out" / "m.onnx", options=options)
+    assert "--sample-data" in refused.value.hint
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_masks_padded_at_the_end_refuse_a_transformer_that_answers_otherwise_there(classes, tmp_path: Path) -> None:
+    """In inference, PyTorch's TransformerEncoder takes its nested-tensor path for masks padded at the end, as real
+    ones are, and answers 0 at the padded positions; the ONNX model answers there as on any position. Random masks
+    (what parity made before) took the other path and agreed; parity now also makes masks padded at the end."""
+    import torch
+
+    torch.manual_seed(0)
+    torch.save(classes.Padded().eval().state_dict(), tmp_path / "padded.pt")
+    options = ConvertOptions(inputs=(parse_input("x:batch,seq,32:float32"), parse_input("pad:batch,seq:bool")),
+                             model_class=f"{tmp_path / 'user_models.py'}:Padded")
+    with pytest.raises(ValidationError, match=r"with masks padded at the end \(as real inputs may be\), the ONNX model "
+                                              r"answers otherwise"):
+        convert(tmp_path / "padded.pt", tmp_path / "out" / "padded.onnx", options=options)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
