@@ -118,3 +118,24 @@ def test_generated_inputs_use_seen_categories(tmp_path: Path) -> None:
     result = convert(tmp_path / "frame.joblib", tmp_path / "out" / "frame.onnx",
                      options=ConvertOptions(trust_pickle=True))
     assert result.parity is not None and result.parity.passed
+
+
+def test_categories_never_seen_refuse_an_encoder_whose_onnx_form_fails_on_them(tmp_path: Path) -> None:
+    """OneHotEncoder(handle_unknown="infrequent_if_exist"): scikit-learn answers a category it never saw (as its
+    infrequent one); skl2onnx's OneHotEncoder fails on it, so the served model would answer an error where the user's
+    model answers. Parity's made inputs hold only known categories; they now also hold one never seen, and the model
+    is refused. With handle_unknown="ignore" both sides encode it as zeros, and parity says it checked."""
+    from mlpk.packager.errors import ValidationError
+
+    frame, labels = _table(400)
+    frame.loc[frame.index[:6], "color"] = "violet"  # rare: below min_frequency, the infrequent category
+    model = _pipeline(_STRINGS, _NUMBERS, "infrequent_if_exist")
+    model.set_params(columns__categories__min_frequency=10)
+    joblib.dump(model.fit(frame, labels), tmp_path / "rare.joblib")
+    with pytest.raises(ValidationError, match=r"with categories never seen \(as real inputs may be\), the ONNX "
+                                              r"model fails where the source answers"):
+        convert(tmp_path / "rare.joblib", tmp_path / "out" / "rare.onnx", options=ConvertOptions(trust_pickle=True))
+    joblib.dump(_pipeline(_STRINGS, _NUMBERS, "ignore").fit(frame, labels), tmp_path / "ignore.joblib")
+    result = convert(tmp_path / "ignore.joblib", tmp_path / "out" / "ignore.onnx",
+                     options=ConvertOptions(trust_pickle=True))
+    assert any("categories never seen: answers agree" in note for note in result.notes)
