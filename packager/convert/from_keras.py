@@ -91,6 +91,12 @@ def _convert_keras(source: Path, fmt: Format, options: ConvertOptions) -> Conver
                              f"neither tf-keras nor Keras 3 reads back for this model ({_first_line(err)})",
                              hint="save it in Keras 3's own format, model.save('model.keras'), and convert that "
                                   "file") from err
+        if "Unknown layer" in str(err) or "Unknown object" in str(err) or isinstance(err, NameError):
+            raise InputError(f"{source.name} uses a layer class or Lambda code that does not import here "
+                             f"({_first_line(err)})",
+                             hint="where the model's code imports, save it as a SavedModel, which needs no Python "
+                                  "classes (model.save('DIR', save_format='tf') in tf-keras), and run mlpack "
+                                  "convert DIR") from err
         raise _unreadable(source, fmt, err) from err
     _refuse_stateful(source, model)
     specs = [TensorSpec(t.name.split(":")[0], t.dtype.name, tuple(t.shape)) for t in model.inputs]

@@ -131,3 +131,21 @@ def test_an_onnx_models_inputs_are_its_own_and_input_must_agree(mlpack, tmp_path
     done = mlpack("convert", "m.onnx", "--input", "x:batch,4:float32", "-o", str(tmp_path / "out" / "o.onnx"),
                   check=True)
     assert "--input agrees with the inputs m.onnx declares" in done.stdout + done.stderr
+
+
+@pytest.mark.keras
+def test_a_tf_keras_layer_class_that_does_not_import_names_the_savedmodel_way(tmp_path: Path) -> None:
+    """A tf-keras HDF5 model with a custom layer whose class is not registered here: the file is whole; the hint
+    said it might be truncated. It now names the way that needs no Python class."""
+    import tf_keras
+
+    class Block(tf_keras.layers.Layer):
+        def call(self, inputs):  # noqa: ANN001, ANN202 - Keras's signature
+            return inputs * 2.0
+
+    inputs = tf_keras.Input((4,))
+    tf_keras.Model(inputs, tf_keras.layers.Dense(2)(Block()(inputs))).save(tmp_path / "m.h5")
+    with pytest.raises(InputError, match=r"uses a layer class or Lambda code that does not import here \(ValueError: "
+                                         r"Unknown layer: 'Block'") as refused:
+        convert(tmp_path / "m.h5", tmp_path / "out" / "m.onnx")
+    assert "save_format='tf'" in refused.value.hint and "truncated" not in refused.value.hint
