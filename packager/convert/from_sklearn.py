@@ -13,6 +13,7 @@ the source was fitted on from those columns (a DataFrame needs pandas, part of t
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -392,57 +393,154 @@ def _missing_rows(model: Any, spec: TensorSpec, values: np.ndarray, rng: np.rand
 _TREE_OPS = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
 
 
-def _trees_as_fitted(model: Any, proto: Any) -> str | None:
-    """Missing values in scikit-learn's trees: scikit-learn (1.3+) sends a NaN to the child `missing_go_to_left`
-    names, which it learns from training data with NaN (or, where a split saw none, the child of more samples);
-    skl2onnx leaves `nodes_missing_value_tracks_true` at 0, so every NaN took the false (right) branch. A decision
-    tree fitted on data with a tenth of its values missing decided 32 of 171 held-out rows otherwise.
+@dataclass(frozen=True)
+class _FittedTree:
+    """One fitted tree as its ONNX form must decide: children (-1 at leaves), split features, the thresholds to
+    compare float32 and float64 inputs with (`x <= threshold` exactly where scikit-learn sends x left), and where
+    a missing value goes (None: scikit-learn older than 1.3 keeps no such record)."""
 
-    Each ONNX tree is matched to the fitted tree it came from by its structure (children, features, and thresholds
-    as skl2onnx stores them for float32 inputs: the largest float32 not above scikit-learn's); an ensemble with a
-    tree that matches none is left as it is. Returns a note, or None when nothing changed."""
-    fitted: dict[bytes, Any] = {}
+    left: np.ndarray
+    right: np.ndarray
+    feature: np.ndarray
+    for_float32: np.ndarray
+    for_float64: np.ndarray
+    missing_left: np.ndarray | None
+
+    def decisions(self, double: bool) -> bytes:
+        """What this tree's ONNX form takes from it: thresholds and missing-value routes (trees alike in both are
+        interchangeable here, as boosting's often are)."""
+        routes = b"" if self.missing_left is None else np.ascontiguousarray(self.missing_left, np.int64).tobytes()
+        return np.ascontiguousarray(self.for_float64 if double else self.for_float32).tobytes() + b"|" + routes
+
+    @property
+    def structure(self) -> bytes:
+        return b"|".join(np.ascontiguousarray(part, np.int64).tobytes() for part in (self.left, self.right,
+                                                                                     self.feature))
+
+
+def _fitted_trees(model: Any) -> list[_FittedTree]:
+    """The trees of every estimator in `model`: decision trees, forests and gradient boosting (`tree_`: scikit-learn
+    casts inputs to float32 and compares them with float64 thresholds), and histogram gradient boosting (its
+    predictors compare float64 inputs with float64 thresholds)."""
+    found = []
     for est in _estimators(model):
         for tree, _ in _trees(est):
-            if getattr(tree, "missing_go_to_left", None) is not None:
-                fitted.setdefault(_tree_key(tree.children_left, tree.children_right, tree.feature,
-                                            _float32_at_most(tree.threshold)), tree)
-    routed = 0
+            leaf = tree.children_left < 0
+            below = _float32_at_most(np.where(leaf, 0.0, tree.threshold))
+            found.append(_FittedTree(tree.children_left, tree.children_right, np.where(leaf, -2, tree.feature),
+                                     below, _float64_switch(below), getattr(tree, "missing_go_to_left", None)))
+        for predictors in getattr(est, "_predictors", None) or ():
+            for predictor in predictors:
+                nodes = getattr(predictor, "nodes", None)
+                if nodes is None or nodes.dtype.names is None or "num_threshold" not in nodes.dtype.names or \
+                        bool(np.any(nodes["is_categorical"])):
+                    continue
+                leaf = nodes["is_leaf"].astype(bool)
+                threshold = np.where(leaf, 0.0, nodes["num_threshold"])
+                left, right = nodes["left"].astype(np.int64), nodes["right"].astype(np.int64)  # uint32 there
+                found.append(_FittedTree(np.where(leaf, -1, left), np.where(leaf, -1, right),
+                                         np.where(leaf, -2, nodes["feature_idx"].astype(np.int64)),
+                                         _float32_at_most(threshold),
+                                         threshold, nodes["missing_go_to_left"]))
+    return found
+
+
+def _trees_as_fitted(model: Any, proto: Any) -> str | None:
+    """Make skl2onnx's tree ensembles decide as scikit-learn's trees do, where they did not:
+
+    - Missing values. scikit-learn (1.3+) sends a NaN to the child `missing_go_to_left` names (learnt from training
+      data with NaN, else the child of more samples); skl2onnx sent every NaN of a decision tree or forest to the
+      right: a tree fitted with a tenth of its values missing decided 32 of 171 held-out rows otherwise.
+    - Thresholds of histogram gradient boosting. It compares float64 inputs with float64 thresholds; skl2onnx
+      stores each as the nearest float32, which may be above it: a float32 input equal to that float32 went left
+      instead of right. For float32 inputs the threshold is now the largest float32 not above scikit-learn's.
+    - Thresholds for float64 inputs (--input NAME:SHAPE:float64). They were float32 too, which float64 values
+      between the two do not see: 3 of 133 held-out rows of a histogram gradient boosting regressor were up to 5.2
+      apart. They become float64 (`nodes_values_as_tensor`): scikit-learn's own for histogram boosting, and for
+      the other trees the largest float64 that rounds to a float32 not above scikit-learn's threshold.
+
+    Each ONNX tree is matched to the fitted tree it came from by its structure (children and split features) and by
+    its thresholds, which must be within a few float32 steps of that tree's; an ensemble with a tree that matches
+    no fitted tree, or more than one, is left as it is. Returns a note, or None when nothing changed."""
+    import onnx
+
+    fitted: dict[bytes, list[_FittedTree]] = {}
+    for tree in _fitted_trees(model):
+        fitted.setdefault(tree.structure, []).append(tree)
+    if not fitted:
+        return None
+    inputs = _input_types(proto)
+    routed = moved = wide = 0
+    # nodes_values_as_tensor (float64 thresholds) is ai.onnx.ml 3's; skl2onnx may import version 1. Raising it
+    # changes no other op of a graph without LabelEncoder (whose attributes changed in version 2).
+    ml = next((entry for entry in proto.opset_import if entry.domain == "ai.onnx.ml"), None)
+    wide_allowed = ml is not None and (ml.version >= 3 or not any(
+        node.op_type == "LabelEncoder" and node.domain == "ai.onnx.ml" for node in proto.graph.node))
     for node in proto.graph.node:
-        if not fitted or node.op_type not in _TREE_OPS or node.domain != "ai.onnx.ml":
+        if node.op_type not in _TREE_OPS or node.domain != "ai.onnx.ml":
             continue
         attributes = {attribute.name: attribute for attribute in node.attribute}
-        if "nodes_values" not in attributes:
+        double = inputs.get(node.input[0]) == onnx.TensorProto.DOUBLE
+        if double and not wide_allowed:
             continue
-        plan = _fitted_trees(attributes, fitted)
+        plan = _matched_trees(attributes, fitted, double)
         if not plan:
             continue
+        count = len(attributes["nodes_nodeids"].ints)
         tracks = attributes.get("nodes_missing_value_tracks_true")
         if tracks is None:
-            import onnx
-
-            node.attribute.append(onnx.helper.make_attribute("nodes_missing_value_tracks_true",
-                                                             [0] * len(attributes["nodes_nodeids"].ints)))
+            node.attribute.append(onnx.helper.make_attribute("nodes_missing_value_tracks_true", [0] * count))
             tracks = node.attribute[-1]
+        thresholds = np.zeros(count, np.float64)
         for at, tree in plan:
-            split = np.flatnonzero(tree.children_left >= 0)
-            for position, node_id in zip(at[split], split, strict=True):
-                if tracks.ints[position] != int(tree.missing_go_to_left[node_id]):
-                    tracks.ints[position] = int(tree.missing_go_to_left[node_id])
-                    routed += 1
-    if not routed:
-        return None
-    return (f"scikit-learn's trees: {routed} splits send missing values (NaN) to the child scikit-learn sends them "
-            "to (skl2onnx sends every NaN to the right)")
+            split = np.flatnonzero(tree.left >= 0)
+            thresholds[at[split]] = (tree.for_float64 if double else tree.for_float32)[split]
+            if tree.missing_left is not None:
+                for position, node_id in zip(at[split], split, strict=True):
+                    if tracks.ints[position] != int(tree.missing_left[node_id]):
+                        tracks.ints[position] = int(tree.missing_left[node_id])
+                        routed += 1
+        if double:
+            if ml is not None and ml.version < 3:
+                ml.version = 3
+            node.attribute.remove(attributes["nodes_values"])
+            node.attribute.append(onnx.helper.make_attribute(
+                "nodes_values_as_tensor", onnx.numpy_helper.from_array(thresholds, "nodes_values_as_tensor")))
+            wide += len(plan)
+            continue
+        stored = np.array(attributes["nodes_values"].floats, np.float32)
+        changed = np.flatnonzero(stored != thresholds.astype(np.float32))
+        for position in changed:
+            attributes["nodes_values"].floats[position] = float(thresholds[position])
+        moved += len(changed)
+    done = [f"{routed} splits send missing values (NaN) where scikit-learn sends them"] if routed else []
+    done += [f"{moved} thresholds stored as the largest float32 not above scikit-learn's"] if moved else []
+    done += [f"{wide} trees compare float64 inputs with float64 thresholds"] if wide else []
+    return f"scikit-learn's trees: {'; '.join(done)}" if done else None
 
 
-def _fitted_trees(attributes: Mapping[str, Any], fitted: Mapping[bytes, Any]) -> list[tuple[np.ndarray, Any]]:
-    """For each tree of a TreeEnsemble node, the positions of its entries (by node id) and the fitted tree it came
-    from; empty when any tree matches none, or is not made of `x <= threshold` splits."""
+def _input_types(proto: Any) -> dict[str, int]:
+    """The element type of every value the graph declares or ONNX shape inference finds."""
+    import onnx
+
+    try:
+        graph = onnx.shape_inference.infer_shapes(proto).graph
+    except Exception:  # noqa: BLE001 - inference may not know an ai.onnx.ml op: the declared types still tell
+        graph = proto.graph
+    return {value.name: value.type.tensor_type.elem_type
+            for value in (*graph.input, *graph.value_info, *graph.output)}
+
+
+def _matched_trees(attributes: Mapping[str, Any], fitted: Mapping[bytes, list[_FittedTree]],
+                   double: bool) -> list[tuple[np.ndarray, _FittedTree]]:
+    """For each tree of a TreeEnsemble node, the positions of its entries (by node id) and the one fitted tree it
+    came from; empty when any tree matches none or several, or is not made of `x <= threshold` splits."""
     tree_ids = np.array(attributes["nodes_treeids"].ints)
     node_ids = np.array(attributes["nodes_nodeids"].ints)
     modes = np.array(attributes["nodes_modes"].strings)
-    values = np.array(attributes["nodes_values"].floats, dtype=np.float32)
+    if "nodes_values" not in attributes:
+        return []
+    values = np.array(attributes["nodes_values"].floats, np.float64)
     true_ids = np.array(attributes["nodes_truenodeids"].ints)
     false_ids = np.array(attributes["nodes_falsenodeids"].ints)
     features = np.array(attributes["nodes_featureids"].ints)
@@ -453,27 +551,70 @@ def _fitted_trees(attributes: Mapping[str, Any], fitted: Mapping[bytes, Any]) ->
         leaf = modes[at] == b"LEAF"
         if not np.array_equal(node_ids[at], np.arange(len(at))) or not np.all(modes[at][~leaf] == b"BRANCH_LEQ"):
             return []
-        tree = fitted.get(_tree_key(np.where(leaf, -1, true_ids[at]), np.where(leaf, -1, false_ids[at]),
-                                    np.where(leaf, -2, features[at]), values[at]))
-        if tree is None:
+        structure = _FittedTree(np.where(leaf, -1, true_ids[at]), np.where(leaf, -1, false_ids[at]),
+                                np.where(leaf, -2, features[at]), values, values, None).structure
+        split = ~leaf
+        close = {tree.decisions(double): tree for tree in fitted.get(structure, ())
+                 if _within_float32_steps(values[at][split], (tree.for_float64 if double else tree.for_float32)[split])}
+        if len(close) != 1:  # none, or trees that decide differently (boosting reuses its bins' thresholds)
             return []
-        plan.append((at, tree))
+        plan.append((at, next(iter(close.values()))))
     return plan
 
 
-def _tree_key(left: np.ndarray, right: np.ndarray, feature: np.ndarray, threshold: np.ndarray) -> bytes:
-    """One tree's structure (leaves: children -1, feature -2, no threshold), as bytes to look it up by."""
-    leaf = np.asarray(left) < 0
-    return b"|".join(np.ascontiguousarray(part).tobytes() for part in (
-        np.asarray(left, np.int64), np.asarray(right, np.int64), np.where(leaf, -2, np.asarray(feature, np.int64)),
-        np.where(leaf, np.float32(-2), np.asarray(threshold, np.float32))))
+def _within_float32_steps(stored: np.ndarray, exact: np.ndarray, steps: int = 4) -> bool:
+    """Whether each stored threshold is the exact one or within `steps` float32 spacings of it (a split that sends
+    only missing values one way has an infinite threshold)."""
+    spacing = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        return bool(np.all((stored == exact) | (np.abs(stored - exact) <= steps * spacing)))
 
 
 def _float32_at_most(values: np.ndarray) -> np.ndarray:
-    """Each float64 value as the largest float32 not above it (how skl2onnx stores a threshold for float32 inputs:
-    scikit-learn compares float32 inputs with float64 thresholds)."""
-    nearest = np.asarray(values, np.float64).astype(np.float32)
+    """Each float64 value as the largest float32 not above it (how skl2onnx stores a tree's threshold for float32
+    inputs: scikit-learn compares float32 inputs with float64 thresholds)."""
+    values = np.asarray(values, np.float64)
+    nearest = values.astype(np.float32)
     return np.where(nearest.astype(np.float64) > values, np.nextafter(nearest, np.float32(-np.inf)), nearest)
+
+
+def _float64_switch(below: np.ndarray) -> np.ndarray:
+    """For float32 thresholds F, the largest float64 w with float32(w) <= F: float64 inputs x with x <= w are those
+    scikit-learn's trees (which round x to float32 first) send left. The midpoint between F and the next float32
+    rounds to the even one of the two."""
+    above = np.nextafter(below, np.float32(np.inf))
+    middle = (below.astype(np.float64) + above.astype(np.float64)) / 2
+    even = (below.view(np.int32) & 1) == 0
+    return np.where(even, middle, np.nextafter(middle, -np.inf))
+
+
+def _float_tree_outputs(proto: Any) -> str | None:
+    """With float64 inputs (--input NAME:SHAPE:float64), skl2onnx declares a tree ensemble's scores float64, which
+    ai.onnx.ml's TreeEnsembleRegressor/Classifier cannot give (their scores are float32: onnxruntime refuses to load
+    the model). Such an output becomes the float32 the op gives, cast to the float64 the rest of the graph reads: the
+    thresholds still compare the float64 inputs, and the leaf values were float32 already. Returns a note, or None."""
+    import onnx
+
+    graph = proto.graph
+    declared = {value.name: value.type.tensor_type.elem_type for value in (*graph.output, *graph.value_info)}
+    nodes: list[Any] = []
+    cast = 0
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type not in _TREE_OPS or node.domain != "ai.onnx.ml":
+            continue
+        for index, name in enumerate(node.output):
+            if declared.get(name) == onnx.TensorProto.DOUBLE:
+                node.output[index] = f"{name}_as_float32"
+                nodes.append(onnx.helper.make_node("Cast", [f"{name}_as_float32"], [name], to=onnx.TensorProto.DOUBLE,
+                                                   name=f"mlpack_{name}_as_float64"))
+                cast += 1
+    if not cast:
+        return None
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return (f"{cast} tree-ensemble output{'s' if cast > 1 else ''} computed in float32, as ai.onnx.ml's tree ops "
+            "give them, then cast to float64 (skl2onnx declared float64, which onnxruntime does not load)")
 
 
 def _class_ordered_scores(model: Any, proto: Any) -> str | None:
@@ -540,7 +681,7 @@ class SklearnConverter:
                                   "column for a ColumnTransformer, e.g. --input color:batch,1:str)") from err
         check_ops(proto, source.name, f"skl2onnx {skl2onnx.__version__}")
         ordered, fitted = _class_ordered_scores(model, proto), _trees_as_fitted(model, proto)
-        notes = (*notes, *(note for note in (ordered, fitted) if note))
+        notes = (*notes, *(note for note in (ordered, fitted, _float_tree_outputs(proto)) if note))
         return Conversion(proto, _runner(model, specs), f"skl2onnx {skl2onnx.__version__}", notes,
                           examples=_examples(model, specs), wide_source=True)
 

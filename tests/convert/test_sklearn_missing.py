@@ -52,7 +52,7 @@ def test_trees_fitted_with_missing_values_answer_as_scikit_learn(tmp_path: Path,
     result = convert(tmp_path / "m.joblib", tmp_path / "out" / "m.onnx", options=ConvertOptions(trust_pickle=True))
     assert result.parity is not None and result.parity.passed
     assert "missing values (NaN)" in result.parity.inputs_from
-    assert any("send missing values (NaN) to the child scikit-learn sends them to" in note for note in result.notes)
+    assert any("splits send missing values (NaN) where scikit-learn sends them" in note for note in result.notes)
     session = ort.InferenceSession(str(result.output), providers=["CPUExecutionProvider"])
     answers = session.run(None, {"input": held_out.astype(np.float32)})
     assert np.isnan(held_out).any(axis=1).mean() > 0.6
