@@ -198,7 +198,8 @@ class TorchConverter:
         example = _with_sample_rows(generate(_traced_specs(specs, options.sample_inputs), batch=_EXAMPLE_BATCH).inputs,
                                     specs, options.sample_rows)
         args = _to_tensors(example, specs)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's advice to its own users (a prototype nested-tensor path)
             try:
                 result = module(*args)
                 outputs = _flatten(result)
