@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from mlpk.packager.errors import InputError, InternalError
+from mlpk.packager.onnxrt import error_text
 from mlpk.packager.signature import InputSignature, Signature, make_feed
 
 LABEL_KEYS = ("y", "labels", "label", "y_test", "targets")
@@ -296,7 +297,7 @@ def run(session: Any, data: Feeds, batch: int, names: list[str] | None = None) -
             for name, value in zip(names, session.run(names, feed), strict=True):
                 parts[name].append(as_array(value))
     except Exception as err:  # onnxruntime's own error types
-        raise InputError(f"the model does not run on {data.describe()}: {str(err).splitlines()[0]}",
+        raise InputError(f"the model does not run on {data.describe()}: {error_text(err)[:400]}",
                          hint="check the data's shapes and dtypes against the model's inputs") from err
     return {n: join(p) for n, p in parts.items()}
 

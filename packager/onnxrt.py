@@ -8,9 +8,20 @@ logger's (used while a model loads) are both set.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 FATAL = 4
+
+# Where in onnxruntime's C++ an error was raised: the source file and line, then the function's signature
+# ("/onnxruntime_src/.../reshape_helper.h:45 onnxruntime::ReshapeHelper::ReshapeHelper(const ...&, bool) "), which
+# can fill the 300 characters an error line keeps and push out what follows it (the shapes that did not fit).
+_CPP_WHERE = re.compile(r"\S+\.(?:h|hpp|cc|cpp):\d+ (?:[\w:<>,&*~ ]+\([^)]*\)(?: const)? ?)?")
+
+
+def error_text(err: BaseException) -> str:
+    """onnxruntime's error message on one line, without the C++ file, line and signature it names."""
+    return " ".join(_CPP_WHERE.sub("", str(err)).split()) or type(err).__name__
 
 
 def session_options() -> Any:

@@ -22,6 +22,7 @@ import numpy as np
 
 from mlpk.packager.card import Dim, TensorSpec, graph_inputs, graph_outputs
 from mlpk.packager.errors import InputError
+from mlpk.packager.onnxrt import error_text
 
 if TYPE_CHECKING:
     import onnx
@@ -355,7 +356,7 @@ def probe(signature: Signature, run: Callable[[dict[str, np.ndarray]], object], 
         try:
             run(feed)
         except Exception as err:  # noqa: BLE001 - onnxruntime's untyped errors: this candidate does not run
-            last = " ".join(str(err).split())[:300]
+            last = error_text(err)[:300]
             continue
         return replace(signature, inputs=tuple(replace(item, example_shape=shapes[item.name]) for item in items),
                        examples_from="probe"), None

@@ -431,7 +431,7 @@ def _sized_parity(conversion: Conversion, session: Any, feed: dict[str, np.ndarr
         onnx_out = dict(zip(outputs, (feeds.as_array(v) for v in session.run(outputs, feed)), strict=True))
     except Exception as err:  # onnxruntime's own errors
         raise ConversionError(f"{name}: the ONNX model declares free sizes but fails at {sizes}, where the source "
-                              f"runs ({' '.join(str(err).split())[:300]}); nothing written",
+                              f"runs ({onnxrt.error_text(err)[:300]}); nothing written",
                               hint="export with those axes free (torch: dynamic shapes; --input NAME:SHAPE with "
                                    "names for the free sizes), or declare them fixed") from err
     report = parity.compare(onnx_out, source_out, tolerance, samples=1, inputs_from=f"the first sample at {sizes}")
