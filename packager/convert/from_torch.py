@@ -206,8 +206,12 @@ class TorchConverter:
             except ConversionError:
                 raise
             except Exception as err:  # the model rejects the input spec
+                hint = "check --input NAME:SHAPE:DTYPE against the model"
+                if not options.sample_rows and any(not isinstance(d, int) for s in specs for d in s.shape or ()):
+                    hint += ("; sizes left free are traced at small made sizes (a 4x4 image): pass --sample-data "
+                             "with real inputs to trace at theirs, or give the sizes in --input")
                 raise ConfigError(f"{source.name} rejects inputs {[s.render() for s in specs]}: {_first_line(err)}",
-                                  hint="check --input NAME:SHAPE:DTYPE against the model") from err
+                                  hint=hint) from err
         output_names = _output_names(result, len(outputs))
         proto, exporter, notes, branches = _export(model, module, args, specs, output_names, options.target_opset,
                                                    program=fmt == "torch-export")

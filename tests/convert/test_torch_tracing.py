@@ -103,6 +103,17 @@ class Padded(nn.Module):
         return self.encoder(x, src_key_padding_mask=pad)
 
 
+class WideKernel(nn.Module):
+    """A 9x9 convolution without padding: images of any size from 9x9 up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3))
+
+
 class Dropping(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -358,3 +369,17 @@ def test_masks_padded_at_the_end_refuse_a_transformer_that_answers_otherwise_the
                                               r"answers otherwise"):
         convert(tmp_path / "padded.pt", tmp_path / "out" / "padded.onnx", options=options)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_free_sizes_too_small_for_the_model_name_the_sample_data_way(classes, tmp_path: Path) -> None:
+    """Sizes left free are traced at small made sizes, which a model may not take (timm's convnext on a 4x4 image);
+    the hint names --sample-data, whose sizes the trace then takes, and with it the model converts."""
+    from mlpk.packager.errors import ConfigError
+
+    source, options = _saved(classes, tmp_path, "WideKernel", "x:batch,3,h,w:float32")
+    with pytest.raises(ConfigError, match="rejects inputs") as refused:
+        convert(source, tmp_path / "out" / "m.onnx", options=options)
+    assert "pass --sample-data with real inputs to trace at theirs" in refused.value.hint
+    np.savez(tmp_path / "images.npz", x=np.random.default_rng(0).random((4, 3, 24, 24)).astype(np.float32))
+    result = convert(source, tmp_path / "out" / "m.onnx", options=options, sample_data=tmp_path / "images.npz")
+    assert result.parity is not None and result.parity.passed
