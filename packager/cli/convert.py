@@ -64,7 +64,8 @@ def convert(ctx: click.Context, model: Path, output: Path | None, inputs: tuple[
     with the source framework, and write it with its model card (nothing is written if any step fails).
 
     The format is read from the file's content. Keras 3 .keras files go through Keras's own SavedModel export,
-    then tf2onnx. PyTorch: the dynamo exporter first, the TorchScript-based one as fallback (reason in the card)."""
+    then tf2onnx. PyTorch: the dynamo exporter first, the TorchScript-based one when it fails or its model is
+    refused (reason in the card)."""
     options = ConvertOptions(inputs=tuple(parse_input(text) for text in inputs), opset=opset, model_class=model_class,
                              model_args=parse_model_args(model_args), trust_pickle=trust_pickle, zipmap=zipmap)
     result = run(model, output, options=options, sample_data=sample_data, tolerance=tolerance, ort_version=ort_version)

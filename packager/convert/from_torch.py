@@ -136,7 +136,9 @@ def _dims(specs: Sequence[TensorSpec]) -> tuple[dict[int, Any], ...]:
 
 
 def _export(model: Any, callable_: Any, args: tuple[Any, ...], specs: Sequence[TensorSpec], output_names: list[str],
-            opset: int, *, program: bool) -> tuple[Any, str, tuple[str, ...], tuple[str, ...]]:
+            opset: int, *, program: bool) -> tuple[Any, str, tuple[str, ...], tuple[str, ...], bool]:
+    """The dynamo exporter's model, else the TorchScript-based exporter's: (model, exporter, notes, branches,
+    whether the dynamo exporter made it)."""
     torch = import_torch()
     names = [s.name for s in specs]
     for name in ["torch", *(n for n in logging.root.manager.loggerDict if n.startswith("torch."))]:
@@ -148,28 +150,40 @@ def _export(model: Any, callable_: Any, args: tuple[Any, ...], specs: Sequence[T
                 exported = torch.onnx.export(model, args, dynamo=True, input_names=names,
                                              output_names=output_names, opset_version=opset, verbose=False,
                                              dynamic_shapes=None if program else _dims(specs))
-            return exported.model_proto, f"torch.onnx dynamo exporter (torch {torch.__version__})", (), ()
+            return exported.model_proto, f"torch.onnx dynamo exporter (torch {torch.__version__})", (), (), True
         except Exception as err:  # noqa: BLE001 - any dynamo failure sends us to the fallback, with its reason
             dynamo_failure = _first_line(err)
-        import onnx
+    try:
+        proto, exporter, branches = _script_export(callable_, args, specs, output_names, opset)
+    except ConversionError as err:
+        raise ConversionError(f"{err.message} (the dynamo exporter failed first: {dynamo_failure})",
+                              hint=err.hint) from err
+    return proto, exporter, (f"dynamo exporter failed ({dynamo_failure}); used the TorchScript-based exporter",), \
+        branches, False
 
-        axes = {s.name: {i: (d if isinstance(d, str) else "batch" if i == 0 else f"{s.name}_{i}")
-                         for i, d in enumerate(s.shape or ()) if not isinstance(d, int)} for s in specs}
-        axes.update({name: {0: "batch"} for name in output_names})
-        buffer = io.BytesIO()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("ignore")
-            warnings.simplefilter("always", torch.jit.TracerWarning)
-            try:
-                torch.onnx.export(callable_, args, buffer, dynamo=False, input_names=names,
-                                  output_names=output_names, dynamic_axes=axes, opset_version=min(opset, 20))
-            except Exception as err:  # the exporter's own errors name the unsupported op
-                raise ConversionError(f"torch.onnx cannot export the model: {_first_line(err)} (the dynamo "
-                                      f"exporter failed first: {dynamo_failure})",
-                                      hint="replace the unsupported op, or export with a newer torch") from err
-    reason = f"dynamo exporter failed ({dynamo_failure}); used the TorchScript-based exporter"
+
+def _script_export(callable_: Any, args: tuple[Any, ...], specs: Sequence[TensorSpec], output_names: list[str],
+                   opset: int) -> tuple[Any, str, tuple[str, ...]]:
+    """The TorchScript-based exporter's model: (model, exporter, branches its trace froze)."""
+    import onnx
+
+    torch = import_torch()
+    names = [s.name for s in specs]
+    axes = {s.name: {i: (d if isinstance(d, str) else "batch" if i == 0 else f"{s.name}_{i}")
+                     for i, d in enumerate(s.shape or ()) if not isinstance(d, int)} for s in specs}
+    axes.update({name: {0: "batch"} for name in output_names})
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        try:
+            torch.onnx.export(callable_, args, buffer, dynamo=False, input_names=names,
+                              output_names=output_names, dynamic_axes=axes, opset_version=min(opset, 20))
+        except Exception as err:  # the exporter's own errors name the unsupported op
+            raise ConversionError(f"torch.onnx cannot export the model: {_first_line(err)}",
+                                  hint="replace the unsupported op, or export with a newer torch") from err
     exporter = f"torch.onnx TorchScript exporter (torch {torch.__version__})"
-    return onnx.load_from_string(buffer.getvalue()), exporter, (reason,), _bool_conversions(caught)
+    return onnx.load_from_string(buffer.getvalue()), exporter, _bool_conversions(caught)
 
 
 # What torch's TracerWarning says when a tensor becomes a Python value the trace then holds as a constant.
@@ -213,15 +227,22 @@ class TorchConverter:
                 raise ConfigError(f"{source.name} rejects inputs {[s.render() for s in specs]}: {_first_line(err)}",
                                   hint=hint) from err
         output_names = _output_names(result, len(outputs))
-        proto, exporter, notes, branches = _export(model, module, args, specs, output_names, options.target_opset,
-                                                   program=fmt == "torch-export")
+        proto, exporter, notes, branches, dynamo = _export(model, module, args, specs, output_names,
+                                                           options.target_opset, program=fmt == "torch-export")
         check_ops(proto, source.name, exporter)
 
         def run(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
             with torch.no_grad():
                 return _flatten(module(*_to_tensors(inputs, specs)))
 
-        return Conversion(proto, run, exporter, (*loaded.notes, *notes), branches=branches)
+        def script() -> Conversion:
+            """The TorchScript-based exporter's conversion, for a dynamo model convert refuses."""
+            other, name, frozen = _script_export(module, args, specs, output_names, options.target_opset)
+            check_ops(other, source.name, name)
+            return Conversion(other, run, name, loaded.notes, branches=frozen)
+
+        return Conversion(proto, run, exporter, (*loaded.notes, *notes), branches=branches,
+                          fallback=script if dynamo else None)
 
 
 CONVERTER = TorchConverter()

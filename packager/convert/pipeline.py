@@ -482,10 +482,32 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
 
     converter = for_format(fmt)
     conversion = converter.convert(source, fmt, options)
+    checked = (source, fmt, destination, options, sample_data, tolerance, ort_version, name)
+    try:
+        return _checked(conversion, *checked)
+    except (ValidationError, ConversionError) as refused:
+        if conversion.fallback is None:
+            raise
+        first = refused
+    try:  # another exporter's model, checked alike; the first refusal is the one told if this one fails too
+        other = conversion.fallback()
+        note = (f"{conversion.exporter} made a model that was refused ({' '.join(first.message.split())[:200]}); "
+                f"this model is from {other.exporter}")
+        return _checked(other, *checked, lead=(note,))
+    except (ValidationError, ConversionError, ConfigError):
+        raise first from None
+
+
+def _checked(conversion: Conversion, source: Path, fmt: Format, destination: Path, options: ConvertOptions,
+             sample_data: Path | None, tolerance: parity.Tolerance | str | None, ort_version: str | None,
+             name: str | None, *, lead: tuple[str, ...] = ()) -> ConvertResult:
+    """The rest of convert() for one conversion: rewrites, parity and its variations, the card, the files. `lead`:
+    notes that come first (why this conversion and not another)."""
+    converter = for_format(fmt)
     model = conversion.model
     upstream = cards.from_model(model, origin=source.name)  # an ONNX model mlpack converted before
     specs.name_batch_axis(model)
-    notes = list(conversion.notes)
+    notes = [*lead, *conversion.notes]
     classes: dict[str, Any] = {}
     if not options.zipmap:
         note, classes = rewrite.tensor_zipmaps(model)

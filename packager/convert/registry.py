@@ -64,6 +64,9 @@ class Conversion:
     # its example took. Parity then also runs on the inputs varied (scaled, negated, zeroed), where a frozen branch
     # answers otherwise (pipeline._varied_parity).
     branches: tuple[str, ...] = ()
+    # Another exporter's conversion of the same model, made when called: convert takes it when this one's model is
+    # refused (the dynamo exporter may keep a traced size in a Reshape where the TorchScript-based one does not).
+    fallback: Callable[[], Conversion] | None = None
 
 
 @dataclass(frozen=True, slots=True)

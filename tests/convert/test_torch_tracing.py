@@ -114,6 +114,19 @@ class WideKernel(nn.Module):
         return self.conv(x).mean(dim=(2, 3))
 
 
+class TimeMajor(nn.Module):
+    """A GRU over [seq, batch, features] (batch_first=False, PyTorch's default) giving every step's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(8, 6)
+        self.head = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps, _ = self.rnn(x)
+        return self.head(steps)
+
+
 class Dropping(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -383,3 +396,26 @@ def test_free_sizes_too_small_for_the_model_name_the_sample_data_way(classes, tm
     np.savez(tmp_path / "images.npz", x=np.random.default_rng(0).random((4, 3, 24, 24)).astype(np.float32))
     result = convert(source, tmp_path / "out" / "m.onnx", options=options, sample_data=tmp_path / "images.npz")
     assert result.parity is not None and result.parity.passed
+
+
+def test_a_dynamo_model_that_is_refused_gives_way_to_the_torchscript_one(classes, tmp_path: Path) -> None:
+    """The dynamo exporter keeps the traced length of a time-major GRU in a Reshape: [12, 4, 5] came back as
+    [2, 24, 5] (refused: laid out otherwise). The TorchScript-based exporter's model passes every check and is
+    written, with a note that says why; it answers as PyTorch at other lengths and batch sizes."""
+    import onnxruntime as ort
+    import torch
+
+    source, options = _saved(classes, tmp_path, "TimeMajor", "x:seq,batch,8:float32")
+    result = convert(source, tmp_path / "out" / "m.onnx", options=options)
+    assert "TorchScript" in result.exporter
+    assert result.notes[0].startswith("torch.onnx dynamo exporter") and "laid out otherwise" in result.notes[0]
+    model = classes.TimeMajor()
+    model.load_state_dict(torch.load(source))
+    session = ort.InferenceSession(str(result.output), providers=["CPUExecutionProvider"])
+    for seq, batch in ((12, 4), (7, 1), (30, 16)):
+        x = np.random.default_rng(seq).standard_normal((seq, batch, 8)).astype(np.float32)
+        with torch.no_grad():
+            expected = model.eval()(torch.from_numpy(x)).numpy()
+        got = session.run(None, {"x": x})[0]
+        assert got.shape == expected.shape == (seq, batch, 5)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
