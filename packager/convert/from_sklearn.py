@@ -12,6 +12,7 @@ the source was fitted on from those columns (a DataFrame needs pandas, part of t
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Mapping
@@ -319,7 +320,7 @@ def _seen_ranges(est: Any, width: int) -> tuple[np.ndarray, np.ndarray, str] | N
         told = f"{name} bin thresholds"
     elif any(True for _ in _trees(est)):
         for tree, columns in _trees(est):
-            split = tree.feature >= 0
+            split = (tree.feature >= 0) & np.isfinite(tree.threshold)  # infinite: NaN one way, the rest the other
             features = tree.feature[split] if columns is None else columns[tree.feature[split]]
             np.fmin.at(low, features, tree.threshold[split])
             np.fmax.at(high, features, tree.threshold[split])
@@ -360,7 +361,7 @@ def _examples(model: Any, specs: list[TensorSpec]) -> Examples | None:
         return None
     low, high, told = seen
     known = np.isfinite(low) & np.isfinite(high)
-    span = np.where(known, high - low, 0.0)
+    span = np.where(known, np.where(known, high, 0.0) - np.where(known, low, 0.0), 0.0)
     span = np.where(span > 0, span, np.maximum(np.abs(np.where(known, low, 0.0)), 1.0) * 0.1)
     values = rng.uniform(np.where(known, low, 0.0) - span / 10, np.where(known, high, 0.0) + span / 10,
                          size=(EXAMPLE_ROWS, width))
@@ -443,6 +444,26 @@ def _fitted_trees(model: Any) -> list[_FittedTree]:
                                          _float32_at_most(threshold),
                                          threshold, nodes["missing_go_to_left"]))
     return found
+
+
+@contextlib.contextmanager
+def _finite_switch_points() -> Iterator[None]:
+    """skl2onnx looks for the float64 switch point of each tree threshold when inputs are float64, by bisection,
+    which never ends for an infinite threshold (a split that sends only missing values one way: a decision tree
+    fitted on data with NaN hung `mlpack convert --input NAME:SHAPE:float64`). While skl2onnx converts, an infinite
+    threshold is kept as it is; _trees_as_fitted then sets every threshold of a tree it matches."""
+    from skl2onnx.common import tree_ensemble
+
+    original = tree_ensemble.sklearn_threshold
+
+    def threshold(value: Any, dtype: Any, mode: str) -> Any:
+        return value if not np.isfinite(value) else original(value, dtype, mode)
+
+    tree_ensemble.sklearn_threshold = threshold
+    try:
+        yield
+    finally:
+        tree_ensemble.sklearn_threshold = original
 
 
 def _trees_as_fitted(model: Any, proto: Any) -> str | None:
@@ -666,8 +687,9 @@ class SklearnConverter:
         specs, notes = _input_specs(source, model, options)
         types = _initial_types(specs)
         try:
-            proto = skl2onnx.to_onnx(model, initial_types=types, options=_options(model, options.zipmap),
-                                     target_opset={"": options.target_opset, "ai.onnx.ml": 3})
+            with _finite_switch_points():
+                proto = skl2onnx.to_onnx(model, initial_types=types, options=_options(model, options.zipmap),
+                                         target_opset={"": options.target_opset, "ai.onnx.ml": 3})
         except Exception as err:  # skl2onnx raises RuntimeError/ValueError/MissingShapeCalculator
             missing = type(err).__name__ in ("MissingConverter", "MissingShapeCalculator")
             setting = isinstance(err, NotImplementedError) or "supported" in str(err)

@@ -87,3 +87,30 @@ def test_a_model_that_refuses_nan_is_checked_without_it(tmp_path: Path) -> None:
     result = convert(tmp_path / "m.joblib", tmp_path / "out" / "m.onnx", options=ConvertOptions(trust_pickle=True))
     assert result.parity is not None and result.parity.passed
     assert "ranges the model saw" in result.parity.inputs_from and "NaN" not in result.parity.inputs_from
+
+
+def test_trees_fitted_with_missing_values_take_float64_inputs(tmp_path: Path) -> None:
+    """A split that sends only missing values one way has an infinite threshold, on which skl2onnx's search for the
+    float64 switch point never ended: `--input NAME:SHAPE:float64` hung. It converts, and answers as scikit-learn on
+    held-out float64 rows with NaN."""
+    import onnxruntime as ort
+
+    from mlpk.packager.convert.specs import parse_input
+
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+    from sklearn.tree import DecisionTreeClassifier
+
+    x, y = load_breast_cancer(return_X_y=True)
+    train, held_out, labels, _ = train_test_split(x, y, test_size=0.3, random_state=0)
+    for part, seed in ((train, 0), (held_out, 1)):
+        part[np.random.default_rng(seed).random(part.shape) < 0.1] = np.nan
+    model = DecisionTreeClassifier(random_state=0).fit(train, labels)
+    assert np.isinf(model.tree_.threshold).any()  # the split the search hung on
+    joblib.dump(model, tmp_path / "m.joblib")
+    options = ConvertOptions(trust_pickle=True, inputs=(parse_input(f"input:batch,{held_out.shape[1]}:float64"),))
+    result = convert(tmp_path / "m.joblib", tmp_path / "out" / "m.onnx", options=options)
+    label, probabilities = ort.InferenceSession(str(result.output), providers=["CPUExecutionProvider"]).run(
+        None, {"input": held_out})
+    assert label.tolist() == model.predict(held_out).tolist()
+    np.testing.assert_allclose(probabilities, model.predict_proba(held_out), atol=1e-6)
