@@ -161,8 +161,10 @@ def _is_score_tensor(name: str, array: np.ndarray) -> bool:
     return array.dtype.kind == "f" and array.ndim == 2 and array.shape[1] > 1
 
 
-def compare_output(name: str, onnx_out: np.ndarray, source_out: np.ndarray, tolerance: Tolerance) -> OutputParity:
-    """Figures and verdict for one output pair (ONNX result first, source result second)."""
+def compare_output(name: str, onnx_out: np.ndarray, source_out: np.ndarray, tolerance: Tolerance, *,
+                   ties: np.ndarray | None = None) -> OutputParity:
+    """Figures and verdict for one output pair (ONNX result first, source result second). `ties`: rows where the
+    source's class scores tie (_tied_rows), whose labels agree whichever class each side names."""
     onnx_out, source_out = np.asarray(onnx_out), np.asarray(source_out)
     if onnx_out.size != source_out.size:
         raise ValidationError(f"output {name!r}: ONNX gives shape {onnx_out.shape}, the source {source_out.shape}",
@@ -178,6 +180,8 @@ def compare_output(name: str, onnx_out: np.ndarray, source_out: np.ndarray, tole
     source_out = source_out.reshape(onnx_out.shape)
     if onnx_out.dtype.kind in "USO" or source_out.dtype.kind in "USO":
         same = onnx_out.astype(str) == source_out.astype(str)
+        if ties is not None and len(ties) == same.size:
+            same = same | ties.reshape(same.shape)
         matching = float(same.mean()) if same.size else 1.0
         # Strings have no distance: the error figures are 0 when all match and 1 otherwise (JSON-safe, unlike inf).
         mismatch = 0.0 if same.all() else 1.0
@@ -199,7 +203,10 @@ def compare_output(name: str, onnx_out: np.ndarray, source_out: np.ndarray, tole
     close = bool(np.all(diff <= tolerance.atol + tolerance.rtol * np.abs(want)))
     agreement: float | None = None
     if _is_label_tensor(source_out):
-        agreement = float(np.mean(onnx_out.ravel() == source_out.ravel())) if onnx_out.size else 1.0
+        same = onnx_out.ravel() == source_out.ravel()
+        if ties is not None and len(ties) == same.size:
+            same = same | ties
+        agreement = float(np.mean(same)) if onnx_out.size else 1.0
         close = close or agreement >= tolerance.agreement  # integer labels: agreement is the figure that counts
     elif _is_score_tensor(name, source_out):
         # A row whose two best source scores are within tolerance of each other is a tie, not a decision: either
@@ -238,5 +245,20 @@ def compare(onnx_outputs: Mapping[str, Any], source_outputs: Sequence[Any] | Map
         pairs = list(zip(names, source_outputs, strict=False))
     if not pairs:
         raise InternalError(f"the source gave no outputs to compare with the ONNX model's {names}")
-    results = tuple(compare_output(name, _flat(onnx_outputs[name]), _flat(ref), tolerance) for name, ref in pairs)
+    ties = _tied_rows([_flat(ref) for _, ref in pairs], tolerance)
+    results = tuple(compare_output(name, _flat(onnx_outputs[name]), _flat(ref), tolerance, ties=ties)
+                    for name, ref in pairs)
     return ParityReport(results, tolerance, samples, inputs_from, tuple(names[len(pairs):]))
+
+
+def _tied_rows(source_outputs: Sequence[np.ndarray], tolerance: Tolerance) -> np.ndarray | None:
+    """The rows where the source's class scores (its first output of 2-D floats with several columns) tie: the two
+    best within tolerance of each other (a forest of 100 trees voting 50/50). Either class is a faithful label for
+    such a row; scikit-learn takes the first, and onnxruntime's sum of votes, 0.49999994 against 0.50000006, the
+    other. None without class scores."""
+    scores = next((array for array in source_outputs if array.dtype.kind == "f" and array.ndim == 2 and
+                   array.shape[1] > 1), None)
+    if scores is None:
+        return None
+    top2 = np.sort(scores.astype(np.float64), axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]) <= tolerance.atol + tolerance.rtol * np.abs(top2[:, 1])

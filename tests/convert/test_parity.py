@@ -149,3 +149,20 @@ def test_the_same_values_laid_out_otherwise_are_refused() -> None:
     assert "--input NAME:SHAPE:DTYPE" in refused.value.hint
     assert compare_output("label", np.arange(4).reshape(4, 1), np.arange(4), Tolerance()).passed
     assert compare_output("y", steps.reshape(1, 12, 4, 5), steps, Tolerance()).passed
+
+
+def test_labels_of_tied_rows_agree_whichever_class_they_name() -> None:
+    """A forest of 100 trees voting 50/50: scikit-learn names the first class, onnxruntime's sum of votes
+    (0.49999994 against 0.50000006) the other. Either is a faithful label for that row; a row that is not tied is
+    not excused."""
+    probabilities = np.array([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]])
+    onnx_probabilities = np.array([[0.49999994, 0.50000006], [0.9, 0.1], [0.2, 0.8]], dtype=np.float32)
+    report = compare({"label": np.array([1, 0, 1]), "probabilities": onnx_probabilities},
+                     [np.array([0, 0, 1]), probabilities], Tolerance(), samples=3, inputs_from="x")
+    assert report.passed and report.outputs[0].agreement == 1.0
+    strings = compare({"label": np.array(["b", "a", "b"], dtype=object), "probabilities": onnx_probabilities},
+                      [np.array(["a", "a", "b"]), probabilities], Tolerance(), samples=3, inputs_from="x")
+    assert strings.passed
+    untied = compare({"label": np.array([0, 1, 1]), "probabilities": onnx_probabilities},
+                     [np.array([0, 0, 1]), probabilities], Tolerance(), samples=3, inputs_from="x")
+    assert not untied.passed and untied.outputs[0].agreement == pytest.approx(2 / 3)
