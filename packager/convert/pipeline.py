@@ -70,12 +70,19 @@ def _session(path: Path, name: str, model: Any, kind: str) -> Any:
                                        "libraries: export the model again with standard ONNX operators only") from err
         text = re.sub(r"Load model from .*? failed:\s*", "", str(err)).replace(str(path.parent), "")
         locale = re.search(r"Failed to construct locale with name:\s*([\w.@-]+)", text)
+        import onnx
+
+        doubles = kind != "onnx" and "tensor(double)" in text and any(
+            value.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE for value in model.graph.input)
         hint = f"the model's StringNormalizer asks for the locale {locale.group(1)}, which this machine lacks, as " \
             "mlpack's slim images do (they carry C.UTF-8): set the node's `locale` attribute to C.UTF-8 and " \
             "convert that file" if locale else \
             "an op or type this onnxruntime lacks: change that node of the model (e.g. to float32 tensors)" \
-            if kind == "onnx" else ("an op or type this onnxruntime lacks; another opset may map it differently: "
-                                    "mlpack convert MODEL --opset N, then use the .onnx it writes")
+            if kind == "onnx" else \
+            "the converter's float64 form of this model has an op that onnxruntime runs in float32 only: convert " \
+            "with float32 inputs (--input NAME:SHAPE:float32, or no --input)" if doubles else \
+            ("an op or type this onnxruntime lacks; another opset may map it differently: "
+             "mlpack convert MODEL --opset N, then use the .onnx it writes")
         raise ConversionError(f"{name}: onnxruntime {ort.__version__} cannot load the converted model "
                               f"({' '.join(text.split())[:400]})", hint=hint) from err
 

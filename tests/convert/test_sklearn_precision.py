@@ -218,3 +218,19 @@ def test_histogram_boosting_sends_a_float32_input_on_its_threshold_as_scikit_lea
     assert len(probe) > 100
     got = ort.InferenceSession(str(result.output), providers=["CPUExecutionProvider"]).run(None, {"input": probe})[0]
     np.testing.assert_allclose(got.ravel(), model.predict(probe.astype(np.float64)), rtol=1e-5, atol=1e-5)
+
+
+def test_a_float64_form_onnxruntime_cannot_load_says_so(tmp_path: Path) -> None:
+    """GradientBoostingClassifier with float64 inputs: skl2onnx's model declares float64 probabilities, which the
+    tree op does not give, and onnxruntime refuses to load it; the hint said another --opset might help."""
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    from mlpk.packager.errors import ConversionError
+
+    x, y = load_iris(return_X_y=True)
+    joblib.dump(GradientBoostingClassifier(n_estimators=10, random_state=0).fit(x, y), tmp_path / "m.joblib")
+    options = ConvertOptions(trust_pickle=True, inputs=(parse_input("input:batch,4:float64"),))
+    with pytest.raises(ConversionError, match="cannot load the converted model") as refused:
+        convert(tmp_path / "m.joblib", tmp_path / "out" / "m.onnx", options=options)
+    assert "float32 only: convert with float32 inputs" in refused.value.hint and "--opset" not in refused.value.hint
