@@ -193,8 +193,12 @@ def _options(model: Any, zipmap: bool) -> dict[int, dict[str, Any]]:
             pattern = _TOKEN_PATTERNS.get(est.token_pattern) if est.analyzer == "word" else None
             if pattern is not None and est.tokenizer is None:
                 options[id(est)]["tokenexp"] = pattern
-        elif is_classifier(est) and not hasattr(est, "steps") and "zipmap" in _allowed_options(est):
-            options[id(est)] = {"zipmap": zipmap}
+        elif is_classifier(est) and not hasattr(est, "steps"):
+            allowed = _allowed_options(est)
+            if "zipmap" in allowed:
+                options[id(est)] = {"zipmap": zipmap}
+            elif "nocl" in allowed:  # skl2onnx's default, named: with no option of its own, skl2onnx's pipeline
+                options[id(est)] = {"nocl": False}  # parser asks LinearSVC for a ZipMap it cannot make
     return options
 
 
@@ -662,6 +666,36 @@ def _class_ordered_scores(model: Any, proto: Any) -> str | None:
             "order (skl2onnx's SVMClassifier gives [d, -d])")
 
 
+def _binary_score_columns(model: Any, proto: Any) -> str | None:
+    """A binary classifier without probabilities whose scores skl2onnx gives as one column, d = decision_function
+    (LinearSVC): the output becomes [-d, d], a column per class in class order, as the source runner gives them
+    and as a binary SVC's are; the note says so."""
+    from sklearn.base import is_classifier
+
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    if not is_classifier(final) or hasattr(final, "predict_proba") or len(getattr(final, "classes_", ())) != 2 or \
+            len(proto.graph.output) < 2:
+        return None
+    output = proto.graph.output[1]
+    dims = output.type.tensor_type.shape.dim
+    if len(dims) != 2 or dims[1].dim_value != 1:
+        return None
+    import onnx
+
+    scores = output.name
+    producer = next((node for node in proto.graph.node if scores in node.output), None)
+    if producer is None:
+        return None
+    raw = f"{scores}_one_column"
+    producer.output[list(producer.output).index(scores)] = raw
+    proto.graph.node.extend([
+        onnx.helper.make_node("Neg", [raw], [f"{raw}_negated"], name="mlpack_first_class_score"),
+        onnx.helper.make_node("Concat", [f"{raw}_negated", raw], [scores], axis=1, name="mlpack_score_per_class")])
+    dims[1].dim_value = 2
+    return (f"'{scores}' of the binary {type(final).__name__} holds decision_function as [-d, d], a column per class "
+            "in class order (skl2onnx gives d alone)")
+
+
 class SklearnConverter:
     kind = "sklearn"
     formats: tuple[Format, ...] = ("pickle",)
@@ -703,7 +737,8 @@ class SklearnConverter:
                                   "column for a ColumnTransformer, e.g. --input color:batch,1:str)") from err
         check_ops(proto, source.name, f"skl2onnx {skl2onnx.__version__}")
         ordered, fitted = _class_ordered_scores(model, proto), _trees_as_fitted(model, proto)
-        notes = (*notes, *(note for note in (ordered, fitted, _float_tree_outputs(proto)) if note))
+        extra = (ordered, _binary_score_columns(model, proto), fitted, _float_tree_outputs(proto))
+        notes = (*notes, *(note for note in extra if note))
         return Conversion(proto, _runner(model, specs), f"skl2onnx {skl2onnx.__version__}", notes,
                           examples=_examples(model, specs), wide_source=True)
 

@@ -61,3 +61,37 @@ def test_binary_svm_scores_are_in_class_order(tmp_path: Path, kind: str) -> None
     label, scores = ort.InferenceSession(str(result.output)).run(None, {"input": x[400:].astype(np.float32)})
     assert (scores.argmax(axis=1) == label).all() and (label == model.predict(x[400:])).mean() > 0.99
     np.testing.assert_allclose(scores[:, 1], model.decision_function(x[400:]), atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["scaled-binary", "text-3-classes"])
+def test_linear_svc_in_a_pipeline_converts(tmp_path: Path, kind: str) -> None:
+    """A LinearSVC as a pipeline's last step (TfidfVectorizer + LinearSVC, the usual text classifier): skl2onnx's
+    pipeline parser asked it for a ZipMap option it lacks (NameError), and the conversion was refused. Binary, its
+    one score column becomes [-d, d], a column per class. Labels and scores as scikit-learn on held-out inputs."""
+    import onnxruntime as ort
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    if kind == "scaled-binary":
+        x, y = load_breast_cancer(return_X_y=True)
+        model, held_out = make_pipeline(StandardScaler(), LinearSVC(random_state=0)).fit(x[:400], y[:400]), x[400:]
+        feed = held_out.astype(np.float32)
+    else:
+        docs = ["good movie great plot", "bad movie awful plot", "a film about cats", "great film", "awful acting",
+                "cats and dogs film", "the plot was good", "terrible bad acting", "a documentary on dogs"] * 3
+        labels = [1, 0, 2, 1, 0, 2, 1, 0, 2] * 3
+        model = make_pipeline(TfidfVectorizer(), LinearSVC(random_state=0)).fit(docs, labels)
+        held_out = ["a great plot", "awful film", "dogs", "good acting and a bad plot"]
+        feed = np.array(held_out, dtype=object).reshape(-1, 1)
+    joblib.dump(model, tmp_path / "m.joblib")
+    result = convert(tmp_path / "m.joblib", tmp_path / "out" / "m.onnx", options=ConvertOptions(trust_pickle=True))
+    assert result.parity is not None and result.parity.passed
+    label, scores = ort.InferenceSession(str(result.output), providers=["CPUExecutionProvider"]).run(
+        None, {"input": feed})
+    assert label.tolist() == model.predict(held_out).tolist()
+    margins = model.decision_function(held_out)
+    np.testing.assert_allclose(scores, np.stack([-margins, margins], axis=1) if margins.ndim == 1 else margins,
+                               atol=1e-4)
