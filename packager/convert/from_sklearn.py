@@ -622,6 +622,20 @@ def _float_tree_outputs(proto: Any) -> str | None:
 
     graph = proto.graph
     declared = {value.name: value.type.tensor_type.elem_type for value in (*graph.output, *graph.value_info)}
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def declared_as(name: str) -> int | None:
+        """The type `name` is declared, or the one the Identity nodes that alone read it pass it on as (a
+        GradientBoostingClassifier's scores reach `probabilities` through one)."""
+        if name in declared:
+            return declared[name]
+        passed = readers.get(name, [])
+        ends = {declared_as(node.output[0]) for node in passed if node.op_type == "Identity"}
+        return ends.pop() if len(ends) == 1 and all(node.op_type == "Identity" for node in passed) else None
+
     nodes: list[Any] = []
     cast = 0
     for node in graph.node:
@@ -629,7 +643,7 @@ def _float_tree_outputs(proto: Any) -> str | None:
         if node.op_type not in _TREE_OPS or node.domain != "ai.onnx.ml":
             continue
         for index, name in enumerate(node.output):
-            if declared.get(name) == onnx.TensorProto.DOUBLE:
+            if declared_as(name) == onnx.TensorProto.DOUBLE:
                 node.output[index] = f"{name}_as_float32"
                 nodes.append(onnx.helper.make_node("Cast", [f"{name}_as_float32"], [name], to=onnx.TensorProto.DOUBLE,
                                                    name=f"mlpack_{name}_as_float64"))

@@ -165,23 +165,26 @@ def test_a_setting_skl2onnx_cannot_express_is_named_as_such(tmp_path: Path) -> N
     assert "no ONNX form for a setting" in refused.value.hint and "--input" not in refused.value.hint
 
 
-@pytest.mark.parametrize("kind", ["hgb-regressor", "scaler-forest"])
+@pytest.mark.parametrize("kind", ["hgb-regressor", "scaler-forest", "gradient-boosting"])
 def test_trees_take_float64_inputs_exactly(tmp_path: Path, kind: str) -> None:
-    """The float64 way out the refusal names (--input NAME:SHAPE:float64) for trees: histogram boosting did not load
-    (skl2onnx declared float64 scores, which ai.onnx.ml's tree ops do not give), and every tree compared float64
-    inputs with float32 thresholds (a StandardScaler and RandomForest: 9 of 54 held-out wine rows apart; the boosting:
-    3 of 133 diabetes rows, up to 5.2). Both now answer as scikit-learn on held-out float64 rows."""
+    """The float64 way out the refusal names (--input NAME:SHAPE:float64) for trees: histogram boosting and
+    gradient boosting classifiers did not load (skl2onnx declared float64 scores, which ai.onnx.ml's tree ops do not
+    give), and every tree compared float64 inputs with float32 thresholds (a StandardScaler and RandomForest: 9 of
+    54 held-out wine rows apart; the boosting: 3 of 133 diabetes rows, up to 5.2). All now answer as scikit-learn
+    on held-out float64 rows."""
     import onnxruntime as ort
     from sklearn.datasets import load_diabetes, load_wine
-    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
+    from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingRegressor, RandomForestClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     x, y = load_diabetes(return_X_y=True) if kind == "hgb-regressor" else load_wine(return_X_y=True)
     order = np.random.default_rng(0).permutation(len(x))
     train, held_out = order[: len(x) * 7 // 10], order[len(x) * 7 // 10:]
-    model = (HistGradientBoostingRegressor(max_iter=50, random_state=0) if kind == "hgb-regressor" else
-             make_pipeline(StandardScaler(), RandomForestClassifier(100, random_state=0))).fit(x[train], y[train])
+    model = {"hgb-regressor": HistGradientBoostingRegressor(max_iter=50, random_state=0),
+             "scaler-forest": make_pipeline(StandardScaler(), RandomForestClassifier(100, random_state=0)),
+             "gradient-boosting": GradientBoostingClassifier(n_estimators=30, random_state=0)}[kind]
+    model.fit(x[train], y[train])
     joblib.dump(model, tmp_path / "m.joblib")
     spec = parse_input(f"input:batch,{x.shape[1]}:float64")
     result = convert(tmp_path / "m.joblib", tmp_path / "out" / "m.onnx",
@@ -221,15 +224,15 @@ def test_histogram_boosting_sends_a_float32_input_on_its_threshold_as_scikit_lea
 
 
 def test_a_float64_form_onnxruntime_cannot_load_says_so(tmp_path: Path) -> None:
-    """GradientBoostingClassifier with float64 inputs: skl2onnx's model declares float64 probabilities, which the
-    tree op does not give, and onnxruntime refuses to load it; the hint said another --opset might help."""
+    """AdaBoostClassifier with float64 inputs: skl2onnx's model mixes float32 tree scores and float64 weights in a
+    Where, and onnxruntime refuses to load it; the hint said another --opset might help."""
     from sklearn.datasets import load_iris
-    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.ensemble import AdaBoostClassifier
 
     from mlpk.packager.errors import ConversionError
 
     x, y = load_iris(return_X_y=True)
-    joblib.dump(GradientBoostingClassifier(n_estimators=10, random_state=0).fit(x, y), tmp_path / "m.joblib")
+    joblib.dump(AdaBoostClassifier(n_estimators=10, random_state=0).fit(x, y), tmp_path / "m.joblib")
     options = ConvertOptions(trust_pickle=True, inputs=(parse_input("input:batch,4:float64"),))
     with pytest.raises(ConversionError, match="cannot load the converted model") as refused:
         convert(tmp_path / "m.joblib", tmp_path / "out" / "m.onnx", options=options)
