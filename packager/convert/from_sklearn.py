@@ -419,8 +419,12 @@ class _FittedTree:
 
     @property
     def structure(self) -> bytes:
-        return b"|".join(np.ascontiguousarray(part, np.int64).tobytes() for part in (self.left, self.right,
-                                                                                     self.feature))
+        return _structure(self.left, self.right, self.feature)
+
+
+def _structure(left: np.ndarray, right: np.ndarray, feature: np.ndarray) -> bytes:
+    """A tree's children and split features (leaves: -1 and -2), as bytes to look it up by."""
+    return b"|".join(np.ascontiguousarray(part, np.int64).tobytes() for part in (left, right, feature))
 
 
 def _fitted_trees(model: Any) -> list[_FittedTree]:
@@ -576,8 +580,8 @@ def _matched_trees(attributes: Mapping[str, Any], fitted: Mapping[bytes, list[_F
         leaf = modes[at] == b"LEAF"
         if not np.array_equal(node_ids[at], np.arange(len(at))) or not np.all(modes[at][~leaf] == b"BRANCH_LEQ"):
             return []
-        structure = _FittedTree(np.where(leaf, -1, true_ids[at]), np.where(leaf, -1, false_ids[at]),
-                                np.where(leaf, -2, features[at]), values, values, None).structure
+        structure = _structure(np.where(leaf, -1, true_ids[at]), np.where(leaf, -1, false_ids[at]),
+                               np.where(leaf, -2, features[at]))
         split = ~leaf
         close = {tree.decisions(double): tree for tree in fitted.get(structure, ())
                  if _within_float32_steps(values[at][split], (tree.for_float64 if double else tree.for_float32)[split])}
@@ -656,25 +660,40 @@ def _float_tree_outputs(proto: Any) -> str | None:
             "give them, then cast to float64 (skl2onnx declared float64, which onnxruntime does not load)")
 
 
+def _last_step(model: Any) -> Any:
+    return model.steps[-1][1] if hasattr(model, "steps") else model
+
+
+def _scores_produced_as(proto: Any, suffix: str) -> str | None:
+    """Rename the graph's second output (a classifier's scores) where its producer writes it to NAME`suffix`, for
+    nodes the caller appends to make NAME again; that new name, or None when no node produces it."""
+    if len(proto.graph.output) < 2:
+        return None
+    scores = proto.graph.output[1].name
+    producer = next((node for node in proto.graph.node if scores in node.output), None)
+    if producer is None:
+        return None
+    producer.output[list(producer.output).index(scores)] = f"{scores}{suffix}"
+    return f"{scores}{suffix}"
+
+
 def _class_ordered_scores(model: Any, proto: Any) -> str | None:
     """A binary SVC / NuSVC without probabilities: skl2onnx's SVMClassifier gives the scores as [d, -d], d being
     decision_function (> 0 for the second class), so their argmax is the other class than the label. The scores
     output is negated into [-d, d], the columns in class order, as the source runner gives them; the note says so."""
     from sklearn.svm import SVC, NuSVC
 
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    final = _last_step(model)
     if not isinstance(final, (SVC, NuSVC)) or getattr(final, "probability", False) is True or len(final.classes_) != 2:
         return None
-    if len(proto.graph.output) < 2:
+    if not any(node.op_type == "SVMClassifier" for node in proto.graph.node):
         return None
-    scores = proto.graph.output[1].name
-    producer = next((node for node in proto.graph.node if scores in node.output), None)
-    if producer is None or not any(node.op_type == "SVMClassifier" for node in proto.graph.node):
+    raw = _scores_produced_as(proto, "_as_skl2onnx_orders_them")
+    if raw is None:
         return None
     import onnx
 
-    raw = f"{scores}_as_skl2onnx_orders_them"
-    producer.output[list(producer.output).index(scores)] = raw
+    scores = proto.graph.output[1].name
     proto.graph.node.append(onnx.helper.make_node("Neg", [raw], [scores], name="mlpack_scores_in_class_order"))
     return (f"'{scores}' of the binary {type(final).__name__} holds decision_function as [-d, d], its columns in class "
             "order (skl2onnx's SVMClassifier gives [d, -d])")
@@ -686,22 +705,19 @@ def _binary_score_columns(model: Any, proto: Any) -> str | None:
     and as a binary SVC's are; the note says so."""
     from sklearn.base import is_classifier
 
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    final = _last_step(model)
     if not is_classifier(final) or hasattr(final, "predict_proba") or len(getattr(final, "classes_", ())) != 2 or \
             len(proto.graph.output) < 2:
         return None
-    output = proto.graph.output[1]
-    dims = output.type.tensor_type.shape.dim
+    dims = proto.graph.output[1].type.tensor_type.shape.dim
     if len(dims) != 2 or dims[1].dim_value != 1:
+        return None
+    raw = _scores_produced_as(proto, "_one_column")
+    if raw is None:
         return None
     import onnx
 
-    scores = output.name
-    producer = next((node for node in proto.graph.node if scores in node.output), None)
-    if producer is None:
-        return None
-    raw = f"{scores}_one_column"
-    producer.output[list(producer.output).index(scores)] = raw
+    scores = proto.graph.output[1].name
     proto.graph.node.extend([
         onnx.helper.make_node("Neg", [raw], [f"{raw}_negated"], name="mlpack_first_class_score"),
         onnx.helper.make_node("Concat", [f"{raw}_negated", raw], [scores], axis=1, name="mlpack_score_per_class")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -72,17 +73,19 @@ def _session(path: Path, name: str, model: Any, kind: str) -> Any:
         locale = re.search(r"Failed to construct locale with name:\s*([\w.@-]+)", text)
         import onnx
 
-        doubles = kind != "onnx" and "tensor(double)" in text and any(
-            value.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE for value in model.graph.input)
-        hint = f"the model's StringNormalizer asks for the locale {locale.group(1)}, which this machine lacks, as " \
-            "mlpack's slim images do (they carry C.UTF-8): set the node's `locale` attribute to C.UTF-8 and " \
-            "convert that file" if locale else \
-            "an op or type this onnxruntime lacks: change that node of the model (e.g. to float32 tensors)" \
-            if kind == "onnx" else \
-            "the converter's float64 form of this model has an op that onnxruntime runs in float32 only: convert " \
-            "with float32 inputs (--input NAME:SHAPE:float32, or no --input)" if doubles else \
-            ("an op or type this onnxruntime lacks; another opset may map it differently: "
-             "mlpack convert MODEL --opset N, then use the .onnx it writes")
+        if locale:
+            hint = (f"the model's StringNormalizer asks for the locale {locale.group(1)}, which this machine lacks, "
+                    "as mlpack's slim images do (they carry C.UTF-8): set the node's `locale` attribute to C.UTF-8 "
+                    "and convert that file")
+        elif kind == "onnx":
+            hint = "an op or type this onnxruntime lacks: change that node of the model (e.g. to float32 tensors)"
+        elif "tensor(double)" in text and any(value.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+                                              for value in model.graph.input):
+            hint = ("the converter's float64 form of this model has an op that onnxruntime runs in float32 only: "
+                    "convert with float32 inputs (--input NAME:SHAPE:float32, or no --input)")
+        else:
+            hint = ("an op or type this onnxruntime lacks; another opset may map it differently: mlpack convert "
+                    "MODEL --opset N, then use the .onnx it writes")
         raise ConversionError(f"{name}: onnxruntime {ort.__version__} cannot load the converted model "
                               f"({' '.join(text.split())[:400]})", hint=hint) from err
 
@@ -192,6 +195,14 @@ def _runs(session: Any, outputs: list[str], feed: Mapping[str, np.ndarray]) -> b
     return True
 
 
+def _source_run(conversion: Conversion, feed: Mapping[str, np.ndarray]) -> Any:
+    """The source model on one feed, without the framework's warnings (its advice to its own users: a prototype
+    nested-tensor path) between mlpack's lines."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return conversion.run_source(feed)
+
+
 def _run_source(conversion: Conversion, data: Feeds, batch: int, names: list[str],
                 classes: Mapping[str, list[Any]]) -> list[Any] | dict[str, Any]:
     """The source model's outputs on `data`, batch by batch, joined like the ONNX model's; maps of a rewritten
@@ -201,9 +212,7 @@ def _run_source(conversion: Conversion, data: Feeds, batch: int, names: list[str
             return np.array([[row[k] for k in classes[name]] for row in value], dtype=np.float32)
         return feeds.as_array(value)
 
-    with warnings.catch_warnings():  # the framework's advice to its own users (a prototype nested-tensor path)
-        warnings.simplefilter("ignore")
-        runs: list[Any] = [conversion.run_source(feed) for feed in data.batches(batch)]
+    runs: list[Any] = [_source_run(conversion, feed) for feed in data.batches(batch)]
     if isinstance(runs[0], Mapping):
         return {key: feeds.join([tensor(run[key], key) for run in runs]) for key in runs[0]}
     return [feeds.join([tensor(run[i], names[i] if i < len(names) else None) for run in runs])
@@ -430,7 +439,7 @@ def _sized_parity(conversion: Conversion, session: Any, feed: dict[str, np.ndarr
     """One size of _other_size_parity: the note, or a ConversionError."""
     sizes = ", ".join(f"{key}{list(np.shape(feed[key]))}" for key in axes if key in feed)
     try:
-        source_out = conversion.run_source(source_feed)
+        source_out = _source_run(conversion, source_feed)
     except Exception:  # noqa: BLE001 - the source does not take that size: no verdict
         return f"free axes at {label} ({sizes}): the source does not take that size, not checked"
     outputs = [o.name for o in session.get_outputs()]
@@ -489,9 +498,10 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
 
     converter = for_format(fmt)
     conversion = converter.convert(source, fmt, options)
-    checked = (source, fmt, destination, options, sample_data, tolerance, ort_version, name)
+    check = functools.partial(_checked, source=source, fmt=fmt, destination=destination, options=options,
+                              sample_data=sample_data, tolerance=tolerance, ort_version=ort_version, name=name)
     try:
-        return _checked(conversion, *checked)
+        return check(conversion)
     except (ValidationError, ConversionError) as refused:
         if conversion.fallback is None:
             raise
@@ -500,7 +510,7 @@ def convert(source: Path, out: Path | None = None, *, options: ConvertOptions | 
         other = conversion.fallback()
         note = (f"{conversion.exporter} made a model that was refused ({' '.join(first.message.split())[:200]}); "
                 f"this model is from {other.exporter}")
-        return _checked(other, *checked, lead=(note,))
+        return check(other, lead=(note,))
     except (ValidationError, ConversionError, ConfigError):
         raise first from None
 
